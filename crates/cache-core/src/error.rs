@@ -1,0 +1,299 @@
+//! The one error type of palisade.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::redact::{Endpoint, redact_text};
+
+/// A boxed error kept as the `source` of an [`Error`], never stringified.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in palisade.
+///
+/// # Behavior
+///
+/// - Every variant names what went wrong; errors that wrap a lower-level error keep it as
+///   [`std::error::Error::source`], boxed, never flattened into a string.
+/// - Nothing printable (`Display`, `Debug`, [`Error::chain`]) ever contains a credential:
+///   backends are identified by an [`Endpoint`], which redacts passwords when it is
+///   built, and the sources' messages are passed through [`redact_text`] when printed.
+///   The source itself is kept intact (downcast it to reach the client's error).
+/// - [`Error::is_unavailable`] is true exactly for [`Error::Unavailable`] and
+///   [`Error::Timeout`]: these, and only these, move
+///   [`Mode::ExplicitDegraded`](crate::Mode::ExplicitDegraded) to its local fallback. A
+///   codec error, bad input or a server-side error reply never does.
+/// - [`Error::is_retryable`] is true for the same two variants: retrying the identical
+///   call later may succeed. Everything else fails the same way again.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backend could not be reached (connection refused, reset, not connected).
+    #[error("{backend} is unavailable (during `{op}`)")]
+    Unavailable {
+        /// Which backend (redacted).
+        backend: Endpoint,
+        /// The operation that failed, e.g. `cache.get`.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The backend did not answer within the deadline.
+    #[error("{backend} did not answer `{op}` within {after:?}")]
+    Timeout {
+        /// Which backend (redacted).
+        backend: Endpoint,
+        /// The operation that timed out.
+        op: &'static str,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// Bytes could not be encoded or decoded.
+    #[error("cannot encode or decode {what}")]
+    Codec {
+        /// Which value, field or key.
+        what: String,
+        /// The codec's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The caller passed something palisade will not store (empty or oversized key,
+    /// oversized value, invalid policy, ...). Raised before any I/O.
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// Why the input was refused.
+        reason: String,
+    },
+    /// The configuration cannot work (unknown mode, missing URL, feature not compiled in).
+    #[error("configuration error: {what}")]
+    Config {
+        /// What is wrong.
+        what: String,
+    },
+    /// A precondition of the operation did not hold (e.g. create-if-absent on an
+    /// existing id).
+    #[error("precondition failed: {what}")]
+    Conflict {
+        /// Which precondition.
+        what: String,
+    },
+    /// The backend answered, but with an error or with a reply palisade cannot
+    /// understand (a script error, `WRONGTYPE`, a malformed reply). Not an outage.
+    #[error("{backend} answered `{op}` with an error")]
+    Backend {
+        /// Which backend (redacted).
+        backend: Endpoint,
+        /// The operation.
+        op: &'static str,
+        /// The server's or client's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Prints a source's `Debug` with credentials redacted.
+struct RedactedDebug<'a>(&'a BoxError);
+
+impl fmt::Debug for RedactedDebug<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let raw = if f.alternate() {
+            format!("{:#?}", self.0)
+        } else {
+            format!("{:?}", self.0)
+        };
+        f.write_str(&redact_text(&raw))
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Unavailable {
+                backend,
+                op,
+                source,
+            } => f
+                .debug_struct("Unavailable")
+                .field("backend", backend)
+                .field("op", op)
+                .field("source", &RedactedDebug(source))
+                .finish(),
+            Error::Timeout { backend, op, after } => f
+                .debug_struct("Timeout")
+                .field("backend", backend)
+                .field("op", op)
+                .field("after", after)
+                .finish(),
+            Error::Codec { what, source } => f
+                .debug_struct("Codec")
+                .field("what", what)
+                .field("source", &RedactedDebug(source))
+                .finish(),
+            Error::InvalidInput { reason } => f
+                .debug_struct("InvalidInput")
+                .field("reason", reason)
+                .finish(),
+            Error::Config { what } => f
+                .debug_struct("Config")
+                .field("what", &redact_text(what))
+                .finish(),
+            Error::Conflict { what } => f.debug_struct("Conflict").field("what", what).finish(),
+            Error::Backend {
+                backend,
+                op,
+                source,
+            } => f
+                .debug_struct("Backend")
+                .field("backend", backend)
+                .field("op", op)
+                .field("source", &RedactedDebug(source))
+                .finish(),
+        }
+    }
+}
+
+/// The kind of an [`Error`], for counters, logs and machine-readable output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::Unavailable`].
+    Unavailable,
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::Codec`].
+    Codec,
+    /// [`Error::InvalidInput`].
+    InvalidInput,
+    /// [`Error::Config`].
+    Config,
+    /// [`Error::Conflict`].
+    Conflict,
+    /// [`Error::Backend`].
+    Backend,
+}
+
+impl ErrorKind {
+    /// All kinds, in declaration order.
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::Unavailable,
+        ErrorKind::Timeout,
+        ErrorKind::Codec,
+        ErrorKind::InvalidInput,
+        ErrorKind::Config,
+        ErrorKind::Conflict,
+        ErrorKind::Backend,
+    ];
+
+    /// A stable snake_case name, e.g. `invalid_input`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Codec => "codec",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Config => "config",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Backend => "backend",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Codec { .. } => ErrorKind::Codec,
+            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::Config { .. } => ErrorKind::Config,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Backend { .. } => ErrorKind::Backend,
+        }
+    }
+
+    /// True when the backend could not be reached or did not answer in time: the
+    /// only errors that move degraded mode to its fallback.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+    }
+
+    /// True when the same call may succeed later without any change by the caller.
+    pub fn is_retryable(&self) -> bool {
+        self.is_unavailable()
+    }
+
+    /// An [`Error::InvalidInput`].
+    pub fn invalid_input(reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::Config`].
+    pub fn config(what: impl Into<String>) -> Self {
+        Error::Config {
+            what: redact_text(&what.into()),
+        }
+    }
+
+    /// An [`Error::Conflict`].
+    pub fn conflict(what: impl Into<String>) -> Self {
+        Error::Conflict { what: what.into() }
+    }
+
+    /// An [`Error::Codec`] about `what`.
+    pub fn codec(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Codec {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The full chain of messages (this error and every source), joined by `: `.
+    /// Safe to print: no variant carries a credential.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
+        while let Some(e) = cur {
+            out.push_str(": ");
+            out.push_str(&redact_text(&e.to_string()));
+            cur = e.source();
+        }
+        out
+    }
+}
+
+/// A cloneable, printable record of an [`Error`]: its kind and its full message chain.
+/// Events and stats carry this (an [`Error`] owns its source and cannot be cloned);
+/// like every printable thing in palisade it holds no credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ErrorSummary {
+    /// The kind.
+    pub kind: ErrorKind,
+    /// [`Error::chain`]: the message and every source's message.
+    pub message: String,
+}
+
+impl ErrorSummary {
+    /// The summary of `error`.
+    pub fn of(error: &Error) -> Self {
+        ErrorSummary {
+            kind: error.kind(),
+            message: error.chain(),
+        }
+    }
+}
+
+impl fmt::Display for ErrorSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}

@@ -1,0 +1,56 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Crate map
+//!
+//! The vocabulary that palisade's three contracts (cache, job store, throttle) share,
+//! and the cache contract itself. It depends on no Redis client and no cache library:
+//! backends live in `palisade-cache-local` (moka) and `palisade-cache-redis` (fred).
+//!
+//! | item | what it is |
+//! |---|---|
+//! | [`Mode`] | `strict`, `degraded`, `local`: how an outage of the shared store is handled |
+//! | [`Error`] | the one error type; [`Error::is_unavailable`] decides failover |
+//! | [`Provenance`], [`Tagged`] | where every read came from |
+//! | [`Event`], [`Events`] | outage and recovery events, logged under `palisade::security` and broadcast |
+//! | [`Namespace`], [`KeyParts`] | typed, escaped, injective keys and glob-safe SCAN patterns |
+//! | [`Codec`] | serde + postcard inside a versioned envelope |
+//! | [`Clock`], [`SystemClock`], [`ManualClock`] | injectable time |
+//! | [`Supervisor`] | the health supervisor behind degraded mode |
+//! | [`Endpoint`] | a backend's printable identity, credentials redacted |
+//!
+//! The `testkit` feature adds test helpers (a private `redis-server` per test that can
+//! be killed, paused and restarted) and the behaviour suites run against every backend.
+//! It is not API-stable; enable it only from `[dev-dependencies]`.
+//!
+//! ## Decisions
+//!
+//! - An unavailable error is [`Error::Unavailable`] or [`Error::Timeout`]; nothing else
+//!   (a decode failure, bad input, an error reply) ever moves a mode or emits an event.
+//! - Events carry an [`ErrorSummary`] (kind + redacted message chain), because an
+//!   [`Error`] owns its source and is not `Clone`.
+//! - Keys are limited to [`key::DEFAULT_MAX_KEY_LEN`] encoded bytes unless configured.
+
+pub mod clock;
+pub mod codec;
+mod error;
+mod event;
+pub mod key;
+mod mode;
+mod provenance;
+mod redact;
+pub mod supervisor;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use clock::{BoxFuture, Clock, ManualClock, SharedClock, SystemClock, with_deadline};
+pub use codec::{Codec, CodecError};
+pub use error::{BoxError, Error, ErrorKind, ErrorSummary};
+pub use event::{Component, Event, EventKind, Events, TARGET as EVENT_TARGET};
+pub use key::{KeyParts, Namespace};
+pub use mode::Mode;
+pub use provenance::{Provenance, Tagged};
+pub use redact::{Endpoint, REDACTED, redact_text};
+pub use supervisor::{Health, OnRecover, Probe, Supervisor, SupervisorConfig, SupervisorContext};
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

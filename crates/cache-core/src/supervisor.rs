@@ -1,0 +1,438 @@
+//! The health supervisor: is the primary (Redis) up, and when did it come back?
+//!
+//! Degraded mode asks it where to send each call; strict mode uses it only to report
+//! outages. It is the single place that decides transitions, so that each outage gives
+//! exactly one "down" event and exactly one [`EventKind::Recovered`].
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::clock::{BoxFuture, SharedClock, with_deadline};
+use crate::{Component, Error, ErrorSummary, Event, EventKind, Events, Mode};
+
+/// Checks whether the primary answers (for Redis: `PING`).
+pub trait Probe: Send + Sync + 'static {
+    /// One check. The supervisor bounds it by [`SupervisorConfig::probe_deadline`].
+    fn probe(&self) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+impl<F, Fut> Probe for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    fn probe(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self())
+    }
+}
+
+/// Work to do when a probe has confirmed recovery, before service returns to the
+/// primary (the cache drops the entries written while degraded). Returns the count
+/// reported as `dropped_or_replayed` in [`EventKind::Recovered`].
+pub trait OnRecover: Send + Sync + 'static {
+    /// Runs once per outage, after the successful probe.
+    fn on_recover(&self) -> BoxFuture<'_, u64>;
+}
+
+/// Timing of the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct SupervisorConfig {
+    /// How long one probe may take before it counts as failed (default 250 ms).
+    pub probe_deadline: Duration,
+    /// The first wait before a probe, doubled after each failed probe (default 100 ms).
+    pub backoff_min: Duration,
+    /// The longest wait between probes: the probe period (default 1 s).
+    pub backoff_max: Duration,
+    /// Each wait is multiplied by a random factor in `[1 - jitter, 1 + jitter]`
+    /// (default 0.2), so that a fleet does not probe in lockstep.
+    pub jitter: f64,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            probe_deadline: Duration::from_millis(250),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            jitter: 0.2,
+        }
+    }
+}
+
+impl SupervisorConfig {
+    /// Sets the probe period (the longest wait between probes).
+    pub fn with_probe_period(mut self, period: Duration) -> Self {
+        self.backoff_max = period;
+        self.backoff_min = self.backoff_min.min(period);
+        self
+    }
+
+    /// Sets the deadline of one probe.
+    pub fn with_probe_deadline(mut self, deadline: Duration) -> Self {
+        self.probe_deadline = deadline;
+        self
+    }
+
+    /// Sets the first wait before a probe.
+    pub fn with_backoff_min(mut self, min: Duration) -> Self {
+        self.backoff_min = min;
+        self
+    }
+
+    /// Sets the jitter factor (clamped to `[0, 1]`).
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The wait before probe number `attempt` (0-based), without jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
+        self.backoff_min
+            .checked_mul(factor)
+            .unwrap_or(self.backoff_max)
+            .min(self.backoff_max)
+    }
+
+    fn jittered(&self, attempt: u32) -> Duration {
+        let spread = (fastrand::f64() * 2.0 - 1.0) * self.jitter;
+        self.backoff(attempt).mul_f64((1.0 + spread).max(0.0))
+    }
+}
+
+/// The primary's health as the supervisor sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// The primary serves.
+    Healthy,
+    /// The primary is down since `since` (wall clock); a probe loop is running.
+    Degraded {
+        /// When the outage was detected.
+        since: SystemTime,
+    },
+}
+
+impl Health {
+    /// `healthy` or `degraded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Degraded { .. } => "degraded",
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Healthy,
+    Down {
+        since: Instant,
+        since_system: SystemTime,
+        outage: u64,
+    },
+}
+
+/// Watches the primary and decides every healthy ↔ degraded transition.
+///
+/// # Behavior
+///
+/// - Starts [`Health::Healthy`] ([`Supervisor::new`]) or already down
+///   ([`Supervisor::start_down`], which emits [`EventKind::UnavailableAtStartup`]).
+/// - [`Supervisor::report`] with an error for which [`Error::is_unavailable`] holds marks
+///   the primary down **at once** and emits one event — [`EventKind::Degraded`] in
+///   degraded mode, [`EventKind::UnavailableAtRuntime`] otherwise. Further failures
+///   during the same outage emit nothing. Other errors change nothing.
+/// - While down, a probe runs on a jittered exponential backoff
+///   ([`SupervisorConfig`]), each bounded by its deadline. A failed or timed-out probe
+///   changes nothing; only a successful probe ends the outage: the [`OnRecover`] hook
+///   runs, the state becomes [`Health::Healthy`] and exactly one
+///   [`EventKind::Recovered`] is emitted, carrying the outage length, the calls served
+///   degraded and the hook's count. No successful call other than the probe ends an
+///   outage.
+/// - Dropping the supervisor stops its probe task: no task outlives its owner.
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SupervisorConfig,
+    clock: SharedClock,
+    events: Events,
+    component: Component,
+    mode: Mode,
+    tenant: Arc<str>,
+    probe: Box<dyn Probe>,
+    on_recover: Option<Box<dyn OnRecover>>,
+    runtime: Handle,
+    state: Mutex<State>,
+    outages: AtomicU64,
+    served_degraded: AtomicU64,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("component", &self.inner.component)
+            .field("mode", &self.inner.mode)
+            .field("health", &self.health())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`Supervisor`] needs to know about its owner.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SupervisorContext {
+    /// The contract it watches for.
+    pub component: Component,
+    /// The mode (decides which event a runtime outage emits).
+    pub mode: Mode,
+    /// The tenant, for events.
+    pub tenant: Arc<str>,
+    /// Where events go.
+    pub events: Events,
+    /// The clock used for backoff, deadlines and outage lengths.
+    pub clock: SharedClock,
+    /// Timing.
+    pub config: SupervisorConfig,
+}
+
+impl SupervisorContext {
+    /// A context with the system clock and default timing.
+    pub fn new(
+        component: Component,
+        mode: Mode,
+        tenant: impl Into<Arc<str>>,
+        events: Events,
+    ) -> Self {
+        SupervisorContext {
+            component,
+            mode,
+            tenant: tenant.into(),
+            events,
+            clock: crate::SystemClock::shared(),
+            config: SupervisorConfig::default(),
+        }
+    }
+
+    /// Replaces the clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replaces the timing.
+    pub fn with_config(mut self, config: SupervisorConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data inconsistent (each
+    // critical section is a single assignment), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Supervisor {
+    /// A supervisor for a primary that is up.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when called outside a tokio runtime (the probe task needs one).
+    pub fn new(
+        ctx: SupervisorContext,
+        probe: impl Probe,
+        on_recover: Option<Box<dyn OnRecover>>,
+    ) -> Result<Self, Error> {
+        let runtime = Handle::try_current().map_err(|_| {
+            Error::config("the health supervisor must be created inside a tokio runtime")
+        })?;
+        Ok(Supervisor {
+            inner: Arc::new(Inner {
+                config: ctx.config,
+                clock: ctx.clock,
+                events: ctx.events,
+                component: ctx.component,
+                mode: ctx.mode,
+                tenant: ctx.tenant,
+                probe: Box::new(probe),
+                on_recover,
+                runtime,
+                state: Mutex::new(State::Healthy),
+                outages: AtomicU64::new(0),
+                served_degraded: AtomicU64::new(0),
+                task: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// A supervisor for a primary that could not be reached at startup: emits
+    /// [`EventKind::UnavailableAtStartup`] and starts probing.
+    pub fn start_down(
+        ctx: SupervisorContext,
+        probe: impl Probe,
+        on_recover: Option<Box<dyn OnRecover>>,
+        error: &Error,
+    ) -> Result<Self, Error> {
+        let sup = Supervisor::new(ctx, probe, on_recover)?;
+        sup.inner.go_down(EventKind::UnavailableAtStartup, error);
+        Ok(sup)
+    }
+
+    /// The current health.
+    pub fn health(&self) -> Health {
+        match *lock(&self.inner.state) {
+            State::Healthy => Health::Healthy,
+            State::Down { since_system, .. } => Health::Degraded {
+                since: since_system,
+            },
+        }
+    }
+
+    /// Whether the primary is considered up.
+    pub fn is_healthy(&self) -> bool {
+        matches!(*lock(&self.inner.state), State::Healthy)
+    }
+
+    /// The number of the current (or last) outage, starting at 1; 0 before any.
+    pub fn outage_number(&self) -> u64 {
+        self.inner.outages.load(Ordering::Acquire)
+    }
+
+    /// Reports the error of a call to the primary. Returns true when this report
+    /// started an outage. See the type's `# Behavior`.
+    pub fn report(&self, op: &'static str, error: &Error) -> bool {
+        if !error.is_unavailable() {
+            return false;
+        }
+        let kind = match self.inner.mode {
+            Mode::ExplicitDegraded => EventKind::Degraded,
+            _ => EventKind::UnavailableAtRuntime { op },
+        };
+        self.inner.go_down(kind, error)
+    }
+
+    /// Counts one call served by the fallback during the current outage.
+    pub fn note_served_degraded(&self) {
+        self.inner.served_degraded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The mode the supervisor reports for.
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
+    }
+
+    /// The events sink.
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.inner.task).take() {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn emit(&self, kind: EventKind, error: Option<&Error>) {
+        self.events.emit(Event::new(
+            kind,
+            self.component,
+            self.mode,
+            Arc::clone(&self.tenant),
+            self.clock.system_time(),
+            error.map(ErrorSummary::of),
+        ));
+    }
+
+    /// Marks the primary down if it was up; returns whether it was.
+    fn go_down(self: &Arc<Self>, kind: EventKind, error: &Error) -> bool {
+        let outage = {
+            let mut state = lock(&self.state);
+            if let State::Down { .. } = *state {
+                return false;
+            }
+            let outage = self.outages.fetch_add(1, Ordering::AcqRel) + 1;
+            self.served_degraded.store(0, Ordering::Relaxed);
+            *state = State::Down {
+                since: self.clock.now(),
+                since_system: self.clock.system_time(),
+                outage,
+            };
+            // Emitted under the lock so that events of one outage are never reordered.
+            self.emit(kind, Some(error));
+            outage
+        };
+        let task = self.runtime.spawn(Arc::clone(self).probe_until_up(outage));
+        if let Some(old) = lock(&self.task).replace(task) {
+            // The previous outage's loop has finished (it ended that outage); make sure.
+            old.abort();
+        }
+        true
+    }
+
+    async fn probe_until_up(self: Arc<Self>, outage: u64) {
+        let mut attempt = 0u32;
+        loop {
+            let wait = self.config.jittered(attempt);
+            attempt = attempt.saturating_add(1);
+            self.clock.sleep_until(self.clock.now() + wait).await;
+            let probe = with_deadline(&*self.clock, self.config.probe_deadline, self.probe.probe());
+            match probe.await {
+                Some(Ok(())) => break,
+                Some(Err(e)) => {
+                    tracing::debug!(target: crate::event::TARGET, error = %e.chain(), "probe failed")
+                }
+                None => tracing::debug!(target: crate::event::TARGET, "probe timed out"),
+            }
+        }
+        let dropped = match &self.on_recover {
+            Some(hook) => hook.on_recover().await,
+            None => 0,
+        };
+        let mut state = lock(&self.state);
+        if let State::Down {
+            since,
+            outage: current,
+            ..
+        } = *state
+        {
+            if current == outage {
+                *state = State::Healthy;
+                let served = self.served_degraded.swap(0, Ordering::Relaxed);
+                self.emit(
+                    EventKind::Recovered {
+                        outage: self.clock.now().saturating_duration_since(since),
+                        served_degraded: served,
+                        dropped_or_replayed: dropped,
+                    },
+                    None,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! A private `redis-server`, and a 3-master Redis Cluster, on loopback ports picked at
+//! random, in temporary directories, without persistence.
+
+use std::fs::File;
+use std::io;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use super::resp::{self, Reply};
+
+/// Environment variable naming the `redis-server` binary (default: from `PATH`).
+pub const BINARY_ENV: &str = "PALISADE_REDIS_SERVER";
+
+/// PIDs of every server started by this process and not yet stopped, so that an
+/// interrupted run can kill them ([`kill_all`]).
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// SIGKILLs every server this process started and has not stopped (for signal
+/// handlers: an interrupted run must leave no `redis-server` behind).
+pub fn kill_all() {
+    for pid in live().drain(..) {
+        let pid = Pid::from_raw(pid as i32);
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+/// How long a server may take to answer PING after it was spawned.
+const READY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A `redis-server` child process.
+///
+/// # Behavior
+///
+/// - [`RedisServer::start`] picks a free loopback port, starts the server in a fresh
+///   temporary directory with persistence off, and returns once it answers PING.
+/// - [`RedisServer::kill`] sends SIGKILL and reaps the process; [`RedisServer::pause`]
+///   and [`RedisServer::resume`] send SIGSTOP and SIGCONT; [`RedisServer::restart`]
+///   starts a new process on the same port (data is gone: no persistence).
+/// - Dropping it kills the process and removes its directory.
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// The `redis-server` binary to run.
+    pub fn binary() -> PathBuf {
+        std::env::var_os(BINARY_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("redis-server"))
+    }
+
+    /// Whether the binary can be run.
+    pub fn binary_available() -> bool {
+        Command::new(Self::binary())
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The `major.minor.patch` version of the binary.
+    pub fn binary_version() -> io::Result<(u32, u32, u32)> {
+        let out = Command::new(Self::binary()).arg("--version").output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "Redis server v=7.0.15 sha=..."
+        let v = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .ok_or_else(|| io::Error::other(format!("cannot read a version in {text:?}")))?;
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        Ok((
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+        ))
+    }
+
+    /// A standalone server.
+    pub fn start() -> io::Result<RedisServer> {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra arguments (e.g. `--cluster-enabled yes`).
+    pub fn start_with(extra: &[&str]) -> io::Result<RedisServer> {
+        let need_bus = extra.contains(&"--cluster-enabled");
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port(need_bus)?;
+            let mut server = RedisServer {
+                port,
+                dir: tempfile::Builder::new()
+                    .prefix("palisade-redis-")
+                    .tempdir()?,
+                args: extra.iter().map(|s| s.to_string()).collect(),
+                child: None,
+            };
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                // Another process may have taken the port between the probe and the
+                // spawn: try another.
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| io::Error::other("cannot start redis-server")))
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let log = File::create(self.dir.path().join("server.log"))?;
+        let child = Command::new(Self::binary())
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        live().push(child.id());
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.forget_child();
+                    return Err(io::Error::other(format!(
+                        "redis-server on port {} exited with {status}: {}",
+                        self.port,
+                        self.log()
+                    )));
+                }
+            }
+            if let Ok(Reply::Simple(s)) = resp::command(&self.addr(), &["PING"]) {
+                if s == "PONG" {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("redis-server on port {} did not answer PING", self.port),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn forget_child(&mut self) {
+        if let Some(child) = self.child.take() {
+            live().retain(|p| *p != child.id());
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr())
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether a process is running (it may be paused).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            live().retain(|p| *p != child.id());
+        }
+    }
+
+    fn signal(&self, signal: Signal) -> io::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| io::Error::other("redis-server is not running"))?;
+        kill(Pid::from_raw(pid as i32), signal).map_err(io::Error::from)
+    }
+
+    /// SIGSTOP: the server keeps its sockets but answers nothing.
+    pub fn pause(&self) -> io::Result<()> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) -> io::Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    /// Kills the server if it runs, then starts a new one on the same port and waits
+    /// for it to answer PING.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Starts the server again on the same port after [`RedisServer::kill`].
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free loopback port; with `bus`, `port + 10000` is free too (the cluster bus).
+fn free_port(bus: bool) -> io::Result<u16> {
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !bus {
+            return Ok(port);
+        }
+        if let Some(bus_port) = port.checked_add(10_000) {
+            if TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && TcpListener::bind(("127.0.0.1", bus_port)).is_ok()
+            {
+                return Ok(port);
+            }
+        }
+    }
+    Err(io::Error::other(
+        "no free loopback port pair for a cluster node",
+    ))
+}
+
+/// A Redis Cluster of masters only, each a [`RedisServer`].
+///
+/// # Behavior
+///
+/// - [`RedisCluster::start`] starts `masters` servers with cluster mode on and
+///   `cluster-require-full-coverage no`, splits the 16384 slots evenly, joins them
+///   and returns once every node reports `cluster_state:ok` and knows every node.
+/// - Dropping it kills every node.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Number of hash slots in a Redis Cluster.
+    pub const SLOTS: u32 = 16_384;
+
+    /// A cluster of `masters` nodes.
+    pub fn start(masters: usize) -> io::Result<RedisCluster> {
+        let mut nodes = Vec::with_capacity(masters);
+        for _ in 0..masters {
+            nodes.push(RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-require-full-coverage",
+                "no",
+            ])?);
+        }
+        let cluster = RedisCluster { nodes };
+        cluster.form()?;
+        Ok(cluster)
+    }
+
+    fn form(&self) -> io::Result<()> {
+        let n = self.nodes.len() as u32;
+        let check = |r: io::Result<Reply>, what: &str| -> io::Result<()> {
+            match r? {
+                Reply::Error(e) => Err(io::Error::other(format!("{what}: {e}"))),
+                _ => Ok(()),
+            }
+        };
+        for (i, node) in self.nodes.iter().enumerate() {
+            let i = i as u32;
+            let lo = Self::SLOTS * i / n;
+            let hi = Self::SLOTS * (i + 1) / n - 1;
+            check(
+                resp::command(
+                    &node.addr(),
+                    &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()],
+                ),
+                "CLUSTER SET-CONFIG-EPOCH",
+            )?;
+            check(
+                resp::command(
+                    &node.addr(),
+                    &["CLUSTER", "ADDSLOTSRANGE", &lo.to_string(), &hi.to_string()],
+                ),
+                "CLUSTER ADDSLOTSRANGE",
+            )?;
+        }
+        let first = self.nodes[0].port().to_string();
+        for node in &self.nodes[1..] {
+            check(
+                resp::command(&node.addr(), &["CLUSTER", "MEET", "127.0.0.1", &first]),
+                "CLUSTER MEET",
+            )?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = self.nodes.iter().all(|node| {
+                resp::command(&node.addr(), &["CLUSTER", "INFO"])
+                    .ok()
+                    .and_then(|r| r.text())
+                    .is_some_and(|info| {
+                        info.contains("cluster_state:ok")
+                            && info.contains(&format!("cluster_known_nodes:{n}\r"))
+                            && info.contains("cluster_slots_assigned:16384")
+                    })
+            });
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the cluster did not reach cluster_state:ok within 20 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Mutable access to the nodes, to kill or pause one.
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// `127.0.0.1:PORT` of every node, comma-separated.
+    pub fn seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::addr)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

@@ -1,0 +1,335 @@
+//! `cargo xtask`: the one entry point of palisade's CI.
+//!
+//! ```text
+//! cargo xtask ci      fmt, clippy, tests against a real Redis and Redis Cluster, docs, feature hygiene
+//! cargo xtask test    the workspace tests only, with Redis and the cluster started [-- cargo test args]
+//! cargo xtask redis   start a standalone server and a cluster, print their addresses, wait for Ctrl-C
+//! ```
+//!
+//! Every Redis it starts runs on loopback ports it picks, in a temporary directory,
+//! without persistence, and is killed when the command ends: on success, on a failed
+//! step, and on Ctrl-C or SIGTERM.
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use palisade_cache_core::testkit::env as test_env;
+use palisade_cache_core::testkit::server::{self, RedisCluster, RedisServer};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// Packages that must not pull a given dependency into their normal build.
+const HYGIENE: &[(&str, &str, &[&str])] = &[
+    (
+        "crates/cache-core",
+        "palisade-cache-core",
+        &["fred", "moka", "bb8"],
+    ),
+    (
+        "crates/job-store",
+        "palisade-job-store",
+        &["fred", "moka", "bb8"],
+    ),
+    (
+        "crates/throttle",
+        "palisade-throttle",
+        &["fred", "moka", "bb8"],
+    ),
+    (
+        "crates/cache-local",
+        "palisade-cache-local",
+        &["fred", "bb8"],
+    ),
+    ("crates/cache-redis", "palisade-cache-redis", &["moka"]),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // An interrupted run must leave no redis-server behind.
+    if let Err(e) = ctrlc::set_handler(|| {
+        server::kill_all();
+        eprintln!("xtask: interrupted; every redis-server it started was killed");
+        std::process::exit(130);
+    }) {
+        eprintln!("xtask: cannot install the signal handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("test") => test_only(&args[1..]),
+        Some("redis") => redis_only(),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | test [-- cargo test args] | redis>");
+            return ExitCode::from(64);
+        }
+    };
+    server::kill_all();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Steps {
+    done: Vec<(String, f64)>,
+}
+
+impl Steps {
+    fn run(&mut self, name: &str, f: impl FnOnce() -> Result) -> Result {
+        eprintln!("\n==> {name}");
+        let start = Instant::now();
+        let r = f();
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "<== {name}: {} in {secs:.1} s",
+            if r.is_ok() { "ok" } else { "FAILED" }
+        );
+        self.done.push((name.to_owned(), secs));
+        r.map_err(|e| format!("{name}: {e}"))
+    }
+
+    fn summary(&self) {
+        eprintln!("\nxtask ci summary:");
+        for (name, secs) in &self.done {
+            eprintln!("  {secs:>7.1} s  {name}");
+        }
+    }
+}
+
+fn ci() -> Result {
+    let mut steps = Steps { done: Vec::new() };
+    let r = ci_steps(&mut steps);
+    steps.summary();
+    r
+}
+
+fn ci_steps(steps: &mut Steps) -> Result {
+    steps.run("redis-server present (>= 7)", ensure_redis)?;
+    steps.run("cargo fmt --check", || {
+        cargo(&["fmt", "--all", "--check"], &[])
+    })?;
+    steps.run("cargo clippy -D warnings", || {
+        cargo(
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            &[],
+        )
+    })?;
+    let servers = steps.run_value(
+        "start Redis (standalone + 3-master cluster)",
+        Servers::start,
+    )?;
+    let env = servers.env();
+    steps.run("cargo test (real Redis and Redis Cluster)", || {
+        cargo(&["test", "--workspace", "--all-features"], &env)
+    })?;
+    steps.run("cargo doc -D warnings", || {
+        cargo(
+            &["doc", "--workspace", "--no-deps", "--all-features"],
+            &[("RUSTDOCFLAGS", "-D warnings".to_owned())],
+        )
+    })?;
+    steps.run("feature hygiene (cargo tree)", hygiene)?;
+    let pids = servers.pids();
+    drop(servers);
+    steps.run("no redis-server left behind", || no_leftovers(&pids))?;
+    Ok(())
+}
+
+impl Steps {
+    fn run_value<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let mut out = None;
+        self.run(name, || {
+            out = Some(f()?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| format!("{name}: produced nothing"))
+    }
+}
+
+fn test_only(extra: &[String]) -> Result {
+    ensure_redis()?;
+    let servers = Servers::start()?;
+    let mut args = vec!["test", "--workspace", "--all-features"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args, &servers.env())
+}
+
+fn redis_only() -> Result {
+    ensure_redis()?;
+    let servers = Servers::start()?;
+    for (k, v) in servers.env() {
+        println!("export {k}={v}");
+    }
+    eprintln!("xtask: Redis is running; Ctrl-C stops it");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The standalone server and the cluster handed to the tests.
+struct Servers {
+    standalone: RedisServer,
+    cluster: RedisCluster,
+}
+
+impl Servers {
+    fn start() -> Result<Servers> {
+        let standalone =
+            RedisServer::start().map_err(|e| format!("standalone redis-server: {e}"))?;
+        let cluster = RedisCluster::start(3).map_err(|e| format!("redis cluster: {e}"))?;
+        eprintln!(
+            "xtask: standalone {} ; cluster {}",
+            standalone.url(),
+            cluster.seeds()
+        );
+        Ok(Servers {
+            standalone,
+            cluster,
+        })
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (test_env::REDIS_URL, self.standalone.url()),
+            (test_env::CLUSTER_NODES, self.cluster.seeds()),
+            (test_env::REQUIRE, "1".to_owned()),
+        ]
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        std::iter::once(&self.standalone)
+            .chain(self.cluster.nodes())
+            .filter_map(RedisServer::pid)
+            .collect()
+    }
+}
+
+fn no_leftovers(pids: &[u32]) -> Result {
+    let alive: Vec<_> = pids
+        .iter()
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    if alive.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("redis-server processes still alive: {alive:?}"))
+    }
+}
+
+fn cargo(args: &[&str], env: &[(&str, String)]) -> Result {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+fn run(cmd: &mut Command) -> Result {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} exited with {status}"))
+    }
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ensure_redis() -> Result {
+    if !RedisServer::binary_available() {
+        let root = output(Command::new("id").arg("-u")).is_ok_and(|s| s.trim() == "0");
+        let apt = Command::new("apt-get").arg("--version").output().is_ok();
+        if !(root && apt) {
+            return Err(format!(
+                "no `redis-server` (Redis >= 7) on PATH and this machine cannot install it \
+                 (needs root and apt-get). Install the Debian/Ubuntu package `redis-server` \
+                 (or Redis >= 7 from source) or point {} at the binary.",
+                server::BINARY_ENV
+            ));
+        }
+        eprintln!("xtask: redis-server is missing; installing the Debian package");
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "redis-server",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        // The package may start a system service on 6379; palisade's runs use their own
+        // servers, and must leave no redis-server behind.
+        let _ = Command::new("service")
+            .args(["redis-server", "stop"])
+            .output();
+    }
+    let (major, minor, patch) =
+        RedisServer::binary_version().map_err(|e| format!("redis-server --version: {e}"))?;
+    eprintln!("xtask: redis-server {major}.{minor}.{patch}");
+    if major < 7 {
+        return Err(format!(
+            "redis-server {major}.{minor}.{patch} is too old: palisade needs Redis >= 7"
+        ));
+    }
+    Ok(())
+}
+
+fn hygiene() -> Result {
+    for (dir, package, banned) in HYGIENE {
+        if !std::path::Path::new(dir).join("Cargo.toml").exists() {
+            continue;
+        }
+        let tree = output(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+                "tree",
+                "-e",
+                "normal",
+                "--all-features",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+                "-p",
+                package,
+            ]),
+        )?;
+        let names: Vec<&str> = tree
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let found: Vec<&&str> = banned.iter().filter(|b| names.contains(b)).collect();
+        if !found.is_empty() {
+            return Err(format!("{package} pulls {found:?} into its normal build"));
+        }
+        eprintln!("xtask: {package}: no {}", banned.join(", no "));
+    }
+    Ok(())
+}
