@@ -24,6 +24,11 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn system_time(&self) -> SystemTime;
     /// A future that completes once `now() >= deadline`.
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;
+    /// Whether this clock follows real time (true for [`SystemClock`]). Backends may
+    /// delegate expiry to a library's own timer only when it does.
+    fn follows_real_time(&self) -> bool {
+        true
+    }
 }
 
 /// A shared clock.
@@ -134,6 +139,9 @@ impl Clock for ManualClock {
                 }
             }
         })
+    }
+    fn follows_real_time(&self) -> bool {
+        false
     }
 }
 

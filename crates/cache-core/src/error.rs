@@ -77,6 +77,17 @@ pub enum Error {
         /// Which precondition.
         what: String,
     },
+    /// The loader of [`Cache::get_or_load`](crate::Cache::get_or_load) failed. Every
+    /// caller waiting on that load receives this error (sharing the loader's error);
+    /// nothing is cached.
+    #[error("the loader for {key} failed")]
+    Load {
+        /// The user key being loaded.
+        key: String,
+        /// The loader's error, shared by every waiter.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The backend answered, but with an error or with a reply palisade cannot
     /// understand (a script error, `WRONGTYPE`, a malformed reply). Not an outage.
     #[error("{backend} answered `{op}` with an error")]
@@ -138,6 +149,11 @@ impl fmt::Debug for Error {
                 .field("what", &redact_text(what))
                 .finish(),
             Error::Conflict { what } => f.debug_struct("Conflict").field("what", what).finish(),
+            Error::Load { key, source } => f
+                .debug_struct("Load")
+                .field("key", key)
+                .field("source", &redact_text(&format!("{source:?}")))
+                .finish(),
             Error::Backend {
                 backend,
                 op,
@@ -168,21 +184,29 @@ pub enum ErrorKind {
     Config,
     /// [`Error::Conflict`].
     Conflict,
+    /// [`Error::Load`].
+    Load,
     /// [`Error::Backend`].
     Backend,
 }
 
 impl ErrorKind {
     /// All kinds, in declaration order.
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::Unavailable,
         ErrorKind::Timeout,
         ErrorKind::Codec,
         ErrorKind::InvalidInput,
         ErrorKind::Config,
         ErrorKind::Conflict,
+        ErrorKind::Load,
         ErrorKind::Backend,
     ];
+
+    /// The position of this kind in [`ErrorKind::ALL`] (for per-kind counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// A stable snake_case name, e.g. `invalid_input`.
     pub fn as_str(self) -> &'static str {
@@ -193,6 +217,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::Config => "config",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Load => "load",
             ErrorKind::Backend => "backend",
         }
     }
@@ -214,6 +239,7 @@ impl Error {
             Error::InvalidInput { .. } => ErrorKind::InvalidInput,
             Error::Config { .. } => ErrorKind::Config,
             Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Load { .. } => ErrorKind::Load,
             Error::Backend { .. } => ErrorKind::Backend,
         }
     }
@@ -256,6 +282,44 @@ impl Error {
         }
     }
 
+    /// A copy of a shared error for one more receiver: same variant and fields; where
+    /// the original has a source, the copy's source is the original error itself (so
+    /// its message and its whole chain stay reachable). Used to hand one failure to
+    /// every waiter of a single-flight load.
+    pub fn clone_shared(this: &std::sync::Arc<Error>) -> Error {
+        let shared = || -> BoxError { Box::new(Shared(std::sync::Arc::clone(this))) };
+        match &**this {
+            Error::Unavailable { backend, op, .. } => Error::Unavailable {
+                backend: backend.clone(),
+                op,
+                source: shared(),
+            },
+            Error::Timeout { backend, op, after } => Error::Timeout {
+                backend: backend.clone(),
+                op,
+                after: *after,
+            },
+            Error::Codec { what, .. } => Error::Codec {
+                what: what.clone(),
+                source: shared(),
+            },
+            Error::InvalidInput { reason } => Error::InvalidInput {
+                reason: reason.clone(),
+            },
+            Error::Config { what } => Error::Config { what: what.clone() },
+            Error::Conflict { what } => Error::Conflict { what: what.clone() },
+            Error::Load { key, source } => Error::Load {
+                key: key.clone(),
+                source: std::sync::Arc::clone(source),
+            },
+            Error::Backend { backend, op, .. } => Error::Backend {
+                backend: backend.clone(),
+                op,
+                source: shared(),
+            },
+        }
+    }
+
     /// The full chain of messages (this error and every source), joined by `: `.
     /// Safe to print: no variant carries a credential.
     pub fn chain(&self) -> String {
@@ -295,5 +359,24 @@ impl ErrorSummary {
 impl fmt::Display for ErrorSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// The source of an [`Error::clone_shared`] copy: the original error's source, shared.
+#[derive(Debug)]
+struct Shared(std::sync::Arc<Error>);
+
+impl fmt::Display for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::error::Error::source(&*self.0) {
+            Some(s) => fmt::Display::fmt(s, f),
+            None => fmt::Display::fmt(&*self.0, f),
+        }
+    }
+}
+
+impl std::error::Error for Shared {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0).and_then(|s| s.source())
     }
 }

@@ -30,10 +30,12 @@
 //!   [`Error`] owns its source and is not `Clone`.
 //! - Keys are limited to [`key::DEFAULT_MAX_KEY_LEN`] encoded bytes unless configured.
 
+pub mod cache;
 pub mod clock;
 pub mod codec;
 mod error;
 mod event;
+pub mod failover;
 pub mod key;
 mod mode;
 mod provenance;
@@ -42,10 +44,12 @@ pub mod supervisor;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use cache::{BackendStatus, Cache, CacheBackend, CacheLimits, CacheStats};
 pub use clock::{BoxFuture, Clock, ManualClock, SharedClock, SystemClock, with_deadline};
 pub use codec::{Codec, CodecError};
 pub use error::{BoxError, Error, ErrorKind, ErrorSummary};
 pub use event::{Component, Event, EventKind, Events, TARGET as EVENT_TARGET};
+pub use failover::{Failover, FailoverOptions, Strict};
 pub use key::{KeyParts, Namespace};
 pub use mode::Mode;
 pub use provenance::{Provenance, Tagged};

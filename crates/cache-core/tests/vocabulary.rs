@@ -60,6 +60,10 @@ fn one_of_each() -> Vec<Error> {
         Error::invalid_input("empty key"),
         Error::config("no url"),
         Error::conflict("exists"),
+        Error::Load {
+            key: "k".into(),
+            source: Arc::new(io_refused()),
+        },
         Error::Backend {
             backend: be,
             op: "cache.get",
@@ -87,7 +91,7 @@ fn only_unavailable_and_timeout_are_unavailable_and_retryable() {
 fn sources_are_kept_not_stringified() {
     for e in one_of_each() {
         match e.kind() {
-            ErrorKind::Unavailable | ErrorKind::Codec | ErrorKind::Backend => {
+            ErrorKind::Unavailable | ErrorKind::Codec | ErrorKind::Backend | ErrorKind::Load => {
                 let src = e.source().expect("a source");
                 let io = src
                     .downcast_ref::<std::io::Error>()
@@ -287,4 +291,16 @@ fn emit_without_subscribers_does_not_fail() {
     // A later subscriber sees only later events.
     let mut rx = events.subscribe();
     assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn a_shared_copy_keeps_variant_fields_and_source_chain() {
+    for e in one_of_each() {
+        let original = Arc::new(e);
+        let copy = Error::clone_shared(&original);
+        assert_eq!(copy.kind(), original.kind());
+        assert_eq!(copy.to_string(), original.to_string());
+        assert_eq!(copy.chain(), original.chain());
+        assert_eq!(copy.is_unavailable(), original.is_unavailable());
+    }
 }

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod cache;
 pub mod env;
 pub mod glob;
 pub mod resp;

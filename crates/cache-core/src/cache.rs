@@ -1,0 +1,615 @@
+//! The cache contract: [`CacheBackend`] for implementors, [`Cache`] for users.
+//!
+//! A backend moves bytes under already-encoded keys; the [`Cache`] in front of it owns
+//! the tenant's [`Namespace`], the size limits, the codec, the stats and the
+//! single-flight of [`Cache::get_or_load`], so that every backend behaves the same and
+//! bad input is refused once, before any I/O.
+//!
+//! ## Decisions
+//!
+//! - Every entry has a TTL (memory stays bounded, in Redis and in process); a zero TTL
+//!   is [`Error::InvalidInput`].
+//! - Writes return their [`Provenance`] too: a write served by the degraded fallback
+//!   says so.
+//! - In degraded mode, writes, deletes and clears reach only the local fallback and are
+//!   dropped when Redis is back (never replayed over shared state): a delete made while
+//!   degraded does not delete the shared value. The `LocalDegraded` tag on the answer is
+//!   how the caller knows.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::{
+    BoxError, Codec, Error, ErrorKind, ErrorSummary, Health, Mode, Namespace, Provenance, Tagged,
+};
+
+/// The default limit on a stored value, in bytes (1 MiB).
+pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024;
+
+/// The mode a backend runs in and the health of its primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendStatus {
+    /// The mode.
+    pub mode: Mode,
+    /// The health of the shared store ([`Health::Healthy`] for a local backend).
+    pub health: Health,
+}
+
+impl BackendStatus {
+    /// A status.
+    pub fn new(mode: Mode, health: Health) -> Self {
+        BackendStatus { mode, health }
+    }
+}
+
+/// What a cache backend implements. Keys arrive encoded and validated (see [`Cache`]);
+/// values are bytes.
+///
+/// # Behavior
+///
+/// - `get` returns an owned copy of the live value under `key`, or `None`; an expired
+///   entry is never returned.
+/// - `set` stores `value` under `key` for `ttl`, replacing any value and its TTL.
+/// - `set_if_absent` stores only when no live value exists, atomically, and says
+///   whether it stored.
+/// - `delete` removes the key and says whether a live value was there.
+/// - `contains` says whether a live value is there, without returning it.
+/// - `clear` removes every key that starts with `key_prefix` and returns how many live
+///   entries it removed (on Redis: `SCAN` with a glob-safe pattern, on every master of
+///   a cluster, deleting in batches — never `KEYS`).
+/// - `probe` checks that the store answers (Redis: `PING`).
+/// - A backend that cannot reach its store returns [`Error::Unavailable`] or
+///   [`Error::Timeout`], within its deadline.
+pub trait CacheBackend: Clone + Send + Sync + 'static {
+    /// See the trait's `# Behavior`.
+    fn get(&self, key: &str)
+    -> impl Future<Output = Result<Tagged<Option<Vec<u8>>>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Tagged<()>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn set_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn contains(&self, key: &str) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn clear(&self, key_prefix: &str) -> impl Future<Output = Result<Tagged<u64>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn probe(&self) -> impl Future<Output = Result<(), Error>> + Send;
+    /// The mode and health.
+    fn status(&self) -> BackendStatus;
+}
+
+/// Limits checked before any I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheLimits {
+    /// The largest value accepted, in bytes (default [`DEFAULT_MAX_VALUE_LEN`]).
+    pub max_value_len: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
+        }
+    }
+}
+
+impl CacheLimits {
+    /// Sets the largest value accepted.
+    pub fn with_max_value_len(mut self, max: usize) -> Self {
+        self.max_value_len = max;
+        self
+    }
+}
+
+/// A snapshot of a cache's counters and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// `get` calls (and typed gets) that found a value.
+    pub hits: u64,
+    /// `get` calls that found nothing.
+    pub misses: u64,
+    /// Values stored (`set`, and `set_if_absent` when it stored).
+    pub sets: u64,
+    /// `delete` calls that succeeded.
+    pub deletes: u64,
+    /// Failed calls, by kind.
+    pub errors: Vec<(ErrorKind, u64)>,
+    /// Reads answered by the degraded fallback.
+    pub degraded_reads: u64,
+    /// Writes (set, delete, clear) applied to the degraded fallback.
+    pub degraded_writes: u64,
+    /// The mode.
+    pub mode: Mode,
+    /// The health of the shared store.
+    pub health: Health,
+    /// When the current outage began, if degraded.
+    pub degraded_since: Option<SystemTime>,
+    /// The last error (redacted).
+    pub last_error: Option<ErrorSummary>,
+}
+
+impl CacheStats {
+    /// The number of errors of `kind`.
+    pub fn errors_of(&self, kind: ErrorKind) -> u64 {
+        self.errors
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    sets: AtomicU64,
+    deletes: AtomicU64,
+    degraded_reads: AtomicU64,
+    degraded_writes: AtomicU64,
+    errors: [AtomicU64; ErrorKind::ALL.len()],
+    last_error: Mutex<Option<ErrorSummary>>,
+}
+
+type FlightResult = Result<Tagged<Vec<u8>>, Arc<Error>>;
+type Flights = Mutex<HashMap<String, Arc<watch::Sender<Option<FlightResult>>>>>;
+
+struct Shared {
+    counters: Counters,
+    flights: Flights,
+}
+
+/// A tenant's cache over a backend: validated keys, typed values, stats, single-flight.
+///
+/// Cheap to clone; clones share the backend, the counters and the single-flight map.
+/// [`Cache::namespace`] gives the same cache for another namespace of the same tenant.
+#[derive(Clone)]
+pub struct Cache<B> {
+    backend: B,
+    ns: Arc<Namespace>,
+    limits: CacheLimits,
+    codec: Codec,
+    shared: Arc<Shared>,
+}
+
+impl<B> std::fmt::Debug for Cache<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("namespace", &self.ns)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+enum Op {
+    Read,
+    Write,
+}
+
+impl<B: CacheBackend> Cache<B> {
+    /// A cache for `namespace` over `backend`, with default limits and codec schema 1.
+    pub fn new(backend: B, namespace: Namespace) -> Self {
+        Cache {
+            backend,
+            ns: Arc::new(namespace),
+            limits: CacheLimits::default(),
+            codec: Codec::new(1),
+            shared: Arc::new(Shared {
+                counters: Counters::default(),
+                flights: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Replaces the limits.
+    pub fn with_limits(mut self, limits: CacheLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Replaces the codec used by the typed methods.
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// The same cache (backend, counters, limits) for another namespace of the tenant.
+    pub fn namespace(&self, name: &str) -> Result<Self, Error> {
+        Ok(Cache {
+            backend: self.backend.clone(),
+            ns: Arc::new(self.ns.sibling(name)?),
+            limits: self.limits,
+            codec: self.codec,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// The namespace.
+    pub fn ns(&self) -> &Namespace {
+        &self.ns
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn key(&self, key: &str) -> Result<String, Error> {
+        self.ns.key(key)
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), Error> {
+        if value.len() > self.limits.max_value_len {
+            return Err(Error::invalid_input(format!(
+                "the value is {} bytes, the limit is {}",
+                value.len(),
+                self.limits.max_value_len
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_ttl(ttl: Duration) -> Result<(), Error> {
+        if ttl.is_zero() {
+            return Err(Error::invalid_input("the TTL must be positive"));
+        }
+        Ok(())
+    }
+
+    fn record<T>(&self, r: Result<Tagged<T>, Error>, op: Op) -> Result<Tagged<T>, Error> {
+        let c = &self.shared.counters;
+        match &r {
+            Ok(t) if t.provenance == Provenance::LocalDegraded => {
+                let n = match op {
+                    Op::Read => &c.degraded_reads,
+                    Op::Write => &c.degraded_writes,
+                };
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => self.note_error(e),
+        }
+        r
+    }
+
+    fn note_error(&self, e: &Error) {
+        let c = &self.shared.counters;
+        c.errors[e.kind().index()].fetch_add(1, Ordering::Relaxed);
+        *lock(&c.last_error) = Some(ErrorSummary::of(e));
+    }
+
+    fn count(&self, n: &AtomicU64, yes: bool) {
+        if yes {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The value under `key`, with its provenance.
+    ///
+    /// # Behavior
+    ///
+    /// - Returns the live value last stored under `key` in this tenant and namespace,
+    ///   or `None` when there is none or it expired.
+    /// - The returned bytes are an owned copy: changing them never changes the cache.
+    /// - Provenance is `Distributed` from Redis, `Local` in local-only mode,
+    ///   `LocalDegraded` from the fallback of degraded mode.
+    /// - An empty key, or one whose encoding exceeds the key limit, is
+    ///   [`Error::InvalidInput`] before any I/O.
+    /// - When the store cannot be reached: [`Error::Unavailable`] or [`Error::Timeout`]
+    ///   within the command deadline (strict), or the fallback's answer (degraded).
+    pub async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
+        let r = match self.key(key) {
+            Ok(k) => self.backend.get(&k).await,
+            Err(e) => Err(e),
+        };
+        let r = self.record(r, Op::Read);
+        if let Ok(t) = &r {
+            let c = &self.shared.counters;
+            self.count(
+                if t.value.is_some() {
+                    &c.hits
+                } else {
+                    &c.misses
+                },
+                true,
+            );
+        }
+        r
+    }
+
+    /// Stores `value` under `key` for `ttl`.
+    ///
+    /// # Behavior
+    ///
+    /// - Replaces any value under `key`, and its TTL; after `ttl` the value is gone.
+    /// - A value longer than [`CacheLimits::max_value_len`], a zero TTL, an empty or
+    ///   oversized key are [`Error::InvalidInput`] before any I/O, and nothing is
+    ///   written.
+    /// - In degraded mode during an outage the value goes to the local fallback, with
+    ///   its TTL capped by `degraded_ttl_cap`, and the answer is tagged `LocalDegraded`.
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
+        let r = async {
+            let k = self.key(key)?;
+            self.check_value(value)?;
+            Self::check_ttl(ttl)?;
+            self.backend.set(&k, value, ttl).await
+        }
+        .await;
+        let r = self.record(r, Op::Write);
+        self.count(&self.shared.counters.sets, r.is_ok());
+        r
+    }
+
+    /// Stores `value` under `key` for `ttl` only if no live value is there.
+    ///
+    /// # Behavior
+    ///
+    /// - Atomic: of several concurrent callers on one key, exactly one stores.
+    /// - Returns `true` when it stored, `false` when a live value was already there
+    ///   (which is left unchanged, TTL included).
+    /// - An expired value counts as absent.
+    /// - Input is checked as in [`Cache::set`].
+    pub async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<Tagged<bool>, Error> {
+        let r = async {
+            let k = self.key(key)?;
+            self.check_value(value)?;
+            Self::check_ttl(ttl)?;
+            self.backend.set_if_absent(&k, value, ttl).await
+        }
+        .await;
+        let r = self.record(r, Op::Write);
+        self.count(&self.shared.counters.sets, matches!(&r, Ok(t) if t.value));
+        r
+    }
+
+    /// Removes `key`.
+    ///
+    /// # Behavior
+    ///
+    /// - Returns whether a live value was there; afterwards `get` returns `None`.
+    /// - Deleting a missing key is not an error (returns `false`).
+    pub async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        let r = match self.key(key) {
+            Ok(k) => self.backend.delete(&k).await,
+            Err(e) => Err(e),
+        };
+        let r = self.record(r, Op::Write);
+        self.count(&self.shared.counters.deletes, r.is_ok());
+        r
+    }
+
+    /// Whether a live value is under `key`.
+    ///
+    /// # Behavior
+    ///
+    /// - True exactly when `get` would return a value; an expired entry is never
+    ///   counted.
+    pub async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        let r = match self.key(key) {
+            Ok(k) => self.backend.contains(&k).await,
+            Err(e) => Err(e),
+        };
+        self.record(r, Op::Read)
+    }
+
+    /// Removes every entry of this tenant and namespace.
+    ///
+    /// # Behavior
+    ///
+    /// - Afterwards no key of this (tenant, namespace) has a value; keys of every other
+    ///   tenant and namespace are untouched, whatever characters their names contain.
+    /// - Returns the number of live entries removed.
+    /// - On Redis it uses `SCAN` (never `KEYS`) with a glob-safe pattern, on every
+    ///   master of a cluster, and deletes in batches.
+    pub async fn clear(&self) -> Result<Tagged<u64>, Error> {
+        let prefix = self.ns.scan_pattern();
+        let prefix = prefix.strip_suffix('*').unwrap_or(&prefix);
+        let r = self.backend.clear(prefix).await;
+        self.record(r, Op::Write)
+    }
+
+    /// Counters and state.
+    ///
+    /// # Behavior
+    ///
+    /// - `hits` and `misses` count `get` answers; `sets` counts values stored; `deletes`
+    ///   counts successful deletes; `errors` counts failures by kind; `degraded_reads`
+    ///   and `degraded_writes` count answers tagged `LocalDegraded`.
+    /// - `mode`, `health` and `degraded_since` come from the backend's supervisor;
+    ///   `last_error` is the last failure, redacted.
+    /// - Clones and [`Cache::namespace`] siblings share the counters.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.shared.counters;
+        let status = self.backend.status();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            hits: load(&c.hits),
+            misses: load(&c.misses),
+            sets: load(&c.sets),
+            deletes: load(&c.deletes),
+            errors: ErrorKind::ALL
+                .iter()
+                .map(|k| (*k, load(&c.errors[k.index()])))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            degraded_reads: load(&c.degraded_reads),
+            degraded_writes: load(&c.degraded_writes),
+            mode: status.mode,
+            health: status.health,
+            degraded_since: match status.health {
+                Health::Degraded { since } => Some(since),
+                _ => None,
+            },
+            last_error: lock(&c.last_error).clone(),
+        }
+    }
+
+    /// The typed value under `key`, decoded with the cache's [`Codec`].
+    ///
+    /// # Behavior
+    ///
+    /// - As [`Cache::get`]; a stored value that does not decode (other schema version,
+    ///   garbage bytes) is [`Error::Codec`] naming the key, and never moves the mode.
+    pub async fn get_typed<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Tagged<Option<T>>, Error> {
+        let t = self.get(key).await?;
+        let what = format!("the cached value of {key:?}");
+        let decoded = t.try_map(|v| v.map(|bytes| self.codec.decode(&bytes, &what)).transpose());
+        if let Err(e) = &decoded {
+            self.note_error(e);
+        }
+        decoded
+    }
+
+    /// Encodes `value` with the cache's [`Codec`] and stores it as [`Cache::set`] does.
+    pub async fn set_typed<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<Tagged<()>, Error> {
+        let bytes = self
+            .codec
+            .encode(value, &format!("the value for {key:?}"))?;
+        self.set(key, &bytes, ttl).await
+    }
+
+    /// The typed value under `key`, loading and storing it on a miss.
+    ///
+    /// # Behavior
+    ///
+    /// - On a hit, returns the cached value; the loader is not called.
+    /// - On a miss, concurrent callers in this process for the same key share one load:
+    ///   the loader runs once, its value is stored for `ttl` and every caller receives
+    ///   it (each decodes its own owned copy).
+    /// - The loader runs detached (a spawned task): a caller that is cancelled does not
+    ///   stall or cancel the others.
+    /// - A loader error reaches every waiting caller as [`Error::Load`] and is not
+    ///   cached: the next call loads again.
+    /// - If storing the loaded value fails, every waiter gets that error (strict mode
+    ///   stays fail-closed).
+    /// - Needs a tokio runtime ([`Error::Config`] otherwise).
+    pub async fn get_or_load<T, F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        load: F,
+    ) -> Result<Tagged<T>, Error>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        if let Tagged {
+            value: Some(v),
+            provenance,
+        } = self.get_typed::<T>(key).await?
+        {
+            return Ok(Tagged::new(v, provenance));
+        }
+        Self::check_ttl(ttl)?;
+        let encoded_key = self.key(key)?;
+        let mut rx = {
+            let mut flights = lock(&self.shared.flights);
+            match flights.get(&encoded_key) {
+                Some(tx) => tx.subscribe(),
+                None => {
+                    let runtime = tokio::runtime::Handle::try_current()
+                        .map_err(|_| Error::config("get_or_load needs a tokio runtime"))?;
+                    let (tx, rx) = watch::channel(None);
+                    let tx = Arc::new(tx);
+                    flights.insert(encoded_key.clone(), Arc::clone(&tx));
+                    let this = self.clone();
+                    let user_key = key.to_owned();
+                    runtime.spawn(async move {
+                        let result = this
+                            .load_and_store(&user_key, ttl, load)
+                            .await
+                            .map_err(Arc::new);
+                        lock(&this.shared.flights).remove(&encoded_key);
+                        let _ = tx.send(Some(result));
+                    });
+                    rx
+                }
+            }
+        };
+        let result = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::config("the loading task was dropped (runtime shutting down)"))?
+            .clone();
+        match result {
+            Some(Ok(t)) => t.try_map(|bytes| {
+                self.codec
+                    .decode(&bytes, &format!("the loaded value of {key:?}"))
+            }),
+            Some(Err(e)) => Err(Error::clone_shared(&e)),
+            None => Err(Error::config("the loading task ended without a result")),
+        }
+    }
+
+    /// How many callers are waiting on a load of `key` right now (0 when no load
+    /// runs). For observability and tests of [`Cache::get_or_load`].
+    pub fn loading_waiters(&self, key: &str) -> usize {
+        let Ok(k) = self.key(key) else { return 0 };
+        lock(&self.shared.flights)
+            .get(&k)
+            .map_or(0, |tx| tx.receiver_count())
+    }
+
+    async fn load_and_store<T, F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        load: F,
+    ) -> Result<Tagged<Vec<u8>>, Error>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Into<BoxError>,
+    {
+        let value = load().await.map_err(|e| Error::Load {
+            key: key.to_owned(),
+            source: Arc::from(e.into()),
+        })?;
+        let bytes = self
+            .codec
+            .encode(&value, &format!("the loaded value of {key:?}"))?;
+        let stored = self.set(key, &bytes, ttl).await?;
+        Ok(stored.map(|()| bytes))
+    }
+}

@@ -1,0 +1,340 @@
+//! The cache in strict mode ([`Strict`]) and in degraded mode ([`Failover`]).
+//!
+//! Both watch the primary with a [`Supervisor`]. [`Strict`] has no fallback at all — it
+//! cannot touch a local map because it has none — and only reports outages.
+//! [`Failover`] serves from its fallback while the primary is down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::{BackendStatus, CacheBackend};
+use crate::supervisor::{OnRecover, Supervisor, SupervisorContext};
+use crate::{BoxFuture, Error, Mode, Provenance, Tagged};
+
+/// A primary in strict mode: every call goes to the primary, every failure is returned
+/// to the caller, and outages are reported.
+///
+/// # Behavior
+///
+/// - Answers and errors are the primary's, unchanged; no local map exists.
+/// - The first unavailable error of an outage emits one
+///   [`UnavailableAtRuntime`](crate::EventKind::UnavailableAtRuntime); a probe emits
+///   [`Recovered`](crate::EventKind::Recovered) when the primary answers again.
+/// - Calls keep going to the primary during an outage (each bounded by its deadline),
+///   so service resumes with the first call after Redis is back.
+#[derive(Clone)]
+pub struct Strict<P> {
+    primary: P,
+    supervisor: Arc<Supervisor>,
+}
+
+impl<P: CacheBackend> Strict<P> {
+    /// Wraps a connected primary. `ctx.mode` is forced to strict.
+    pub fn new(primary: P, mut ctx: SupervisorContext) -> Result<Self, Error> {
+        ctx.mode = Mode::StrictDistributed;
+        let probe_target = primary.clone();
+        let supervisor = Supervisor::new(
+            ctx,
+            move || {
+                let p = probe_target.clone();
+                async move { p.probe().await }
+            },
+            None,
+        )?;
+        Ok(Strict {
+            primary,
+            supervisor: Arc::new(supervisor),
+        })
+    }
+
+    /// The supervisor.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// The primary.
+    pub fn primary(&self) -> &P {
+        &self.primary
+    }
+
+    fn watch<T>(&self, op: &'static str, r: Result<T, Error>) -> Result<T, Error> {
+        if let Err(e) = &r {
+            self.supervisor.report(op, e);
+        }
+        r
+    }
+}
+
+impl<P: CacheBackend> CacheBackend for Strict<P> {
+    async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
+        self.watch("cache.get", self.primary.get(key).await)
+    }
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
+        self.watch("cache.set", self.primary.set(key, value, ttl).await)
+    }
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<Tagged<bool>, Error> {
+        self.watch(
+            "cache.set_if_absent",
+            self.primary.set_if_absent(key, value, ttl).await,
+        )
+    }
+    async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        self.watch("cache.delete", self.primary.delete(key).await)
+    }
+    async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        self.watch("cache.contains", self.primary.contains(key).await)
+    }
+    async fn clear(&self, key_prefix: &str) -> Result<Tagged<u64>, Error> {
+        self.watch("cache.clear", self.primary.clear(key_prefix).await)
+    }
+    async fn probe(&self) -> Result<(), Error> {
+        self.primary.probe().await
+    }
+    fn status(&self) -> BackendStatus {
+        BackendStatus::new(Mode::StrictDistributed, self.supervisor.health())
+    }
+}
+
+/// Options of degraded mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailoverOptions {
+    /// The longest TTL a value written to the fallback may have (default 60 s): what is
+    /// written while degraded goes stale quickly.
+    pub degraded_ttl_cap: Duration,
+}
+
+impl Default for FailoverOptions {
+    fn default() -> Self {
+        FailoverOptions {
+            degraded_ttl_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+impl FailoverOptions {
+    /// Sets `degraded_ttl_cap`.
+    pub fn with_degraded_ttl_cap(mut self, cap: Duration) -> Self {
+        self.degraded_ttl_cap = cap;
+        self
+    }
+}
+
+/// Degraded mode: the primary while it answers, an announced local fallback while it
+/// does not.
+///
+/// # Behavior
+///
+/// - While healthy every call goes to the primary and its answer is returned as is.
+/// - An unavailable error (or timeout) marks the primary down **at once** (one
+///   [`Degraded`](crate::EventKind::Degraded) event, however many calls fail) and the
+///   same call is served by the fallback; so are all later calls, without touching the
+///   primary, until a probe succeeds.
+/// - Answers served by the fallback are tagged [`Provenance::LocalDegraded`]; values
+///   written there have their TTL capped by [`FailoverOptions::degraded_ttl_cap`].
+/// - Errors that are not outages (bad input, codec, error replies) are returned and
+///   change nothing.
+/// - When a probe confirms the primary is back, every entry written to the fallback
+///   is dropped (never replayed over shared state), service returns to the primary,
+///   and one [`Recovered`](crate::EventKind::Recovered) event reports the outage
+///   length, the calls served degraded and the entries dropped.
+/// - Each outage uses its own fallback keys (`<outage>#<key>`), so an entry written by
+///   a call that raced the swap back can never be read in a later outage.
+#[derive(Clone)]
+pub struct Failover<P, F> {
+    primary: P,
+    fallback: F,
+    supervisor: Arc<Supervisor>,
+    options: FailoverOptions,
+}
+
+struct DropFallback<F>(F);
+
+impl<F: CacheBackend> OnRecover for DropFallback<F> {
+    fn on_recover(&self) -> BoxFuture<'_, u64> {
+        Box::pin(async move {
+            match self.0.clear("").await {
+                Ok(t) => t.value,
+                Err(e) => {
+                    tracing::warn!(target: crate::EVENT_TARGET, error = %e.chain(), "cannot drop the degraded entries");
+                    0
+                }
+            }
+        })
+    }
+}
+
+fn outage_key(outage: u64, key: &str) -> String {
+    format!("{outage}#{key}")
+}
+
+impl<P: CacheBackend, F: CacheBackend> Failover<P, F> {
+    /// Degraded mode over a primary that answered at startup. `ctx.mode` is forced to
+    /// degraded.
+    pub fn new(
+        primary: P,
+        fallback: F,
+        ctx: SupervisorContext,
+        options: FailoverOptions,
+    ) -> Result<Self, Error> {
+        Self::build(primary, fallback, ctx, options, None)
+    }
+
+    /// Degraded mode over a primary that could not be reached at startup: emits
+    /// [`UnavailableAtStartup`](crate::EventKind::UnavailableAtStartup), serves from
+    /// the fallback and probes the primary until it answers.
+    pub fn start_down(
+        primary: P,
+        fallback: F,
+        ctx: SupervisorContext,
+        options: FailoverOptions,
+        error: &Error,
+    ) -> Result<Self, Error> {
+        Self::build(primary, fallback, ctx, options, Some(error))
+    }
+
+    fn build(
+        primary: P,
+        fallback: F,
+        mut ctx: SupervisorContext,
+        options: FailoverOptions,
+        down: Option<&Error>,
+    ) -> Result<Self, Error> {
+        ctx.mode = Mode::ExplicitDegraded;
+        let probe_target = primary.clone();
+        let probe = move || {
+            let p = probe_target.clone();
+            async move { p.probe().await }
+        };
+        let hook: Option<Box<dyn OnRecover>> = Some(Box::new(DropFallback(fallback.clone())));
+        let supervisor = match down {
+            None => Supervisor::new(ctx, probe, hook)?,
+            Some(e) => Supervisor::start_down(ctx, probe, hook, e)?,
+        };
+        Ok(Failover {
+            primary,
+            fallback,
+            supervisor: Arc::new(supervisor),
+            options,
+        })
+    }
+
+    /// The supervisor.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// The primary.
+    pub fn primary(&self) -> &P {
+        &self.primary
+    }
+
+    /// The fallback.
+    pub fn fallback(&self) -> &F {
+        &self.fallback
+    }
+
+    /// Runs `primary` while healthy; on an outage (now or already), runs `fallback`
+    /// with the current outage number and tags its answer.
+    async fn route<T, PF, FF>(
+        &self,
+        op: &'static str,
+        primary: impl FnOnce(P) -> PF,
+        fallback: impl FnOnce(F, u64) -> FF,
+    ) -> Result<Tagged<T>, Error>
+    where
+        PF: Future<Output = Result<Tagged<T>, Error>>,
+        FF: Future<Output = Result<Tagged<T>, Error>>,
+    {
+        if self.supervisor.is_healthy() {
+            match primary(self.primary.clone()).await {
+                Err(e) if e.is_unavailable() => {
+                    self.supervisor.report(op, &e);
+                }
+                other => return other,
+            }
+        }
+        let outage = self.supervisor.outage_number();
+        self.supervisor.note_served_degraded();
+        let t = fallback(self.fallback.clone(), outage).await?;
+        Ok(Tagged::new(t.value, Provenance::LocalDegraded))
+    }
+}
+
+use std::future::Future;
+
+impl<P: CacheBackend, F: CacheBackend> CacheBackend for Failover<P, F> {
+    async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
+        self.route(
+            "cache.get",
+            |p| async move { p.get(key).await },
+            |f, n| async move { f.get(&outage_key(n, key)).await },
+        )
+        .await
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
+        let capped = ttl.min(self.options.degraded_ttl_cap);
+        self.route(
+            "cache.set",
+            |p| async move { p.set(key, value, ttl).await },
+            |f, n| async move { f.set(&outage_key(n, key), value, capped).await },
+        )
+        .await
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<Tagged<bool>, Error> {
+        let capped = ttl.min(self.options.degraded_ttl_cap);
+        self.route(
+            "cache.set_if_absent",
+            |p| async move { p.set_if_absent(key, value, ttl).await },
+            |f, n| async move { f.set_if_absent(&outage_key(n, key), value, capped).await },
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        self.route(
+            "cache.delete",
+            |p| async move { p.delete(key).await },
+            |f, n| async move { f.delete(&outage_key(n, key)).await },
+        )
+        .await
+    }
+
+    async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        self.route(
+            "cache.contains",
+            |p| async move { p.contains(key).await },
+            |f, n| async move { f.contains(&outage_key(n, key)).await },
+        )
+        .await
+    }
+
+    async fn clear(&self, key_prefix: &str) -> Result<Tagged<u64>, Error> {
+        self.route(
+            "cache.clear",
+            |p| async move { p.clear(key_prefix).await },
+            |f, n| async move { f.clear(&outage_key(n, key_prefix)).await },
+        )
+        .await
+    }
+
+    async fn probe(&self) -> Result<(), Error> {
+        self.primary.probe().await
+    }
+
+    fn status(&self) -> BackendStatus {
+        BackendStatus::new(Mode::ExplicitDegraded, self.supervisor.health())
+    }
+}

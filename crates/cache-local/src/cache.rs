@@ -1,0 +1,271 @@
+//! The moka-backed cache.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache as Moka;
+use moka::ops::compute::{CompResult, Op};
+use moka::policy::EvictionPolicy;
+use palisade_cache_core::cache::{BackendStatus, CacheBackend};
+use palisade_cache_core::{Error, Health, Mode, Provenance, SharedClock, SystemClock, Tagged};
+
+/// The default capacity: 64 MiB of keys and values.
+pub const DEFAULT_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What an entry weighs beyond its key and value bytes (bookkeeping).
+const ENTRY_OVERHEAD: u64 = 64;
+
+/// Configuration of a [`LocalCache`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LocalCacheConfig {
+    /// Total weight (key + value + 64 bytes per entry) the cache may hold.
+    pub capacity_bytes: u64,
+    /// The clock deciding expiry.
+    pub clock: SharedClock,
+    /// The provenance of answers (`Local`; the degraded wrapper re-tags its own).
+    pub provenance: Provenance,
+}
+
+impl Default for LocalCacheConfig {
+    fn default() -> Self {
+        LocalCacheConfig {
+            capacity_bytes: DEFAULT_CAPACITY_BYTES,
+            clock: SystemClock::shared(),
+            provenance: Provenance::Local,
+        }
+    }
+}
+
+impl LocalCacheConfig {
+    /// Sets the capacity in bytes.
+    pub fn with_capacity_bytes(mut self, bytes: u64) -> Self {
+        self.capacity_bytes = bytes;
+        self
+    }
+
+    /// Sets the clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+#[derive(Clone)]
+struct Entry {
+    value: Arc<[u8]>,
+    expires_at: Instant,
+    ttl: Duration,
+}
+
+/// moka's own timer: the entry's TTL, reset by every overwrite.
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        e: &Entry,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(e.ttl)
+    }
+    fn expire_after_update(
+        &self,
+        _: &String,
+        e: &Entry,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(e.ttl)
+    }
+}
+
+/// The in-process cache backend. Cheap to clone; clones share the entries.
+///
+/// # Behavior
+///
+/// Implements every sentence of [`CacheBackend`]'s `# Behavior`, plus:
+/// - answers are tagged [`Provenance::Local`];
+/// - [`LocalCache::len`] counts live entries only;
+/// - a value heavier than the capacity is [`Error::InvalidInput`].
+#[derive(Clone)]
+pub struct LocalCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    map: Moka<String, Entry>,
+    clock: SharedClock,
+    capacity: u64,
+    provenance: Provenance,
+}
+
+impl std::fmt::Debug for LocalCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCache")
+            .field("capacity_bytes", &self.inner.capacity)
+            .field("weighted_size", &self.inner.map.weighted_size())
+            .finish()
+    }
+}
+
+impl Default for LocalCache {
+    fn default() -> Self {
+        LocalCache::new(LocalCacheConfig::default())
+    }
+}
+
+fn weight(key: &str, value: &[u8]) -> u64 {
+    key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD
+}
+
+impl LocalCache {
+    /// A cache with `config`.
+    pub fn new(config: LocalCacheConfig) -> Self {
+        let mut builder = Moka::builder()
+            .max_capacity(config.capacity_bytes)
+            .weigher(|k: &String, e: &Entry| u32::try_from(weight(k, &e.value)).unwrap_or(u32::MAX))
+            .eviction_policy(EvictionPolicy::lru());
+        if config.clock.follows_real_time() {
+            builder = builder.expire_after(PerEntryTtl);
+        }
+        LocalCache {
+            inner: Arc::new(Inner {
+                map: builder.build(),
+                clock: config.clock,
+                capacity: config.capacity_bytes,
+                provenance: config.provenance,
+            }),
+        }
+    }
+
+    fn tag<T>(&self, value: T) -> Tagged<T> {
+        Tagged::new(value, self.inner.provenance)
+    }
+
+    fn live(&self, e: &Entry) -> bool {
+        e.expires_at > self.inner.clock.now()
+    }
+
+    fn entry(&self, value: &[u8], ttl: Duration) -> Entry {
+        Entry {
+            value: Arc::from(value),
+            expires_at: self.inner.clock.now() + ttl,
+            ttl,
+        }
+    }
+
+    fn check_weight(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        let w = weight(key, value);
+        if w > self.inner.capacity || w > u64::from(u32::MAX) {
+            return Err(Error::invalid_input(format!(
+                "an entry of {w} bytes does not fit the local cache capacity of {} bytes",
+                self.inner.capacity
+            )));
+        }
+        Ok(())
+    }
+
+    /// The number of live (unexpired) entries. O(entries).
+    pub fn len(&self) -> u64 {
+        self.inner.map.iter().filter(|(_, e)| self.live(e)).count() as u64
+    }
+
+    /// Whether no live entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The weight currently accounted by moka, in bytes (may include expired entries
+    /// not yet reclaimed).
+    pub async fn weighted_size(&self) -> u64 {
+        self.inner.map.run_pending_tasks().await;
+        self.inner.map.weighted_size()
+    }
+}
+
+impl CacheBackend for LocalCache {
+    async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
+        let value = self
+            .inner
+            .map
+            .get(key)
+            .await
+            .filter(|e| self.live(e))
+            .map(|e| e.value.to_vec());
+        Ok(self.tag(value))
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
+        self.check_weight(key, value)?;
+        self.inner
+            .map
+            .insert(key.to_owned(), self.entry(value, ttl))
+            .await;
+        Ok(self.tag(()))
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<Tagged<bool>, Error> {
+        self.check_weight(key, value)?;
+        let fresh = self.entry(value, ttl);
+        let result = self
+            .inner
+            .map
+            .entry_by_ref(key)
+            .and_compute_with(|existing| {
+                let op = match existing {
+                    Some(e) if self.live(e.value()) => Op::Nop,
+                    _ => Op::Put(fresh),
+                };
+                std::future::ready(op)
+            })
+            .await;
+        let stored = matches!(
+            result,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
+        );
+        Ok(self.tag(stored))
+    }
+
+    async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        let removed = self.inner.map.remove(key).await;
+        Ok(self.tag(removed.is_some_and(|e| self.live(&e))))
+    }
+
+    async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        let live = self.inner.map.get(key).await.is_some_and(|e| self.live(&e));
+        Ok(self.tag(live))
+    }
+
+    async fn clear(&self, key_prefix: &str) -> Result<Tagged<u64>, Error> {
+        let keys: Vec<Arc<String>> = self
+            .inner
+            .map
+            .iter()
+            .filter(|(k, _)| k.starts_with(key_prefix))
+            .map(|(k, _)| k)
+            .collect();
+        let mut removed = 0;
+        for k in keys {
+            if let Some(e) = self.inner.map.remove(k.as_str()).await {
+                removed += u64::from(self.live(&e));
+            }
+        }
+        Ok(self.tag(removed))
+    }
+
+    async fn probe(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn status(&self) -> BackendStatus {
+        BackendStatus::new(Mode::LocalOnly, Health::Healthy)
+    }
+}

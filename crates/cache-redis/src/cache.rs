@@ -1,0 +1,207 @@
+//! The cache on Redis: plain string commands, one round trip each.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::scan::Scanner;
+use fred::types::{Expiration, SetOptions};
+use futures_util::StreamExt;
+use palisade_cache_core::cache::{BackendStatus, CacheBackend};
+use palisade_cache_core::{Error, Health, Mode, Provenance, Tagged};
+
+use crate::RedisConnection;
+
+/// Keys deleted per SCAN page (and per `UNLINK` pipeline).
+const SCAN_PAGE: u32 = 500;
+
+/// The cache backend on Redis (standalone or Cluster).
+///
+/// # Behavior
+///
+/// Implements every sentence of [`CacheBackend`]'s `# Behavior` with one round trip
+/// per call (`GET`, `SET … PX`, `SET … NX PX`, `DEL`, `EXISTS`, `PING`), plus:
+/// - answers are tagged [`Provenance::Distributed`];
+/// - TTLs are sent in milliseconds, rounded up (at least 1 ms);
+/// - `clear` walks `SCAN … MATCH <prefix>* COUNT 500` on every master (fred's
+///   `scan_cluster` on a cluster) and `UNLINK`s each page in one pipeline, each page
+///   under the command deadline; the prefix is glob-escaped;
+/// - every key is its own key (no hash tag): entries spread over a cluster's masters.
+///
+/// Alone it reports [`Mode::StrictDistributed`] and always-healthy; wrap it in
+/// [`Strict`](palisade_cache_core::Strict) for outage events or in
+/// [`Failover`](palisade_cache_core::Failover) for degraded mode.
+#[derive(Clone, Debug)]
+pub struct RedisCache {
+    conn: RedisConnection,
+}
+
+fn px(ttl: Duration) -> Expiration {
+    Expiration::PX(
+        i64::try_from(ttl.as_nanos().div_ceil(1_000_000))
+            .unwrap_or(i64::MAX)
+            .max(1),
+    )
+}
+
+/// Escapes the glob characters of `prefix` and appends `*`.
+fn match_pattern(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('*');
+    out
+}
+
+impl RedisCache {
+    /// A cache over `conn`.
+    pub fn new(conn: RedisConnection) -> Self {
+        RedisCache { conn }
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &RedisConnection {
+        &self.conn
+    }
+
+    fn tag<T>(v: T) -> Tagged<T> {
+        Tagged::new(v, Provenance::Distributed)
+    }
+
+    async fn unlink_page(&self, keys: Vec<Key>) -> Result<u64, Error> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let client = self.conn.client();
+        let pipeline = client.pipeline();
+        for k in keys {
+            // One key per command: a page from a cluster node spans many slots.
+            let _: () = self
+                .conn
+                .run("cache.clear", pipeline.unlink::<(), _>(k))
+                .await?;
+        }
+        let counts: Vec<i64> = self.conn.run("cache.clear", pipeline.all()).await?;
+        Ok(counts.into_iter().map(|n| n.max(0) as u64).sum())
+    }
+}
+
+impl CacheBackend for RedisCache {
+    async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
+        let v: Option<fred::bytes::Bytes> = self
+            .conn
+            .run("cache.get", self.conn.client().get(key))
+            .await?;
+        Ok(Self::tag(v.map(|b| b.to_vec())))
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
+        let _: () = self
+            .conn
+            .run(
+                "cache.set",
+                self.conn
+                    .client()
+                    .set(key, value, Some(px(ttl)), None, false),
+            )
+            .await?;
+        Ok(Self::tag(()))
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<Tagged<bool>, Error> {
+        let reply: Option<String> = self
+            .conn
+            .run(
+                "cache.set_if_absent",
+                self.conn
+                    .client()
+                    .set(key, value, Some(px(ttl)), Some(SetOptions::NX), false),
+            )
+            .await?;
+        Ok(Self::tag(reply.is_some()))
+    }
+
+    async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        let n: i64 = self
+            .conn
+            .run("cache.delete", self.conn.client().del(key))
+            .await?;
+        Ok(Self::tag(n > 0))
+    }
+
+    async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        let n: i64 = self
+            .conn
+            .run("cache.contains", self.conn.client().exists(key))
+            .await?;
+        Ok(Self::tag(n > 0))
+    }
+
+    async fn clear(&self, key_prefix: &str) -> Result<Tagged<u64>, Error> {
+        let pattern = match_pattern(key_prefix);
+        let client = self.conn.client();
+        let mut pages = if self.conn.is_cluster() {
+            client.scan_cluster(pattern, Some(SCAN_PAGE), None).boxed()
+        } else {
+            client.scan(pattern, Some(SCAN_PAGE), None).boxed()
+        };
+        let mut removed = 0;
+        loop {
+            let next = tokio::time::timeout(self.conn.command_timeout(), pages.next()).await;
+            let mut page = match next {
+                Ok(Some(page)) => {
+                    self.conn
+                        .run("cache.clear", std::future::ready(page))
+                        .await?
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        backend: self.conn.endpoint().clone(),
+                        op: "cache.clear",
+                        after: self.conn.command_timeout(),
+                    });
+                }
+            };
+            let keys = page.take_results().unwrap_or_default();
+            removed += self.unlink_page(keys).await?;
+            page.next();
+        }
+        Ok(Self::tag(removed))
+    }
+
+    async fn probe(&self) -> Result<(), Error> {
+        self.conn.ping().await
+    }
+
+    fn status(&self) -> BackendStatus {
+        BackendStatus::new(Mode::StrictDistributed, Health::Healthy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_is_rounded_up_to_whole_milliseconds() {
+        assert_eq!(px(Duration::from_micros(1)), Expiration::PX(1));
+        assert_eq!(px(Duration::from_micros(1500)), Expiration::PX(2));
+        assert_eq!(px(Duration::from_secs(2)), Expiration::PX(2000));
+        assert_eq!(px(Duration::MAX), Expiration::PX(i64::MAX));
+    }
+
+    #[test]
+    fn match_pattern_escapes_globs() {
+        assert_eq!(match_pattern("a:b"), "a:b*");
+        assert_eq!(match_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
+    }
+}
