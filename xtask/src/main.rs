@@ -20,26 +20,10 @@ type Result<T = ()> = std::result::Result<T, String>;
 
 /// Packages that must not pull a given dependency into their normal build.
 const HYGIENE: &[(&str, &str, &[&str])] = &[
-    (
-        "crates/cache-core",
-        "palisade-cache-core",
-        &["fred", "moka", "bb8"],
-    ),
-    (
-        "crates/job-store",
-        "palisade-job-store",
-        &["fred", "moka", "bb8"],
-    ),
-    (
-        "crates/throttle",
-        "palisade-throttle",
-        &["fred", "moka", "bb8"],
-    ),
-    (
-        "crates/cache-local",
-        "palisade-cache-local",
-        &["fred", "bb8"],
-    ),
+    ("crates/cache-core", "palisade-cache-core", &["fred", "moka", "bb8"]),
+    ("crates/job-store", "palisade-job-store", &["fred", "moka", "bb8"]),
+    ("crates/throttle", "palisade-throttle", &["fred", "moka", "bb8"]),
+    ("crates/cache-local", "palisade-cache-local", &["fred", "bb8"]),
     ("crates/cache-redis", "palisade-cache-redis", &["moka"]),
 ];
 
@@ -83,10 +67,7 @@ impl Steps {
         let start = Instant::now();
         let r = f();
         let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "<== {name}: {} in {secs:.1} s",
-            if r.is_ok() { "ok" } else { "FAILED" }
-        );
+        eprintln!("<== {name}: {} in {secs:.1} s", if r.is_ok() { "ok" } else { "FAILED" });
         self.done.push((name.to_owned(), secs));
         r.map_err(|e| format!("{name}: {e}"))
     }
@@ -108,9 +89,7 @@ fn ci() -> Result {
 
 fn ci_steps(steps: &mut Steps) -> Result {
     steps.run("redis-server present (>= 7)", ensure_redis)?;
-    steps.run("cargo fmt --check", || {
-        cargo(&["fmt", "--all", "--check"], &[])
-    })?;
+    steps.run("cargo fmt --check", || cargo(&["fmt", "--all", "--check"], &[]))?;
     steps.run("cargo clippy -D warnings", || {
         cargo(
             &[
@@ -125,10 +104,7 @@ fn ci_steps(steps: &mut Steps) -> Result {
             &[],
         )
     })?;
-    let servers = steps.run_value(
-        "start Redis (standalone + 3-master cluster)",
-        Servers::start,
-    )?;
+    let servers = steps.run_value("start Redis (standalone + 3-master cluster)", Servers::start)?;
     let env = servers.env();
     steps.run("cargo test (real Redis and Redis Cluster)", || {
         cargo(&["test", "--workspace", "--all-features"], &env)
@@ -185,18 +161,10 @@ struct Servers {
 
 impl Servers {
     fn start() -> Result<Servers> {
-        let standalone =
-            RedisServer::start().map_err(|e| format!("standalone redis-server: {e}"))?;
+        let standalone = RedisServer::start().map_err(|e| format!("standalone redis-server: {e}"))?;
         let cluster = RedisCluster::start(3).map_err(|e| format!("redis cluster: {e}"))?;
-        eprintln!(
-            "xtask: standalone {} ; cluster {}",
-            standalone.url(),
-            cluster.seeds()
-        );
-        Ok(Servers {
-            standalone,
-            cluster,
-        })
+        eprintln!("xtask: standalone {} ; cluster {}", standalone.url(), cluster.seeds());
+        Ok(Servers { standalone, cluster })
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
@@ -277,22 +245,13 @@ fn ensure_redis() -> Result {
         eprintln!("xtask: redis-server is missing; installing the Debian package");
         run(Command::new("apt-get").arg("update").arg("-q"))?;
         run(Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "redis-server",
-            ])
+            .args(["install", "-y", "-q", "--no-install-recommends", "redis-server"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
         // The package may start a system service on 6379; palisade's runs use their own
         // servers, and must leave no redis-server behind.
-        let _ = Command::new("service")
-            .args(["redis-server", "stop"])
-            .output();
+        let _ = Command::new("service").args(["redis-server", "stop"]).output();
     }
-    let (major, minor, patch) =
-        RedisServer::binary_version().map_err(|e| format!("redis-server --version: {e}"))?;
+    let (major, minor, patch) = RedisServer::binary_version().map_err(|e| format!("redis-server --version: {e}"))?;
     eprintln!("xtask: redis-server {major}.{minor}.{patch}");
     if major < 7 {
         return Err(format!(
@@ -321,10 +280,7 @@ fn hygiene() -> Result {
                 package,
             ]),
         )?;
-        let names: Vec<&str> = tree
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .collect();
+        let names: Vec<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
         let found: Vec<&&str> = banned.iter().filter(|b| names.contains(b)).collect();
         if !found.is_empty() {
             return Err(format!("{package} pulls {found:?} into its normal build"));

@@ -26,9 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::{
-    BoxError, Codec, Error, ErrorKind, ErrorSummary, Health, Mode, Namespace, Provenance, Tagged,
-};
+use crate::{BoxError, Codec, Error, ErrorKind, ErrorSummary, Health, Mode, Namespace, Provenance, Tagged};
 
 /// The default limit on a stored value, in bytes (1 MiB).
 pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024;
@@ -70,15 +68,9 @@ impl BackendStatus {
 ///   [`Error::Timeout`], within its deadline.
 pub trait CacheBackend: Clone + Send + Sync + 'static {
     /// See the trait's `# Behavior`.
-    fn get(&self, key: &str)
-    -> impl Future<Output = Result<Tagged<Option<Vec<u8>>>, Error>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Tagged<Option<Vec<u8>>>, Error>> + Send;
     /// See the trait's `# Behavior`.
-    fn set(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> impl Future<Output = Result<Tagged<()>, Error>> + Send;
+    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> impl Future<Output = Result<Tagged<()>, Error>> + Send;
     /// See the trait's `# Behavior`.
     fn set_if_absent(
         &self,
@@ -153,10 +145,7 @@ pub struct CacheStats {
 impl CacheStats {
     /// The number of errors of `kind`.
     pub fn errors_of(&self, kind: ErrorKind) -> u64 {
-        self.errors
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map_or(0, |(_, n)| *n)
+        self.errors.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
     }
 }
 
@@ -330,14 +319,7 @@ impl<B: CacheBackend> Cache<B> {
         let r = self.record(r, Op::Read);
         if let Ok(t) = &r {
             let c = &self.shared.counters;
-            self.count(
-                if t.value.is_some() {
-                    &c.hits
-                } else {
-                    &c.misses
-                },
-                true,
-            );
+            self.count(if t.value.is_some() { &c.hits } else { &c.misses }, true);
         }
         r
     }
@@ -374,12 +356,7 @@ impl<B: CacheBackend> Cache<B> {
     ///   (which is left unchanged, TTL included).
     /// - An expired value counts as absent.
     /// - Input is checked as in [`Cache::set`].
-    pub async fn set_if_absent(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<Tagged<bool>, Error> {
+    pub async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<bool>, Error> {
         let r = async {
             let k = self.key(key)?;
             self.check_value(value)?;
@@ -480,10 +457,7 @@ impl<B: CacheBackend> Cache<B> {
     ///
     /// - As [`Cache::get`]; a stored value that does not decode (other schema version,
     ///   garbage bytes) is [`Error::Codec`] naming the key, and never moves the mode.
-    pub async fn get_typed<T: DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<Tagged<Option<T>>, Error> {
+    pub async fn get_typed<T: DeserializeOwned>(&self, key: &str) -> Result<Tagged<Option<T>>, Error> {
         let t = self.get(key).await?;
         let what = format!("the cached value of {key:?}");
         let decoded = t.try_map(|v| v.map(|bytes| self.codec.decode(&bytes, &what)).transpose());
@@ -500,9 +474,7 @@ impl<B: CacheBackend> Cache<B> {
         value: &T,
         ttl: Duration,
     ) -> Result<Tagged<()>, Error> {
-        let bytes = self
-            .codec
-            .encode(value, &format!("the value for {key:?}"))?;
+        let bytes = self.codec.encode(value, &format!("the value for {key:?}"))?;
         self.set(key, &bytes, ttl).await
     }
 
@@ -521,12 +493,7 @@ impl<B: CacheBackend> Cache<B> {
     /// - If storing the loaded value fails, every waiter gets that error (strict mode
     ///   stays fail-closed).
     /// - Needs a tokio runtime ([`Error::Config`] otherwise).
-    pub async fn get_or_load<T, F, Fut, E>(
-        &self,
-        key: &str,
-        ttl: Duration,
-        load: F,
-    ) -> Result<Tagged<T>, Error>
+    pub async fn get_or_load<T, F, Fut, E>(&self, key: &str, ttl: Duration, load: F) -> Result<Tagged<T>, Error>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
@@ -555,10 +522,7 @@ impl<B: CacheBackend> Cache<B> {
                     let this = self.clone();
                     let user_key = key.to_owned();
                     runtime.spawn(async move {
-                        let result = this
-                            .load_and_store(&user_key, ttl, load)
-                            .await
-                            .map_err(Arc::new);
+                        let result = this.load_and_store(&user_key, ttl, load).await.map_err(Arc::new);
                         lock(&this.shared.flights).remove(&encoded_key);
                         let _ = tx.send(Some(result));
                     });
@@ -572,10 +536,7 @@ impl<B: CacheBackend> Cache<B> {
             .map_err(|_| Error::config("the loading task was dropped (runtime shutting down)"))?
             .clone();
         match result {
-            Some(Ok(t)) => t.try_map(|bytes| {
-                self.codec
-                    .decode(&bytes, &format!("the loaded value of {key:?}"))
-            }),
+            Some(Ok(t)) => t.try_map(|bytes| self.codec.decode(&bytes, &format!("the loaded value of {key:?}"))),
             Some(Err(e)) => Err(Error::clone_shared(&e)),
             None => Err(Error::config("the loading task ended without a result")),
         }
@@ -585,17 +546,10 @@ impl<B: CacheBackend> Cache<B> {
     /// runs). For observability and tests of [`Cache::get_or_load`].
     pub fn loading_waiters(&self, key: &str) -> usize {
         let Ok(k) = self.key(key) else { return 0 };
-        lock(&self.shared.flights)
-            .get(&k)
-            .map_or(0, |tx| tx.receiver_count())
+        lock(&self.shared.flights).get(&k).map_or(0, |tx| tx.receiver_count())
     }
 
-    async fn load_and_store<T, F, Fut, E>(
-        &self,
-        key: &str,
-        ttl: Duration,
-        load: F,
-    ) -> Result<Tagged<Vec<u8>>, Error>
+    async fn load_and_store<T, F, Fut, E>(&self, key: &str, ttl: Duration, load: F) -> Result<Tagged<Vec<u8>>, Error>
     where
         T: Serialize,
         F: FnOnce() -> Fut,
@@ -606,9 +560,7 @@ impl<B: CacheBackend> Cache<B> {
             key: key.to_owned(),
             source: Arc::from(e.into()),
         })?;
-        let bytes = self
-            .codec
-            .encode(&value, &format!("the loaded value of {key:?}"))?;
+        let bytes = self.codec.encode(&value, &format!("the loaded value of {key:?}"))?;
         let stored = self.set(key, &bytes, ttl).await?;
         Ok(stored.map(|()| bytes))
     }

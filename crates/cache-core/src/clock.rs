@@ -146,11 +146,7 @@ impl Clock for ManualClock {
 }
 
 /// Runs `fut` with a deadline measured on `clock`: `None` when the deadline passed first.
-pub async fn with_deadline<T>(
-    clock: &dyn Clock,
-    after: Duration,
-    fut: impl Future<Output = T>,
-) -> Option<T> {
+pub async fn with_deadline<T>(clock: &dyn Clock, after: Duration, fut: impl Future<Output = T>) -> Option<T> {
     let sleep = clock.sleep_until(clock.now() + after);
     tokio::select! {
         biased;

@@ -119,11 +119,7 @@ impl fmt::Debug for RedactedDebug<'_> {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Unavailable {
-                backend,
-                op,
-                source,
-            } => f
+            Error::Unavailable { backend, op, source } => f
                 .debug_struct("Unavailable")
                 .field("backend", backend)
                 .field("op", op)
@@ -140,25 +136,15 @@ impl fmt::Debug for Error {
                 .field("what", what)
                 .field("source", &RedactedDebug(source))
                 .finish(),
-            Error::InvalidInput { reason } => f
-                .debug_struct("InvalidInput")
-                .field("reason", reason)
-                .finish(),
-            Error::Config { what } => f
-                .debug_struct("Config")
-                .field("what", &redact_text(what))
-                .finish(),
+            Error::InvalidInput { reason } => f.debug_struct("InvalidInput").field("reason", reason).finish(),
+            Error::Config { what } => f.debug_struct("Config").field("what", &redact_text(what)).finish(),
             Error::Conflict { what } => f.debug_struct("Conflict").field("what", what).finish(),
             Error::Load { key, source } => f
                 .debug_struct("Load")
                 .field("key", key)
                 .field("source", &redact_text(&format!("{source:?}")))
                 .finish(),
-            Error::Backend {
-                backend,
-                op,
-                source,
-            } => f
+            Error::Backend { backend, op, source } => f
                 .debug_struct("Backend")
                 .field("backend", backend)
                 .field("op", op)
@@ -257,9 +243,7 @@ impl Error {
 
     /// An [`Error::InvalidInput`].
     pub fn invalid_input(reason: impl Into<String>) -> Self {
-        Error::InvalidInput {
-            reason: reason.into(),
-        }
+        Error::InvalidInput { reason: reason.into() }
     }
 
     /// An [`Error::Config`].
@@ -303,9 +287,7 @@ impl Error {
                 what: what.clone(),
                 source: shared(),
             },
-            Error::InvalidInput { reason } => Error::InvalidInput {
-                reason: reason.clone(),
-            },
+            Error::InvalidInput { reason } => Error::InvalidInput { reason: reason.clone() },
             Error::Config { what } => Error::Config { what: what.clone() },
             Error::Conflict { what } => Error::Conflict { what: what.clone() },
             Error::Load { key, source } => Error::Load {

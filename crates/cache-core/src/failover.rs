@@ -72,16 +72,8 @@ impl<P: CacheBackend> CacheBackend for Strict<P> {
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
         self.watch("cache.set", self.primary.set(key, value, ttl).await)
     }
-    async fn set_if_absent(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<Tagged<bool>, Error> {
-        self.watch(
-            "cache.set_if_absent",
-            self.primary.set_if_absent(key, value, ttl).await,
-        )
+    async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<bool>, Error> {
+        self.watch("cache.set_if_absent", self.primary.set_if_absent(key, value, ttl).await)
     }
     async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
         self.watch("cache.delete", self.primary.delete(key).await)
@@ -176,12 +168,7 @@ fn outage_key(outage: u64, key: &str) -> String {
 impl<P: CacheBackend, F: CacheBackend> Failover<P, F> {
     /// Degraded mode over a primary that answered at startup. `ctx.mode` is forced to
     /// degraded.
-    pub fn new(
-        primary: P,
-        fallback: F,
-        ctx: SupervisorContext,
-        options: FailoverOptions,
-    ) -> Result<Self, Error> {
+    pub fn new(primary: P, fallback: F, ctx: SupervisorContext, options: FailoverOptions) -> Result<Self, Error> {
         Self::build(primary, fallback, ctx, options, None)
     }
 
@@ -288,12 +275,7 @@ impl<P: CacheBackend, F: CacheBackend> CacheBackend for Failover<P, F> {
         .await
     }
 
-    async fn set_if_absent(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<Tagged<bool>, Error> {
+    async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<bool>, Error> {
         let capped = ttl.min(self.options.degraded_ttl_cap);
         self.route(
             "cache.set_if_absent",

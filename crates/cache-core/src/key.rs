@@ -88,16 +88,9 @@ pub struct KeyParts {
 impl KeyParts {
     /// Encodes the parts (see the module docs). Does not check lengths.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(
-            self.prefix.len() + self.tenant.len() + self.namespace.len() + self.key.len() + 16,
-        );
-        encode_head(
-            &self.prefix,
-            self.version,
-            &self.tenant,
-            &self.namespace,
-            &mut out,
-        );
+        let mut out =
+            String::with_capacity(self.prefix.len() + self.tenant.len() + self.namespace.len() + self.key.len() + 16);
+        encode_head(&self.prefix, self.version, &self.tenant, &self.namespace, &mut out);
         escape_part(&self.key, &mut out);
         out
     }
@@ -165,15 +158,9 @@ pub struct Namespace {
 impl Namespace {
     /// A namespace. See the type's `# Behavior`.
     pub fn new(prefix: &str, version: u16, tenant: &str, namespace: &str) -> Result<Self, Error> {
-        for (what, v) in [
-            ("prefix", prefix),
-            ("tenant", tenant),
-            ("namespace", namespace),
-        ] {
+        for (what, v) in [("prefix", prefix), ("tenant", tenant), ("namespace", namespace)] {
             if v.is_empty() {
-                return Err(Error::invalid_input(format!(
-                    "the {what} must not be empty"
-                )));
+                return Err(Error::invalid_input(format!("the {what} must not be empty")));
             }
         }
         let mut head = String::new();
@@ -227,10 +214,7 @@ impl Namespace {
 
     /// The same prefix, version and tenant, another namespace.
     pub fn sibling(&self, namespace: &str) -> Result<Self, Error> {
-        Ok(
-            Namespace::new(&self.prefix, self.version, &self.tenant, namespace)?
-                .with_max_key_len(self.max_key_len),
-        )
+        Ok(Namespace::new(&self.prefix, self.version, &self.tenant, namespace)?.with_max_key_len(self.max_key_len))
     }
 
     /// The encoded key for `user_key`.
@@ -263,9 +247,9 @@ impl Namespace {
 
     /// The user key of an encoded key of this namespace.
     pub fn user_key(&self, encoded: &str) -> Result<String, Error> {
-        let rest = encoded.strip_prefix(&self.head).ok_or_else(|| {
-            Error::invalid_input("the key does not belong to this namespace".to_owned())
-        })?;
+        let rest = encoded
+            .strip_prefix(&self.head)
+            .ok_or_else(|| Error::invalid_input("the key does not belong to this namespace".to_owned()))?;
         unescape_part(rest)
     }
 }

@@ -36,11 +36,7 @@ pub enum Mode {
 
 impl Mode {
     /// All modes, in declaration order.
-    pub const ALL: [Mode; 3] = [
-        Mode::StrictDistributed,
-        Mode::ExplicitDegraded,
-        Mode::LocalOnly,
-    ];
+    pub const ALL: [Mode; 3] = [Mode::StrictDistributed, Mode::ExplicitDegraded, Mode::LocalOnly];
 
     /// The mode used when none is given: strict when a Redis URL is configured,
     /// local-only when none is.

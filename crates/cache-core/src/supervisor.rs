@@ -214,12 +214,7 @@ pub struct SupervisorContext {
 
 impl SupervisorContext {
     /// A context with the system clock and default timing.
-    pub fn new(
-        component: Component,
-        mode: Mode,
-        tenant: impl Into<Arc<str>>,
-        events: Events,
-    ) -> Self {
+    pub fn new(component: Component, mode: Mode, tenant: impl Into<Arc<str>>, events: Events) -> Self {
         SupervisorContext {
             component,
             mode,
@@ -260,9 +255,8 @@ impl Supervisor {
         probe: impl Probe,
         on_recover: Option<Box<dyn OnRecover>>,
     ) -> Result<Self, Error> {
-        let runtime = Handle::try_current().map_err(|_| {
-            Error::config("the health supervisor must be created inside a tokio runtime")
-        })?;
+        let runtime = Handle::try_current()
+            .map_err(|_| Error::config("the health supervisor must be created inside a tokio runtime"))?;
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 config: ctx.config,
@@ -299,9 +293,7 @@ impl Supervisor {
     pub fn health(&self) -> Health {
         match *lock(&self.inner.state) {
             State::Healthy => Health::Healthy,
-            State::Down { since_system, .. } => Health::Degraded {
-                since: since_system,
-            },
+            State::Down { since_system, .. } => Health::Degraded { since: since_system },
         }
     }
 
@@ -416,9 +408,7 @@ impl Inner {
         };
         let mut state = lock(&self.state);
         if let State::Down {
-            since,
-            outage: current,
-            ..
+            since, outage: current, ..
         } = *state
         {
             if current == outage {

@@ -90,9 +90,7 @@ proptest! {
 fn documented_envelope_layout() {
     let bytes = Codec::new(0x0102).encode(&7u8, "v").unwrap();
     assert_eq!(bytes, [MAGIC, 0x02, 0x01, 7]);
-    let e = Codec::new(1)
-        .decode::<u8>(&[0x00, 1, 0, 7], "v")
-        .unwrap_err();
+    let e = Codec::new(1).decode::<u8>(&[0x00, 1, 0, 7], "v").unwrap_err();
     assert!(matches!(source_of(&e), CodecError::NotAnEnvelope(0)));
     let e = Codec::new(1).decode::<u8>(&[MAGIC], "v").unwrap_err();
     assert!(matches!(source_of(&e), CodecError::Truncated(1)));

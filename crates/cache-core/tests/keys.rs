@@ -59,10 +59,7 @@ fn group(tokens: &[String], cuts: &[usize]) -> KeyParts {
         .chain(cuts.iter().copied())
         .chain([tokens.len()])
         .collect();
-    let g: Vec<String> = edges
-        .windows(2)
-        .map(|w| tokens[w[0]..w[1]].join(":"))
-        .collect();
+    let g: Vec<String> = edges.windows(2).map(|w| tokens[w[0]..w[1]].join(":")).collect();
     KeyParts {
         prefix: g[0].clone(),
         version: 1,
@@ -136,23 +133,14 @@ fn documented_encoding() {
         "palisade:v1:acme%3Aeu:sessions:user%7B42%7D%2A"
     );
     assert_eq!(ns.scan_pattern(), "palisade:v1:acme%3Aeu:sessions:*");
-    assert_eq!(
-        ns.key("naïve 🦀").unwrap(),
-        "palisade:v1:acme%3Aeu:sessions:naïve 🦀"
-    );
-    assert_eq!(
-        ns.key("nul\0").unwrap(),
-        "palisade:v1:acme%3Aeu:sessions:nul%00"
-    );
+    assert_eq!(ns.key("naïve 🦀").unwrap(), "palisade:v1:acme%3Aeu:sessions:naïve 🦀");
+    assert_eq!(ns.key("nul\0").unwrap(), "palisade:v1:acme%3Aeu:sessions:nul%00");
 }
 
 #[test]
 fn empty_parts_and_oversized_keys_are_invalid_input() {
     for (p, t, n) in [("", "t", "n"), ("p", "", "n"), ("p", "t", "")] {
-        assert_eq!(
-            Namespace::new(p, 1, t, n).unwrap_err().kind(),
-            ErrorKind::InvalidInput
-        );
+        assert_eq!(Namespace::new(p, 1, t, n).unwrap_err().kind(), ErrorKind::InvalidInput);
     }
     let ns = Namespace::new("p", 1, "t", "n").unwrap();
     assert_eq!(ns.key("").unwrap_err().kind(), ErrorKind::InvalidInput);
@@ -163,20 +151,12 @@ fn empty_parts_and_oversized_keys_are_invalid_input() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("limit"), "{err}");
     // Escaping counts: 400 `:` encode to 1200 bytes.
-    assert_eq!(
-        ns.key(&":".repeat(400)).unwrap_err().kind(),
-        ErrorKind::InvalidInput
-    );
+    assert_eq!(ns.key(&":".repeat(400)).unwrap_err().kind(), ErrorKind::InvalidInput);
     // The limit is configurable.
     let small = ns.clone().with_max_key_len(16);
+    assert_eq!(small.key("a-key-too-long").unwrap_err().kind(), ErrorKind::InvalidInput);
     assert_eq!(
-        small.key("a-key-too-long").unwrap_err().kind(),
-        ErrorKind::InvalidInput
-    );
-    assert_eq!(
-        Namespace::new("p", 1, &"t".repeat(2000), "n")
-            .unwrap_err()
-            .kind(),
+        Namespace::new("p", 1, &"t".repeat(2000), "n").unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
 }

@@ -13,9 +13,7 @@ fn ping(addr: &str, timeout: Duration) -> std::io::Result<Reply> {
 
 #[test]
 fn private_server_can_be_killed_paused_resumed_and_restarted() {
-    let Some(mut server) =
-        env::private_server("private_server_can_be_killed_paused_resumed_and_restarted")
-    else {
+    let Some(mut server) = env::private_server("private_server_can_be_killed_paused_resumed_and_restarted") else {
         return;
     };
     let addr = server.addr();
@@ -33,10 +31,7 @@ fn private_server_can_be_killed_paused_resumed_and_restarted() {
     let mut conn = Conn::connect(&addr, Duration::from_millis(200)).unwrap();
     server.pause().unwrap();
     let started = Instant::now();
-    assert!(
-        conn.command(&["PING"]).is_err(),
-        "a paused server must not answer"
-    );
+    assert!(conn.command(&["PING"]).is_err(), "a paused server must not answer");
     assert!(started.elapsed() >= Duration::from_millis(150));
     server.resume().unwrap();
     assert_eq!(
@@ -85,10 +80,7 @@ fn shared_standalone_server_answers() {
         ping(addr, Duration::from_secs(2)).unwrap(),
         Reply::Simple("PONG".into())
     );
-    let info = resp::command(addr, &["INFO", "server"])
-        .unwrap()
-        .text()
-        .unwrap();
+    let info = resp::command(addr, &["INFO", "server"]).unwrap().text().unwrap();
     let version = info
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
@@ -100,21 +92,14 @@ fn shared_standalone_server_answers() {
 
 #[test]
 fn shared_cluster_has_three_masters_covering_every_slot() {
-    let Some(nodes) = env::cluster_nodes("shared_cluster_has_three_masters_covering_every_slot")
-    else {
+    let Some(nodes) = env::cluster_nodes("shared_cluster_has_three_masters_covering_every_slot") else {
         return;
     };
     assert_eq!(nodes.len(), 3);
     for node in &nodes {
-        let info = resp::command(node, &["CLUSTER", "INFO"])
-            .unwrap()
-            .text()
-            .unwrap();
+        let info = resp::command(node, &["CLUSTER", "INFO"]).unwrap().text().unwrap();
         assert!(info.contains("cluster_state:ok"), "{node}: {info}");
-        assert!(
-            info.contains("cluster_slots_assigned:16384"),
-            "{node}: {info}"
-        );
+        assert!(info.contains("cluster_slots_assigned:16384"), "{node}: {info}");
         assert!(info.contains("cluster_known_nodes:3\r"), "{node}: {info}");
         let Reply::Array(shards) = resp::command(node, &["CLUSTER", "SLOTS"]).unwrap() else {
             panic!("CLUSTER SLOTS is an array")

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use palisade_cache_core::supervisor::SupervisorConfig;
 use palisade_cache_core::{
-    BoxFuture, Component, Endpoint, Error, Event, EventKind, Events, Health, ManualClock, Mode,
-    OnRecover, Probe, Supervisor, SupervisorContext,
+    BoxFuture, Component, Endpoint, Error, Event, EventKind, Events, Health, ManualClock, Mode, OnRecover, Probe,
+    Supervisor, SupervisorContext,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::timeout;
@@ -39,12 +39,7 @@ fn unavailable() -> Error {
 
 impl Probe for Scripted {
     fn probe(&self) -> BoxFuture<'_, Result<(), Error>> {
-        let step = self
-            .script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(Step::Fail);
+        let step = self.script.lock().unwrap().pop_front().unwrap_or(Step::Fail);
         let _ = self.calls.send(step);
         Box::pin(async move {
             match step {
@@ -119,10 +114,7 @@ impl Harness {
             if let Ok(Some(step)) = timeout(Duration::from_millis(5), self.calls.recv()).await {
                 return step;
             }
-            assert!(
-                tokio::time::Instant::now() < give_up,
-                "the probe was never called"
-            );
+            assert!(tokio::time::Instant::now() < give_up, "the probe was never called");
             self.clock.advance(Duration::from_millis(50));
         }
     }
@@ -147,10 +139,7 @@ impl Harness {
     async fn fail_through(&mut self, expected: Step) {
         let step = self.next_probe().await;
         assert!(
-            matches!(
-                (step, expected),
-                (Step::Fail, Step::Fail) | (Step::Hang, Step::Hang)
-            ),
+            matches!((step, expected), (Step::Fail, Step::Fail) | (Step::Hang, Step::Hang)),
             "{step:?}"
         );
     }
@@ -213,14 +202,7 @@ async fn errors_that_are_not_outages_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_probe_gives_no_recovered_until_a_probe_succeeds() {
-    let script = [
-        Step::Fail,
-        Step::Hang,
-        Step::Fail,
-        Step::Hang,
-        Step::Fail,
-        Step::Ok,
-    ];
+    let script = [Step::Fail, Step::Hang, Step::Fail, Step::Hang, Step::Fail, Step::Ok];
     let mut h = harness(Mode::ExplicitDegraded, &script, Some(7), false);
     let down_at = h.clock.elapsed();
     assert!(h.sup.report("cache.get", &unavailable()));
@@ -262,12 +244,7 @@ async fn a_flapping_probe_gives_no_recovered_until_a_probe_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_outage_gets_its_own_pair_of_events() {
-    let mut h = harness(
-        Mode::ExplicitDegraded,
-        &[Step::Ok, Step::Fail, Step::Ok],
-        None,
-        false,
-    );
+    let mut h = harness(Mode::ExplicitDegraded, &[Step::Ok, Step::Fail, Step::Ok], None, false);
     for n in 1..=2u64 {
         assert!(h.sup.report("cache.get", &unavailable()));
         assert_eq!(h.next_event().await.kind, EventKind::Degraded);
@@ -295,10 +272,7 @@ async fn strict_mode_reports_unavailable_at_runtime_once_per_outage() {
     assert_eq!(e.mode, Mode::StrictDistributed);
     h.no_event();
     h.next_probe().await;
-    assert!(matches!(
-        h.next_event().await.kind,
-        EventKind::Recovered { .. }
-    ));
+    assert!(matches!(h.next_event().await.kind, EventKind::Recovered { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,10 +283,7 @@ async fn starting_down_emits_unavailable_at_startup_then_recovers_on_a_good_prob
     h.fail_through(Step::Fail).await;
     h.no_event();
     h.next_probe().await;
-    assert!(matches!(
-        h.next_event().await.kind,
-        EventKind::Recovered { .. }
-    ));
+    assert!(matches!(h.next_event().await.kind, EventKind::Recovered { .. }));
     assert!(h.sup.is_healthy());
 }
 
@@ -351,12 +322,7 @@ fn backoff_doubles_from_min_to_the_probe_period() {
 
 #[test]
 fn a_supervisor_needs_a_runtime() {
-    let ctx = SupervisorContext::new(
-        Component::Cache,
-        Mode::ExplicitDegraded,
-        "t",
-        Events::default(),
-    );
+    let ctx = SupervisorContext::new(Component::Cache, Mode::ExplicitDegraded, "t", Events::default());
     let err = Supervisor::new(ctx, || async { Ok(()) }, None).unwrap_err();
     assert_eq!(err.kind(), palisade_cache_core::ErrorKind::Config);
 }

@@ -63,12 +63,7 @@ struct Entry {
 struct PerEntryTtl;
 
 impl Expiry<String, Entry> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _: &String,
-        e: &Entry,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _: &String, e: &Entry, _: std::time::Instant) -> Option<Duration> {
         Some(e.ttl)
     }
     fn expire_after_update(
@@ -200,19 +195,11 @@ impl CacheBackend for LocalCache {
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
         self.check_weight(key, value)?;
-        self.inner
-            .map
-            .insert(key.to_owned(), self.entry(value, ttl))
-            .await;
+        self.inner.map.insert(key.to_owned(), self.entry(value, ttl)).await;
         Ok(self.tag(()))
     }
 
-    async fn set_if_absent(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<Tagged<bool>, Error> {
+    async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<bool>, Error> {
         self.check_weight(key, value)?;
         let fresh = self.entry(value, ttl);
         let result = self
@@ -227,10 +214,7 @@ impl CacheBackend for LocalCache {
                 std::future::ready(op)
             })
             .await;
-        let stored = matches!(
-            result,
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
-        );
+        let stored = matches!(result, CompResult::Inserted(_) | CompResult::ReplacedWith(_));
         Ok(self.tag(stored))
     }
 

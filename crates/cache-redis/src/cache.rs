@@ -79,10 +79,7 @@ impl RedisCache {
         let pipeline = client.pipeline();
         for k in keys {
             // One key per command: a page from a cluster node spans many slots.
-            let _: () = self
-                .conn
-                .run("cache.clear", pipeline.unlink::<(), _>(k))
-                .await?;
+            let _: () = self.conn.run("cache.clear", pipeline.unlink::<(), _>(k)).await?;
         }
         let counts: Vec<i64> = self.conn.run("cache.clear", pipeline.all()).await?;
         Ok(counts.into_iter().map(|n| n.max(0) as u64).sum())
@@ -91,10 +88,7 @@ impl RedisCache {
 
 impl CacheBackend for RedisCache {
     async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
-        let v: Option<fred::bytes::Bytes> = self
-            .conn
-            .run("cache.get", self.conn.client().get(key))
-            .await?;
+        let v: Option<fred::bytes::Bytes> = self.conn.run("cache.get", self.conn.client().get(key)).await?;
         Ok(Self::tag(v.map(|b| b.to_vec())))
     }
 
@@ -103,20 +97,13 @@ impl CacheBackend for RedisCache {
             .conn
             .run(
                 "cache.set",
-                self.conn
-                    .client()
-                    .set(key, value, Some(px(ttl)), None, false),
+                self.conn.client().set(key, value, Some(px(ttl)), None, false),
             )
             .await?;
         Ok(Self::tag(()))
     }
 
-    async fn set_if_absent(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<Tagged<bool>, Error> {
+    async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<bool>, Error> {
         let reply: Option<String> = self
             .conn
             .run(
@@ -130,18 +117,12 @@ impl CacheBackend for RedisCache {
     }
 
     async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
-        let n: i64 = self
-            .conn
-            .run("cache.delete", self.conn.client().del(key))
-            .await?;
+        let n: i64 = self.conn.run("cache.delete", self.conn.client().del(key)).await?;
         Ok(Self::tag(n > 0))
     }
 
     async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
-        let n: i64 = self
-            .conn
-            .run("cache.contains", self.conn.client().exists(key))
-            .await?;
+        let n: i64 = self.conn.run("cache.contains", self.conn.client().exists(key)).await?;
         Ok(Self::tag(n > 0))
     }
 
@@ -157,11 +138,7 @@ impl CacheBackend for RedisCache {
         loop {
             let next = tokio::time::timeout(self.conn.command_timeout(), pages.next()).await;
             let mut page = match next {
-                Ok(Some(page)) => {
-                    self.conn
-                        .run("cache.clear", std::future::ready(page))
-                        .await?
-                }
+                Ok(Some(page)) => self.conn.run("cache.clear", std::future::ready(page)).await?,
                 Ok(None) => break,
                 Err(_) => {
                     return Err(Error::Timeout {

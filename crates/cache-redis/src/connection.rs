@@ -71,13 +71,7 @@ impl RedisConfig {
 
     /// A cluster from its seed nodes (`host:port` or URLs).
     pub fn cluster<S: AsRef<str>>(seeds: &[S]) -> Self {
-        let mut c = RedisConfig::from_url(
-            &seeds
-                .iter()
-                .map(|s| s.as_ref())
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        let mut c = RedisConfig::from_url(&seeds.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(","));
         if let [one] = c.urls.as_mut_slice() {
             if let Some(rest) = one.strip_prefix("redis://") {
                 *one = format!("redis-cluster://{rest}");
@@ -109,17 +103,8 @@ impl RedisConfig {
     }
 
     fn fred_config(&self) -> Result<Config, Error> {
-        let bad = |e: FredError| {
-            Error::config(format!(
-                "invalid Redis URL {}: {}",
-                self.endpoint(),
-                e.details()
-            ))
-        };
-        let first = self
-            .urls
-            .first()
-            .ok_or_else(|| Error::config("no Redis URL given"))?;
+        let bad = |e: FredError| Error::config(format!("invalid Redis URL {}: {}", self.endpoint(), e.details()));
+        let first = self.urls.first().ok_or_else(|| Error::config("no Redis URL given"))?;
         if self.urls.len() == 1 {
             return Config::from_url(first).map_err(bad);
         }
@@ -127,14 +112,9 @@ impl RedisConfig {
         let mut hosts = Vec::with_capacity(self.urls.len());
         for url in &self.urls {
             match Config::from_url_centralized(url).map_err(bad)?.server {
-                ServerConfig::Centralized { server } => {
-                    hosts.push((server.host.to_string(), server.port))
-                }
+                ServerConfig::Centralized { server } => hosts.push((server.host.to_string(), server.port)),
                 _ => {
-                    return Err(Error::config(format!(
-                        "{} is not a host:port seed",
-                        Endpoint::url(url)
-                    )));
+                    return Err(Error::config(format!("{} is not a host:port seed", Endpoint::url(url))));
                 }
             }
         }
@@ -261,9 +241,7 @@ impl RedisConnection {
             Err(_) => return Err(timeout(&conn.inner.endpoint, "connect", deadline)),
         };
         *conn.inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
-        let left = deadline
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(1));
+        let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         match tokio::time::timeout(left, conn.inner.client.ping::<String>(None)).await {
             Ok(Ok(_)) => Ok(conn),
             Ok(Err(e)) => Err(map_error(&conn.inner.endpoint, "connect", deadline, e)),
@@ -318,41 +296,23 @@ impl RedisConnection {
     }
 
     /// Runs one command (or one pipeline) under the command deadline, mapping errors.
-    pub async fn run<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, FredError>>,
-    ) -> Result<T, Error> {
+    pub async fn run<T>(&self, op: &'static str, fut: impl Future<Output = Result<T, FredError>>) -> Result<T, Error> {
         match tokio::time::timeout(self.inner.command_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_error(
-                &self.inner.endpoint,
-                op,
-                self.inner.command_timeout,
-                e,
-            )),
-            Err(_) => Err(timeout(
-                &self.inner.endpoint,
-                op,
-                self.inner.command_timeout,
-            )),
+            Ok(Err(e)) => Err(map_error(&self.inner.endpoint, op, self.inner.command_timeout, e)),
+            Err(_) => Err(timeout(&self.inner.endpoint, op, self.inner.command_timeout)),
         }
     }
 
     /// `PING` under the command deadline.
     pub async fn ping(&self) -> Result<(), Error> {
-        self.run("ping", self.inner.client.ping::<String>(None))
-            .await
-            .map(drop)
+        self.run("ping", self.inner.client.ping::<String>(None)).await.map(drop)
     }
 
     /// The server's version and whether it is a cluster (`INFO server`).
     pub async fn server_info(&self) -> Result<ServerInfo, Error> {
         let info: String = self
-            .run(
-                "info",
-                self.inner.client.info(Some(fred::types::InfoKind::Server)),
-            )
+            .run("info", self.inner.client.info(Some(fred::types::InfoKind::Server)))
             .await?;
         let field = |name: &str| {
             info.lines()
@@ -375,47 +335,106 @@ fn timeout(endpoint: &Endpoint, op: &'static str, after: Duration) -> Error {
 }
 
 /// Server replies that mean "not serving right now" rather than "your command is wrong".
-const UNAVAILABLE_REPLIES: [&str; 5] = [
-    "LOADING",
-    "CLUSTERDOWN",
-    "MASTERDOWN",
-    "TRYAGAIN",
-    "READONLY",
+const UNAVAILABLE_REPLIES: [&str; 5] = ["LOADING", "CLUSTERDOWN", "MASTERDOWN", "TRYAGAIN", "READONLY"];
+
+/// fred's own connection-state failures, which it reports as `ErrorKind::Unknown` — the
+/// kind it also uses for a server's error reply. Seen in fred 10.1.0 when a command
+/// meets a dead socket: `router/commands.rs` ("Failed to route command."),
+/// `protocol/command.rs` ("Too many failed write attempts."), `protocol/connection.rs`
+/// ("Missing response."), `router/utils.rs` ("Missing expected connection."),
+/// `router/transactions.rs` ("Max attempts exceeded"). Found by the fault tests under
+/// load: without this list degraded mode did not fail over for those calls.
+const FRED_CONNECTION_FAILURES: [&str; 5] = [
+    "Failed to route command",
+    "Too many failed write attempts",
+    "Missing response",
+    "Missing expected connection",
+    "Max attempts exceeded",
 ];
 
 /// Maps a fred error to palisade's: decided once, here.
-pub(crate) fn map_error(
-    endpoint: &Endpoint,
-    op: &'static str,
-    after: Duration,
-    e: FredError,
-) -> Error {
+pub(crate) fn map_error(endpoint: &Endpoint, op: &'static str, after: Duration, e: FredError) -> Error {
     let unavailable = |e: FredError| Error::Unavailable {
         backend: endpoint.clone(),
         op,
         source: Box::new(e),
     };
+    let starts = |list: &[&str]| list.iter().any(|p| e.details().starts_with(p));
     match e.kind() {
         FredKind::Timeout => timeout(endpoint, op, after),
-        FredKind::IO
-        | FredKind::Canceled
-        | FredKind::Routing
-        | FredKind::Cluster
-        | FredKind::Backpressure => unavailable(e),
+        FredKind::IO | FredKind::Canceled | FredKind::Routing | FredKind::Cluster | FredKind::Backpressure => {
+            unavailable(e)
+        }
         FredKind::Config | FredKind::Url | FredKind::Auth => Error::config(format!(
             "Redis at {endpoint} refused the configuration during `{op}`: {}",
             e.details()
         )),
-        _ if UNAVAILABLE_REPLIES
-            .iter()
-            .any(|p| e.details().starts_with(p)) =>
-        {
-            unavailable(e)
-        }
+        _ if starts(&UNAVAILABLE_REPLIES) => unavailable(e),
+        FredKind::Unknown if starts(&FRED_CONNECTION_FAILURES) => unavailable(e),
         _ => Error::Backend {
             backend: endpoint.clone(),
             op,
             source: Box::new(e),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(kind: FredKind, details: &str) -> palisade_cache_core::ErrorKind {
+        map_error(
+            &Endpoint::named("redis"),
+            "op",
+            Duration::from_millis(1),
+            FredError::new(kind, details.to_owned()),
+        )
+        .kind()
+    }
+
+    #[test]
+    fn connection_failures_are_outages() {
+        use palisade_cache_core::ErrorKind as K;
+        assert_eq!(kind_of(FredKind::Timeout, "Request timed out."), K::Timeout);
+        for k in [
+            FredKind::IO,
+            FredKind::Canceled,
+            FredKind::Routing,
+            FredKind::Cluster,
+            FredKind::Backpressure,
+        ] {
+            assert_eq!(kind_of(k.clone(), "x"), K::Unavailable, "{k:?}");
+        }
+        for msg in FRED_CONNECTION_FAILURES {
+            assert_eq!(kind_of(FredKind::Unknown, &format!("{msg}.")), K::Unavailable, "{msg}");
+        }
+        for reply in [
+            "LOADING Redis is loading the dataset in memory",
+            "CLUSTERDOWN The cluster is down",
+            "READONLY You can't write against a read only replica.",
+        ] {
+            assert_eq!(kind_of(FredKind::Unknown, reply), K::Unavailable, "{reply}");
+        }
+    }
+
+    #[test]
+    fn error_replies_and_garbage_are_backend_errors_not_outages() {
+        use palisade_cache_core::ErrorKind as K;
+        assert_eq!(
+            kind_of(
+                FredKind::InvalidArgument,
+                "WRONGTYPE Operation against a key holding the wrong kind of value"
+            ),
+            K::Backend
+        );
+        assert_eq!(kind_of(FredKind::Unknown, "ERR unknown command"), K::Backend);
+        assert_eq!(kind_of(FredKind::Unknown, "NOSCRIPT No matching script."), K::Backend);
+        assert_eq!(kind_of(FredKind::Parse, "Could not convert to map."), K::Backend);
+        assert_eq!(kind_of(FredKind::Protocol, "Invalid frame"), K::Backend);
+        assert_eq!(
+            kind_of(FredKind::Auth, "WRONGPASS invalid username-password pair"),
+            K::Config
+        );
     }
 }

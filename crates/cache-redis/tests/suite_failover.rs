@@ -7,20 +7,13 @@ mod common;
 
 use common::RedisFixture;
 use palisade_cache_core::{Component, Mode};
-use palisade_cache_core::{
-    Events, Failover, FailoverOptions, Provenance, Strict, SupervisorContext,
-};
+use palisade_cache_core::{Events, Failover, FailoverOptions, Provenance, Strict, SupervisorContext};
 use palisade_cache_local::LocalCache;
 use palisade_cache_redis::RedisCache;
 
 async fn failover(test: &str) -> Option<RedisFixture<Failover<RedisCache, LocalCache>>> {
     let conn = common::standalone(test).await?;
-    let ctx = SupervisorContext::new(
-        Component::Cache,
-        Mode::ExplicitDegraded,
-        "t",
-        Events::default(),
-    );
+    let ctx = SupervisorContext::new(Component::Cache, Mode::ExplicitDegraded, "t", Events::default());
     let backend = Failover::new(
         RedisCache::new(conn),
         LocalCache::default(),
@@ -38,12 +31,7 @@ mod degraded_over_healthy_redis {
 
 async fn strict(test: &str) -> Option<RedisFixture<Strict<RedisCache>>> {
     let conn = common::standalone(test).await?;
-    let ctx = SupervisorContext::new(
-        Component::Cache,
-        Mode::StrictDistributed,
-        "t",
-        Events::default(),
-    );
+    let ctx = SupervisorContext::new(Component::Cache, Mode::StrictDistributed, "t", Events::default());
     let backend = Strict::new(RedisCache::new(conn), ctx).unwrap();
     Some(common::fixture(backend, test, Provenance::Distributed))
 }

@@ -65,18 +65,10 @@ pub fn cache_for<F: CacheFixture>(fx: &F, tenant: &str, namespace: &str) -> Cach
 fn neighbours<F: CacheFixture>(fx: &F, tenant: &str, namespace: &str) -> [Cache<F::Backend>; 3] {
     let base = cache_for(fx, tenant, namespace);
     let ns = base.ns();
-    let sibling = base
-        .namespace(&format!("{namespace}-other"))
-        .expect("sibling");
+    let sibling = base.namespace(&format!("{namespace}-other")).expect("sibling");
     let other_tenant = Cache::new(
         fx.backend(),
-        Namespace::new(
-            ns.prefix(),
-            ns.version(),
-            &format!("{tenant}-other"),
-            namespace,
-        )
-        .expect("ns"),
+        Namespace::new(ns.prefix(), ns.version(), &format!("{tenant}-other"), namespace).expect("ns"),
     );
     [base, sibling, other_tenant]
 }
@@ -104,10 +96,7 @@ pub async fn get_returns_the_last_value_or_none<F: CacheFixture>(fx: &F) {
     assert_eq!(c.get("k").await.unwrap().value, None);
     c.set("k", b"one", LONG_TTL).await.unwrap();
     c.set("k", b"two", LONG_TTL).await.unwrap();
-    assert_eq!(
-        c.get("k").await.unwrap().value.as_deref(),
-        Some(&b"two"[..])
-    );
+    assert_eq!(c.get("k").await.unwrap().value.as_deref(), Some(&b"two"[..]));
     assert_eq!(c.get("other").await.unwrap().value, None);
 }
 
@@ -118,31 +107,18 @@ pub async fn get_returns_an_owned_copy<F: CacheFixture>(fx: &F) {
     let mut v = c.get("k").await.unwrap().value.unwrap();
     v.iter_mut().for_each(|b| *b = b'X');
     v.push(b'!');
-    assert_eq!(
-        c.get("k").await.unwrap().value.as_deref(),
-        Some(&b"value"[..])
-    );
+    assert_eq!(c.get("k").await.unwrap().value.as_deref(), Some(&b"value"[..]));
 }
 
 /// Every answer carries the backend's provenance.
 pub async fn answers_carry_the_backend_provenance<F: CacheFixture>(fx: &F) {
     let c = cache_for(fx, "t", "prov");
     let p = fx.provenance();
-    assert_eq!(
-        c.get("k").await.unwrap().provenance,
-        p,
-        "a miss has a provenance too"
-    );
+    assert_eq!(c.get("k").await.unwrap().provenance, p, "a miss has a provenance too");
     assert_eq!(c.set("k", b"v", LONG_TTL).await.unwrap().provenance, p);
     assert_eq!(c.get("k").await.unwrap().provenance, p);
     assert_eq!(c.contains("k").await.unwrap().provenance, p);
-    assert_eq!(
-        c.set_if_absent("k", b"v", LONG_TTL)
-            .await
-            .unwrap()
-            .provenance,
-        p
-    );
+    assert_eq!(c.set_if_absent("k", b"v", LONG_TTL).await.unwrap().provenance, p);
     assert_eq!(c.delete("k").await.unwrap().provenance, p);
     assert_eq!(c.clear().await.unwrap().provenance, p);
 }
@@ -173,11 +149,7 @@ pub async fn bad_input_is_invalid_input_and_writes_nothing<F: CacheFixture>(fx: 
         ErrorKind::InvalidInput
     );
     assert_eq!(
-        limited
-            .set_if_absent("k", &big, LONG_TTL)
-            .await
-            .unwrap_err()
-            .kind(),
+        limited.set_if_absent("k", &big, LONG_TTL).await.unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
     assert!(
@@ -187,10 +159,7 @@ pub async fn bad_input_is_invalid_input_and_writes_nothing<F: CacheFixture>(fx: 
     limited.delete("k").await.unwrap();
     let default_limit = vec![0u8; crate::cache::DEFAULT_MAX_VALUE_LEN + 1];
     assert_eq!(
-        c.set("k", &default_limit, LONG_TTL)
-            .await
-            .unwrap_err()
-            .kind(),
+        c.set("k", &default_limit, LONG_TTL).await.unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
     assert_eq!(c.get("k").await.unwrap().value, None, "nothing was written");
@@ -217,9 +186,7 @@ pub async fn keys_with_special_characters_round_trip<F: CacheFixture>(fx: &F) {
         " ",
     ];
     for (i, k) in keys.iter().enumerate() {
-        c.set(k, format!("v{i}").as_bytes(), LONG_TTL)
-            .await
-            .unwrap();
+        c.set(k, format!("v{i}").as_bytes(), LONG_TTL).await.unwrap();
     }
     for (i, k) in keys.iter().enumerate() {
         assert_eq!(
@@ -246,10 +213,7 @@ pub async fn set_replaces_the_value_and_its_ttl<F: CacheFixture>(fx: &F) {
         c.set(marker, b"m", short).await.unwrap();
         wait_gone(&c, marker).await;
     }
-    assert_eq!(
-        c.get("k").await.unwrap().value.as_deref(),
-        Some(&b"long"[..])
-    );
+    assert_eq!(c.get("k").await.unwrap().value.as_deref(), Some(&b"long"[..]));
 }
 
 /// After `ttl` the value is gone: `get` returns `None`, `contains` is false and
@@ -261,10 +225,7 @@ pub async fn entries_expire_after_their_ttl<F: CacheFixture>(fx: &F) {
     c.set("long", b"v", LONG_TTL).await.unwrap();
     if fx.controls_time() {
         fx.advance(ttl - Duration::from_millis(1)).await;
-        assert!(
-            c.get("k").await.unwrap().value.is_some(),
-            "alive until its TTL"
-        );
+        assert!(c.get("k").await.unwrap().value.is_some(), "alive until its TTL");
         fx.advance(Duration::from_millis(1)).await;
     }
     wait_gone(&c, "k").await;
@@ -273,16 +234,8 @@ pub async fn entries_expire_after_their_ttl<F: CacheFixture>(fx: &F) {
         c.get("long").await.unwrap().value.is_some(),
         "another entry keeps its own TTL"
     );
-    assert!(
-        c.set_if_absent("k", b"again", LONG_TTL)
-            .await
-            .unwrap()
-            .value
-    );
-    assert_eq!(
-        c.get("k").await.unwrap().value.as_deref(),
-        Some(&b"again"[..])
-    );
+    assert!(c.set_if_absent("k", b"again", LONG_TTL).await.unwrap().value);
+    assert_eq!(c.get("k").await.unwrap().value.as_deref(), Some(&b"again"[..]));
 }
 
 // ---- set_if_absent -----------------------------------------------------------------
@@ -291,22 +244,9 @@ pub async fn entries_expire_after_their_ttl<F: CacheFixture>(fx: &F) {
 /// value unchanged.
 pub async fn set_if_absent_stores_only_when_absent<F: CacheFixture>(fx: &F) {
     let c = cache_for(fx, "t", "nx");
-    assert!(
-        c.set_if_absent("k", b"first", LONG_TTL)
-            .await
-            .unwrap()
-            .value
-    );
-    assert!(
-        !c.set_if_absent("k", b"second", LONG_TTL)
-            .await
-            .unwrap()
-            .value
-    );
-    assert_eq!(
-        c.get("k").await.unwrap().value.as_deref(),
-        Some(&b"first"[..])
-    );
+    assert!(c.set_if_absent("k", b"first", LONG_TTL).await.unwrap().value);
+    assert!(!c.set_if_absent("k", b"second", LONG_TTL).await.unwrap().value);
+    assert_eq!(c.get("k").await.unwrap().value.as_deref(), Some(&b"first"[..]));
 }
 
 /// Of many concurrent `set_if_absent` calls on one key exactly one stores.
@@ -358,10 +298,7 @@ pub async fn contains_agrees_with_get<F: CacheFixture>(fx: &F) {
     let c = cache_for(fx, "t", "contains");
     assert!(!c.contains("k").await.unwrap().value);
     c.set("k", b"", LONG_TTL).await.unwrap();
-    assert!(
-        c.contains("k").await.unwrap().value,
-        "an empty value is a value"
-    );
+    assert!(c.contains("k").await.unwrap().value, "an empty value is a value");
     assert_eq!(c.get("k").await.unwrap().value.as_deref(), Some(&b""[..]));
     c.delete("k").await.unwrap();
     assert!(!c.contains("k").await.unwrap().value);
@@ -382,10 +319,7 @@ pub async fn clear_is_scoped_to_tenant_and_namespace<F: CacheFixture>(fx: &F) {
     for i in [0, 1, 599, 1199] {
         assert_eq!(c.get(&format!("k{i}")).await.unwrap().value, None);
     }
-    assert_eq!(
-        sibling.get("k1").await.unwrap().value.as_deref(),
-        Some(&b"sibling"[..])
-    );
+    assert_eq!(sibling.get("k1").await.unwrap().value.as_deref(), Some(&b"sibling"[..]));
     assert_eq!(
         other_tenant.get("k1").await.unwrap().value.as_deref(),
         Some(&b"other"[..])
@@ -404,19 +338,10 @@ pub async fn tenants_never_see_each_other<F: CacheFixture>(fx: &F) {
     assert_eq!(b.get("same").await.unwrap().value, None);
     assert!(!b.contains("same").await.unwrap().value);
     assert!(b.set_if_absent("same", b"b", LONG_TTL).await.unwrap().value);
-    assert_eq!(
-        a.get("same").await.unwrap().value.as_deref(),
-        Some(&b"a"[..])
-    );
-    assert_eq!(
-        b.get("same").await.unwrap().value.as_deref(),
-        Some(&b"b"[..])
-    );
+    assert_eq!(a.get("same").await.unwrap().value.as_deref(), Some(&b"a"[..]));
+    assert_eq!(b.get("same").await.unwrap().value.as_deref(), Some(&b"b"[..]));
     assert!(b.delete("same").await.unwrap().value);
-    assert_eq!(
-        a.get("same").await.unwrap().value.as_deref(),
-        Some(&b"a"[..])
-    );
+    assert_eq!(a.get("same").await.unwrap().value.as_deref(), Some(&b"a"[..]));
 }
 
 // ---- stats ------------------------------------------------------------------------------
@@ -435,10 +360,7 @@ pub async fn stats_count_every_outcome<F: CacheFixture>(fx: &F) {
     let s = c.stats();
     assert_eq!((s.hits, s.misses, s.sets, s.deletes), (2, 1, 2, 1));
     assert_eq!(s.errors_of(ErrorKind::InvalidInput), 1);
-    assert_eq!(
-        s.last_error.as_ref().map(|e| e.kind),
-        Some(ErrorKind::InvalidInput)
-    );
+    assert_eq!(s.last_error.as_ref().map(|e| e.kind), Some(ErrorKind::InvalidInput));
     assert_eq!(s.health, Health::Healthy);
     assert_eq!(s.degraded_since, None);
     assert_eq!(s.mode, c.backend().status().mode);
@@ -458,27 +380,15 @@ pub async fn typed_values_round_trip_and_garbage_is_a_codec_error<F: CacheFixtur
     let c = cache_for(fx, "t", "typed");
     let v = (42u64, "text".to_owned(), vec![1u8, 2, 3]);
     c.set_typed("k", &v, LONG_TTL).await.unwrap();
-    assert_eq!(
-        c.get_typed::<(u64, String, Vec<u8>)>("k")
-            .await
-            .unwrap()
-            .value,
-        Some(v)
-    );
-    c.set("garbage", b"\x00\xffnot an envelope", LONG_TTL)
-        .await
-        .unwrap();
+    assert_eq!(c.get_typed::<(u64, String, Vec<u8>)>("k").await.unwrap().value, Some(v));
+    c.set("garbage", b"\x00\xffnot an envelope", LONG_TTL).await.unwrap();
     let e = c.get_typed::<u64>("garbage").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Codec);
     assert!(!e.is_unavailable());
     assert!(e.to_string().contains("garbage"), "{e}");
     let other_version = c.clone().with_codec(crate::Codec::new(2));
     assert_eq!(
-        other_version
-            .get_typed::<u64>("k")
-            .await
-            .unwrap_err()
-            .kind(),
+        other_version.get_typed::<u64>("k").await.unwrap_err().kind(),
         ErrorKind::Codec
     );
     let s = c.stats();
@@ -612,11 +522,7 @@ pub async fn get_or_load_error_reaches_every_waiter_and_is_not_cached<F: CacheFi
         assert!(e.chain().contains("origin down"), "{}", e.chain());
     }
     assert_eq!(loader.calls.load(Ordering::SeqCst), 1);
-    assert_eq!(
-        c.get("k").await.unwrap().value,
-        None,
-        "the error was not cached"
-    );
+    assert_eq!(c.get("k").await.unwrap().value, None, "the error was not cached");
     let v = c
         .get_or_load("k", LONG_TTL, || async { Ok::<_, std::io::Error>(9u8) })
         .await
@@ -695,9 +601,7 @@ async fn check_model<F: CacheFixture>(fx: &F, ops: &[ModelOp]) {
             600
         }
     };
-    let live = |m: &HashMap<u8, (u8, u64)>, k: u8, now: u64| {
-        m.get(&k).filter(|(_, exp)| *exp > now).map(|(v, _)| *v)
-    };
+    let live = |m: &HashMap<u8, (u8, u64)>, k: u8, now: u64| m.get(&k).filter(|(_, exp)| *exp > now).map(|(v, _)| *v);
     for (i, op) in ops.iter().enumerate() {
         let key = |k: &u8| format!("k{k}");
         match op {
@@ -710,9 +614,7 @@ async fn check_model<F: CacheFixture>(fx: &F, ops: &[ModelOp]) {
                 );
             }
             ModelOp::Set(k, v, t) => {
-                c.set(&key(k), &[*v], Duration::from_secs(ttl(*t)))
-                    .await
-                    .unwrap();
+                c.set(&key(k), &[*v], Duration::from_secs(ttl(*t))).await.unwrap();
                 model.insert(*k, (*v, now + ttl(*t) * 1000));
             }
             ModelOp::SetIfAbsent(k, v, t) => {
@@ -729,27 +631,16 @@ async fn check_model<F: CacheFixture>(fx: &F, ops: &[ModelOp]) {
             }
             ModelOp::Delete(k) => {
                 let existed = c.delete(&key(k)).await.unwrap().value;
-                assert_eq!(
-                    existed,
-                    live(&model, *k, now).is_some(),
-                    "step {i}: {op:?} in {ops:?}"
-                );
+                assert_eq!(existed, live(&model, *k, now).is_some(), "step {i}: {op:?} in {ops:?}");
                 model.remove(k);
             }
             ModelOp::Contains(k) => {
                 let has = c.contains(&key(k)).await.unwrap().value;
-                assert_eq!(
-                    has,
-                    live(&model, *k, now).is_some(),
-                    "step {i}: {op:?} in {ops:?}"
-                );
+                assert_eq!(has, live(&model, *k, now).is_some(), "step {i}: {op:?} in {ops:?}");
             }
             ModelOp::Clear => {
                 let n = c.clear().await.unwrap().value;
-                let expect = model
-                    .keys()
-                    .filter(|k| live(&model, **k, now).is_some())
-                    .count() as u64;
+                let expect = model.keys().filter(|k| live(&model, **k, now).is_some()).count() as u64;
                 assert_eq!(n, expect, "step {i}: {op:?} in {ops:?}");
                 model.clear();
             }

@@ -60,10 +60,7 @@ pub fn cluster_nodes(test: &str) -> Option<Vec<String>> {
 /// `redis-server` binary exists and tests are not required to run.
 pub fn private_server(test: &str) -> Option<RedisServer> {
     if RedisServer::binary_available() || required() {
-        Some(
-            RedisServer::start()
-                .unwrap_or_else(|e| panic!("{test}: cannot start redis-server: {e}")),
-        )
+        Some(RedisServer::start().unwrap_or_else(|e| panic!("{test}: cannot start redis-server: {e}")))
     } else {
         skip(test, "no redis-server binary");
         None

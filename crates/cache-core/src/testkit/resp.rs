@@ -76,12 +76,7 @@ impl Conn {
 
     fn read_reply(&mut self) -> io::Result<Reply> {
         let line = self.read_line()?;
-        let bad = || {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad reply line {line:?}"),
-            )
-        };
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad reply line {line:?}"));
         let (tag, rest) = line.split_at_checked(1).ok_or_else(bad)?;
         Ok(match tag {
             "+" => Reply::Simple(rest.to_owned()),

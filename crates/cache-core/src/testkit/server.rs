@@ -103,9 +103,7 @@ impl RedisServer {
             let port = free_port(need_bus)?;
             let mut server = RedisServer {
                 port,
-                dir: tempfile::Builder::new()
-                    .prefix("palisade-redis-")
-                    .tempdir()?,
+                dir: tempfile::Builder::new().prefix("palisade-redis-").tempdir()?,
                 args: extra.iter().map(|s| s.to_string()).collect(),
                 child: None,
             };
@@ -125,14 +123,7 @@ impl RedisServer {
             .arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args([
-                "--daemonize",
-                "no",
-                "--protected-mode",
-                "no",
-                "--loglevel",
-                "warning",
-            ])
+            .args(["--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.args)
@@ -266,16 +257,12 @@ fn free_port(bus: bool) -> io::Result<u16> {
             return Ok(port);
         }
         if let Some(bus_port) = port.checked_add(10_000) {
-            if TcpListener::bind(("127.0.0.1", port)).is_ok()
-                && TcpListener::bind(("127.0.0.1", bus_port)).is_ok()
-            {
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", bus_port)).is_ok() {
                 return Ok(port);
             }
         }
     }
-    Err(io::Error::other(
-        "no free loopback port pair for a cluster node",
-    ))
+    Err(io::Error::other("no free loopback port pair for a cluster node"))
 }
 
 /// A Redis Cluster of masters only, each a [`RedisServer`].
@@ -327,10 +314,7 @@ impl RedisCluster {
             let lo = Self::SLOTS * i / n;
             let hi = Self::SLOTS * (i + 1) / n - 1;
             check(
-                resp::command(
-                    &node.addr(),
-                    &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()],
-                ),
+                resp::command(&node.addr(), &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]),
                 "CLUSTER SET-CONFIG-EPOCH",
             )?;
             check(
@@ -385,10 +369,6 @@ impl RedisCluster {
 
     /// `127.0.0.1:PORT` of every node, comma-separated.
     pub fn seeds(&self) -> String {
-        self.nodes
-            .iter()
-            .map(RedisServer::addr)
-            .collect::<Vec<_>>()
-            .join(",")
+        self.nodes.iter().map(RedisServer::addr).collect::<Vec<_>>().join(",")
     }
 }

@@ -1,11 +1,5 @@
 //! Fixtures shared by the Redis test files.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    dead_code,
-    unreachable_pub
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code, unreachable_pub)]
 
 use std::time::Duration;
 
@@ -73,18 +67,10 @@ pub fn fixture<B: CacheBackend>(backend: B, test: &str, provenance: Provenance) 
 
 pub async fn standalone_cache(test: &str) -> Option<RedisFixture<RedisCache>> {
     let conn = standalone(test).await?;
-    Some(fixture(
-        RedisCache::new(conn),
-        test,
-        Provenance::Distributed,
-    ))
+    Some(fixture(RedisCache::new(conn), test, Provenance::Distributed))
 }
 
 pub async fn cluster_cache(test: &str) -> Option<RedisFixture<RedisCache>> {
     let conn = cluster(test).await?;
-    Some(fixture(
-        RedisCache::new(conn),
-        test,
-        Provenance::Distributed,
-    ))
+    Some(fixture(RedisCache::new(conn), test, Provenance::Distributed))
 }
