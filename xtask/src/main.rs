@@ -4,6 +4,8 @@
 //! cargo xtask ci      fmt, clippy, tests against a real Redis and Redis Cluster, docs, feature hygiene
 //! cargo xtask test    the workspace tests only, with Redis and the cluster started [-- cargo test args]
 //! cargo xtask redis   start a standalone server and a cluster, print their addresses, wait for Ctrl-C
+//! cargo xtask bench   the criterion benches (they start their own Redis), then a table of ratios
+//!                     palisade / raw dependency from the same run [-- bench name filter]
 //! ```
 //!
 //! Every Redis it starts runs on loopback ports it picks, in a temporary directory,
@@ -42,8 +44,9 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("test") => test_only(&args[1..]),
         Some("redis") => redis_only(),
+        Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | test [-- cargo test args] | redis>");
+            eprintln!("usage: cargo xtask <ci | test [-- cargo test args] | redis | bench [-- filter]>");
             return ExitCode::from(64);
         }
     };
@@ -288,4 +291,65 @@ fn hygiene() -> Result {
         eprintln!("xtask: {package}: no {}", banned.join(", no "));
     }
     Ok(())
+}
+
+/// (group, palisade function, raw function) pairs compared by `cargo xtask bench`.
+const BENCH_PAIRS: &[(&str, &str, &str)] = &[
+    ("cache_get_hit", "palisade_local", "moka"),
+    ("cache_get_hit", "palisade_redis", "fred"),
+    ("cache_get_miss", "palisade_local", "moka"),
+    ("cache_get_miss", "palisade_redis", "fred"),
+    ("cache_set", "palisade_local", "moka"),
+    ("cache_set", "palisade_redis", "fred"),
+];
+
+fn bench(extra: &[String]) -> Result {
+    ensure_redis()?;
+    let mut args = vec!["bench", "-p", "palisade-benches"];
+    if !extra.is_empty() {
+        args.push("--");
+        args.extend(extra.iter().map(String::as_str));
+    }
+    cargo(&args, &[])?;
+    let table = ratio_table()?;
+    println!("{table}");
+    std::fs::write("target/bench-ratios.md", &table).map_err(|e| format!("target/bench-ratios.md: {e}"))?;
+    eprintln!("xtask: written to target/bench-ratios.md");
+    Ok(())
+}
+
+/// The mean time of one criterion measurement, in nanoseconds per iteration.
+fn mean_ns(group: &str, function: &str, n: usize) -> Option<f64> {
+    let path = format!("target/criterion/{group}/{function}/{n}/new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let mean = &text[text.find("\"mean\"")?..];
+    let pe = &mean[mean.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    let end = pe.find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))?;
+    pe[..end].parse().ok()
+}
+
+fn ratio_table() -> Result<String> {
+    let mut out = String::from(
+        "| bench | in flight | palisade | raw | palisade ops/s | raw ops/s | throughput ratio |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut rows = 0;
+    for (group, ours, raw) in BENCH_PAIRS {
+        for n in [1usize, 50] {
+            let (Some(a), Some(b)) = (mean_ns(group, ours, n), mean_ns(group, raw, n)) else {
+                continue;
+            };
+            let (a, b) = (a / n as f64, b / n as f64);
+            out.push_str(&format!(
+                "| {group} | {n} | {ours} {a:.0} ns/op | {raw} {b:.0} ns/op | {:.0} | {:.0} | {:.2}x |\n",
+                1e9 / a,
+                1e9 / b,
+                b / a
+            ));
+            rows += 1;
+        }
+    }
+    if rows == 0 {
+        return Err("no criterion estimates found under target/criterion".into());
+    }
+    Ok(out)
 }

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -53,8 +54,9 @@ impl BackendStatus {
 ///
 /// # Behavior
 ///
-/// - `get` returns an owned copy of the live value under `key`, or `None`; an expired
-///   entry is never returned.
+/// - `get` returns the live value under `key`, or `None`; an expired entry is never
+///   returned. The value is immutable [`Bytes`]: nothing the caller or a later write
+///   does can change what another holder sees.
 /// - `set` stores `value` under `key` for `ttl`, replacing any value and its TTL.
 /// - `set_if_absent` stores only when no live value exists, atomically, and says
 ///   whether it stored.
@@ -68,7 +70,7 @@ impl BackendStatus {
 ///   [`Error::Timeout`], within its deadline.
 pub trait CacheBackend: Clone + Send + Sync + 'static {
     /// See the trait's `# Behavior`.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Tagged<Option<Vec<u8>>>, Error>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Tagged<Option<Bytes>>, Error>> + Send;
     /// See the trait's `# Behavior`.
     fn set(&self, key: &str, value: &[u8], ttl: Duration) -> impl Future<Output = Result<Tagged<()>, Error>> + Send;
     /// See the trait's `# Behavior`.
@@ -304,14 +306,16 @@ impl<B: CacheBackend> Cache<B> {
     ///
     /// - Returns the live value last stored under `key` in this tenant and namespace,
     ///   or `None` when there is none or it expired.
-    /// - The returned bytes are an owned copy: changing them never changes the cache.
+    /// - The returned value is immutable and the caller's own ([`Bytes`], cheap to clone,
+    ///   zero-copy): overwriting or deleting the key later never changes a value already
+    ///   returned, and a caller's copy (`to_vec()`) never changes the cache.
     /// - Provenance is `Distributed` from Redis, `Local` in local-only mode,
     ///   `LocalDegraded` from the fallback of degraded mode.
     /// - An empty key, or one whose encoding exceeds the key limit, is
     ///   [`Error::InvalidInput`] before any I/O.
     /// - When the store cannot be reached: [`Error::Unavailable`] or [`Error::Timeout`]
     ///   within the command deadline (strict), or the fallback's answer (degraded).
-    pub async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
+    pub async fn get(&self, key: &str) -> Result<Tagged<Option<Bytes>>, Error> {
         let r = match self.key(key) {
             Ok(k) => self.backend.get(&k).await,
             Err(e) => Err(e),

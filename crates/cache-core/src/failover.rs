@@ -66,7 +66,7 @@ impl<P: CacheBackend> Strict<P> {
 }
 
 impl<P: CacheBackend> CacheBackend for Strict<P> {
-    async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
+    async fn get(&self, key: &str) -> Result<Tagged<Option<bytes::Bytes>>, Error> {
         self.watch("cache.get", self.primary.get(key).await)
     }
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
@@ -256,7 +256,7 @@ impl<P: CacheBackend, F: CacheBackend> Failover<P, F> {
 use std::future::Future;
 
 impl<P: CacheBackend, F: CacheBackend> CacheBackend for Failover<P, F> {
-    async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
+    async fn get(&self, key: &str) -> Result<Tagged<Option<bytes::Bytes>>, Error> {
         self.route(
             "cache.get",
             |p| async move { p.get(key).await },

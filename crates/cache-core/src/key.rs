@@ -26,12 +26,21 @@ pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "palisade";
 
+fn needs_any_escape(part: &str) -> bool {
+    part.bytes().any(|b| b.is_ascii() && needs_escape(char::from(b)))
+}
+
 fn needs_escape(c: char) -> bool {
     matches!(c, '%' | ':' | '{' | '}' | '*' | '?' | '[' | ']' | '\\') || c.is_ascii_control()
 }
 
 /// Escapes one key part (see the module docs).
 pub fn escape_part(part: &str, out: &mut String) {
+    // Fast path: most parts need no escaping (every escaped character is ASCII).
+    if !needs_any_escape(part) {
+        out.push_str(part);
+        return;
+    }
     for c in part.chars() {
         if needs_escape(c) {
             // `c` is ASCII here, so it fits one byte.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use moka::Expiry;
 use moka::future::Cache as Moka;
 use moka::ops::compute::{CompResult, Op};
@@ -54,7 +55,7 @@ impl LocalCacheConfig {
 
 #[derive(Clone)]
 struct Entry {
-    value: Arc<[u8]>,
+    value: Bytes,
     expires_at: Instant,
     ttl: Duration,
 }
@@ -93,6 +94,9 @@ pub struct LocalCache {
 struct Inner {
     map: Moka<String, Entry>,
     clock: SharedClock,
+    /// moka enforces expiry itself (its timer follows real time): no second check on
+    /// the read path.
+    moka_expires: bool,
     capacity: u64,
     provenance: Provenance,
 }
@@ -129,6 +133,7 @@ impl LocalCache {
         LocalCache {
             inner: Arc::new(Inner {
                 map: builder.build(),
+                moka_expires: config.clock.follows_real_time(),
                 clock: config.clock,
                 capacity: config.capacity_bytes,
                 provenance: config.provenance,
@@ -140,13 +145,21 @@ impl LocalCache {
         Tagged::new(value, self.inner.provenance)
     }
 
+    /// Whether `e` is unexpired by palisade's clock.
     fn live(&self, e: &Entry) -> bool {
         e.expires_at > self.inner.clock.now()
     }
 
+    /// Whether `e`, just returned by moka's `get`, is unexpired: when moka runs the
+    /// per-entry expiry itself (real-time clock) its `get` never returns an expired
+    /// entry, so the read path skips the second clock read.
+    fn live_read(&self, e: &Entry) -> bool {
+        self.inner.moka_expires || self.live(e)
+    }
+
     fn entry(&self, value: &[u8], ttl: Duration) -> Entry {
         Entry {
-            value: Arc::from(value),
+            value: Bytes::copy_from_slice(value),
             expires_at: self.inner.clock.now() + ttl,
             ttl,
         }
@@ -182,14 +195,14 @@ impl LocalCache {
 }
 
 impl CacheBackend for LocalCache {
-    async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
+    async fn get(&self, key: &str) -> Result<Tagged<Option<Bytes>>, Error> {
         let value = self
             .inner
             .map
             .get(key)
             .await
-            .filter(|e| self.live(e))
-            .map(|e| e.value.to_vec());
+            .filter(|e| self.live_read(e))
+            .map(|e| e.value);
         Ok(self.tag(value))
     }
 
@@ -224,7 +237,7 @@ impl CacheBackend for LocalCache {
     }
 
     async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
-        let live = self.inner.map.get(key).await.is_some_and(|e| self.live(&e));
+        let live = self.inner.map.get(key).await.is_some_and(|e| self.live_read(&e));
         Ok(self.tag(live))
     }
 

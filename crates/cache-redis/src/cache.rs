@@ -87,9 +87,9 @@ impl RedisCache {
 }
 
 impl CacheBackend for RedisCache {
-    async fn get(&self, key: &str) -> Result<Tagged<Option<Vec<u8>>>, Error> {
+    async fn get(&self, key: &str) -> Result<Tagged<Option<fred::bytes::Bytes>>, Error> {
         let v: Option<fred::bytes::Bytes> = self.conn.run("cache.get", self.conn.client().get(key)).await?;
-        Ok(Self::tag(v.map(|b| b.to_vec())))
+        Ok(Self::tag(v))
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
