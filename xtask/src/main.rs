@@ -301,6 +301,13 @@ const BENCH_PAIRS: &[(&str, &str, &str)] = &[
     ("cache_get_miss", "palisade_redis", "fred"),
     ("cache_set", "palisade_local", "moka"),
     ("cache_set", "palisade_redis", "fred"),
+    ("jobs_update_1", "palisade_redis", "fred_hset_pexpire"),
+    ("jobs_update_5", "palisade_redis", "fred_hset_pexpire"),
+    ("jobs_create", "palisade_local", "palisade_redis"),
+    ("jobs_update_1", "palisade_local", "palisade_redis"),
+    ("jobs_update_5", "palisade_local", "palisade_redis"),
+    ("jobs_get", "palisade_local", "palisade_redis"),
+    ("jobs_transition", "palisade_local", "palisade_redis"),
 ];
 
 fn bench(extra: &[String]) -> Result {

@@ -4,12 +4,83 @@
 //! cannot touch a local map because it has none — and only reports outages.
 //! [`Failover`] serves from its fallback while the primary is down.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{BackendStatus, CacheBackend};
 use crate::supervisor::{OnRecover, Supervisor, SupervisorContext};
 use crate::{BoxFuture, Error, Mode, Provenance, Tagged};
+
+/// Reports `r`'s error, if any, to `supervisor` as a failure of `op`, and returns `r`:
+/// what every strict-mode wrapper does with each call.
+pub fn watched<T>(supervisor: &Supervisor, op: &'static str, r: Result<T, Error>) -> Result<T, Error> {
+    if let Err(e) = &r {
+        supervisor.report(op, e);
+    }
+    r
+}
+
+/// The fallback key of `key` during outage number `outage`: `<outage>#<key>`. Each
+/// outage has its own keys, so an entry written by a call that raced the swap back is
+/// never read in a later outage.
+pub fn outage_key(outage: u64, key: &str) -> String {
+    format!("{outage}#{key}")
+}
+
+/// The outage number and the original key of a fallback key built by [`outage_key`].
+pub fn split_outage_key(key: &str) -> Option<(u64, &str)> {
+    let (n, rest) = key.split_once('#')?;
+    Some((n.parse().ok()?, rest))
+}
+
+/// The routing core of every degraded-mode wrapper (cache, job store, throttle).
+///
+/// # Behavior
+///
+/// - While the supervisor says healthy, [`DegradedRouter::route`] runs the primary
+///   operation and returns its answer as is, errors included — except an unavailable
+///   error (or timeout), which marks the primary down at once and sends the same call
+///   to the fallback.
+/// - While down, calls go straight to the fallback (the dead primary is not hammered),
+///   with the current outage number, and their answers are tagged
+///   [`Provenance::LocalDegraded`] and counted as served degraded.
+#[derive(Clone)]
+pub struct DegradedRouter<P, F> {
+    /// The shared store.
+    pub primary: P,
+    /// The local fallback.
+    pub fallback: F,
+    /// Decides where calls go.
+    pub supervisor: Arc<Supervisor>,
+}
+
+impl<P: Clone, F: Clone> DegradedRouter<P, F> {
+    /// Routes one call; see the type's `# Behavior`.
+    pub async fn route<T, PF, FF>(
+        &self,
+        op: &'static str,
+        primary: impl FnOnce(P) -> PF,
+        fallback: impl FnOnce(F, u64) -> FF,
+    ) -> Result<Tagged<T>, Error>
+    where
+        PF: Future<Output = Result<Tagged<T>, Error>>,
+        FF: Future<Output = Result<Tagged<T>, Error>>,
+    {
+        if self.supervisor.is_healthy() {
+            match primary(self.primary.clone()).await {
+                Err(e) if e.is_unavailable() => {
+                    self.supervisor.report(op, &e);
+                }
+                other => return other,
+            }
+        }
+        let outage = self.supervisor.outage_number();
+        self.supervisor.note_served_degraded();
+        let t = fallback(self.fallback.clone(), outage).await?;
+        Ok(Tagged::new(t.value, Provenance::LocalDegraded))
+    }
+}
 
 /// A primary in strict mode: every call goes to the primary, every failure is returned
 /// to the caller, and outages are reported.
@@ -58,10 +129,7 @@ impl<P: CacheBackend> Strict<P> {
     }
 
     fn watch<T>(&self, op: &'static str, r: Result<T, Error>) -> Result<T, Error> {
-        if let Err(e) = &r {
-            self.supervisor.report(op, e);
-        }
-        r
+        watched(&self.supervisor, op, r)
     }
 }
 
@@ -137,11 +205,12 @@ impl FailoverOptions {
 ///   length, the calls served degraded and the entries dropped.
 /// - Each outage uses its own fallback keys (`<outage>#<key>`), so an entry written by
 ///   a call that raced the swap back can never be read in a later outage.
+/// - A write that timed out is not known to have failed: a paused or overloaded Redis
+///   may still apply a command it had received. The call that detects the outage is
+///   also written to the fallback, so after recovery Redis may hold that value.
 #[derive(Clone)]
 pub struct Failover<P, F> {
-    primary: P,
-    fallback: F,
-    supervisor: Arc<Supervisor>,
+    router: DegradedRouter<P, F>,
     options: FailoverOptions,
 }
 
@@ -159,10 +228,6 @@ impl<F: CacheBackend> OnRecover for DropFallback<F> {
             }
         })
     }
-}
-
-fn outage_key(outage: u64, key: &str) -> String {
-    format!("{outage}#{key}")
 }
 
 impl<P: CacheBackend, F: CacheBackend> Failover<P, F> {
@@ -204,119 +269,99 @@ impl<P: CacheBackend, F: CacheBackend> Failover<P, F> {
             Some(e) => Supervisor::start_down(ctx, probe, hook, e)?,
         };
         Ok(Failover {
-            primary,
-            fallback,
-            supervisor: Arc::new(supervisor),
+            router: DegradedRouter {
+                primary,
+                fallback,
+                supervisor: Arc::new(supervisor),
+            },
             options,
         })
     }
 
     /// The supervisor.
     pub fn supervisor(&self) -> &Supervisor {
-        &self.supervisor
+        &self.router.supervisor
     }
 
     /// The primary.
     pub fn primary(&self) -> &P {
-        &self.primary
+        &self.router.primary
     }
 
     /// The fallback.
     pub fn fallback(&self) -> &F {
-        &self.fallback
-    }
-
-    /// Runs `primary` while healthy; on an outage (now or already), runs `fallback`
-    /// with the current outage number and tags its answer.
-    async fn route<T, PF, FF>(
-        &self,
-        op: &'static str,
-        primary: impl FnOnce(P) -> PF,
-        fallback: impl FnOnce(F, u64) -> FF,
-    ) -> Result<Tagged<T>, Error>
-    where
-        PF: Future<Output = Result<Tagged<T>, Error>>,
-        FF: Future<Output = Result<Tagged<T>, Error>>,
-    {
-        if self.supervisor.is_healthy() {
-            match primary(self.primary.clone()).await {
-                Err(e) if e.is_unavailable() => {
-                    self.supervisor.report(op, &e);
-                }
-                other => return other,
-            }
-        }
-        let outage = self.supervisor.outage_number();
-        self.supervisor.note_served_degraded();
-        let t = fallback(self.fallback.clone(), outage).await?;
-        Ok(Tagged::new(t.value, Provenance::LocalDegraded))
+        &self.router.fallback
     }
 }
 
-use std::future::Future;
-
 impl<P: CacheBackend, F: CacheBackend> CacheBackend for Failover<P, F> {
     async fn get(&self, key: &str) -> Result<Tagged<Option<bytes::Bytes>>, Error> {
-        self.route(
-            "cache.get",
-            |p| async move { p.get(key).await },
-            |f, n| async move { f.get(&outage_key(n, key)).await },
-        )
-        .await
+        self.router
+            .route(
+                "cache.get",
+                |p| async move { p.get(key).await },
+                |f, n| async move { f.get(&outage_key(n, key)).await },
+            )
+            .await
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
         let capped = ttl.min(self.options.degraded_ttl_cap);
-        self.route(
-            "cache.set",
-            |p| async move { p.set(key, value, ttl).await },
-            |f, n| async move { f.set(&outage_key(n, key), value, capped).await },
-        )
-        .await
+        self.router
+            .route(
+                "cache.set",
+                |p| async move { p.set(key, value, ttl).await },
+                |f, n| async move { f.set(&outage_key(n, key), value, capped).await },
+            )
+            .await
     }
 
     async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<bool>, Error> {
         let capped = ttl.min(self.options.degraded_ttl_cap);
-        self.route(
-            "cache.set_if_absent",
-            |p| async move { p.set_if_absent(key, value, ttl).await },
-            |f, n| async move { f.set_if_absent(&outage_key(n, key), value, capped).await },
-        )
-        .await
+        self.router
+            .route(
+                "cache.set_if_absent",
+                |p| async move { p.set_if_absent(key, value, ttl).await },
+                |f, n| async move { f.set_if_absent(&outage_key(n, key), value, capped).await },
+            )
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
-        self.route(
-            "cache.delete",
-            |p| async move { p.delete(key).await },
-            |f, n| async move { f.delete(&outage_key(n, key)).await },
-        )
-        .await
+        self.router
+            .route(
+                "cache.delete",
+                |p| async move { p.delete(key).await },
+                |f, n| async move { f.delete(&outage_key(n, key)).await },
+            )
+            .await
     }
 
     async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
-        self.route(
-            "cache.contains",
-            |p| async move { p.contains(key).await },
-            |f, n| async move { f.contains(&outage_key(n, key)).await },
-        )
-        .await
+        self.router
+            .route(
+                "cache.contains",
+                |p| async move { p.contains(key).await },
+                |f, n| async move { f.contains(&outage_key(n, key)).await },
+            )
+            .await
     }
 
     async fn clear(&self, key_prefix: &str) -> Result<Tagged<u64>, Error> {
-        self.route(
-            "cache.clear",
-            |p| async move { p.clear(key_prefix).await },
-            |f, n| async move { f.clear(&outage_key(n, key_prefix)).await },
-        )
-        .await
+        self.router
+            .route(
+                "cache.clear",
+                |p| async move { p.clear(key_prefix).await },
+                |f, n| async move { f.clear(&outage_key(n, key_prefix)).await },
+            )
+            .await
     }
 
     async fn probe(&self) -> Result<(), Error> {
-        self.primary.probe().await
+        self.router.primary.probe().await
     }
 
     fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::ExplicitDegraded, self.supervisor.health())
+        BackendStatus::new(Mode::ExplicitDegraded, self.router.supervisor.health())
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use palisade_cache_core::testkit::cache::CacheFixture;
+use palisade_cache_core::testkit::Fixture;
 use palisade_cache_core::{BoxFuture, ManualClock, Provenance};
 use palisade_cache_local::{LocalCache, LocalCacheConfig};
 
@@ -14,7 +14,7 @@ struct Local {
     prefix: String,
 }
 
-impl CacheFixture for Local {
+impl Fixture for Local {
     type Backend = LocalCache;
     fn backend(&self) -> LocalCache {
         self.cache.clone()

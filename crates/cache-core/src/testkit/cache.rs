@@ -8,7 +8,7 @@
 //! ```
 //!
 //! where `my_fixture(test_name: &str) -> impl Future<Output = Option<F>>` returns a
-//! [`CacheFixture`] (or `None` after printing a skip line).
+//! [`Fixture`] (or `None` after printing a skip line).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,27 +19,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use tokio::sync::Notify;
 
+use super::Fixture;
 use crate::cache::{Cache, CacheBackend};
-use crate::{BoxFuture, ErrorKind, Health, Namespace, Provenance};
-
-/// How a backend is set up for the suite.
-pub trait CacheFixture: Send + Sync + 'static {
-    /// The backend under test.
-    type Backend: CacheBackend;
-    /// The backend (a clone of one shared instance).
-    fn backend(&self) -> Self::Backend;
-    /// A prefix unique to this fixture, so that runs never see each other's keys.
-    fn prefix(&self) -> &str;
-    /// The provenance every answer must carry.
-    fn provenance(&self) -> Provenance;
-    /// The TTL used by expiry cases: short for real time, anything for a manual clock.
-    fn short_ttl(&self) -> Duration;
-    /// Moves time forward by `by` where the fixture controls time (manual clock); a
-    /// no-op for real time (the cases then poll with a deadline).
-    fn advance(&self, by: Duration) -> BoxFuture<'_, ()>;
-    /// Whether `advance` really moves time (the model then generates time steps).
-    fn controls_time(&self) -> bool;
-}
+use crate::{ErrorKind, Health, Namespace, Provenance};
 
 /// A long TTL: nothing expires during a case.
 pub const LONG_TTL: Duration = Duration::from_secs(600);
@@ -51,7 +33,7 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A cache over the fixture's backend for `tenant`/`namespace`, under a namespace
 /// prefix unique to this call.
-pub fn cache_for<F: CacheFixture>(fx: &F, tenant: &str, namespace: &str) -> Cache<F::Backend> {
+pub fn cache_for<F: Fixture<Backend: CacheBackend>>(fx: &F, tenant: &str, namespace: &str) -> Cache<F::Backend> {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let prefix = format!("{}-{n}", fx.prefix());
     Cache::new(
@@ -62,7 +44,7 @@ pub fn cache_for<F: CacheFixture>(fx: &F, tenant: &str, namespace: &str) -> Cach
 
 /// Two caches over the same prefix: the same tenant's other namespace, and another
 /// tenant's same namespace (the isolation cases).
-fn neighbours<F: CacheFixture>(fx: &F, tenant: &str, namespace: &str) -> [Cache<F::Backend>; 3] {
+fn neighbours<F: Fixture<Backend: CacheBackend>>(fx: &F, tenant: &str, namespace: &str) -> [Cache<F::Backend>; 3] {
     let base = cache_for(fx, tenant, namespace);
     let ns = base.ns();
     let sibling = base.namespace(&format!("{namespace}-other")).expect("sibling");
@@ -91,7 +73,7 @@ async fn wait_gone<B: CacheBackend>(cache: &Cache<B>, key: &str) {
 // ---- get -------------------------------------------------------------------------
 
 /// `get` returns the live value last stored, or `None`.
-pub async fn get_returns_the_last_value_or_none<F: CacheFixture>(fx: &F) {
+pub async fn get_returns_the_last_value_or_none<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "get");
     assert_eq!(c.get("k").await.unwrap().value, None);
     c.set("k", b"one", LONG_TTL).await.unwrap();
@@ -102,7 +84,7 @@ pub async fn get_returns_the_last_value_or_none<F: CacheFixture>(fx: &F) {
 
 /// A value `get` returned is the caller's: a later overwrite or delete never changes it,
 /// and changing a copy of it never changes the cache.
-pub async fn get_returns_a_value_nobody_else_can_change<F: CacheFixture>(fx: &F) {
+pub async fn get_returns_a_value_nobody_else_can_change<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "owned");
     c.set("k", b"value", LONG_TTL).await.unwrap();
     let held = c.get("k").await.unwrap().value.unwrap();
@@ -115,7 +97,7 @@ pub async fn get_returns_a_value_nobody_else_can_change<F: CacheFixture>(fx: &F)
 }
 
 /// Every answer carries the backend's provenance.
-pub async fn answers_carry_the_backend_provenance<F: CacheFixture>(fx: &F) {
+pub async fn answers_carry_the_backend_provenance<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "prov");
     let p = fx.provenance();
     assert_eq!(c.get("k").await.unwrap().provenance, p, "a miss has a provenance too");
@@ -129,7 +111,7 @@ pub async fn answers_carry_the_backend_provenance<F: CacheFixture>(fx: &F) {
 
 /// Empty or oversized keys, oversized values and a zero TTL are `InvalidInput`, and
 /// nothing is written.
-pub async fn bad_input_is_invalid_input_and_writes_nothing<F: CacheFixture>(fx: &F) {
+pub async fn bad_input_is_invalid_input_and_writes_nothing<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "bad");
     let long_key = "k".repeat(2000);
     for r in [
@@ -172,7 +154,7 @@ pub async fn bad_input_is_invalid_input_and_writes_nothing<F: CacheFixture>(fx: 
 
 /// Keys with separators, glob characters, braces, `%`, NUL and unicode are distinct
 /// and round-trip.
-pub async fn keys_with_special_characters_round_trip<F: CacheFixture>(fx: &F) {
+pub async fn keys_with_special_characters_round_trip<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t:{x}*", "ns%?[]");
     let keys = [
         "a:b",
@@ -205,7 +187,7 @@ pub async fn keys_with_special_characters_round_trip<F: CacheFixture>(fx: &F) {
 // ---- set -------------------------------------------------------------------------
 
 /// `set` replaces the value and its TTL.
-pub async fn set_replaces_the_value_and_its_ttl<F: CacheFixture>(fx: &F) {
+pub async fn set_replaces_the_value_and_its_ttl<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "replace");
     let short = fx.short_ttl();
     c.set("k", b"short", short).await.unwrap();
@@ -222,7 +204,7 @@ pub async fn set_replaces_the_value_and_its_ttl<F: CacheFixture>(fx: &F) {
 
 /// After `ttl` the value is gone: `get` returns `None`, `contains` is false and
 /// `set_if_absent` stores again.
-pub async fn entries_expire_after_their_ttl<F: CacheFixture>(fx: &F) {
+pub async fn entries_expire_after_their_ttl<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "expire");
     let ttl = fx.short_ttl();
     c.set("k", b"v", ttl).await.unwrap();
@@ -246,7 +228,7 @@ pub async fn entries_expire_after_their_ttl<F: CacheFixture>(fx: &F) {
 
 /// `set_if_absent` stores only when nothing live is there, and leaves an existing
 /// value unchanged.
-pub async fn set_if_absent_stores_only_when_absent<F: CacheFixture>(fx: &F) {
+pub async fn set_if_absent_stores_only_when_absent<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "nx");
     assert!(c.set_if_absent("k", b"first", LONG_TTL).await.unwrap().value);
     assert!(!c.set_if_absent("k", b"second", LONG_TTL).await.unwrap().value);
@@ -254,7 +236,7 @@ pub async fn set_if_absent_stores_only_when_absent<F: CacheFixture>(fx: &F) {
 }
 
 /// Of many concurrent `set_if_absent` calls on one key exactly one stores.
-pub async fn set_if_absent_is_atomic<F: CacheFixture>(fx: &F) {
+pub async fn set_if_absent_is_atomic<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "nx-race");
     let tasks: Vec<_> = (0..32)
         .map(|i| {
@@ -288,7 +270,7 @@ pub async fn set_if_absent_is_atomic<F: CacheFixture>(fx: &F) {
 
 /// `delete` says whether a value was there and removes it; deleting a missing key is
 /// not an error.
-pub async fn delete_removes_and_reports_presence<F: CacheFixture>(fx: &F) {
+pub async fn delete_removes_and_reports_presence<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "del");
     c.set("k", b"v", LONG_TTL).await.unwrap();
     assert!(c.delete("k").await.unwrap().value);
@@ -298,7 +280,7 @@ pub async fn delete_removes_and_reports_presence<F: CacheFixture>(fx: &F) {
 }
 
 /// `contains` is true exactly when `get` returns a value.
-pub async fn contains_agrees_with_get<F: CacheFixture>(fx: &F) {
+pub async fn contains_agrees_with_get<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "contains");
     assert!(!c.contains("k").await.unwrap().value);
     c.set("k", b"", LONG_TTL).await.unwrap();
@@ -311,7 +293,7 @@ pub async fn contains_agrees_with_get<F: CacheFixture>(fx: &F) {
 // ---- clear ----------------------------------------------------------------------------
 
 /// `clear` removes this (tenant, namespace) only and returns how many it removed.
-pub async fn clear_is_scoped_to_tenant_and_namespace<F: CacheFixture>(fx: &F) {
+pub async fn clear_is_scoped_to_tenant_and_namespace<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let [c, sibling, other_tenant] = neighbours(fx, "acme", "sessions");
     for i in 0..1200 {
         // More than one SCAN page.
@@ -336,7 +318,7 @@ pub async fn clear_is_scoped_to_tenant_and_namespace<F: CacheFixture>(fx: &F) {
 }
 
 /// Two tenants with the same namespace and key never see each other's values.
-pub async fn tenants_never_see_each_other<F: CacheFixture>(fx: &F) {
+pub async fn tenants_never_see_each_other<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let [a, _, b] = neighbours(fx, "tenant", "ns");
     a.set("same", b"a", LONG_TTL).await.unwrap();
     assert_eq!(b.get("same").await.unwrap().value, None);
@@ -351,7 +333,7 @@ pub async fn tenants_never_see_each_other<F: CacheFixture>(fx: &F) {
 // ---- stats ------------------------------------------------------------------------------
 
 /// Stats count hits, misses, sets, deletes and errors by kind, and report the mode.
-pub async fn stats_count_every_outcome<F: CacheFixture>(fx: &F) {
+pub async fn stats_count_every_outcome<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "stats");
     c.get("a").await.unwrap();
     c.set("a", b"v", LONG_TTL).await.unwrap();
@@ -380,7 +362,7 @@ pub async fn stats_count_every_outcome<F: CacheFixture>(fx: &F) {
 
 /// Typed values round-trip; stored bytes that do not decode are `Codec` errors that
 /// change neither the health nor the mode.
-pub async fn typed_values_round_trip_and_garbage_is_a_codec_error<F: CacheFixture>(fx: &F) {
+pub async fn typed_values_round_trip_and_garbage_is_a_codec_error<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "typed");
     let v = (42u64, "text".to_owned(), vec![1u8, 2, 3]);
     c.set_typed("k", &v, LONG_TTL).await.unwrap();
@@ -429,7 +411,7 @@ async fn wait_for_waiters<B: CacheBackend>(c: &Cache<B>, key: &str, n: usize) {
 }
 
 /// N concurrent callers on a miss share one load, and all get its value.
-pub async fn get_or_load_runs_one_load_for_concurrent_callers<F: CacheFixture>(fx: &F) {
+pub async fn get_or_load_runs_one_load_for_concurrent_callers<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "load");
     let loader = Loader::new();
     let n = 20;
@@ -463,7 +445,7 @@ pub async fn get_or_load_runs_one_load_for_concurrent_callers<F: CacheFixture>(f
 }
 
 /// A hit never calls the loader.
-pub async fn get_or_load_hit_does_not_load<F: CacheFixture>(fx: &F) {
+pub async fn get_or_load_hit_does_not_load<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "load-hit");
     c.set_typed("k", &7u32, LONG_TTL).await.unwrap();
     let v = c
@@ -476,7 +458,7 @@ pub async fn get_or_load_hit_does_not_load<F: CacheFixture>(fx: &F) {
 }
 
 /// A cancelled caller does not stall the others: the load runs detached.
-pub async fn get_or_load_survives_a_cancelled_caller<F: CacheFixture>(fx: &F) {
+pub async fn get_or_load_survives_a_cancelled_caller<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "load-cancel");
     let loader = Loader::new();
     let spawn = |c: Cache<F::Backend>, loader: Arc<Loader>| {
@@ -501,7 +483,7 @@ pub async fn get_or_load_survives_a_cancelled_caller<F: CacheFixture>(fx: &F) {
 }
 
 /// A loader error reaches every waiter and is not cached.
-pub async fn get_or_load_error_reaches_every_waiter_and_is_not_cached<F: CacheFixture>(fx: &F) {
+pub async fn get_or_load_error_reaches_every_waiter_and_is_not_cached<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "load-err");
     let loader = Loader::new();
     let n = 8;
@@ -577,7 +559,7 @@ const MODEL_TTLS: [u64; 3] = [10, 60, 600];
 
 /// Runs random operation sequences against the backend and a `HashMap` model (with
 /// expiry under the fixture's clock when it controls time) and checks every answer.
-pub fn run_model<F: CacheFixture>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
+pub fn run_model<F: Fixture<Backend: CacheBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
     let mut runner = TestRunner::new(ProptestConfig {
         cases,
         failure_persistence: None,
@@ -592,7 +574,7 @@ pub fn run_model<F: CacheFixture>(rt: &tokio::runtime::Runtime, fx: &F, cases: u
         .unwrap_or_else(|e| panic!("the backend disagrees with the model: {e}"));
 }
 
-async fn check_model<F: CacheFixture>(fx: &F, ops: &[ModelOp]) {
+async fn check_model<F: Fixture<Backend: CacheBackend>>(fx: &F, ops: &[ModelOp]) {
     let [c, sibling, _] = neighbours(fx, "model", "ns");
     sibling.set("k0", b"keep", LONG_TTL).await.unwrap();
     // key -> (value, expires at, in model seconds)

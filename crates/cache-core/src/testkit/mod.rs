@@ -16,3 +16,26 @@ pub mod env;
 pub mod glob;
 pub mod resp;
 pub mod server;
+
+use std::time::Duration;
+
+use crate::{BoxFuture, Provenance};
+
+/// How a backend is set up for a behaviour suite (cache, job store, throttle).
+pub trait Fixture: Send + Sync + 'static {
+    /// The backend under test.
+    type Backend: Clone + Send + Sync + 'static;
+    /// The backend (a clone of one shared instance).
+    fn backend(&self) -> Self::Backend;
+    /// A prefix unique to this fixture, so that runs never see each other's keys.
+    fn prefix(&self) -> &str;
+    /// The provenance every answer must carry.
+    fn provenance(&self) -> Provenance;
+    /// The TTL used by expiry cases: short for real time, anything for a manual clock.
+    fn short_ttl(&self) -> Duration;
+    /// Moves time forward by `by` where the fixture controls time (manual clock); a
+    /// no-op for real time (the cases then poll with a deadline).
+    fn advance(&self, by: Duration) -> BoxFuture<'_, ()>;
+    /// Whether `advance` really moves time (models then generate time steps).
+    fn controls_time(&self) -> bool;
+}

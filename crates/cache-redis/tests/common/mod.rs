@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use palisade_cache_core::testkit::cache::CacheFixture;
+use palisade_cache_core::testkit::Fixture;
 use palisade_cache_core::testkit::env;
-use palisade_cache_core::{BoxFuture, CacheBackend, Provenance};
-use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection};
+use palisade_cache_core::{BoxFuture, Provenance};
+use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection, RedisJobStore};
 
 /// A fixture over any Redis-backed cache backend, with real time.
 pub struct RedisFixture<B> {
@@ -15,7 +15,7 @@ pub struct RedisFixture<B> {
     pub provenance: Provenance,
 }
 
-impl<B: CacheBackend> CacheFixture for RedisFixture<B> {
+impl<B: Clone + Send + Sync + 'static> Fixture for RedisFixture<B> {
     type Backend = B;
     fn backend(&self) -> B {
         self.backend.clone()
@@ -29,8 +29,9 @@ impl<B: CacheBackend> CacheFixture for RedisFixture<B> {
     fn short_ttl(&self) -> Duration {
         Duration::from_millis(400)
     }
-    fn advance(&self, _: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
+    /// Real time: TTLs run on the Redis server's clock, so time passes by waiting.
+    fn advance(&self, by: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep(by))
     }
     fn controls_time(&self) -> bool {
         false
@@ -57,7 +58,7 @@ pub async fn cluster(test: &str) -> Option<RedisConnection> {
     )
 }
 
-pub fn fixture<B: CacheBackend>(backend: B, test: &str, provenance: Provenance) -> RedisFixture<B> {
+pub fn fixture<B>(backend: B, test: &str, provenance: Provenance) -> RedisFixture<B> {
     RedisFixture {
         backend,
         prefix: env::unique_prefix(test),
@@ -73,4 +74,22 @@ pub async fn standalone_cache(test: &str) -> Option<RedisFixture<RedisCache>> {
 pub async fn cluster_cache(test: &str) -> Option<RedisFixture<RedisCache>> {
     let conn = cluster(test).await?;
     Some(fixture(RedisCache::new(conn), test, Provenance::Distributed))
+}
+
+pub async fn standalone_jobs(test: &str) -> Option<RedisFixture<RedisJobStore>> {
+    let conn = standalone(test).await?;
+    Some(fixture(
+        RedisJobStore::new(conn).await.expect("scripts load"),
+        test,
+        Provenance::Distributed,
+    ))
+}
+
+pub async fn cluster_jobs(test: &str) -> Option<RedisFixture<RedisJobStore>> {
+    let conn = cluster(test).await?;
+    Some(fixture(
+        RedisJobStore::new(conn).await.expect("scripts load"),
+        test,
+        Provenance::Distributed,
+    ))
 }

@@ -1,0 +1,245 @@
+//! Job-store fault tests against a private redis-server that is killed, paused and
+//! restarted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use palisade_cache_core::testkit::env;
+use palisade_cache_core::testkit::server::RedisServer;
+use palisade_cache_core::{
+    Component, Event, EventKind, Events, Mode, Namespace, Provenance, SupervisorConfig, SupervisorContext,
+};
+use palisade_cache_local::LocalJobStore;
+use palisade_cache_redis::{RedisConfig, RedisConnection, RedisJobStore};
+use palisade_job_store::{JobFailover, JobRecord, JobStatus, JobStore, Outcome, Patch, StrictJobs};
+use tokio::sync::broadcast;
+
+const DEADLINE: Duration = Duration::from_millis(300);
+const SLACK: Duration = Duration::from_millis(300);
+const RECOVERY: Duration = Duration::from_secs(15);
+const TTL: Duration = Duration::from_secs(600);
+
+fn config(server: &RedisServer) -> RedisConfig {
+    RedisConfig::from_url(&server.url())
+        .with_command_timeout(DEADLINE)
+        .with_connect_timeout(Duration::from_millis(800))
+}
+
+fn ctx(mode: Mode, events: &Events) -> SupervisorContext {
+    SupervisorContext::new(Component::JobStore, mode, "tenant-a", events.clone()).with_config(
+        SupervisorConfig::default()
+            .with_backoff_min(Duration::from_millis(50))
+            .with_probe_period(Duration::from_millis(250))
+            .with_probe_deadline(Duration::from_millis(200)),
+    )
+}
+
+fn ns(test: &str) -> Namespace {
+    Namespace::new(&env::unique_prefix(test), 1, "tenant-a", "jobs").unwrap()
+}
+
+async fn next_event(rx: &mut broadcast::Receiver<Event>, within: Duration) -> Event {
+    tokio::time::timeout(within, rx.recv())
+        .await
+        .expect("an event in time")
+        .expect("not lagged")
+}
+
+async fn degraded_store(
+    server: &RedisServer,
+    events: &Events,
+    test: &str,
+) -> (
+    JobStore<JobFailover<RedisJobStore, LocalJobStore>>,
+    JobFailover<RedisJobStore, LocalJobStore>,
+) {
+    let conn = RedisConnection::connect(&config(server)).await.unwrap();
+    let failover = JobFailover::new(
+        RedisJobStore::new(conn).await.unwrap(),
+        LocalJobStore::default(),
+        ctx(Mode::ExplicitDegraded, events),
+    )
+    .unwrap();
+    (JobStore::new(failover.clone(), ns(test)), failover)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_while_degraded_are_replayed_after_a_restart() {
+    let Some(mut server) = env::private_server("jobs_replayed_after_restart") else {
+        return;
+    };
+    let events = Events::new(64);
+    let mut rx = events.subscribe();
+    let (s, failover) = degraded_store(&server, &events, "replay").await;
+    s.create("before", &JobRecord::queued(), TTL).await.unwrap();
+
+    server.kill();
+    let created = s
+        .create("during", &JobRecord::queued().with_field("by", "api"), TTL)
+        .await
+        .unwrap();
+    assert_eq!(created.provenance, Provenance::LocalDegraded);
+    assert_eq!(
+        next_event(&mut rx, Duration::from_secs(2)).await.kind,
+        EventKind::Degraded
+    );
+    assert!(s.update("during", &Patch::new().progress(10)).await.unwrap().value);
+    let t = s
+        .transition("during", JobStatus::Queued, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap();
+    assert_eq!((t.value, t.provenance), (Outcome::Applied, Provenance::LocalDegraded));
+    let degraded_view = s.get("during").await.unwrap();
+    assert_eq!(degraded_view.provenance, Provenance::LocalDegraded);
+    let degraded_view = degraded_view.value.unwrap();
+    // Shared state is never guessed at while degraded.
+    let before = s.get("before").await.unwrap();
+    assert_eq!((before.value, before.provenance), (None, Provenance::LocalDegraded));
+    assert!(!s.update("before", &Patch::new().progress(1)).await.unwrap().value);
+
+    server.start_again().unwrap();
+    let e = next_event(&mut rx, RECOVERY).await;
+    assert!(
+        matches!(
+            e.kind,
+            EventKind::Recovered {
+                dropped_or_replayed: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let report = failover.last_recovery().unwrap();
+    assert_eq!(report.replayed, vec![s.key("during").unwrap()]);
+    assert!(report.conflicts.is_empty() && report.failed.is_empty());
+
+    let got = s.get("during").await.unwrap();
+    assert_eq!(got.provenance, Provenance::Distributed);
+    let got = got.value.expect("replayed into Redis");
+    assert_eq!((got.status, got.progress), (JobStatus::Running, Some(10)));
+    assert_eq!(got.field("by").map(|b| &b[..]), Some(&b"api"[..]));
+    assert_eq!(
+        got.created_at, degraded_view.created_at,
+        "the replay keeps the record's own timestamps"
+    );
+    // And it is a live Redis record: the worker goes on with it.
+    let done = s
+        .transition("during", JobStatus::Running, JobStatus::Completed, &Patch::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.value, done.provenance),
+        (Outcome::Applied, Provenance::Distributed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_never_overwrites_shared_state_and_reports_the_conflict() {
+    let Some(server) = env::private_server("jobs_replay_conflict") else {
+        return;
+    };
+    let events = Events::new(64);
+    let mut rx = events.subscribe();
+    let (s, failover) = degraded_store(&server, &events, "conflict").await;
+    s.create("shared", &JobRecord::queued().with_field("v", "redis"), TTL)
+        .await
+        .unwrap();
+
+    server.pause().unwrap();
+    // The call that detects the outage is a read: a write that times out against a
+    // paused server may still be applied when it resumes (Redis runs what it had
+    // received), which is not what this test is about.
+    assert_eq!(s.get("probe").await.unwrap().provenance, Provenance::LocalDegraded);
+    let t = s
+        .create("shared", &JobRecord::queued().with_field("v", "local"), TTL)
+        .await
+        .unwrap();
+    assert_eq!(t.provenance, Provenance::LocalDegraded);
+    s.create("fresh", &JobRecord::queued(), TTL).await.unwrap();
+    assert_eq!(
+        next_event(&mut rx, Duration::from_secs(2)).await.kind,
+        EventKind::Degraded
+    );
+
+    server.resume().unwrap();
+    let e = next_event(&mut rx, RECOVERY).await;
+    assert!(
+        matches!(
+            e.kind,
+            EventKind::Recovered {
+                dropped_or_replayed: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let report = failover.last_recovery().unwrap();
+    assert_eq!(report.replayed, vec![s.key("fresh").unwrap()]);
+    assert_eq!(report.conflicts, vec![s.key("shared").unwrap()]);
+    let shared = s.get("shared").await.unwrap().value.unwrap();
+    assert_eq!(
+        shared.field("v").map(|b| &b[..]),
+        Some(&b"redis"[..]),
+        "shared state wins"
+    );
+    assert!(s.get("fresh").await.unwrap().value.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_job_calls_fail_within_the_deadline_and_recover() {
+    let Some(mut server) = env::private_server("strict_jobs_kill") else {
+        return;
+    };
+    let events = Events::new(64);
+    let mut rx = events.subscribe();
+    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let strict = StrictJobs::new(
+        RedisJobStore::new(conn).await.unwrap(),
+        ctx(Mode::StrictDistributed, &events),
+    )
+    .unwrap();
+    let s = JobStore::new(strict, ns("strict"));
+    s.create("j", &JobRecord::queued(), TTL).await.unwrap();
+    server.kill();
+    for round in 0..3 {
+        let start = Instant::now();
+        let results = [
+            s.create(&format!("n{round}"), &JobRecord::queued(), TTL)
+                .await
+                .map(drop),
+            s.update("j", &Patch::new().progress(1)).await.map(drop),
+            s.get("j").await.map(drop),
+            s.transition("j", JobStatus::Queued, JobStatus::Running, &Patch::new())
+                .await
+                .map(drop),
+            s.heartbeat("j").await.map(drop),
+            s.delete("j").await.map(drop),
+        ];
+        for r in results {
+            assert!(r.unwrap_err().is_unavailable());
+        }
+        assert!(start.elapsed() <= 6 * (DEADLINE + SLACK), "{:?}", start.elapsed());
+    }
+    assert!(matches!(
+        next_event(&mut rx, Duration::from_secs(2)).await.kind,
+        EventKind::UnavailableAtRuntime { .. }
+    ));
+    server.start_again().unwrap();
+    let give_up = Instant::now() + RECOVERY;
+    // The restarted server has no scripts: the first call reloads them (NOSCRIPT).
+    loop {
+        match s.create("after", &JobRecord::queued(), TTL).await {
+            Ok(t) => {
+                assert_eq!(t.provenance, Provenance::Distributed);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < give_up, "never recovered: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(matches!(
+        next_event(&mut rx, RECOVERY).await.kind,
+        EventKind::Recovered { .. }
+    ));
+    assert_eq!(s.get("after").await.unwrap().value.unwrap().status, JobStatus::Queued);
+}

@@ -1,0 +1,329 @@
+//! The job store in strict mode ([`StrictJobs`]) and degraded mode ([`JobFailover`]).
+//!
+//! ## Degraded mode: replay create-if-absent, and a per-id report
+//!
+//! While Redis is down, records are read from and written to the local fallback, every
+//! answer tagged `LocalDegraded`. When a probe confirms Redis is back, every record held
+//! by the fallback is **replayed into Redis with create-if-absent** (all its fields,
+//! its timestamps, its remaining TTL) before service returns to Redis:
+//!
+//! - a record Redis does not have is created there (**replayed**);
+//! - a record Redis already has is **not** overwritten (shared state wins): its id is
+//!   reported as a **conflict**;
+//! - a record whose replay failed (Redis died again) is reported as **failed**.
+//!
+//! The report ([`RecoveryReport`]) is logged at WARN under `palisade::security` with
+//! every id, kept on the wrapper ([`JobFailover::last_recovery`]), and the number of
+//! replayed records is `dropped_or_replayed` in the `Recovered` event. Nothing written
+//! while degraded is lost without a trace.
+//!
+//! A write that **timed out** is not known to have failed: against a paused or
+//! overloaded server, Redis may still run a command it had already received when it
+//! resumes. The call that detects an outage is served by the fallback too, so such a
+//! record can exist in both places; the replay then finds it in Redis and reports it as
+//! a conflict instead of overwriting it.
+//!
+//! Records that exist only in Redis are invisible while degraded: `get` answers `None`
+//! and `update` applies nothing (tagged `LocalDegraded`), because the fallback never
+//! guesses at shared state.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_cache_core::cache::BackendStatus;
+use palisade_cache_core::failover::{DegradedRouter, outage_key, split_outage_key, watched};
+use palisade_cache_core::supervisor::{OnRecover, Supervisor, SupervisorContext};
+use palisade_cache_core::{BoxFuture, EVENT_TARGET, Error, Mode, Tagged};
+
+use crate::model::{FieldMap, JobStatus, field};
+use crate::store::{JobBackend, RawOutcome, StoredRecord};
+
+/// A fallback that can hand over everything it holds (for the replay on recovery).
+pub trait JobFallback: JobBackend {
+    /// Removes and returns every live record: key, fields, remaining TTL.
+    fn drain(&self) -> Vec<(String, FieldMap, Duration)>;
+}
+
+/// What happened to the records written while degraded, per id (storage keys).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Created in Redis.
+    pub replayed: Vec<String>,
+    /// Already in Redis: not overwritten.
+    pub conflicts: Vec<String>,
+    /// The replay failed.
+    pub failed: Vec<String>,
+}
+
+/// Job store in degraded mode. See the module docs.
+///
+/// # Behavior
+///
+/// - While healthy, every call goes to the primary.
+/// - An unavailable error marks the primary down at once (one `Degraded` event) and
+///   the call is served by the fallback; so are later calls until a probe succeeds.
+///   Answers from the fallback are tagged `LocalDegraded`.
+/// - On recovery the fallback's records are replayed create-if-absent and reported per
+///   id ([`RecoveryReport`]); one `Recovered` event carries the replayed count.
+#[derive(Clone)]
+pub struct JobFailover<P, F> {
+    router: DegradedRouter<P, F>,
+    report: Arc<Mutex<Option<RecoveryReport>>>,
+}
+
+struct Replay<P, F> {
+    primary: P,
+    fallback: F,
+    report: Arc<Mutex<Option<RecoveryReport>>>,
+}
+
+impl<P: JobBackend, F: JobFallback> OnRecover for Replay<P, F> {
+    fn on_recover(&self) -> BoxFuture<'_, u64> {
+        Box::pin(async move {
+            let mut report = RecoveryReport::default();
+            for (fallback_key, mut fields, ttl) in self.fallback.drain() {
+                let key = split_outage_key(&fallback_key)
+                    .map_or(fallback_key.as_str(), |(_, k)| k)
+                    .to_owned();
+                fields.remove(field::TTL_MS);
+                match self.primary.create(&key, &fields, ttl, true).await {
+                    Ok(t) if t.value => report.replayed.push(key),
+                    Ok(_) => report.conflicts.push(key),
+                    Err(e) => {
+                        tracing::warn!(target: EVENT_TARGET, key, error = %e.chain(), "job replay failed");
+                        report.failed.push(key);
+                    }
+                }
+            }
+            if !(report.conflicts.is_empty() && report.failed.is_empty()) {
+                tracing::warn!(
+                    target: EVENT_TARGET,
+                    replayed = report.replayed.len(),
+                    conflicts = ?report.conflicts,
+                    failed = ?report.failed,
+                    "job records written while degraded were not all replayed"
+                );
+            }
+            let replayed = report.replayed.len() as u64;
+            *self.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+            replayed
+        })
+    }
+}
+
+impl<P: JobBackend, F: JobFallback> JobFailover<P, F> {
+    /// Degraded mode over a primary that answered at startup.
+    pub fn new(primary: P, fallback: F, ctx: SupervisorContext) -> Result<Self, Error> {
+        Self::build(primary, fallback, ctx, None)
+    }
+
+    /// Degraded mode over a primary that could not be reached at startup.
+    pub fn start_down(primary: P, fallback: F, ctx: SupervisorContext, error: &Error) -> Result<Self, Error> {
+        Self::build(primary, fallback, ctx, Some(error))
+    }
+
+    fn build(primary: P, fallback: F, mut ctx: SupervisorContext, down: Option<&Error>) -> Result<Self, Error> {
+        ctx.mode = Mode::ExplicitDegraded;
+        let report = Arc::new(Mutex::new(None));
+        let hook: Option<Box<dyn OnRecover>> = Some(Box::new(Replay {
+            primary: primary.clone(),
+            fallback: fallback.clone(),
+            report: Arc::clone(&report),
+        }));
+        let probe_target = primary.clone();
+        let probe = move || {
+            let p = probe_target.clone();
+            async move { p.probe().await }
+        };
+        let supervisor = match down {
+            None => Supervisor::new(ctx, probe, hook)?,
+            Some(e) => Supervisor::start_down(ctx, probe, hook, e)?,
+        };
+        Ok(JobFailover {
+            router: DegradedRouter {
+                primary,
+                fallback,
+                supervisor: Arc::new(supervisor),
+            },
+            report,
+        })
+    }
+
+    /// The supervisor.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.router.supervisor
+    }
+
+    /// The report of the last recovery, if any.
+    pub fn last_recovery(&self) -> Option<RecoveryReport> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl<P: JobBackend, F: JobFallback> JobBackend for JobFailover<P, F> {
+    async fn create(
+        &self,
+        key: &str,
+        fields: &FieldMap,
+        ttl: Duration,
+        if_absent: bool,
+    ) -> Result<Tagged<bool>, Error> {
+        self.router
+            .route(
+                "jobs.create",
+                |p| async move { p.create(key, fields, ttl, if_absent).await },
+                |f, n| async move { f.create(&outage_key(n, key), fields, ttl, if_absent).await },
+            )
+            .await
+    }
+    async fn update(&self, key: &str, fields: &FieldMap) -> Result<Tagged<bool>, Error> {
+        self.router
+            .route(
+                "jobs.update",
+                |p| async move { p.update(key, fields).await },
+                |f, n| async move { f.update(&outage_key(n, key), fields).await },
+            )
+            .await
+    }
+    async fn exists(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        self.router
+            .route(
+                "jobs.exists",
+                |p| async move { p.exists(key).await },
+                |f, n| async move { f.exists(&outage_key(n, key)).await },
+            )
+            .await
+    }
+    async fn get(&self, key: &str) -> Result<Tagged<Option<StoredRecord>>, Error> {
+        self.router
+            .route(
+                "jobs.get",
+                |p| async move { p.get(key).await },
+                |f, n| async move { f.get(&outage_key(n, key)).await },
+            )
+            .await
+    }
+    async fn transition(
+        &self,
+        key: &str,
+        from: JobStatus,
+        to: JobStatus,
+        fields: &FieldMap,
+    ) -> Result<Tagged<RawOutcome>, Error> {
+        self.router
+            .route(
+                "jobs.transition",
+                |p| async move { p.transition(key, from, to, fields).await },
+                |f, n| async move { f.transition(&outage_key(n, key), from, to, fields).await },
+            )
+            .await
+    }
+    async fn heartbeat(&self, key: &str) -> Result<Tagged<RawOutcome>, Error> {
+        self.router
+            .route(
+                "jobs.heartbeat",
+                |p| async move { p.heartbeat(key).await },
+                |f, n| async move { f.heartbeat(&outage_key(n, key)).await },
+            )
+            .await
+    }
+    async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        self.router
+            .route(
+                "jobs.delete",
+                |p| async move { p.delete(key).await },
+                |f, n| async move { f.delete(&outage_key(n, key)).await },
+            )
+            .await
+    }
+    async fn probe(&self) -> Result<(), Error> {
+        self.router.primary.probe().await
+    }
+    fn status(&self) -> BackendStatus {
+        BackendStatus::new(Mode::ExplicitDegraded, self.router.supervisor.health())
+    }
+}
+
+/// The job store in strict mode: the primary's answers and errors, unchanged; outages
+/// reported once (`UnavailableAtRuntime`, then `Recovered`); no local map exists.
+#[derive(Clone)]
+pub struct StrictJobs<P> {
+    primary: P,
+    supervisor: Arc<Supervisor>,
+}
+
+impl<P: JobBackend> StrictJobs<P> {
+    /// Wraps a connected primary.
+    pub fn new(primary: P, mut ctx: SupervisorContext) -> Result<Self, Error> {
+        ctx.mode = Mode::StrictDistributed;
+        let probe_target = primary.clone();
+        let supervisor = Supervisor::new(
+            ctx,
+            move || {
+                let p = probe_target.clone();
+                async move { p.probe().await }
+            },
+            None,
+        )?;
+        Ok(StrictJobs {
+            primary,
+            supervisor: Arc::new(supervisor),
+        })
+    }
+
+    /// The supervisor.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+}
+
+impl<P: JobBackend> JobBackend for StrictJobs<P> {
+    async fn create(
+        &self,
+        key: &str,
+        fields: &FieldMap,
+        ttl: Duration,
+        if_absent: bool,
+    ) -> Result<Tagged<bool>, Error> {
+        watched(
+            &self.supervisor,
+            "jobs.create",
+            self.primary.create(key, fields, ttl, if_absent).await,
+        )
+    }
+    async fn update(&self, key: &str, fields: &FieldMap) -> Result<Tagged<bool>, Error> {
+        watched(&self.supervisor, "jobs.update", self.primary.update(key, fields).await)
+    }
+    async fn exists(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        watched(&self.supervisor, "jobs.exists", self.primary.exists(key).await)
+    }
+    async fn get(&self, key: &str) -> Result<Tagged<Option<StoredRecord>>, Error> {
+        watched(&self.supervisor, "jobs.get", self.primary.get(key).await)
+    }
+    async fn transition(
+        &self,
+        key: &str,
+        from: JobStatus,
+        to: JobStatus,
+        fields: &FieldMap,
+    ) -> Result<Tagged<RawOutcome>, Error> {
+        watched(
+            &self.supervisor,
+            "jobs.transition",
+            self.primary.transition(key, from, to, fields).await,
+        )
+    }
+    async fn heartbeat(&self, key: &str) -> Result<Tagged<RawOutcome>, Error> {
+        watched(&self.supervisor, "jobs.heartbeat", self.primary.heartbeat(key).await)
+    }
+    async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        watched(&self.supervisor, "jobs.delete", self.primary.delete(key).await)
+    }
+    async fn probe(&self) -> Result<(), Error> {
+        self.primary.probe().await
+    }
+    fn status(&self) -> BackendStatus {
+        BackendStatus::new(Mode::StrictDistributed, self.supervisor.health())
+    }
+}

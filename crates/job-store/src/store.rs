@@ -1,0 +1,391 @@
+//! The job-store contract: [`JobBackend`] for implementors, [`JobStore`] for users.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use palisade_cache_core::cache::BackendStatus;
+use palisade_cache_core::{Error, Namespace, Tagged};
+
+use crate::model::{self, FieldMap, JobRecord, JobStatus, Patch};
+
+/// What a record looked like when the backend read it, with the backend's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredRecord {
+    /// The raw fields.
+    pub fields: FieldMap,
+    /// The backend's time at the read (the Redis server's `TIME` in Redis).
+    pub now: SystemTime,
+}
+
+impl StoredRecord {
+    /// A stored record.
+    pub fn new(fields: FieldMap, now: SystemTime) -> Self {
+        StoredRecord { fields, now }
+    }
+}
+
+/// The outcome of a compare-and-set (transition, heartbeat) at the backend level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RawOutcome {
+    /// Applied.
+    Applied,
+    /// No record under the key.
+    NotFound,
+    /// The status did not match; here is the stored status (`None`: no status field).
+    Refused(Option<Bytes>),
+}
+
+/// What a backend implements. Keys arrive encoded and validated; fields arrive encoded.
+///
+/// # Behavior
+///
+/// - `create` replaces any record under the key in one atomic step: delete, write all
+///   fields plus `created_at`, `updated_at` and `ttl_ms`, set the expiry. With
+///   `if_absent` it writes nothing and returns `false` when a live record exists.
+/// - `update` writes the fields and `updated_at`, and refreshes the expiry to the
+///   record's TTL, atomically and only if the record exists; returns whether it did.
+/// - `exists` says whether a live record is there.
+/// - `get` returns every field of the live record and the backend's time.
+/// - `transition` compares the stored status with `from` and, if equal, writes `to`,
+///   the fields, `updated_at` (and `finished_at` when `to` is terminal) and refreshes
+///   the expiry, in one atomic step.
+/// - `heartbeat` sets `heartbeat_at` (backend time) and refreshes the expiry, only if
+///   the stored status is `running`.
+/// - `delete` removes the record and says whether it was there.
+/// - Expired records behave as absent everywhere.
+pub trait JobBackend: Clone + Send + Sync + 'static {
+    /// See the trait's `# Behavior`.
+    fn create(
+        &self,
+        key: &str,
+        fields: &FieldMap,
+        ttl: Duration,
+        if_absent: bool,
+    ) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn update(&self, key: &str, fields: &FieldMap) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn exists(&self, key: &str) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Tagged<Option<StoredRecord>>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn transition(
+        &self,
+        key: &str,
+        from: JobStatus,
+        to: JobStatus,
+        fields: &FieldMap,
+    ) -> impl Future<Output = Result<Tagged<RawOutcome>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn heartbeat(&self, key: &str) -> impl Future<Output = Result<Tagged<RawOutcome>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
+    /// Checks that the store answers.
+    fn probe(&self) -> impl Future<Output = Result<(), Error>> + Send;
+    /// The mode and health.
+    fn status(&self) -> BackendStatus;
+}
+
+/// The answer of [`JobStore::transition`] and [`JobStore::heartbeat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Applied.
+    Applied,
+    /// Refused: the record's status is `found`.
+    Refused {
+        /// The status the record had.
+        found: JobStatus,
+    },
+    /// There is no record (never created, deleted, or expired).
+    NotFound,
+}
+
+/// Limits and timing of a [`JobStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobStoreConfig {
+    /// The longest id, in bytes (default 256).
+    pub max_id_len: usize,
+    /// The longest application field name, in bytes (default 128).
+    pub max_field_name_len: usize,
+    /// The largest encoded field value, in bytes (default 512 KiB).
+    pub max_field_len: usize,
+    /// A running job without a heartbeat for longer than this is presumed dead
+    /// (default 30 s).
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for JobStoreConfig {
+    fn default() -> Self {
+        JobStoreConfig {
+            max_id_len: 256,
+            max_field_name_len: 128,
+            max_field_len: 512 * 1024,
+            heartbeat_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl JobStoreConfig {
+    /// Sets the heartbeat timeout.
+    pub fn with_heartbeat_timeout(mut self, d: Duration) -> Self {
+        self.heartbeat_timeout = d;
+        self
+    }
+
+    /// Sets the largest encoded field value.
+    pub fn with_max_field_len(mut self, n: usize) -> Self {
+        self.max_field_len = n;
+        self
+    }
+}
+
+/// A tenant's job records over a backend. Cheap to clone.
+#[derive(Clone)]
+pub struct JobStore<B> {
+    backend: B,
+    ns: Arc<Namespace>,
+    config: JobStoreConfig,
+}
+
+impl<B> std::fmt::Debug for JobStore<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobStore")
+            .field("namespace", &self.ns)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: JobBackend> JobStore<B> {
+    /// Job records of `namespace`'s tenant, over `backend`.
+    pub fn new(backend: B, namespace: Namespace) -> Self {
+        JobStore {
+            backend,
+            ns: Arc::new(namespace),
+            config: JobStoreConfig::default(),
+        }
+    }
+
+    /// Replaces the configuration.
+    pub fn with_config(mut self, config: JobStoreConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The namespace.
+    pub fn ns(&self) -> &Namespace {
+        &self.ns
+    }
+
+    /// The storage key of `id` (checked).
+    pub fn key(&self, id: &str) -> Result<String, Error> {
+        if id.is_empty() {
+            return Err(Error::invalid_input("the job id must not be empty"));
+        }
+        if id.len() > self.config.max_id_len {
+            return Err(Error::invalid_input(format!(
+                "the job id is {} bytes, the limit is {}",
+                id.len(),
+                self.config.max_id_len
+            )));
+        }
+        self.ns.key(id)
+    }
+
+    fn check_fields(&self, fields: &FieldMap) -> Result<(), Error> {
+        for (name, value) in fields {
+            if let Some(user) = name.strip_prefix(model::field::USER_PREFIX) {
+                if user.is_empty() || user.len() > self.config.max_field_name_len {
+                    return Err(Error::invalid_input(format!(
+                        "a field name must be 1 to {} bytes, got {}",
+                        self.config.max_field_name_len,
+                        user.len()
+                    )));
+                }
+            }
+            if value.len() > self.config.max_field_len {
+                return Err(Error::invalid_input(format!(
+                    "field `{name}` encodes to {} bytes, the limit is {}",
+                    value.len(),
+                    self.config.max_field_len
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_ttl(ttl: Duration) -> Result<(), Error> {
+        if ttl.is_zero() {
+            return Err(Error::invalid_input("the TTL must be positive"));
+        }
+        Ok(())
+    }
+
+    fn decode_status(raw: Option<Bytes>) -> Result<JobStatus, Error> {
+        let mut fields = FieldMap::new();
+        if let Some(raw) = raw {
+            fields.insert(model::field::STATUS.to_owned(), raw);
+        }
+        Ok(model::decode_record(&fields, SystemTime::UNIX_EPOCH, Duration::MAX)?.status)
+    }
+
+    fn outcome(raw: RawOutcome) -> Result<Outcome, Error> {
+        Ok(match raw {
+            RawOutcome::Applied => Outcome::Applied,
+            RawOutcome::NotFound => Outcome::NotFound,
+            RawOutcome::Refused(found) => Outcome::Refused {
+                found: Self::decode_status(found)?,
+            },
+        })
+    }
+
+    /// Creates the record `id`, replacing any existing one.
+    ///
+    /// # Behavior
+    ///
+    /// - Atomic: the old record's fields never mix with the new one's.
+    /// - Sets `created_at` and `updated_at` (store time) and expires after `ttl`.
+    /// - An empty or oversized id, an empty or oversized field name, a field value over
+    ///   the limit, or a zero TTL is [`Error::InvalidInput`] before any I/O.
+    pub async fn create(&self, id: &str, record: &JobRecord, ttl: Duration) -> Result<Tagged<()>, Error> {
+        let key = self.key(id)?;
+        Self::check_ttl(ttl)?;
+        let fields = model::encode_record(record)?;
+        self.check_fields(&fields)?;
+        Ok(self.backend.create(&key, &fields, ttl, false).await?.map(drop))
+    }
+
+    /// Creates the record `id` only if none exists.
+    ///
+    /// # Behavior
+    ///
+    /// - When a live record exists: [`Error::Conflict`], and the existing record is
+    ///   unchanged. An expired record counts as absent.
+    /// - Otherwise as [`JobStore::create`].
+    pub async fn create_if_absent(&self, id: &str, record: &JobRecord, ttl: Duration) -> Result<Tagged<()>, Error> {
+        let key = self.key(id)?;
+        Self::check_ttl(ttl)?;
+        let fields = model::encode_record(record)?;
+        self.check_fields(&fields)?;
+        let created = self.backend.create(&key, &fields, ttl, true).await?;
+        if created.value {
+            Ok(created.map(drop))
+        } else {
+            Err(Error::conflict(format!("job {id:?} already exists")))
+        }
+    }
+
+    /// Writes the patch's fields into the record `id`.
+    ///
+    /// # Behavior
+    ///
+    /// - Writes only the patch's fields, sets `updated_at`, and refreshes the expiry to
+    ///   the record's TTL, in one atomic step; returns `true`.
+    /// - Only if the record exists: after expiry or delete it writes nothing, creates
+    ///   nothing, and returns `false` (no resurrection).
+    /// - Concurrent updates of disjoint fields never lose each other's writes; on the
+    ///   same field the last writer wins.
+    /// - An empty patch writes nothing and refreshes nothing; it returns whether the
+    ///   record exists.
+    /// - The status cannot be patched: use [`JobStore::transition`].
+    pub async fn update(&self, id: &str, patch: &Patch) -> Result<Tagged<bool>, Error> {
+        let key = self.key(id)?;
+        if patch.is_empty() {
+            return self.backend.exists(&key).await;
+        }
+        let fields = model::encode_patch(patch)?;
+        self.check_fields(&fields)?;
+        self.backend.update(&key, &fields).await
+    }
+
+    /// The whole record `id`, or `None`.
+    ///
+    /// # Behavior
+    ///
+    /// - Returns every field, decoded; fields stored as envelopes or as plain text
+    ///   (what a script or another tool writes) both decode.
+    /// - `None` when the record never existed, was deleted or expired.
+    /// - A field that cannot be decoded, an unknown status, or a record without a
+    ///   status is [`Error::Codec`] naming the field.
+    /// - `presumed_dead` is set for a running job whose last heartbeat (or update) is
+    ///   older than `heartbeat_timeout` by the store's clock.
+    pub async fn get(&self, id: &str) -> Result<Tagged<Option<JobRecord>>, Error> {
+        let key = self.key(id)?;
+        let stored = self.backend.get(&key).await?;
+        let timeout = self.config.heartbeat_timeout;
+        stored.try_map(|s| s.map(|s| model::decode_record(&s.fields, s.now, timeout)).transpose())
+    }
+
+    /// Moves the record `id` from `from` to `to`, writing `patch` in the same step.
+    ///
+    /// # Behavior
+    ///
+    /// - Allowed edges: Queued→Running, Running→Completed, Running→Failed, Queued→Failed.
+    ///   Any other pair is [`Error::InvalidInput`] before any I/O, so a terminal status
+    ///   never changes.
+    /// - Compare-and-set, atomic with the patch: applied only when the stored status is
+    ///   `from`; otherwise [`Outcome::Refused`] with the status found, and nothing is
+    ///   written. [`Outcome::NotFound`] when there is no record.
+    /// - Sets `updated_at`, and `finished_at` when `to` is terminal; refreshes the expiry.
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: JobStatus,
+        to: JobStatus,
+        patch: &Patch,
+    ) -> Result<Tagged<Outcome>, Error> {
+        let key = self.key(id)?;
+        if !from.can_become(to) {
+            return Err(Error::invalid_input(format!(
+                "{from} → {to} is not a transition of the job lifecycle"
+            )));
+        }
+        let fields = model::encode_patch(patch)?;
+        self.check_fields(&fields)?;
+        self.backend
+            .transition(&key, from, to, &fields)
+            .await?
+            .try_map(Self::outcome)
+    }
+
+    /// Records that the hand-off of a queued job to its queue failed: Queued→Failed with
+    /// `reason` as the error (and `finished_at` as the time).
+    pub async fn fail_enqueue(&self, id: &str, reason: &str) -> Result<Tagged<Outcome>, Error> {
+        self.transition(id, JobStatus::Queued, JobStatus::Failed, &Patch::new().error(reason))
+            .await
+    }
+
+    /// Records a sign of life from the worker of the running job `id`.
+    ///
+    /// # Behavior
+    ///
+    /// - Sets `heartbeat_at` to the store's time (the Redis server's) and refreshes the
+    ///   expiry, only if the job is `Running`; otherwise [`Outcome::Refused`] with the
+    ///   status found, or [`Outcome::NotFound`].
+    pub async fn heartbeat(&self, id: &str) -> Result<Tagged<Outcome>, Error> {
+        let key = self.key(id)?;
+        self.backend.heartbeat(&key).await?.try_map(Self::outcome)
+    }
+
+    /// Deletes the record `id`.
+    ///
+    /// # Behavior
+    ///
+    /// - Returns whether a record was there; afterwards `get` returns `None` and
+    ///   `update` applies nothing.
+    pub async fn delete(&self, id: &str) -> Result<Tagged<bool>, Error> {
+        let key = self.key(id)?;
+        self.backend.delete(&key).await
+    }
+}

@@ -1,0 +1,823 @@
+//! The job-store behaviour suite: one case per sentence of the `# Behavior` sections of
+//! [`JobStore`], and a proptest model of the lifecycle. **Not API-stable.**
+//!
+//! A backend crate runs it with `palisade_job_store::job_suite!(make_fixture);` where
+//! `make_fixture(test: &str)` returns a [`Fixture`] whose backend is a [`JobBackend`].
+//! Real-time fixtures implement `advance` by sleeping (Redis TTLs are server time).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use palisade_cache_core::testkit::Fixture;
+use palisade_cache_core::{ErrorKind, Namespace};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+
+use crate::model::{FIELD_CODEC, field};
+use crate::{FieldMap, JobBackend, JobRecord, JobStatus, JobStore, JobStoreConfig, Outcome, Patch};
+
+/// A long TTL: nothing expires during a case.
+pub const LONG_TTL: Duration = Duration::from_secs(600);
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A store over the fixture's backend under a prefix unique to this call.
+pub fn store_for<F: Fixture<Backend: JobBackend>>(fx: &F) -> JobStore<F::Backend> {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let ns = Namespace::new(&format!("{}-{n}", fx.prefix()), 1, "tenant", "jobs").expect("namespace");
+    JobStore::new(fx.backend(), ns)
+}
+
+fn status_of(r: &Option<JobRecord>) -> Option<JobStatus> {
+    r.as_ref().map(|r| r.status)
+}
+
+async fn get<B: JobBackend>(s: &JobStore<B>, id: &str) -> Option<JobRecord> {
+    s.get(id).await.unwrap().value
+}
+
+// ---- create -------------------------------------------------------------------------
+
+/// `create` writes every field and the store's timestamps.
+pub async fn create_writes_every_field_and_timestamps<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    let mut r = JobRecord::queued()
+        .with_field("owner", "api")
+        .with_field("bin", vec![0u8, 255, 1])
+        .with_attempts(2);
+    r.progress = Some(7);
+    r.error = Some("none yet".into());
+    r.result = Some(Bytes::from_static(b"\x00raw"));
+    let t = s.create("job-1", &r, LONG_TTL).await.unwrap();
+    assert_eq!(t.provenance, fx.provenance());
+    let got = get(&s, "job-1").await.unwrap();
+    assert_eq!(got.status, JobStatus::Queued);
+    assert_eq!((got.progress, got.attempts), (Some(7), 2));
+    assert_eq!(got.error.as_deref(), Some("none yet"));
+    assert_eq!(got.result.as_deref(), Some(&b"\x00raw"[..]));
+    assert_eq!(got.field("owner").map(|b| &b[..]), Some(&b"api"[..]));
+    assert_eq!(got.field("bin").map(|b| &b[..]), Some(&[0u8, 255, 1][..]));
+    assert!(got.created_at.is_some() && got.created_at == got.updated_at);
+    assert_eq!((got.heartbeat_at, got.finished_at), (None, None));
+    assert!(!got.presumed_dead);
+}
+
+/// `create` replaces an existing record whole: no field of the old one survives.
+pub async fn create_replaces_the_record_atomically<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    s.create(
+        "j",
+        &JobRecord::queued().with_field("old", "1").with_field("both", "old"),
+        LONG_TTL,
+    )
+    .await
+    .unwrap();
+    s.transition("j", JobStatus::Queued, JobStatus::Running, &Patch::new().progress(50))
+        .await
+        .unwrap();
+    s.create("j", &JobRecord::queued().with_field("both", "new"), LONG_TTL)
+        .await
+        .unwrap();
+    let got = get(&s, "j").await.unwrap();
+    assert_eq!(got.status, JobStatus::Queued);
+    assert_eq!(got.progress, None);
+    assert_eq!(got.field("old"), None);
+    assert_eq!(got.field("both").map(|b| &b[..]), Some(&b"new"[..]));
+}
+
+/// A record expires after its TTL.
+pub async fn records_expire_after_their_ttl<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    let ttl = fx.short_ttl();
+    s.create("short", &JobRecord::queued(), ttl).await.unwrap();
+    s.create("long", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    assert!(get(&s, "short").await.is_some());
+    fx.advance(ttl + ttl / 2).await;
+    assert!(get(&s, "short").await.is_none());
+    assert!(get(&s, "long").await.is_some());
+}
+
+/// Bad ids, field names, field sizes and TTLs are `InvalidInput` and write nothing.
+pub async fn bad_input_is_invalid_input_and_writes_nothing<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx).with_config(JobStoreConfig::default().with_max_field_len(1024));
+    let ok = JobRecord::queued();
+    let long_id = "i".repeat(257);
+    let cases = [
+        s.create("", &ok, LONG_TTL).await,
+        s.create(&long_id, &ok, LONG_TTL).await,
+        s.create("j", &ok, Duration::ZERO).await,
+        s.create("j", &JobRecord::queued().with_field("", "v"), LONG_TTL).await,
+        s.create("j", &JobRecord::queued().with_field("n".repeat(129), "v"), LONG_TTL)
+            .await,
+        s.create("j", &JobRecord::queued().with_field("big", vec![0u8; 2000]), LONG_TTL)
+            .await,
+        s.create_if_absent("", &ok, LONG_TTL).await,
+    ];
+    for r in cases {
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidInput);
+    }
+    assert_eq!(
+        s.update("", &Patch::new().progress(1)).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(s.get(&long_id).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(s.delete("").await.unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(s.heartbeat("").await.unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert!(get(&s, "j").await.is_none(), "nothing was written");
+    s.create("j", &ok, LONG_TTL).await.unwrap();
+    let big = Patch::new().result(vec![0u8; 2000]);
+    assert_eq!(s.update("j", &big).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+    let big = s.transition("j", JobStatus::Queued, JobStatus::Running, &big).await;
+    assert_eq!(big.unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        get(&s, "j").await.unwrap().status,
+        JobStatus::Queued,
+        "the refused transition wrote nothing"
+    );
+}
+
+// ---- create_if_absent -------------------------------------------------------------------
+
+/// `create_if_absent` fails with `Conflict` when the id exists and leaves it unchanged;
+/// an expired or deleted record counts as absent.
+pub async fn create_if_absent_conflicts_and_leaves_the_record<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    s.create_if_absent("j", &JobRecord::queued().with_field("v", "first"), LONG_TTL)
+        .await
+        .unwrap();
+    let e = s
+        .create_if_absent("j", &JobRecord::queued().with_field("v", "second"), LONG_TTL)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        get(&s, "j").await.unwrap().field("v").map(|b| &b[..]),
+        Some(&b"first"[..])
+    );
+    s.delete("j").await.unwrap();
+    s.create_if_absent("j", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    let ttl = fx.short_ttl();
+    s.create_if_absent("e", &JobRecord::queued(), ttl).await.unwrap();
+    fx.advance(ttl + ttl / 2).await;
+    s.create_if_absent("e", &JobRecord::queued(), LONG_TTL).await.unwrap();
+}
+
+// ---- update -------------------------------------------------------------------------------
+
+/// `update` writes only the patch's fields, sets `updated_at` and refreshes the TTL.
+pub async fn update_writes_only_its_fields_and_refreshes_the_ttl<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    let ttl = fx.short_ttl() * 2;
+    s.create("j", &JobRecord::queued().with_field("keep", "k").with_attempts(3), ttl)
+        .await
+        .unwrap();
+    let before = get(&s, "j").await.unwrap();
+    fx.advance(ttl * 6 / 10).await;
+    assert!(
+        s.update("j", &Patch::new().progress(40).field("new", "n"))
+            .await
+            .unwrap()
+            .value
+    );
+    let got = get(&s, "j").await.unwrap();
+    assert_eq!((got.progress, got.attempts), (Some(40), 3));
+    assert_eq!(got.field("keep").map(|b| &b[..]), Some(&b"k"[..]));
+    assert_eq!(got.field("new").map(|b| &b[..]), Some(&b"n"[..]));
+    assert_eq!(got.created_at, before.created_at);
+    assert!(got.updated_at >= before.updated_at);
+    fx.advance(ttl * 6 / 10).await;
+    assert!(get(&s, "j").await.is_some(), "the update refreshed the TTL");
+}
+
+/// After expiry or delete, `update` writes nothing, creates nothing, returns false.
+pub async fn update_never_resurrects<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    assert!(!s.update("never", &Patch::new().progress(1)).await.unwrap().value);
+    assert!(get(&s, "never").await.is_none());
+    let ttl = fx.short_ttl();
+    s.create("expiring", &JobRecord::queued(), ttl).await.unwrap();
+    fx.advance(ttl + ttl / 2).await;
+    assert!(
+        !s.update("expiring", &Patch::new().progress(1).field("x", "y"))
+            .await
+            .unwrap()
+            .value
+    );
+    assert!(
+        get(&s, "expiring").await.is_none(),
+        "an update after expiry created nothing"
+    );
+    s.create("deleted", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    s.delete("deleted").await.unwrap();
+    assert!(!s.update("deleted", &Patch::new().progress(1)).await.unwrap().value);
+    assert!(get(&s, "deleted").await.is_none());
+    let t = s
+        .transition("deleted", JobStatus::Queued, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap();
+    assert_eq!(t.value, Outcome::NotFound);
+    assert!(get(&s, "deleted").await.is_none());
+}
+
+/// Concurrent writers of disjoint fields never lose each other's writes.
+pub async fn concurrent_writers_of_disjoint_fields_lose_nothing<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    s.create("j", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    let writers: Vec<_> = ["api", "worker"]
+        .into_iter()
+        .map(|role| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for i in 0..1000 {
+                    let p = Patch::new()
+                        .field(format!("{role}-{i}"), i.to_string())
+                        .field(role, i.to_string());
+                    assert!(s.update("j", &p).await.unwrap().value);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let got = get(&s, "j").await.unwrap();
+    for role in ["api", "worker"] {
+        for i in 0..1000 {
+            assert_eq!(
+                got.field(&format!("{role}-{i}")).map(|b| &b[..]),
+                Some(i.to_string().as_bytes()),
+                "{role}-{i} lost"
+            );
+        }
+        assert_eq!(
+            got.field(role).map(|b| &b[..]),
+            Some(&b"999"[..]),
+            "the last write of {role} wins"
+        );
+    }
+    assert_eq!(got.fields.len(), 2002);
+}
+
+/// On the same field the last writer wins.
+pub async fn the_last_writer_of_a_field_wins<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    s.create("j", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    for v in ["a", "b", "c"] {
+        s.update("j", &Patch::new().field("f", v).error(v)).await.unwrap();
+    }
+    let got = get(&s, "j").await.unwrap();
+    assert_eq!(got.field("f").map(|b| &b[..]), Some(&b"c"[..]));
+    assert_eq!(got.error.as_deref(), Some("c"));
+}
+
+/// An empty patch writes nothing, refreshes nothing and says whether the record exists.
+pub async fn an_empty_patch_writes_nothing_and_reports_existence<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    assert!(!s.update("j", &Patch::new()).await.unwrap().value);
+    assert!(get(&s, "j").await.is_none());
+    let ttl = fx.short_ttl() * 2;
+    s.create("j", &JobRecord::queued(), ttl).await.unwrap();
+    let before = get(&s, "j").await.unwrap();
+    fx.advance(ttl * 6 / 10).await;
+    assert!(s.update("j", &Patch::new()).await.unwrap().value);
+    assert_eq!(
+        get(&s, "j").await.unwrap().updated_at,
+        before.updated_at,
+        "nothing written"
+    );
+    fx.advance(ttl * 6 / 10).await;
+    assert!(get(&s, "j").await.is_none(), "the TTL was not refreshed");
+}
+
+// ---- get ---------------------------------------------------------------------------------
+
+/// Fields stored as envelopes or as plain text both decode.
+pub async fn get_decodes_text_and_envelope_forms<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    let key = s.key("raw").unwrap();
+    let mut fields = FieldMap::new();
+    let env = |v: &dyn erased::Enc| Bytes::from(v.enc());
+    fields.insert(field::STATUS.into(), env(&"running".to_owned()));
+    fields.insert(field::PROGRESS.into(), Bytes::from_static(b"42"));
+    fields.insert(field::ATTEMPTS.into(), env(&3u32));
+    fields.insert(field::ERROR.into(), Bytes::from_static(b"plain text"));
+    fields.insert(field::RESULT.into(), env(&b"enveloped".to_vec()));
+    fields.insert(
+        format!("{}text", field::USER_PREFIX),
+        Bytes::from_static(b"written by redis-cli"),
+    );
+    fields.insert(format!("{}env", field::USER_PREFIX), env(&b"enveloped".to_vec()));
+    fields.insert("unknown-future-field".into(), Bytes::from_static(b"ignored"));
+    s.backend().create(&key, &fields, LONG_TTL, false).await.unwrap();
+    let got = get(&s, "raw").await.unwrap();
+    assert_eq!(got.status, JobStatus::Running);
+    assert_eq!((got.progress, got.attempts), (Some(42), 3));
+    assert_eq!(got.error.as_deref(), Some("plain text"));
+    assert_eq!(got.result.as_deref(), Some(&b"enveloped"[..]));
+    assert_eq!(got.field("text").map(|b| &b[..]), Some(&b"written by redis-cli"[..]));
+    assert_eq!(got.field("env").map(|b| &b[..]), Some(&b"enveloped"[..]));
+    assert_eq!(got.fields.len(), 2);
+}
+
+mod erased {
+    pub(super) trait Enc {
+        fn enc(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Enc for T {
+        fn enc(&self) -> Vec<u8> {
+            super::FIELD_CODEC.encode(self, "test").unwrap()
+        }
+    }
+}
+
+/// An undecodable field, an unknown status or a missing status is `Codec` naming the
+/// field.
+pub async fn undecodable_fields_are_codec_errors_naming_the_field<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    type RawFields<'a> = Vec<(&'a str, &'a [u8])>;
+    let cases: [(&str, RawFields, &str); 5] = [
+        (
+            "bad-progress",
+            vec![("status", b"queued"), ("progress", b"forty")],
+            "progress",
+        ),
+        (
+            "bad-envelope",
+            vec![
+                ("status", b"queued"),
+                ("attempts", b"\xa1\x01\x00\xff\xff\xff\xff\xff\xff"),
+            ],
+            "attempts",
+        ),
+        ("unknown-status", vec![("status", b"paused")], "status"),
+        ("no-status", vec![("progress", b"1")], "status"),
+        (
+            "bad-time",
+            vec![("status", b"queued"), ("heartbeat_at", b"yesterday")],
+            "heartbeat_at",
+        ),
+    ];
+    for (id, raw, named) in cases {
+        let key = s.key(id).unwrap();
+        let fields: FieldMap = raw
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Bytes::copy_from_slice(v)))
+            .collect();
+        s.backend().create(&key, &fields, LONG_TTL, false).await.unwrap();
+        let e = s.get(id).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Codec, "{id}");
+        assert!(e.to_string().contains(named), "{id}: {e}");
+    }
+    // A refusal that finds an unknown status is a codec error too.
+    let e = s
+        .transition("unknown-status", JobStatus::Queued, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Codec);
+}
+
+// ---- transition ------------------------------------------------------------------------
+
+/// Exactly the four edges are allowed; every other pair is `InvalidInput` before I/O.
+pub async fn only_the_lifecycle_edges_are_allowed<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    for from in JobStatus::ALL {
+        for to in JobStatus::ALL {
+            let id = format!("{from}-{to}");
+            s.create(&id, &JobRecord::new(from), LONG_TTL).await.unwrap();
+            let r = s.transition(&id, from, to, &Patch::new()).await;
+            if from.can_become(to) {
+                assert_eq!(r.unwrap().value, Outcome::Applied, "{from} → {to}");
+                assert_eq!(get(&s, &id).await.unwrap().status, to);
+            } else {
+                assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidInput, "{from} → {to}");
+                assert_eq!(
+                    get(&s, &id).await.unwrap().status,
+                    from,
+                    "{from} → {to} changed nothing"
+                );
+            }
+        }
+    }
+    let allowed = JobStatus::ALL
+        .iter()
+        .flat_map(|a| JobStatus::ALL.iter().map(move |b| (*a, *b)))
+        .filter(|(a, b)| a.can_become(*b))
+        .count();
+    assert_eq!(allowed, 4);
+}
+
+/// A compare-and-set that does not match refuses with the status found and writes
+/// nothing; a matching one writes the patch in the same step.
+pub async fn transition_is_a_compare_and_set_with_its_patch<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    s.create("j", &JobRecord::new(JobStatus::Running), LONG_TTL)
+        .await
+        .unwrap();
+    let r = s
+        .transition(
+            "j",
+            JobStatus::Queued,
+            JobStatus::Running,
+            &Patch::new().progress(1).field("x", "y"),
+        )
+        .await;
+    assert_eq!(
+        r.unwrap().value,
+        Outcome::Refused {
+            found: JobStatus::Running
+        }
+    );
+    let got = get(&s, "j").await.unwrap();
+    assert_eq!(
+        (got.progress, got.field("x")),
+        (None, None),
+        "a refused transition wrote nothing"
+    );
+    let done = Patch::new().result("done").progress(100);
+    let r = s.transition("j", JobStatus::Running, JobStatus::Completed, &done).await;
+    assert_eq!(r.unwrap().value, Outcome::Applied);
+    let got = get(&s, "j").await.unwrap();
+    assert_eq!((got.status, got.progress), (JobStatus::Completed, Some(100)));
+    assert_eq!(got.result.as_deref(), Some(&b"done"[..]));
+    assert!(got.finished_at.is_some());
+    let missing = s
+        .transition("missing", JobStatus::Queued, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap();
+    assert_eq!(missing.value, Outcome::NotFound);
+}
+
+/// A terminal status never changes.
+pub async fn a_terminal_status_never_changes<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    s.create("j", &JobRecord::new(JobStatus::Running), LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.transition("j", JobStatus::Running, JobStatus::Completed, &Patch::new())
+            .await
+            .unwrap()
+            .value,
+        Outcome::Applied
+    );
+    let refused = s
+        .transition("j", JobStatus::Running, JobStatus::Failed, &Patch::new().error("late"))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.value,
+        Outcome::Refused {
+            found: JobStatus::Completed
+        }
+    );
+    let e = s
+        .transition("j", JobStatus::Completed, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let got = get(&s, "j").await.unwrap();
+    assert_eq!((got.status, got.error), (JobStatus::Completed, None));
+}
+
+/// Of concurrent identical transitions exactly one applies.
+pub async fn concurrent_transitions_apply_once<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    s.create("j", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.transition(
+                    "j",
+                    JobStatus::Queued,
+                    JobStatus::Running,
+                    &Patch::new().field("winner", i.to_string()),
+                )
+                .await
+                .unwrap()
+                .value
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Outcome::Applied => applied += 1,
+            Outcome::Refused { found } => assert_eq!(found, JobStatus::Running),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(applied, 1);
+}
+
+/// The enqueue-failure path ends `Failed` with its reason and time.
+pub async fn a_failed_enqueue_ends_failed_with_reason_and_time<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    s.create("j", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    assert_eq!(
+        s.fail_enqueue("j", "queue unreachable").await.unwrap().value,
+        Outcome::Applied
+    );
+    let got = get(&s, "j").await.unwrap();
+    assert_eq!(got.status, JobStatus::Failed);
+    assert_eq!(got.error.as_deref(), Some("queue unreachable"));
+    assert!(got.finished_at.is_some() && got.finished_at >= got.created_at);
+    assert_eq!(
+        s.fail_enqueue("j", "again").await.unwrap().value,
+        Outcome::Refused {
+            found: JobStatus::Failed
+        }
+    );
+}
+
+// ---- heartbeat ------------------------------------------------------------------------
+
+/// `heartbeat` stamps a running job; a job that is not running is refused.
+pub async fn heartbeat_applies_only_to_running_jobs<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    assert_eq!(s.heartbeat("missing").await.unwrap().value, Outcome::NotFound);
+    s.create("j", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    assert_eq!(
+        s.heartbeat("j").await.unwrap().value,
+        Outcome::Refused {
+            found: JobStatus::Queued
+        }
+    );
+    assert_eq!(get(&s, "j").await.unwrap().heartbeat_at, None);
+    s.transition("j", JobStatus::Queued, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap();
+    assert_eq!(s.heartbeat("j").await.unwrap().value, Outcome::Applied);
+    let got = get(&s, "j").await.unwrap();
+    assert!(got.heartbeat_at.is_some() && got.heartbeat_at >= got.created_at);
+}
+
+/// A running job without a heartbeat for longer than the timeout reads back presumed
+/// dead; a heartbeat revives it; a finished job is never presumed dead.
+pub async fn a_silent_running_job_is_presumed_dead<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let timeout = fx.short_ttl();
+    let s = store_for(fx).with_config(JobStoreConfig::default().with_heartbeat_timeout(timeout));
+    s.create("j", &JobRecord::new(JobStatus::Running), LONG_TTL)
+        .await
+        .unwrap();
+    s.create("done", &JobRecord::new(JobStatus::Completed), LONG_TTL)
+        .await
+        .unwrap();
+    assert!(!get(&s, "j").await.unwrap().presumed_dead);
+    fx.advance(timeout * 2).await;
+    assert!(get(&s, "j").await.unwrap().presumed_dead);
+    assert!(!get(&s, "done").await.unwrap().presumed_dead);
+    s.heartbeat("j").await.unwrap();
+    assert!(!get(&s, "j").await.unwrap().presumed_dead);
+    fx.advance(timeout * 2).await;
+    assert!(get(&s, "j").await.unwrap().presumed_dead);
+}
+
+// ---- delete / provenance -------------------------------------------------------------------
+
+/// `delete` says whether a record was there.
+pub async fn delete_reports_presence<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    s.create("j", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    assert!(s.delete("j").await.unwrap().value);
+    assert!(!s.delete("j").await.unwrap().value);
+    assert!(get(&s, "j").await.is_none());
+}
+
+/// Every answer carries the backend's provenance.
+pub async fn answers_carry_the_backend_provenance<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    let p = fx.provenance();
+    assert_eq!(
+        s.create("j", &JobRecord::queued(), LONG_TTL).await.unwrap().provenance,
+        p
+    );
+    assert_eq!(s.get("j").await.unwrap().provenance, p);
+    assert_eq!(s.get("none").await.unwrap().provenance, p);
+    assert_eq!(s.update("j", &Patch::new().progress(1)).await.unwrap().provenance, p);
+    assert_eq!(
+        s.transition("j", JobStatus::Queued, JobStatus::Running, &Patch::new())
+            .await
+            .unwrap()
+            .provenance,
+        p
+    );
+    assert_eq!(s.heartbeat("j").await.unwrap().provenance, p);
+    assert_eq!(s.delete("j").await.unwrap().provenance, p);
+}
+
+// ---- the model ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub enum JobOp {
+    Create(u8, u8, bool),
+    Update(u8, u8, u8),
+    EmptyUpdate(u8),
+    Transition(u8, u8, u8),
+    Heartbeat(u8),
+    Delete(u8),
+    Get(u8),
+    Advance(u16),
+}
+
+fn op_strategy(time: bool) -> BoxedStrategy<JobOp> {
+    let id = 0u8..4;
+    let base = prop_oneof![
+        2 => (id.clone(), 0u8..4, any::<bool>()).prop_map(|(i, s, a)| JobOp::Create(i, s, a)),
+        4 => (id.clone(), 0u8..4, any::<u8>()).prop_map(|(i, f, v)| JobOp::Update(i, f, v)),
+        1 => id.clone().prop_map(JobOp::EmptyUpdate),
+        4 => (id.clone(), 0u8..4, 0u8..4).prop_map(|(i, a, b)| JobOp::Transition(i, a, b)),
+        1 => id.clone().prop_map(JobOp::Heartbeat),
+        1 => id.clone().prop_map(JobOp::Delete),
+        4 => id.prop_map(JobOp::Get),
+    ];
+    if time {
+        prop_oneof![9 => base, 1 => (1u16..200).prop_map(JobOp::Advance)].boxed()
+    } else {
+        base.boxed()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ModelRec {
+    status: JobStatus,
+    fields: BTreeMap<String, u8>,
+    expires: u64,
+    ttl: u64,
+}
+
+/// Random operation sequences against the backend and a `HashMap` model.
+pub fn run_model<F: Fixture<Backend: JobBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&prop::collection::vec(op_strategy(fx.controls_time()), 1..40), |ops| {
+            rt.block_on(check_model(fx, &ops));
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the backend disagrees with the model: {e}"));
+}
+
+async fn check_model<F: Fixture<Backend: JobBackend>>(fx: &F, ops: &[JobOp]) {
+    let s = store_for(fx);
+    let mut model: HashMap<u8, ModelRec> = HashMap::new();
+    let mut now = 0u64; // seconds
+    let ttls = if fx.controls_time() {
+        [10u64, 60, 600]
+    } else {
+        [600, 600, 600]
+    };
+    let st = |i: u8| JobStatus::ALL[usize::from(i) % 4];
+    for (step, op) in ops.iter().enumerate() {
+        model.retain(|_, r| r.expires > now);
+        let ctx = || format!("step {step}: {op:?} in {ops:?}");
+        match *op {
+            JobOp::Create(i, status, if_absent) => {
+                let ttl = ttls[usize::from(i) % 3];
+                let rec = JobRecord::new(st(status));
+                let r = if if_absent {
+                    s.create_if_absent(&i.to_string(), &rec, Duration::from_secs(ttl)).await
+                } else {
+                    s.create(&i.to_string(), &rec, Duration::from_secs(ttl)).await
+                };
+                if if_absent && model.contains_key(&i) {
+                    assert_eq!(r.unwrap_err().kind(), ErrorKind::Conflict, "{}", ctx());
+                } else {
+                    r.unwrap();
+                    model.insert(
+                        i,
+                        ModelRec {
+                            status: st(status),
+                            fields: BTreeMap::new(),
+                            expires: now + ttl,
+                            ttl,
+                        },
+                    );
+                }
+            }
+            JobOp::Update(i, f, v) => {
+                let applied = s
+                    .update(&i.to_string(), &Patch::new().field(format!("f{f}"), vec![v]))
+                    .await
+                    .unwrap()
+                    .value;
+                assert_eq!(applied, model.contains_key(&i), "{}", ctx());
+                if let Some(r) = model.get_mut(&i) {
+                    r.fields.insert(format!("f{f}"), v);
+                    r.expires = now + r.ttl;
+                }
+            }
+            JobOp::EmptyUpdate(i) => {
+                assert_eq!(
+                    s.update(&i.to_string(), &Patch::new()).await.unwrap().value,
+                    model.contains_key(&i),
+                    "{}",
+                    ctx()
+                );
+            }
+            JobOp::Transition(i, a, b) => {
+                let (from, to) = (st(a), st(b));
+                let r = s.transition(&i.to_string(), from, to, &Patch::new()).await;
+                if !from.can_become(to) {
+                    assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidInput, "{}", ctx());
+                    continue;
+                }
+                let expect = match model.get_mut(&i) {
+                    None => Outcome::NotFound,
+                    Some(m) if m.status == from => {
+                        m.status = to;
+                        m.expires = now + m.ttl;
+                        Outcome::Applied
+                    }
+                    Some(m) => Outcome::Refused { found: m.status },
+                };
+                assert_eq!(r.unwrap().value, expect, "{}", ctx());
+            }
+            JobOp::Heartbeat(i) => {
+                let expect = match model.get_mut(&i) {
+                    None => Outcome::NotFound,
+                    Some(m) if m.status == JobStatus::Running => {
+                        m.expires = now + m.ttl;
+                        Outcome::Applied
+                    }
+                    Some(m) => Outcome::Refused { found: m.status },
+                };
+                assert_eq!(s.heartbeat(&i.to_string()).await.unwrap().value, expect, "{}", ctx());
+            }
+            JobOp::Delete(i) => {
+                assert_eq!(
+                    s.delete(&i.to_string()).await.unwrap().value,
+                    model.remove(&i).is_some(),
+                    "{}",
+                    ctx()
+                );
+            }
+            JobOp::Get(i) => {
+                let got = s.get(&i.to_string()).await.unwrap().value;
+                assert_eq!(status_of(&got), model.get(&i).map(|m| m.status), "{}", ctx());
+                if let (Some(got), Some(m)) = (got, model.get(&i)) {
+                    let fields: BTreeMap<String, u8> = got.fields.iter().map(|(k, v)| (k.clone(), v[0])).collect();
+                    assert_eq!(fields, m.fields, "{}", ctx());
+                }
+            }
+            JobOp::Advance(secs) => {
+                fx.advance(Duration::from_secs(u64::from(secs))).await;
+                now += u64::from(secs);
+            }
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per case and the model for a fixture constructor.
+#[macro_export]
+macro_rules! job_suite {
+    ($make:path) => {
+        $crate::job_suite!(@cases $make;
+            create_writes_every_field_and_timestamps,
+            create_replaces_the_record_atomically,
+            records_expire_after_their_ttl,
+            bad_input_is_invalid_input_and_writes_nothing,
+            create_if_absent_conflicts_and_leaves_the_record,
+            update_writes_only_its_fields_and_refreshes_the_ttl,
+            update_never_resurrects,
+            concurrent_writers_of_disjoint_fields_lose_nothing,
+            the_last_writer_of_a_field_wins,
+            an_empty_patch_writes_nothing_and_reports_existence,
+            get_decodes_text_and_envelope_forms,
+            undecodable_fields_are_codec_errors_naming_the_field,
+            only_the_lifecycle_edges_are_allowed,
+            transition_is_a_compare_and_set_with_its_patch,
+            a_terminal_status_never_changes,
+            concurrent_transitions_apply_once,
+            a_failed_enqueue_ends_failed_with_reason_and_time,
+            heartbeat_applies_only_to_running_jobs,
+            a_silent_running_job_is_presumed_dead,
+            delete_reports_presence,
+            answers_carry_the_backend_provenance
+        );
+
+        #[test]
+        fn job_model() {
+            let rt = ::tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let Some(fx) = rt.block_on($make("job_model")) else { return };
+            $crate::testkit::run_model(&rt, &fx, 48);
+        }
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(fx) = $make(stringify!($case)).await else { return };
+                $crate::testkit::$case(&fx).await;
+            }
+        )*
+    };
+}
