@@ -308,6 +308,10 @@ const BENCH_PAIRS: &[(&str, &str, &str)] = &[
     ("jobs_update_5", "palisade_local", "palisade_redis"),
     ("jobs_get", "palisade_local", "palisade_redis"),
     ("jobs_transition", "palisade_local", "palisade_redis"),
+    ("throttle_acquire_release", "palisade_redis", "fred_evalsha_trivial"),
+    ("throttle_acquire_release", "palisade_local", "palisade_redis"),
+    ("gcra", "palisade_redis", "fred_evalsha_trivial"),
+    ("gcra", "palisade_local", "governor"),
 ];
 
 fn bench(extra: &[String]) -> Result {

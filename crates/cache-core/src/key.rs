@@ -244,6 +244,33 @@ impl Namespace {
         Ok(out)
     }
 
+    /// A key that shares one Redis Cluster hash slot with every other `slot_key` of this
+    /// namespace: `{<prefix>:v<N>:<tenant>:<namespace>}:<kind>[:<user key>]`. The hash
+    /// tag is the namespace itself (escaped parts contain no brace), so a Lua script may
+    /// touch all of them on a cluster. Same checks as [`Namespace::key`].
+    pub fn slot_key(&self, kind: &str, user_key: Option<&str>) -> Result<String, Error> {
+        let mut out = String::with_capacity(self.head.len() + kind.len() + user_key.map_or(0, str::len) + 4);
+        out.push('{');
+        out.push_str(&self.head[..self.head.len() - 1]);
+        out.push_str("}:");
+        escape_part(kind, &mut out);
+        if let Some(k) = user_key {
+            if k.is_empty() {
+                return Err(Error::invalid_input("the key must not be empty"));
+            }
+            out.push(':');
+            escape_part(k, &mut out);
+        }
+        if out.len() > self.max_key_len {
+            return Err(Error::invalid_input(format!(
+                "the key encodes to {} bytes, the limit is {}",
+                out.len(),
+                self.max_key_len
+            )));
+        }
+        Ok(out)
+    }
+
     /// A Redis `SCAN ... MATCH` pattern matching exactly the keys of this namespace.
     pub fn scan_pattern(&self) -> String {
         format!("{}*", self.head)

@@ -182,3 +182,41 @@ fn malformed_or_non_canonical_keys_do_not_decode() {
         );
     }
 }
+
+proptest! {
+    #[test]
+    fn slot_keys_of_one_namespace_share_exactly_its_hash_tag(
+        prefix in nonempty_part(), t in nonempty_part(), n in nonempty_part(), key in nonempty_part(),
+        t2 in nonempty_part(),
+    ) {
+        let ns = Namespace::new(&prefix, 1, &t, &n).unwrap();
+        let tag = |k: &str| -> String {
+            // Redis: the text between the first `{` and the next `}`.
+            let open = k.find('{').unwrap();
+            let close = open + 1 + k[open + 1..].find('}').unwrap();
+            k[open + 1..close].to_owned()
+        };
+        let a = ns.slot_key("g", None).unwrap();
+        let b = ns.slot_key("k", Some(&key)).unwrap();
+        prop_assert_eq!(tag(&a), tag(&b));
+        prop_assert!(!tag(&a).is_empty());
+        let other = Namespace::new(&prefix, 1, &t2, &n).unwrap().slot_key("k", Some(&key)).unwrap();
+        prop_assert_eq!(tag(&other) == tag(&b), t == t2);
+        prop_assert_ne!(ns.slot_key("k", Some(&key)).unwrap(), ns.slot_key("s", Some(&key)).unwrap());
+    }
+}
+
+#[test]
+fn slot_key_layout() {
+    let ns = Namespace::new("palisade", 1, "acme", "mx").unwrap();
+    assert_eq!(ns.slot_key("g", None).unwrap(), "{palisade:v1:acme:mx}:g");
+    assert_eq!(
+        ns.slot_key("k", Some("mx.example.com:25")).unwrap(),
+        "{palisade:v1:acme:mx}:k:mx.example.com%3A25"
+    );
+    assert_eq!(ns.slot_key("k", Some("")).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        ns.slot_key("k", Some(&"x".repeat(2000))).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}

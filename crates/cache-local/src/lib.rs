@@ -2,6 +2,8 @@
 
 mod cache;
 mod jobs;
+mod throttle;
 
 pub use cache::{DEFAULT_CAPACITY_BYTES, LocalCache, LocalCacheConfig};
 pub use jobs::LocalJobStore;
+pub use throttle::LocalThrottle;

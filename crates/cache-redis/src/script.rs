@@ -58,15 +58,26 @@ impl LuaScript {
         key: &str,
         args: Vec<Value>,
     ) -> Result<Value, Error> {
+        self.run_keys(conn, op, vec![key.to_owned()], args).await
+    }
+
+    /// Runs the script on several keys (of one hash slot on a cluster).
+    pub async fn run_keys(
+        &self,
+        conn: &RedisConnection,
+        op: &'static str,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, Error> {
         conn.run(op, async {
             let first: Result<Value, FredError> = conn
                 .client()
-                .evalsha(self.script.sha1().clone(), vec![key], args.clone())
+                .evalsha(self.script.sha1().clone(), keys.clone(), args.clone())
                 .await;
             match first {
                 Err(e) if e.details().starts_with("NOSCRIPT") => {
                     self.load_raw(conn).await?;
-                    conn.client().evalsha(self.script.sha1().clone(), vec![key], args).await
+                    conn.client().evalsha(self.script.sha1().clone(), keys, args).await
                 }
                 other => other,
             }

@@ -93,3 +93,25 @@ pub async fn cluster_jobs(test: &str) -> Option<RedisFixture<RedisJobStore>> {
         Provenance::Distributed,
     ))
 }
+
+pub async fn standalone_throttle(test: &str) -> Option<RedisFixture<palisade_cache_redis::RedisThrottle>> {
+    let conn = standalone(test).await?;
+    Some(fixture(
+        palisade_cache_redis::RedisThrottle::new(conn)
+            .await
+            .expect("scripts load"),
+        test,
+        Provenance::Distributed,
+    ))
+}
+
+pub async fn cluster_throttle(test: &str) -> Option<RedisFixture<palisade_cache_redis::RedisThrottle>> {
+    let conn = cluster(test).await?;
+    Some(fixture(
+        palisade_cache_redis::RedisThrottle::new(conn)
+            .await
+            .expect("scripts load"),
+        test,
+        Provenance::Distributed,
+    ))
+}

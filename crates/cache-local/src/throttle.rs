@@ -1,0 +1,316 @@
+//! The throttle and rate limiter in memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use palisade_cache_core::cache::BackendStatus;
+use palisade_cache_core::{BoxFuture, Error, Health, Mode, Provenance, SharedClock, SystemClock, Tagged};
+use palisade_throttle::{
+    DenyReason, KeyState, Lease, LeaseOps, Rate, RateDecision, RawDecision, ScaledPolicy, Scope, ThrottleBackend,
+};
+
+/// How long a key's state outlives its last relevance (penalty, interval, leases).
+pub(crate) const IDLE: u64 = 600_000_000;
+const SWEEP_EVERY: u64 = 256;
+
+#[derive(Default)]
+struct KeySt {
+    leases: BTreeMap<u64, u64>,
+    last: Option<u64>,
+    pen: u64,
+    keep_until: u64,
+}
+
+#[derive(Default)]
+struct NsState {
+    seq: u64,
+    /// lease id → (expiry µs, key)
+    global: BTreeMap<u64, (u64, String)>,
+    keys: HashMap<String, KeySt>,
+}
+
+#[derive(Default)]
+struct State {
+    namespaces: HashMap<String, NsState>,
+    /// rate key → theoretical arrival time (µs)
+    rates: HashMap<String, u64>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    clock: SharedClock,
+    ops: AtomicU64,
+}
+
+/// The in-memory throttle and rate limiter. Cheap to clone; clones share the state.
+///
+/// # Behavior
+///
+/// Implements every sentence of [`ThrottleBackend`]'s `# Behavior` with the same
+/// algorithm as the Redis scripts; answers are tagged [`Provenance::Local`].
+#[derive(Clone)]
+pub struct LocalThrottle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LocalThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalThrottle").finish_non_exhaustive()
+    }
+}
+
+impl Default for LocalThrottle {
+    fn default() -> Self {
+        LocalThrottle::new(SystemClock::shared())
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn time(us: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us)
+}
+
+fn tag<T>(v: T) -> Tagged<T> {
+    Tagged::new(v, Provenance::Local)
+}
+
+/// When a cap has room: now if fewer than `cap` leases live, else the expiry that frees
+/// a slot; a cap of 0 never has room (`None`).
+fn cap_free(expiries: &mut [u64], cap: u32, now: u64) -> Option<u64> {
+    let cap = cap as usize;
+    if expiries.len() < cap {
+        return Some(now);
+    }
+    if cap == 0 {
+        return None;
+    }
+    expiries.sort_unstable();
+    Some(expiries[expiries.len() - cap])
+}
+
+impl LocalThrottle {
+    /// A throttle whose time is `clock`'s.
+    pub fn new(clock: SharedClock) -> Self {
+        LocalThrottle {
+            inner: Arc::new(Inner {
+                state: Mutex::default(),
+                clock,
+                ops: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        us(self
+            .inner
+            .clock
+            .system_time()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        let mut state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.inner.ops.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+            let now = self.now();
+            Self::sweep(&mut state, now);
+        }
+        state
+    }
+
+    fn sweep(state: &mut State, now: u64) {
+        state.rates.retain(|_, tat| *tat > now);
+        for ns in state.namespaces.values_mut() {
+            ns.global.retain(|_, (exp, _)| *exp > now);
+            ns.keys.retain(|_, k| {
+                k.leases.retain(|_, exp| *exp > now);
+                !k.leases.is_empty() || k.keep_until > now
+            });
+        }
+        state
+            .namespaces
+            .retain(|_, ns| !ns.keys.is_empty() || !ns.global.is_empty());
+    }
+
+    /// The number of keys and rate keys held (for tests of bounded memory).
+    pub fn held_keys(&self) -> usize {
+        let s = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.rates.len() + s.namespaces.values().map(|ns| ns.keys.len()).sum::<usize>()
+    }
+
+    fn ops_for(&self, scope: &Scope) -> Result<Arc<dyn LeaseOps>, Error> {
+        Ok(Arc::new(LocalLeases {
+            throttle: self.clone(),
+            ns: scope.global_key()?,
+        }))
+    }
+}
+
+fn refresh_keep(k: &mut KeySt, interval: u64) {
+    let last_relevant = k.last.map_or(0, |l| l.saturating_add(interval));
+    let lease = k.leases.values().copied().max().unwrap_or(0);
+    k.keep_until = k.pen.max(last_relevant).max(lease).saturating_add(IDLE);
+}
+
+struct LocalLeases {
+    throttle: LocalThrottle,
+    ns: String,
+}
+
+impl LeaseOps for LocalLeases {
+    fn release(&self, key: &str, lease: u64) -> BoxFuture<'_, Result<Option<SystemTime>, Error>> {
+        let now = self.throttle.now();
+        let mut state = self.throttle.lock();
+        let mut released = None;
+        if let Some(ns) = state.namespaces.get_mut(&self.ns) {
+            ns.global.remove(&lease);
+            if let Some(k) = ns.keys.get_mut(key) {
+                if k.leases.remove(&lease).is_some_and(|exp| exp > now) {
+                    released = Some(time(now));
+                }
+            }
+        }
+        Box::pin(std::future::ready(Ok(released)))
+    }
+
+    fn extend(&self, key: &str, lease: u64, by: Duration) -> BoxFuture<'_, Result<Option<SystemTime>, Error>> {
+        let now = self.throttle.now();
+        let mut state = self.throttle.lock();
+        let mut extended = None;
+        if let Some(ns) = state.namespaces.get_mut(&self.ns) {
+            if let Some(k) = ns.keys.get_mut(key) {
+                if let Some(exp) = k.leases.get_mut(&lease).filter(|e| **e > now) {
+                    *exp = (*exp).max(now.saturating_add(us(by)));
+                    let new = *exp;
+                    if let Some(g) = ns.global.get_mut(&lease) {
+                        g.0 = new;
+                    }
+                    k.keep_until = k.keep_until.max(new.saturating_add(IDLE));
+                    extended = Some(time(new));
+                }
+            }
+        }
+        Box::pin(std::future::ready(Ok(extended)))
+    }
+}
+
+impl ThrottleBackend for LocalThrottle {
+    async fn acquire(
+        &self,
+        scope: &Scope,
+        key: &str,
+        policy: &ScaledPolicy,
+    ) -> Result<Tagged<(RawDecision, u64)>, Error> {
+        let ops = self.ops_for(scope)?;
+        let now = self.now();
+        let interval = us(policy.min_interval);
+        let mut state = self.lock();
+        let ns = state.namespaces.entry(scope.global_key()?).or_default();
+        let before = ns.global.len();
+        ns.global.retain(|_, (exp, _)| *exp > now);
+        let reclaimed = (before - ns.global.len()) as u64;
+        let mut global: Vec<u64> = ns.global.values().map(|(e, _)| *e).collect();
+        let k = ns.keys.entry(key.to_owned()).or_default();
+        k.leases.retain(|_, exp| *exp > now);
+        let mut own: Vec<u64> = k.leases.values().copied().collect();
+        let never = now.saturating_add(us(policy.lease_ttl));
+        let free = [
+            Some(k.pen.max(now)),
+            Some(k.last.map_or(now, |l| l.saturating_add(interval).max(now))),
+            cap_free(&mut global, policy.global_cap, now),
+            cap_free(&mut own, policy.key_cap, now),
+        ];
+        if let Some(gate) = free.iter().position(|f| f.is_none_or(|t| t > now)) {
+            let until = free.iter().map(|f| f.unwrap_or(never)).max().unwrap_or(now);
+            let reason = DenyReason::ALL[gate];
+            return Ok(tag((
+                RawDecision::Denied {
+                    reason,
+                    retry_after: Duration::from_micros(until - now),
+                },
+                reclaimed,
+            )));
+        }
+        let id = (ns.seq + 1).max(now);
+        ns.seq = id;
+        let exp = now.saturating_add(us(policy.lease_ttl));
+        let k = ns.keys.entry(key.to_owned()).or_default();
+        k.leases.insert(id, exp);
+        k.last = Some(now);
+        refresh_keep(k, interval);
+        ns.global.insert(id, (exp, key.to_owned()));
+        let lease = Lease::new(id, key.to_owned(), time(now), time(exp));
+        Ok(tag((RawDecision::Acquired(lease, ops), reclaimed)))
+    }
+
+    async fn penalize(&self, scope: &Scope, key: &str, d: Duration) -> Result<Tagged<SystemTime>, Error> {
+        let now = self.now();
+        let mut state = self.lock();
+        let k = state
+            .namespaces
+            .entry(scope.global_key()?)
+            .or_default()
+            .keys
+            .entry(key.to_owned())
+            .or_default();
+        k.pen = k.pen.max(now.saturating_add(us(d)));
+        k.keep_until = k.keep_until.max(k.pen.saturating_add(IDLE));
+        Ok(tag(time(k.pen)))
+    }
+
+    async fn clear_penalty(&self, scope: &Scope, key: &str) -> Result<Tagged<bool>, Error> {
+        let now = self.now();
+        let mut state = self.lock();
+        let was = state
+            .namespaces
+            .get_mut(&scope.global_key()?)
+            .and_then(|ns| ns.keys.get_mut(key))
+            .is_some_and(|k| std::mem::take(&mut k.pen) > now);
+        Ok(tag(was))
+    }
+
+    async fn inspect(&self, scope: &Scope, key: &str) -> Result<Tagged<KeyState>, Error> {
+        let now = self.now();
+        let state = self.lock();
+        let ns = state.namespaces.get(&scope.global_key()?);
+        let k = ns.and_then(|ns| ns.keys.get(key));
+        Ok(tag(KeyState::new(
+            k.map_or(0, |k| k.leases.values().filter(|e| **e > now).count() as u32),
+            ns.map_or(0, |ns| ns.global.values().filter(|(e, _)| *e > now).count() as u32),
+            k.map(|k| k.pen).filter(|p| *p > now).map(time),
+            k.and_then(|k| k.last).map(time),
+            time(now),
+        )))
+    }
+
+    async fn limit(&self, scope: &Scope, key: &str, rate: &Rate) -> Result<Tagged<RateDecision>, Error> {
+        let now = self.now();
+        let rate_key = scope.rate_key(key)?;
+        let emission = us(rate.emission).max(1);
+        let mut state = self.lock();
+        let tat = state.rates.get(&rate_key).copied().unwrap_or(now).max(now);
+        let new_tat = tat.saturating_add(emission);
+        let allow_at = new_tat.saturating_sub(emission.saturating_mul(u64::from(rate.burst)));
+        if now < allow_at {
+            return Ok(tag(RateDecision::Limited {
+                retry_after: Duration::from_micros(allow_at - now),
+            }));
+        }
+        state.rates.insert(rate_key, new_tat);
+        let remaining = u32::try_from((now - allow_at) / emission).unwrap_or(u32::MAX);
+        Ok(tag(RateDecision::Allowed { remaining }))
+    }
+
+    async fn probe(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn status(&self) -> BackendStatus {
+        BackendStatus::new(Mode::LocalOnly, Health::Healthy)
+    }
+}

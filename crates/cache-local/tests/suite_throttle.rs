@@ -1,0 +1,82 @@
+//! The throttle behaviour suite and model against the in-memory backend, under a manual
+//! clock (exact `retry_after`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use palisade_cache_core::testkit::Fixture;
+use palisade_cache_core::{BoxFuture, ManualClock, Namespace, Provenance};
+use palisade_cache_local::LocalThrottle;
+use palisade_throttle::{Policy, RateLimiter, Throttle};
+
+struct Local {
+    throttle: LocalThrottle,
+    clock: ManualClock,
+    prefix: String,
+}
+
+impl Fixture for Local {
+    type Backend = LocalThrottle;
+    fn backend(&self) -> LocalThrottle {
+        self.throttle.clone()
+    }
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    fn provenance(&self) -> Provenance {
+        Provenance::Local
+    }
+    fn short_ttl(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+    fn advance(&self, by: Duration) -> BoxFuture<'_, ()> {
+        self.clock.advance(by);
+        Box::pin(async {})
+    }
+    fn controls_time(&self) -> bool {
+        true
+    }
+}
+
+async fn local(test: &str) -> Option<Local> {
+    let clock = ManualClock::new();
+    Some(Local {
+        throttle: LocalThrottle::new(clock.shared()),
+        clock,
+        prefix: format!("local-{test}"),
+    })
+}
+
+palisade_throttle::throttle_suite!(local);
+
+#[tokio::test]
+async fn idle_keys_are_evicted_so_memory_stays_bounded() {
+    let clock = ManualClock::new();
+    let backend = LocalThrottle::new(clock.shared());
+    let ns = Namespace::new("p", 1, "t", "mx").unwrap();
+    let t = Throttle::new(backend.clone(), ns.clone());
+    let r = RateLimiter::new(backend.clone(), ns.sibling("rl").unwrap());
+    let p = Policy::new(10_000, 1, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
+    let rate = palisade_throttle::Rate::per_second(10, 1).unwrap();
+    for i in 0..1000 {
+        let permit = t
+            .acquire(&format!("host{i}"), &p)
+            .await
+            .unwrap()
+            .value
+            .permit()
+            .unwrap();
+        permit.release().await.unwrap();
+        r.limit(&format!("client{i}"), &rate).await.unwrap();
+    }
+    assert!(backend.held_keys() >= 1000);
+    clock.advance(Duration::from_secs(3600));
+    for _ in 0..256 {
+        t.inspect("other").await.unwrap();
+    }
+    assert_eq!(
+        backend.held_keys(),
+        0,
+        "idle state was evicted by the operations themselves"
+    );
+}

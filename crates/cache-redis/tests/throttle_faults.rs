@@ -1,0 +1,190 @@
+//! Throttle fault tests against a private redis-server that is killed and restarted:
+//! strict mode errors (never a fake denial), and the degraded hot swap.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use palisade_cache_core::testkit::env;
+use palisade_cache_core::testkit::server::RedisServer;
+use palisade_cache_core::{
+    Component, EventKind, Events, Mode, Namespace, Provenance, SupervisorConfig, SupervisorContext,
+};
+use palisade_cache_local::LocalThrottle;
+use palisade_cache_redis::{RedisConfig, RedisConnection, RedisThrottle};
+use palisade_throttle::{
+    Decision, DenyReason, Policy, Rate, RateDecision, RateLimiter, StrictThrottle, Throttle, ThrottleFailover,
+    ThrottleFailoverOptions,
+};
+
+const DEADLINE: Duration = Duration::from_millis(300);
+const SLACK: Duration = Duration::from_millis(300);
+const RECOVERY: Duration = Duration::from_secs(15);
+
+fn config(server: &RedisServer) -> RedisConfig {
+    RedisConfig::from_url(&server.url())
+        .with_command_timeout(DEADLINE)
+        .with_connect_timeout(Duration::from_millis(800))
+}
+
+fn ctx(mode: Mode, events: &Events) -> SupervisorContext {
+    SupervisorContext::new(Component::Throttle, mode, "tenant-a", events.clone()).with_config(
+        SupervisorConfig::default()
+            .with_backoff_min(Duration::from_millis(50))
+            .with_probe_period(Duration::from_millis(250))
+            .with_probe_deadline(Duration::from_millis(200)),
+    )
+}
+
+fn ns(test: &str) -> Namespace {
+    Namespace::new(&env::unique_prefix(test), 1, "tenant-a", "mx").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_an_unreachable_redis_is_an_error_never_a_fake_denial() {
+    let Some(mut server) = env::private_server("strict_throttle") else {
+        return;
+    };
+    let events = Events::new(16);
+    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let backend = StrictThrottle::new(
+        RedisThrottle::new(conn).await.unwrap(),
+        ctx(Mode::StrictDistributed, &events),
+    )
+    .unwrap();
+    let t = Throttle::new(backend.clone(), ns("strict"));
+    let r = RateLimiter::new(backend, ns("strict-rl"));
+    let p = Policy::new(5, 5, Duration::ZERO, Duration::from_secs(60)).unwrap();
+    let held = t.acquire("k", &p).await.unwrap().value.permit().unwrap();
+    server.kill();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let e = t.acquire("k", &p).await.unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(start.elapsed() <= DEADLINE + SLACK, "{:?}", start.elapsed());
+        assert!(
+            r.limit("k", &Rate::per_second(10, 10).unwrap())
+                .await
+                .unwrap_err()
+                .is_unavailable()
+        );
+        assert!(
+            t.penalize("k", Duration::from_secs(1))
+                .await
+                .unwrap_err()
+                .is_unavailable()
+        );
+    }
+    assert!(held.release().await.unwrap_err().is_unavailable());
+    let s = t.stats();
+    assert_eq!((s.acquired, s.denied), (1, 0), "no fake denial was counted");
+    assert!(s.errors.iter().map(|(_, n)| n).sum::<u64>() >= 10);
+    server.start_again().unwrap();
+    let give_up = Instant::now() + RECOVERY;
+    while t.acquire("k", &p).await.is_err() {
+        assert!(Instant::now() < give_up, "never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_scales_local_limits_keeps_permits_bound_and_swaps_back_for_real() {
+    let Some(mut server) = env::private_server("throttle_hot_swap") else {
+        return;
+    };
+    let events = Events::new(64);
+    let mut rx = events.subscribe();
+    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let fallback = LocalThrottle::default();
+    let failover = ThrottleFailover::new(
+        RedisThrottle::new(conn).await.unwrap(),
+        fallback.clone(),
+        ctx(Mode::ExplicitDegraded, &events),
+        ThrottleFailoverOptions::default().with_degraded_share(0.5),
+    )
+    .unwrap();
+    let namespace = ns("swap");
+    let t = Throttle::new(failover.clone(), namespace.clone());
+    // What Redis holds, read directly (not through the failover).
+    let direct = {
+        let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+        Throttle::new(RedisThrottle::new(conn).await.unwrap(), namespace.clone())
+    };
+    let local_view = Throttle::new(fallback.clone(), namespace.clone());
+    let p = Policy::new(4, 2, Duration::ZERO, Duration::from_secs(60)).unwrap();
+
+    let from_redis = t.acquire("k", &p).await.unwrap();
+    assert_eq!(from_redis.provenance, Provenance::Distributed);
+    let from_redis = from_redis.value.permit().unwrap();
+
+    server.kill();
+    // Degraded: the key cap 2 scaled by 0.5 is 1 slot on this node.
+    let first = t.acquire("k", &p).await.unwrap();
+    assert_eq!(first.provenance, Provenance::LocalDegraded);
+    let local_permit = first.value.permit().expect("one local slot");
+    let second = t.acquire("k", &p).await.unwrap();
+    assert_eq!(second.provenance, Provenance::LocalDegraded);
+    assert!(
+        matches!(
+            second.value,
+            Decision::Denied {
+                reason: DenyReason::KeyCap,
+                ..
+            }
+        ),
+        "scaled key cap"
+    );
+    assert!(matches!(rx.recv().await.unwrap().kind, EventKind::Degraded));
+    // The permit taken from Redis before the outage cannot be released now.
+    assert!(from_redis.release().await.unwrap_err().is_unavailable());
+    // Rates are scaled too: burst 4 x 0.5 = 2.
+    let rl = RateLimiter::new(failover.clone(), namespace.sibling("rl").unwrap());
+    let rate = Rate::per_second(1, 4).unwrap();
+    assert_eq!(
+        rl.limit("ip", &rate).await.unwrap().value,
+        RateDecision::Allowed { remaining: 1 }
+    );
+    assert_eq!(
+        rl.limit("ip", &rate).await.unwrap().value,
+        RateDecision::Allowed { remaining: 0 }
+    );
+    assert!(matches!(
+        rl.limit("ip", &rate).await.unwrap().value,
+        RateDecision::Limited { .. }
+    ));
+
+    server.start_again().unwrap();
+    let give_up = Instant::now() + RECOVERY;
+    loop {
+        let e = tokio::time::timeout(RECOVERY, rx.recv())
+            .await
+            .expect("Recovered in time")
+            .unwrap();
+        if matches!(e.kind, EventKind::Recovered { .. }) {
+            break;
+        }
+        assert!(Instant::now() < give_up);
+    }
+    // The local permit is released where it was granted: the fallback.
+    assert_eq!(local_view.inspect("k").await.unwrap().value.key_leases, 1);
+    assert!(
+        local_permit.release().await.unwrap().is_some(),
+        "released on the local backend"
+    );
+    assert_eq!(local_view.inspect("k").await.unwrap().value.key_leases, 0);
+    // New permits really come from Redis (the restarted server starts empty).
+    let after = t.acquire("k", &p).await.unwrap();
+    assert_eq!(after.provenance, Provenance::Distributed);
+    let after = after.value.permit().unwrap();
+    assert_eq!(
+        direct.inspect("k").await.unwrap().value.key_leases,
+        1,
+        "the lease is in Redis"
+    );
+    assert_eq!(
+        local_view.inspect("k").await.unwrap().value.key_leases,
+        0,
+        "and not in the fallback"
+    );
+    assert!(after.release().await.unwrap().is_some());
+    assert_eq!(direct.inspect("k").await.unwrap().value.key_leases, 0);
+}

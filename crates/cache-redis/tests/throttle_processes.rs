@@ -1,0 +1,278 @@
+//! 4 OS processes × 16 tasks contend for 5 keys through a real redis-server with
+//! global_cap 6, key_cap 2, min_interval 20 ms, for 5 s. Every lease's acquisition and
+//! release times are the Redis server's (`TIME` inside the scripts); from them the
+//! parent proves that no cap was exceeded and no spacing violated at any instant. Then
+//! a process holding permits is SIGKILLed: its slots come back at lease expiry.
+//!
+//! The test binary re-executes itself as each worker (`PALISADE_THROTTLE_ROLE`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use palisade_cache_core::Namespace;
+use palisade_cache_core::testkit::env;
+use palisade_cache_redis::{RedisConfig, RedisConnection, RedisThrottle};
+use palisade_throttle::{Decision, DenyReason, Policy, Throttle};
+
+const ROLE: &str = "PALISADE_THROTTLE_ROLE";
+const PREFIX: &str = "PALISADE_THROTTLE_PREFIX";
+const PROCESSES: usize = 4;
+const TASKS: usize = 16;
+const KEYS: usize = 5;
+const GLOBAL_CAP: u32 = 6;
+const KEY_CAP: u32 = 2;
+const INTERVAL: Duration = Duration::from_millis(20);
+const RUN_FOR: Duration = Duration::from_secs(5);
+const HOG_LEASE: Duration = Duration::from_secs(2);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn throttle(url: &str, prefix: &str) -> Throttle<RedisThrottle> {
+    let conn = RedisConnection::connect(&RedisConfig::from_url(url)).await.unwrap();
+    Throttle::new(
+        RedisThrottle::new(conn).await.unwrap(),
+        Namespace::new(prefix, 1, "tenant", "mx").unwrap(),
+    )
+}
+
+fn micros(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+/// A worker: 16 tasks acquire, hold 5–44 ms, release; one line per lease on stdout:
+/// `LEASE key id acquired_us end_us` (end = release time, or expiry if it expired).
+fn worker(url: &str, prefix: &str) {
+    let policy = Policy::new(GLOBAL_CAP, KEY_CAP, INTERVAL, Duration::from_secs(5)).unwrap();
+    let lines = runtime().block_on(async {
+        let t = throttle(url, prefix).await;
+        let until = Instant::now() + RUN_FOR;
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    let mut n = task;
+                    while Instant::now() < until {
+                        n = n.wrapping_mul(31).wrapping_add(7);
+                        let key = format!("mx{}", n % KEYS);
+                        match t.acquire(&key, &policy).await.unwrap().value {
+                            Decision::Acquired(permit) => {
+                                // Holds longer than the interval, so that both caps are really contended.
+                                tokio::time::sleep(Duration::from_millis(5 + (n % 40) as u64)).await;
+                                let end = permit.release().await.unwrap().unwrap_or(permit.expires_at());
+                                out.push(format!(
+                                    "LEASE {key} {} {} {}",
+                                    permit.lease_id(),
+                                    micros(permit.acquired_at()),
+                                    micros(end)
+                                ));
+                            }
+                            Decision::Denied { retry_after, .. } => {
+                                // Back off as a client would, never longer than 20 ms.
+                                tokio::time::sleep(retry_after.min(INTERVAL)).await;
+                            }
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut lines = Vec::new();
+        for task in tasks {
+            lines.extend(task.await.unwrap());
+        }
+        lines
+    });
+    let mut stdout = std::io::stdout().lock();
+    for l in lines {
+        writeln!(stdout, "{l}").unwrap();
+    }
+}
+
+/// A process that takes both slots of `victim`, says so, and waits to be killed.
+fn hog(url: &str, prefix: &str) {
+    let policy = Policy::new(GLOBAL_CAP, KEY_CAP, Duration::ZERO, HOG_LEASE).unwrap();
+    runtime().block_on(async {
+        let t = throttle(url, prefix).await;
+        let a = t
+            .acquire("victim", &policy)
+            .await
+            .unwrap()
+            .value
+            .permit()
+            .expect("slot 1");
+        let b = t
+            .acquire("victim", &policy)
+            .await
+            .unwrap()
+            .value
+            .permit()
+            .expect("slot 2");
+        println!("HELD {}", micros(a.expires_at().max(b.expires_at())));
+        std::io::stdout().flush().unwrap();
+        std::future::pending::<()>().await;
+    });
+}
+
+struct Lease {
+    key: String,
+    start: u64,
+    end: u64,
+}
+
+fn check_invariants(leases: &[Lease]) -> (usize, usize) {
+    // Caps: sweep over start (+1) and end (-1) events, ends first at equal times.
+    let mut events: Vec<(u64, i32, &str)> = Vec::new();
+    for l in leases {
+        events.push((l.start, 1, &l.key));
+        events.push((l.end, -1, &l.key));
+    }
+    events.sort_by_key(|(t, d, _)| (*t, *d));
+    let (mut global, mut max_global, mut max_key) = (0i32, 0i32, 0i32);
+    let mut per_key: HashMap<&str, i32> = HashMap::new();
+    for (_, d, key) in events {
+        global += d;
+        let k = per_key.entry(key).or_default();
+        *k += d;
+        max_global = max_global.max(global);
+        max_key = max_key.max(*k);
+    }
+    assert!(
+        max_global <= GLOBAL_CAP as i32,
+        "global cap exceeded: {max_global} leases at once"
+    );
+    assert!(
+        max_key <= KEY_CAP as i32,
+        "key cap exceeded: {max_key} leases on one key at once"
+    );
+    // Spacing: consecutive acquisitions of one key are >= 20 ms apart (server time).
+    let mut by_key: HashMap<&str, Vec<u64>> = HashMap::new();
+    for l in leases {
+        by_key.entry(&l.key).or_default().push(l.start);
+    }
+    let mut min_gap = u64::MAX;
+    for starts in by_key.values_mut() {
+        starts.sort_unstable();
+        for w in starts.windows(2) {
+            min_gap = min_gap.min(w[1] - w[0]);
+        }
+    }
+    assert!(
+        min_gap >= INTERVAL.as_micros() as u64,
+        "spacing violated: two acquisitions {min_gap} µs apart"
+    );
+    (max_global as usize, max_key as usize)
+}
+
+fn main() -> ExitCode {
+    if let Ok(role) = std::env::var(ROLE) {
+        let url = std::env::var(env::REDIS_URL).unwrap();
+        let prefix = std::env::var(PREFIX).unwrap();
+        match role.as_str() {
+            "hog" => hog(&url, &prefix),
+            _ => worker(&url, &prefix),
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!("\nrunning 2 tests");
+    let Some(url) = env::redis_url("throttle_processes") else {
+        println!("test result: ok. 0 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out");
+        return ExitCode::SUCCESS;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let spawn = |role: &str, prefix: &str| {
+        Command::new(&exe)
+            .env(ROLE, role)
+            .env(PREFIX, prefix)
+            .env(env::REDIS_URL, &url)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // 1. Contention across processes.
+    let prefix = env::unique_prefix("throttle-processes");
+    let started = Instant::now();
+    let children: Vec<_> = (0..PROCESSES).map(|_| spawn("worker", &prefix)).collect();
+    let mut leases = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "a worker failed: {}", out.status);
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if let ["LEASE", key, _id, start, end] = parts[..] {
+                leases.push(Lease {
+                    key: key.to_owned(),
+                    start: start.parse().unwrap(),
+                    end: end.parse().unwrap(),
+                });
+            }
+        }
+    }
+    assert!(started.elapsed() >= RUN_FOR, "the run lasted {:?}", started.elapsed());
+    assert!(
+        leases.len() > 100,
+        "too little contention to prove anything: {} leases",
+        leases.len()
+    );
+    let (max_global, max_key) = check_invariants(&leases);
+    assert_eq!(
+        (max_global, max_key),
+        (GLOBAL_CAP as usize, KEY_CAP as usize),
+        "the caps were reached, so the gates were exercised"
+    );
+    println!(
+        "test caps_and_spacing_hold_across_4_processes ... ok ({} leases in {:?}; at most {max_global} global and {max_key} per key at once)",
+        leases.len(),
+        started.elapsed()
+    );
+
+    // 2. A process killed while holding permits: its slots come back at lease expiry.
+    let prefix = env::unique_prefix("throttle-hog");
+    let mut hog = spawn("hog", &prefix);
+    let mut line = String::new();
+    BufReader::new(hog.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let expires: u64 = line.trim().strip_prefix("HELD ").expect("HELD line").parse().unwrap();
+    hog.kill().unwrap();
+    hog.wait().unwrap();
+    let rt = runtime();
+    let t = rt.block_on(throttle(&url, &prefix));
+    let policy = Policy::new(GLOBAL_CAP, KEY_CAP, Duration::ZERO, Duration::from_secs(5)).unwrap();
+    let first = rt.block_on(t.acquire("victim", &policy)).unwrap().value;
+    assert!(
+        matches!(
+            first,
+            Decision::Denied {
+                reason: DenyReason::KeyCap,
+                ..
+            }
+        ),
+        "the killed holder's slots are still taken"
+    );
+    let give_up = Instant::now() + HOG_LEASE + Duration::from_secs(5);
+    let permit = loop {
+        if let Decision::Acquired(p) = rt.block_on(t.acquire("victim", &policy)).unwrap().value {
+            break p;
+        }
+        assert!(Instant::now() < give_up, "the killed holder's slots never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        micros(permit.acquired_at()) >= expires,
+        "a slot came back before the lease expired"
+    );
+    assert!(rt.block_on(t.inspect("victim")).unwrap().value.key_leases == 1);
+    rt.block_on(permit.release()).unwrap();
+    println!("test a_killed_holder_gets_its_slots_back_at_lease_expiry ... ok");
+    println!("\ntest result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n");
+    ExitCode::SUCCESS
+}

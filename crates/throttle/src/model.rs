@@ -1,0 +1,516 @@
+//! Policies, decisions, permits and the backend contract.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use palisade_cache_core::cache::BackendStatus;
+use palisade_cache_core::{BoxFuture, Error, Namespace, Tagged};
+
+/// The gates of one throttle namespace.
+///
+/// # Behavior
+///
+/// - [`Policy::new`] refuses a zero `global_cap`, a zero `key_cap` or a zero
+///   `lease_ttl` with [`Error::InvalidInput`]; a zero `min_interval` turns spacing off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Policy {
+    /// Leases held at once across every key of the namespace.
+    pub global_cap: u32,
+    /// Leases held at once on one key.
+    pub key_cap: u32,
+    /// The least time between two acquisitions on one key.
+    pub min_interval: Duration,
+    /// How long a lease lives unless released or extended; a crashed holder's slot
+    /// comes back after this.
+    pub lease_ttl: Duration,
+}
+
+impl ScaledPolicy {
+    /// This policy for one node of a degraded fleet: caps multiplied by `share` and
+    /// rounded down (0 admits nothing on that gate), the interval divided by it.
+    pub fn scaled(&self, share: f64) -> ScaledPolicy {
+        let share = share.clamp(0.0, 1.0);
+        let cap = |c: u32| (f64::from(c) * share).floor() as u32;
+        let interval = if share > 0.0 {
+            self.min_interval.div_f64(share)
+        } else {
+            Duration::from_secs(86_400)
+        };
+        ScaledPolicy {
+            global_cap: cap(self.global_cap),
+            key_cap: cap(self.key_cap),
+            min_interval: interval.min(Duration::from_secs(86_400)),
+            lease_ttl: self.lease_ttl,
+        }
+    }
+}
+
+impl Policy {
+    /// A checked policy.
+    pub fn new(global_cap: u32, key_cap: u32, min_interval: Duration, lease_ttl: Duration) -> Result<Self, Error> {
+        let p = Policy {
+            global_cap,
+            key_cap,
+            min_interval,
+            lease_ttl,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks the policy (see the type's `# Behavior`).
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.global_cap == 0 || self.key_cap == 0 {
+            return Err(Error::invalid_input("a throttle cap must be at least 1"));
+        }
+        if self.lease_ttl.is_zero() {
+            return Err(Error::invalid_input("a lease TTL must be positive"));
+        }
+        if self.lease_ttl > Duration::from_secs(86_400) || self.min_interval > Duration::from_secs(86_400) {
+            return Err(Error::invalid_input("lease TTLs and intervals are limited to one day"));
+        }
+        Ok(())
+    }
+
+    /// The policy as the backends evaluate it.
+    pub fn effective(&self) -> ScaledPolicy {
+        ScaledPolicy {
+            global_cap: self.global_cap,
+            key_cap: self.key_cap,
+            min_interval: self.min_interval,
+            lease_ttl: self.lease_ttl,
+        }
+    }
+}
+
+/// A policy as a backend evaluates it (caps may be 0 after scaling for degraded mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ScaledPolicy {
+    /// See [`Policy::global_cap`].
+    pub global_cap: u32,
+    /// See [`Policy::key_cap`].
+    pub key_cap: u32,
+    /// See [`Policy::min_interval`].
+    pub min_interval: Duration,
+    /// See [`Policy::lease_ttl`].
+    pub lease_ttl: Duration,
+}
+
+/// Why an acquisition was refused, in the order the gates are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// The key is penalized.
+    Penalty,
+    /// The key was acquired less than `min_interval` ago.
+    MinInterval,
+    /// The namespace holds `global_cap` leases.
+    GlobalCap,
+    /// The key holds `key_cap` leases.
+    KeyCap,
+}
+
+impl DenyReason {
+    /// All reasons, in gate order.
+    pub const ALL: [DenyReason; 4] = [
+        DenyReason::Penalty,
+        DenyReason::MinInterval,
+        DenyReason::GlobalCap,
+        DenyReason::KeyCap,
+    ];
+
+    /// `penalty`, `min_interval`, `global_cap`, `key_cap`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::Penalty => "penalty",
+            DenyReason::MinInterval => "min_interval",
+            DenyReason::GlobalCap => "global_cap",
+            DenyReason::KeyCap => "key_cap",
+        }
+    }
+
+    /// The reason with gate number `n` (0-based), as scripts return it.
+    pub fn from_gate(n: i64) -> Option<DenyReason> {
+        usize::try_from(n).ok().and_then(|n| DenyReason::ALL.get(n).copied())
+    }
+
+    /// The gate number of this reason.
+    pub fn gate(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A lease as the backend granted it (times are the backend's: the Redis server's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lease {
+    /// The fencing token: strictly increasing within a namespace.
+    pub id: u64,
+    /// The key.
+    pub key: String,
+    /// When it was granted.
+    pub acquired_at: SystemTime,
+    /// When it expires unless released or extended.
+    pub expires_at: SystemTime,
+}
+
+impl Lease {
+    /// A lease.
+    pub fn new(id: u64, key: String, acquired_at: SystemTime, expires_at: SystemTime) -> Self {
+        Lease {
+            id,
+            key,
+            acquired_at,
+            expires_at,
+        }
+    }
+}
+
+/// Releases and extends leases on the backend that granted them.
+pub trait LeaseOps: Send + Sync + 'static {
+    /// Removes the lease; `Some(server time)` if it was still held, `None` if it had
+    /// expired or was released.
+    fn release(&self, key: &str, lease: u64) -> BoxFuture<'_, Result<Option<SystemTime>, Error>>;
+    /// Makes the lease expire no earlier than `by` from now; the new expiry, or `None`
+    /// if the lease is gone.
+    fn extend(&self, key: &str, lease: u64, by: Duration) -> BoxFuture<'_, Result<Option<SystemTime>, Error>>;
+}
+
+/// What a backend decided.
+#[non_exhaustive]
+pub enum RawDecision {
+    /// Granted, with the lease operations of the backend that granted it.
+    Acquired(Lease, Arc<dyn LeaseOps>),
+    /// Refused.
+    Denied {
+        /// The first gate that failed.
+        reason: DenyReason,
+        /// The earliest moment every gate could pass, from now.
+        retry_after: Duration,
+    },
+}
+
+impl fmt::Debug for RawDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RawDecision::Acquired(l, _) => f.debug_tuple("Acquired").field(l).finish(),
+            RawDecision::Denied { reason, retry_after } => f
+                .debug_struct("Denied")
+                .field("reason", reason)
+                .field("retry_after", retry_after)
+                .finish(),
+        }
+    }
+}
+
+/// The state of one key, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyState {
+    /// Live leases on the key.
+    pub key_leases: u32,
+    /// Live leases in the namespace.
+    pub global_leases: u32,
+    /// End of the penalty, if one is running.
+    pub penalty_until: Option<SystemTime>,
+    /// The last acquisition on the key.
+    pub last_acquired: Option<SystemTime>,
+    /// The backend's time when read.
+    pub now: SystemTime,
+}
+
+impl KeyState {
+    /// A key state.
+    pub fn new(
+        key_leases: u32,
+        global_leases: u32,
+        penalty_until: Option<SystemTime>,
+        last_acquired: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Self {
+        KeyState {
+            key_leases,
+            global_leases,
+            penalty_until,
+            last_acquired,
+            now,
+        }
+    }
+}
+
+/// A rate for [`RateLimiter`](crate::RateLimiter): GCRA with `burst` requests at once and
+/// one more every `period / count`.
+///
+/// # Behavior
+///
+/// - A zero count, a zero period or a zero burst is [`Error::InvalidInput`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Rate {
+    /// The time between two requests at the sustained rate (GCRA's emission interval).
+    pub emission: Duration,
+    /// How many requests may pass at once.
+    pub burst: u32,
+}
+
+impl Rate {
+    /// `count` requests per `period`, with `burst` at once.
+    pub fn new(count: u32, period: Duration, burst: u32) -> Result<Self, Error> {
+        if count == 0 || period.is_zero() || burst == 0 {
+            return Err(Error::invalid_input("a rate needs a positive count, period and burst"));
+        }
+        let emission = period / count;
+        if emission.is_zero() {
+            return Err(Error::invalid_input("a rate faster than one per nanosecond"));
+        }
+        Ok(Rate { emission, burst })
+    }
+
+    /// `count` per second with `burst` at once.
+    pub fn per_second(count: u32, burst: u32) -> Result<Self, Error> {
+        Rate::new(count, Duration::from_secs(1), burst)
+    }
+
+    /// This rate for one node of a degraded fleet: `share` of the sustained rate and of
+    /// the burst (rounded down; a burst of 0 admits nothing).
+    pub fn scaled(&self, share: f64) -> Rate {
+        let share = share.clamp(0.0, 1.0);
+        Rate {
+            emission: if share > 0.0 {
+                self.emission.div_f64(share)
+            } else {
+                Duration::from_secs(86_400)
+            },
+            burst: (f64::from(self.burst) * share).floor() as u32,
+        }
+    }
+}
+
+/// A rate-limit decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RateDecision {
+    /// Let through; `remaining` more would pass right now.
+    Allowed {
+        /// Requests that would pass right now after this one.
+        remaining: u32,
+    },
+    /// Refused.
+    Limited {
+        /// When the next request could pass.
+        retry_after: Duration,
+    },
+}
+
+/// One throttle namespace: its keys share one Redis Cluster hash slot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    ns: Namespace,
+}
+
+impl Scope {
+    /// The scope of `ns`.
+    pub fn new(ns: Namespace) -> Self {
+        Scope { ns }
+    }
+
+    /// The namespace.
+    pub fn ns(&self) -> &Namespace {
+        &self.ns
+    }
+
+    /// Global leases: a sorted set of lease id → expiry (µs).
+    pub fn global_key(&self) -> Result<String, Error> {
+        self.ns.slot_key("g", None)
+    }
+
+    /// The fencing-token counter.
+    pub fn seq_key(&self) -> Result<String, Error> {
+        self.ns.slot_key("seq", None)
+    }
+
+    /// Leases of `key`: a sorted set of lease id → expiry (µs).
+    pub fn leases_key(&self, key: &str) -> Result<String, Error> {
+        self.ns.slot_key("k", Some(key))
+    }
+
+    /// State of `key`: a hash of `last` (last acquisition, µs) and `pen` (penalty end).
+    pub fn state_key(&self, key: &str) -> Result<String, Error> {
+        self.ns.slot_key("s", Some(key))
+    }
+
+    /// The GCRA theoretical arrival time of `key` (µs).
+    pub fn rate_key(&self, key: &str) -> Result<String, Error> {
+        self.ns.slot_key("r", Some(key))
+    }
+}
+
+/// What a throttle backend implements.
+///
+/// # Behavior
+///
+/// - `acquire` checks, in one atomic step: penalty, minimum interval since the last
+///   acquisition of the key, global cap, key cap — after reclaiming expired leases —
+///   and on success takes a lease in the global and the key accounting and records the
+///   acquisition time. Refusals name the first failing gate and the earliest moment
+///   every gate could pass. Time is the backend's (the Redis server's `TIME`, µs).
+/// - `penalize` blocks the key until `now + d`, or keeps a longer running penalty.
+/// - `clear_penalty` ends a penalty and says whether one was running.
+/// - `inspect` reports the key's live leases, the namespace's, the penalty and the last
+///   acquisition.
+/// - `limit` is one GCRA step for the key.
+/// - Every stored item expires (bounded memory).
+pub trait ThrottleBackend: Clone + Send + Sync + 'static {
+    /// See the trait's `# Behavior`. Also returns the expired leases it reclaimed.
+    fn acquire(
+        &self,
+        scope: &Scope,
+        key: &str,
+        policy: &ScaledPolicy,
+    ) -> impl Future<Output = Result<Tagged<(RawDecision, u64)>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn penalize(
+        &self,
+        scope: &Scope,
+        key: &str,
+        d: Duration,
+    ) -> impl Future<Output = Result<Tagged<SystemTime>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn clear_penalty(&self, scope: &Scope, key: &str) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn inspect(&self, scope: &Scope, key: &str) -> impl Future<Output = Result<Tagged<KeyState>, Error>> + Send;
+    /// See the trait's `# Behavior`.
+    fn limit(
+        &self,
+        scope: &Scope,
+        key: &str,
+        rate: &Rate,
+    ) -> impl Future<Output = Result<Tagged<RateDecision>, Error>> + Send;
+    /// Checks that the store answers.
+    fn probe(&self) -> impl Future<Output = Result<(), Error>> + Send;
+    /// The mode and health.
+    fn status(&self) -> BackendStatus;
+}
+
+/// A granted lease. Release it when done; a permit dropped without release is
+/// released in the background (when a tokio runtime is there) and is reclaimed at its
+/// expiry in any case.
+///
+/// # Behavior
+///
+/// - [`Permit::release`] is idempotent: the first call releases on the backend that
+///   granted the permit (also after a degraded ↔ distributed swap) and returns the
+///   backend's time of release (`None` if the lease had already expired); later calls
+///   do nothing and return `None`.
+/// - [`Permit::extend`] makes the lease live at least `d` more; `None` if it is gone.
+pub struct Permit {
+    lease: Lease,
+    ops: Arc<dyn LeaseOps>,
+    released: AtomicBool,
+    on_done: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("lease", &self.lease)
+            .field("released", &self.released.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Permit {
+    /// A permit for `lease`, released through `ops`; `on_done` runs once when it is
+    /// released or dropped (stats).
+    pub fn new(lease: Lease, ops: Arc<dyn LeaseOps>, on_done: Option<Arc<dyn Fn() + Send + Sync>>) -> Self {
+        Permit {
+            lease,
+            ops,
+            released: AtomicBool::new(false),
+            on_done,
+        }
+    }
+
+    /// The fencing token.
+    pub fn lease_id(&self) -> u64 {
+        self.lease.id
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.lease.key
+    }
+
+    /// When the lease was granted (backend time).
+    pub fn acquired_at(&self) -> SystemTime {
+        self.lease.acquired_at
+    }
+
+    /// When the lease expires unless released or extended (backend time).
+    pub fn expires_at(&self) -> SystemTime {
+        self.lease.expires_at
+    }
+
+    /// The lease.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    fn mark_released(&self) -> bool {
+        let first = !self.released.swap(true, Ordering::AcqRel);
+        if first {
+            if let Some(f) = &self.on_done {
+                f();
+            }
+        }
+        first
+    }
+
+    /// Releases the lease (see the type's `# Behavior`).
+    pub async fn release(&self) -> Result<Option<SystemTime>, Error> {
+        if !self.mark_released() {
+            return Ok(None);
+        }
+        self.ops.release(&self.lease.key, self.lease.id).await
+    }
+
+    /// Extends the lease (see the type's `# Behavior`).
+    pub async fn extend(&mut self, d: Duration) -> Result<Option<SystemTime>, Error> {
+        if self.released.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let new = self.ops.extend(&self.lease.key, self.lease.id, d).await?;
+        if let Some(t) = new {
+            self.lease.expires_at = t;
+        }
+        Ok(new)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.mark_released() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let ops = Arc::clone(&self.ops);
+            let (key, id) = (self.lease.key.clone(), self.lease.id);
+            rt.spawn(async move {
+                if let Err(e) = ops.release(&key, id).await {
+                    tracing::debug!(target: palisade_cache_core::EVENT_TARGET, error = %e.chain(), "background release failed; the lease expires");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! The throttle behaviour suite: one case per sentence of the `# Behavior` sections, and
+//! a proptest model of the decision table. **Not API-stable.**
+//!
+//! Fixtures that control time (a manual clock) get exact `retry_after` checks and time
+//! steps in the model; real-time fixtures (Redis) get the same decisions with long
+//! TTLs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use palisade_cache_core::testkit::Fixture;
+use palisade_cache_core::{ErrorKind, Namespace};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+
+use crate::{Decision, DenyReason, Permit, Policy, Rate, RateDecision, RateLimiter, Throttle, ThrottleBackend};
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn ns_for<F: Fixture>(fx: &F, tenant: &str) -> Namespace {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    Namespace::new(&format!("{}-{n}", fx.prefix()), 1, tenant, "mx").unwrap()
+}
+
+/// A throttle namespace unique to this call.
+pub fn throttle_for<F: Fixture<Backend: ThrottleBackend>>(fx: &F) -> Throttle<F::Backend> {
+    Throttle::new(fx.backend(), ns_for(fx, "tenant"))
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn policy(global: u32, key: u32, interval: Duration, ttl: Duration) -> Policy {
+    Policy::new(global, key, interval, ttl).unwrap()
+}
+
+async fn acquire<B: ThrottleBackend>(t: &Throttle<B>, key: &str, p: &Policy) -> Decision {
+    t.acquire(key, p).await.unwrap().value
+}
+
+fn granted(d: Decision) -> Permit {
+    match d {
+        Decision::Acquired(p) => p,
+        Decision::Denied { reason, retry_after } => panic!("denied: {reason} (retry after {retry_after:?})"),
+    }
+}
+
+fn denied(d: Decision) -> (DenyReason, Duration) {
+    match d {
+        Decision::Denied { reason, retry_after } => (reason, retry_after),
+        Decision::Acquired(p) => panic!("acquired {p:?}"),
+    }
+}
+
+fn within(actual: Duration, expected: Duration, exact: bool) {
+    if exact {
+        assert_eq!(actual, expected);
+    } else {
+        assert!(
+            actual <= expected && actual + Duration::from_millis(500) >= expected,
+            "{actual:?} vs {expected:?}"
+        );
+    }
+}
+
+// ---- policy ------------------------------------------------------------------------
+
+/// Zero caps or a zero lease are `InvalidInput`; so are bad rates.
+pub async fn invalid_policies_and_rates_are_refused<F: Fixture<Backend: ThrottleBackend>>(_fx: &F) {
+    for (g, k, ttl) in [(0, 1, HOUR), (1, 0, HOUR), (1, 1, Duration::ZERO)] {
+        assert_eq!(
+            Policy::new(g, k, Duration::ZERO, ttl).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+    assert_eq!(
+        Policy::new(1, 1, Duration::from_secs(2 * 86_400), HOUR)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    assert!(
+        Policy::new(1, 1, Duration::ZERO, HOUR).is_ok(),
+        "a zero interval turns spacing off"
+    );
+    for r in [
+        Rate::new(0, HOUR, 1),
+        Rate::new(1, Duration::ZERO, 1),
+        Rate::new(1, HOUR, 0),
+    ] {
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidInput);
+    }
+}
+
+/// Empty and oversized keys are `InvalidInput` before any I/O.
+pub async fn bad_keys_are_invalid_input<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let r = RateLimiter::new(fx.backend(), ns_for(fx, "rl"));
+    let p = policy(1, 1, Duration::ZERO, HOUR);
+    let huge = "h".repeat(5000);
+    for key in ["", huge.as_str()] {
+        assert_eq!(t.acquire(key, &p).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(t.penalize(key, HOUR).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(t.inspect(key).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(t.clear_penalty(key).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            r.limit(key, &Rate::per_second(1, 1).unwrap()).await.unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+    assert_eq!(
+        t.penalize("k", Duration::ZERO).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(t.stats().errors.iter().map(|(_, n)| n).sum::<u64>(), 9);
+}
+
+// ---- acquire -------------------------------------------------------------------------
+
+/// A grant takes a lease in the global and the key accounting and records the time.
+pub async fn a_grant_takes_a_lease_everywhere_and_records_the_time<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let p = policy(5, 5, Duration::ZERO, HOUR);
+    let before = t.inspect("mx1").await.unwrap().value;
+    assert_eq!(
+        (before.key_leases, before.global_leases, before.last_acquired),
+        (0, 0, None)
+    );
+    let permit = granted(acquire(&t, "mx1", &p).await);
+    let _other = granted(acquire(&t, "mx2", &p).await);
+    let s = t.inspect("mx1").await.unwrap().value;
+    assert_eq!((s.key_leases, s.global_leases), (1, 2));
+    assert_eq!(s.last_acquired, Some(permit.acquired_at()));
+    assert_eq!(permit.key(), "mx1");
+    assert_eq!(permit.expires_at().duration_since(permit.acquired_at()).unwrap(), HOUR);
+}
+
+/// The key cap refuses with `KeyCap` and the time until a lease expires.
+pub async fn the_key_cap_refuses_until_a_lease_expires<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let ttl = Duration::from_secs(30);
+    let p = policy(10, 2, Duration::ZERO, ttl);
+    let _a = granted(acquire(&t, "k", &p).await);
+    let _b = granted(acquire(&t, "k", &p).await);
+    let (reason, retry) = denied(acquire(&t, "k", &p).await);
+    assert_eq!(reason, DenyReason::KeyCap);
+    within(retry, ttl, fx.controls_time());
+    let _other = granted(acquire(&t, "other", &p).await);
+}
+
+/// The global cap holds across keys.
+pub async fn the_global_cap_holds_across_keys<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let p = policy(3, 5, Duration::ZERO, HOUR);
+    let held: Vec<_> = [
+        granted(acquire(&t, "a", &p).await),
+        granted(acquire(&t, "b", &p).await),
+        granted(acquire(&t, "c", &p).await),
+    ]
+    .into();
+    let (reason, retry) = denied(acquire(&t, "d", &p).await);
+    assert_eq!(reason, DenyReason::GlobalCap);
+    within(retry, HOUR, fx.controls_time());
+    assert_eq!(held.len(), 3);
+}
+
+/// Two acquisitions of one key are at least `min_interval` apart.
+pub async fn acquisitions_of_a_key_are_spaced<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let interval = fx.short_ttl();
+    let p = policy(10, 10, interval, HOUR);
+    let first = granted(acquire(&t, "k", &p).await);
+    let (reason, retry) = denied(acquire(&t, "k", &p).await);
+    assert_eq!(reason, DenyReason::MinInterval);
+    assert!(retry <= interval && !retry.is_zero());
+    let _elsewhere = granted(acquire(&t, "other", &p).await);
+    fx.advance(interval).await;
+    let second = granted(acquire(&t, "k", &p).await);
+    assert!(second.acquired_at().duration_since(first.acquired_at()).unwrap() >= interval);
+}
+
+/// A penalty is the first gate; the longer penalty wins; clearing ends it.
+pub async fn a_penalty_blocks_the_key_and_the_longer_one_wins<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let p = policy(10, 10, Duration::ZERO, HOUR);
+    let until = t.penalize("k", Duration::from_secs(60)).await.unwrap().value;
+    let shorter = t.penalize("k", Duration::from_secs(1)).await.unwrap().value;
+    assert_eq!(shorter, until, "a shorter penalty never shortens a running one");
+    let (reason, retry) = denied(acquire(&t, "k", &p).await);
+    assert_eq!(reason, DenyReason::Penalty);
+    within(retry, Duration::from_secs(60), fx.controls_time());
+    assert_eq!(t.inspect("k").await.unwrap().value.penalty_until, Some(until));
+    let longer = t.penalize("k", Duration::from_secs(120)).await.unwrap().value;
+    assert!(longer > until);
+    assert!(t.clear_penalty("k").await.unwrap().value);
+    assert!(!t.clear_penalty("k").await.unwrap().value);
+    assert_eq!(t.inspect("k").await.unwrap().value.penalty_until, None);
+    granted(acquire(&t, "k", &p).await);
+}
+
+/// The reason is the first failing gate; `retry_after` covers every gate.
+pub async fn gates_are_checked_in_order_and_retry_after_covers_all<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let ttl = Duration::from_secs(300);
+    let p = policy(1, 1, Duration::from_secs(100), ttl);
+    let _held = granted(acquire(&t, "k", &p).await);
+    t.penalize("k", Duration::from_secs(10)).await.unwrap();
+    // Every gate fails: penalty (10 s), interval (100 s), global and key cap (300 s).
+    let (reason, retry) = denied(acquire(&t, "k", &p).await);
+    assert_eq!(reason, DenyReason::Penalty);
+    within(retry, ttl, fx.controls_time());
+    t.clear_penalty("k").await.unwrap();
+    assert_eq!(denied(acquire(&t, "k", &p).await).0, DenyReason::MinInterval);
+    assert_eq!(denied(acquire(&t, "other", &p).await).0, DenyReason::GlobalCap);
+}
+
+/// Of concurrent acquisitions exactly the caps' worth are granted.
+pub async fn concurrent_acquisitions_never_exceed_the_caps<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let p = policy(4, 3, Duration::ZERO, HOUR);
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let (t, p) = (t.clone(), p);
+            tokio::spawn(async move { t.acquire(if i % 2 == 0 { "a" } else { "b" }, &p).await.unwrap().value })
+        })
+        .collect();
+    let mut permits = Vec::new();
+    for task in tasks {
+        if let Decision::Acquired(p) = task.await.unwrap() {
+            permits.push(p);
+        }
+    }
+    assert_eq!(permits.len(), 4, "global cap 4");
+    for key in ["a", "b"] {
+        assert!(permits.iter().filter(|p| p.key() == key).count() <= 3, "key cap 3");
+    }
+    let s = t.stats();
+    assert_eq!((s.acquired, s.denied, s.held_permits), (4, 36, 4));
+}
+
+// ---- permits -----------------------------------------------------------------------
+
+/// Release frees the slot and is idempotent; fencing tokens strictly increase.
+pub async fn release_is_idempotent_and_tokens_increase<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let p = policy(1, 1, Duration::ZERO, HOUR);
+    let mut last = 0;
+    for _ in 0..10 {
+        let permit = granted(acquire(&t, "k", &p).await);
+        assert!(permit.lease_id() > last, "fencing tokens strictly increase");
+        last = permit.lease_id();
+        assert_eq!(denied(acquire(&t, "k", &p).await).0, DenyReason::GlobalCap);
+        let at = permit.release().await.unwrap().expect("released while held");
+        assert!(at >= permit.acquired_at());
+        assert_eq!(permit.release().await.unwrap(), None, "a second release does nothing");
+    }
+    assert_eq!(t.stats().held_permits, 0);
+}
+
+/// A permit dropped without release is released in the background.
+pub async fn a_dropped_permit_is_released_in_the_background<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let p = policy(1, 1, Duration::ZERO, HOUR);
+    drop(granted(acquire(&t, "k", &p).await));
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match acquire(&t, "k", &p).await {
+            Decision::Acquired(_) => break,
+            Decision::Denied { .. } => assert!(
+                tokio::time::Instant::now() < give_up,
+                "the dropped permit was never released"
+            ),
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(t.stats().held_permits, 0);
+}
+
+/// An unreleased lease is reclaimed at its expiry, and counted.
+pub async fn an_expired_lease_is_reclaimed<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let ttl = fx.short_ttl();
+    let p = policy(1, 1, Duration::ZERO, ttl);
+    let stale = granted(acquire(&t, "k", &p).await);
+    assert_eq!(denied(acquire(&t, "k", &p).await).0, DenyReason::GlobalCap);
+    fx.advance(ttl + ttl / 4).await;
+    let fresh = granted(acquire(&t, "k", &p).await);
+    assert!(t.stats().reclaimed >= 1);
+    assert_eq!(
+        stale.release().await.unwrap(),
+        None,
+        "releasing an expired lease changes nothing"
+    );
+    assert_eq!(
+        t.inspect("k").await.unwrap().value.key_leases,
+        1,
+        "the fresh lease is intact"
+    );
+    drop(fresh);
+}
+
+/// `extend` keeps a lease alive past its original expiry; `None` once it is gone.
+pub async fn extend_keeps_a_lease_alive<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let ttl = fx.short_ttl();
+    let p = policy(1, 1, Duration::ZERO, ttl);
+    let mut permit = granted(acquire(&t, "k", &p).await);
+    let new = permit.extend(ttl * 4).await.unwrap().expect("extended");
+    assert!(new > permit.acquired_at() + ttl);
+    assert_eq!(permit.expires_at(), new);
+    fx.advance(ttl + ttl / 2).await;
+    assert_eq!(
+        denied(acquire(&t, "k", &p).await).0,
+        DenyReason::GlobalCap,
+        "still held"
+    );
+    assert!(permit.release().await.unwrap().is_some());
+    assert_eq!(permit.extend(ttl).await.unwrap(), None);
+    granted(acquire(&t, "k", &p).await);
+}
+
+// ---- rate limiter ------------------------------------------------------------------
+
+/// GCRA: a burst passes at once, then one per emission interval; a refusal consumes
+/// nothing.
+pub async fn the_rate_limiter_allows_a_burst_then_the_rate<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let r = RateLimiter::new(fx.backend(), ns_for(fx, "rl"));
+    let rate = Rate::new(1, fx.short_ttl(), 3).unwrap();
+    for remaining in [2, 1, 0] {
+        assert_eq!(
+            r.limit("k", &rate).await.unwrap().value,
+            RateDecision::Allowed { remaining }
+        );
+    }
+    let RateDecision::Limited { retry_after } = r.limit("k", &rate).await.unwrap().value else {
+        panic!("not limited")
+    };
+    within(retry_after, fx.short_ttl(), fx.controls_time());
+    assert!(matches!(
+        r.limit("k", &rate).await.unwrap().value,
+        RateDecision::Limited { .. }
+    ));
+    assert!(matches!(
+        r.limit("other", &rate).await.unwrap().value,
+        RateDecision::Allowed { remaining: 2 }
+    ));
+    fx.advance(fx.short_ttl()).await;
+    assert_eq!(
+        r.limit("k", &rate).await.unwrap().value,
+        RateDecision::Allowed { remaining: 0 }
+    );
+    let s = r.stats();
+    assert_eq!((s.allowed, s.limited), (5, 2));
+}
+
+// ---- stats, provenance, tenancy -----------------------------------------------------
+
+/// Stats count decisions by outcome and denials by reason.
+pub async fn stats_count_denials_by_reason<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = throttle_for(fx);
+    let p = policy(2, 1, Duration::from_secs(600), HOUR);
+    let _a = granted(acquire(&t, "a", &p).await);
+    denied(acquire(&t, "a", &p).await); // interval
+    t.penalize("p", HOUR).await.unwrap();
+    denied(acquire(&t, "p", &p).await); // penalty
+    let _b = granted(acquire(&t, "b", &p).await);
+    denied(acquire(&t, "c", &p).await); // global
+    let s = t.stats();
+    assert_eq!((s.acquired, s.denied), (2, 3));
+    assert_eq!(s.denials_of(DenyReason::Penalty), 1);
+    assert_eq!(s.denials_of(DenyReason::MinInterval), 1);
+    assert_eq!(s.denials_of(DenyReason::GlobalCap), 1);
+    assert_eq!(s.denials_of(DenyReason::KeyCap), 0);
+    assert_eq!(s.held_permits, 2);
+    assert_eq!(s.mode, t.backend().status().mode);
+}
+
+/// Every answer carries the backend's provenance; tenants never share gates.
+pub async fn answers_carry_provenance_and_tenants_are_isolated<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let a = Throttle::new(fx.backend(), ns_for(fx, "tenant-a"));
+    let b = Throttle::new(a.backend().clone(), a.scope().ns().sibling("mx").unwrap());
+    let other_tenant = Throttle::new(
+        fx.backend(),
+        Namespace::new(a.scope().ns().prefix(), 1, "tenant-b", "mx").unwrap(),
+    );
+    let p = policy(1, 1, Duration::ZERO, HOUR);
+    let t = a.acquire("k", &p).await.unwrap();
+    assert_eq!(t.provenance, fx.provenance());
+    assert_eq!(
+        denied(b.acquire("k", &p).await.unwrap().value).0,
+        DenyReason::GlobalCap,
+        "same namespace"
+    );
+    let elsewhere = other_tenant.acquire("k", &p).await.unwrap();
+    assert!(
+        matches!(elsewhere.value, Decision::Acquired(_)),
+        "another tenant has its own gates"
+    );
+    assert_eq!(a.inspect("k").await.unwrap().provenance, fx.provenance());
+    assert_eq!(a.penalize("k", HOUR).await.unwrap().provenance, fx.provenance());
+    assert_eq!(a.clear_penalty("k").await.unwrap().provenance, fx.provenance());
+}
+
+// ---- the model -----------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub enum ThrottleOp {
+    Acquire(u8),
+    Release(u8),
+    Penalize(u8, u8),
+    Clear(u8),
+    Advance(u16),
+}
+
+fn op_strategy(time: bool) -> BoxedStrategy<ThrottleOp> {
+    let k = 0u8..3;
+    let base = prop_oneof![
+        6 => k.clone().prop_map(ThrottleOp::Acquire),
+        3 => any::<u8>().prop_map(ThrottleOp::Release),
+        1 => (k.clone(), 1u8..20).prop_map(|(k, s)| ThrottleOp::Penalize(k, s)),
+        1 => k.prop_map(ThrottleOp::Clear),
+    ];
+    if time {
+        prop_oneof![8 => base, 3 => (1u16..8000).prop_map(ThrottleOp::Advance)].boxed()
+    } else {
+        base.boxed()
+    }
+}
+
+#[derive(Default)]
+struct ModelKey {
+    leases: Vec<(u64, u64)>,
+    last: Option<u64>,
+    pen: u64,
+}
+
+/// Random sequences against the backend and a model of the decision table (exact
+/// `retry_after` when the fixture controls time).
+pub fn run_model<F: Fixture<Backend: ThrottleBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&prop::collection::vec(op_strategy(fx.controls_time()), 1..40), |ops| {
+            rt.block_on(check_model(fx, &ops));
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the backend disagrees with the model: {e}"));
+}
+
+async fn check_model<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &[ThrottleOp]) {
+    let t = throttle_for(fx);
+    let exact = fx.controls_time();
+    let (interval, ttl) = if exact {
+        (1_000_000u64, 5_000_000u64)
+    } else {
+        (0, 600_000_000)
+    };
+    let p = policy(3, 2, Duration::from_micros(interval), Duration::from_micros(ttl));
+    let mut keys: HashMap<u8, ModelKey> = HashMap::new();
+    let mut held: Vec<(u8, Permit)> = Vec::new();
+    let mut now = 0u64; // µs since the start of the case (model time)
+    for (step, op) in ops.iter().enumerate() {
+        let ctx = || format!("step {step}: {op:?} in {ops:?}");
+        for k in keys.values_mut() {
+            k.leases.retain(|(_, exp)| *exp > now);
+        }
+        match *op {
+            ThrottleOp::Acquire(k) => {
+                let mut global: Vec<u64> = keys.values().flat_map(|s| s.leases.iter().map(|(_, e)| *e)).collect();
+                let st = keys.entry(k).or_default();
+                let mut own: Vec<u64> = st.leases.iter().map(|(_, e)| *e).collect();
+                global.sort_unstable();
+                own.sort_unstable();
+                let cap_free = |v: &[u64], cap: usize| if v.len() < cap { now } else { v[v.len() - cap] };
+                let free = [
+                    st.pen.max(now),
+                    st.last.map_or(now, |l| (l + interval).max(now)),
+                    cap_free(&global, 3),
+                    cap_free(&own, 2),
+                ];
+                let got = acquire(&t, &k.to_string(), &p).await;
+                match free.iter().position(|f| *f > now) {
+                    Some(gate) => {
+                        let (reason, retry) = match got {
+                            Decision::Denied { reason, retry_after } => (reason, retry_after),
+                            Decision::Acquired(p) => panic!("acquired {p:?}, model denies: {}", ctx()),
+                        };
+                        assert_eq!(reason, DenyReason::ALL[gate], "{}", ctx());
+                        if exact {
+                            let until = free.iter().max().copied().unwrap_or(now);
+                            assert_eq!(retry, Duration::from_micros(until - now), "{}", ctx());
+                        }
+                    }
+                    None => {
+                        let Decision::Acquired(permit) = got else {
+                            panic!("denied, model grants: {}", ctx())
+                        };
+                        let st = keys.entry(k).or_default();
+                        st.leases.push((permit.lease_id(), now + ttl));
+                        st.last = Some(now);
+                        held.push((k, permit));
+                    }
+                }
+            }
+            ThrottleOp::Release(i) => {
+                if held.is_empty() {
+                    continue;
+                }
+                let (k, permit) = held.remove(usize::from(i) % held.len());
+                let st = keys.entry(k).or_default();
+                let live = st.leases.iter().any(|(id, _)| *id == permit.lease_id());
+                st.leases.retain(|(id, _)| *id != permit.lease_id());
+                assert_eq!(permit.release().await.unwrap().is_some(), live, "{}", ctx());
+            }
+            ThrottleOp::Penalize(k, secs) => {
+                let until: SystemTime = t
+                    .penalize(&k.to_string(), Duration::from_secs(u64::from(secs)))
+                    .await
+                    .unwrap()
+                    .value;
+                let st = keys.entry(k).or_default();
+                let prev = st.pen;
+                st.pen = st.pen.max(now + u64::from(secs) * 1_000_000);
+                if exact && prev == st.pen && prev > now {
+                    assert_eq!(
+                        t.inspect(&k.to_string()).await.unwrap().value.penalty_until,
+                        Some(until),
+                        "{}",
+                        ctx()
+                    );
+                }
+            }
+            ThrottleOp::Clear(k) => {
+                let st = keys.entry(k).or_default();
+                let was = st.pen > now;
+                st.pen = 0;
+                assert_eq!(t.clear_penalty(&k.to_string()).await.unwrap().value, was, "{}", ctx());
+            }
+            ThrottleOp::Advance(ms) => {
+                fx.advance(Duration::from_millis(u64::from(ms))).await;
+                now += u64::from(ms) * 1000;
+            }
+        }
+    }
+    for (_, p) in held {
+        p.release().await.unwrap();
+    }
+}
+
+/// Generates one `#[tokio::test]` per case and the model for a fixture constructor.
+#[macro_export]
+macro_rules! throttle_suite {
+    ($make:path) => {
+        $crate::throttle_suite!(@cases $make;
+            invalid_policies_and_rates_are_refused,
+            bad_keys_are_invalid_input,
+            a_grant_takes_a_lease_everywhere_and_records_the_time,
+            the_key_cap_refuses_until_a_lease_expires,
+            the_global_cap_holds_across_keys,
+            acquisitions_of_a_key_are_spaced,
+            a_penalty_blocks_the_key_and_the_longer_one_wins,
+            gates_are_checked_in_order_and_retry_after_covers_all,
+            concurrent_acquisitions_never_exceed_the_caps,
+            release_is_idempotent_and_tokens_increase,
+            a_dropped_permit_is_released_in_the_background,
+            an_expired_lease_is_reclaimed,
+            extend_keeps_a_lease_alive,
+            the_rate_limiter_allows_a_burst_then_the_rate,
+            stats_count_denials_by_reason,
+            answers_carry_provenance_and_tenants_are_isolated
+        );
+
+        #[test]
+        fn throttle_model() {
+            let rt = ::tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let Some(fx) = rt.block_on($make("throttle_model")) else { return };
+            $crate::testkit::run_model(&rt, &fx, 48);
+        }
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(fx) = $make(stringify!($case)).await else { return };
+                $crate::testkit::$case(&fx).await;
+            }
+        )*
+    };
+}
