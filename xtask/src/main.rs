@@ -119,6 +119,21 @@ fn ci_steps(steps: &mut Steps) -> Result {
         )
     })?;
     steps.run("feature hygiene (cargo tree)", hygiene)?;
+    steps.run("palisade with only the `local` feature (no Redis compiled in)", || {
+        cargo(
+            &["test", "-p", "palisade", "--no-default-features", "--features", "local"],
+            &[],
+        )
+    })?;
+    steps.run("build every example", || {
+        cargo(&["build", "-p", "palisade", "--all-features", "--examples"], &[])
+    })?;
+    steps.run("run the quickstart (no Redis: local mode)", || {
+        cargo(
+            &["run", "-q", "-p", "palisade", "--example", "quickstart"],
+            &[("PALISADE_REDIS_URL", String::new()), ("PALISADE_MODE", String::new())],
+        )
+    })?;
     let pids = servers.pids();
     drop(servers);
     steps.run("no redis-server left behind", || no_leftovers(&pids))?;

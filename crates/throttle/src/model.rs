@@ -297,9 +297,9 @@ impl Rate {
     }
 }
 
-/// A rate-limit decision.
+/// A rate-limit decision: allowed or limited, nothing else (a `match` needs no
+/// wildcard).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum RateDecision {
     /// Let through; `remaining` more would pass right now.
     Allowed {

@@ -1,0 +1,219 @@
+//! The `palisade` binary end to end, against a real redis-server and with it stopped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Output};
+
+use palisade_cache_core::testkit::env;
+use serde_json::Value;
+
+fn palisade(url: Option<&str>, tenant: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
+    cmd.env_remove("PALISADE_MODE")
+        .env_remove("PALISADE_REDIS_URL")
+        .env("PALISADE_TENANT", tenant);
+    if let Some(url) = url {
+        cmd.env("PALISADE_REDIS_URL", url);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+/// Runs with `--json`; returns the exit code and the one JSON object on stdout.
+fn json(url: Option<&str>, tenant: &str, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = palisade(url, tenant, &all);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one JSON object on stdout for {args:?}: {stdout:?} (stderr {})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap(), serde_json::from_str(lines[0]).unwrap())
+}
+
+fn json_error(url: Option<&str>, tenant: &str, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = palisade(url, tenant, &all);
+    assert!(out.stdout.is_empty(), "nothing on stdout on error");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    (out.status.code().unwrap(), serde_json::from_str(stderr.trim()).unwrap())
+}
+
+#[test]
+fn every_command_against_a_real_redis() {
+    let Some(server) = env::private_server("cli_every_command") else {
+        return;
+    };
+    let url = server.url();
+    let u = Some(url.as_str());
+    let t = "cli";
+
+    let (code, d) = json(u, t, &["doctor"]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(
+        (d["mode"].as_str(), d["state"].as_str(), d["topology"].as_str()),
+        (Some("strict"), Some("healthy"), Some("standalone"))
+    );
+    assert!(d["server_version"].as_str().unwrap().starts_with('7'));
+    assert!(d["round_trip_ms"].as_f64().unwrap() > 0.0);
+
+    assert_eq!(json(u, t, &["cache", "set", "ns", "k", "v1", "--ttl", "30s"]).0, 0);
+    let (code, v) = json(u, t, &["cache", "get", "ns", "k"]);
+    assert_eq!(
+        (code, v["value"].as_str(), v["provenance"].as_str()),
+        (0, Some("v1"), Some("distributed"))
+    );
+    assert_eq!(json(u, t, &["cache", "get", "ns", "missing"]).0, 1, "a miss exits 1");
+    assert_eq!(
+        json(u, "other-tenant", &["cache", "get", "ns", "k"]).0,
+        1,
+        "tenants are isolated"
+    );
+    assert_eq!(json(u, t, &["cache", "del", "ns", "k"]).0, 0);
+    assert_eq!(json(u, t, &["cache", "del", "ns", "k"]).0, 1);
+    json(u, t, &["cache", "set", "ns", "a", "1"]);
+    let (code, v) = json(u, t, &["cache", "clear", "ns"]);
+    assert_eq!((code, v["removed"].as_u64()), (0, Some(1)));
+    assert_eq!(json(u, t, &["cache", "stats"]).1["mode"].as_str(), Some("strict"));
+
+    assert_eq!(
+        json(u, t, &["jobs", "create", "j1", "--field", "owner=cli", "--ttl", "1h"]).0,
+        0
+    );
+    assert_eq!(json(u, t, &["jobs", "create", "j1", "--if-absent"]).0, 1, "exists");
+    assert_eq!(json(u, t, &["jobs", "update", "j1", "--field", "step=1"]).0, 0);
+    assert_eq!(json(u, t, &["jobs", "update", "nope", "--field", "step=1"]).0, 1);
+    assert_eq!(json(u, t, &["jobs", "heartbeat", "j1"]).0, 1, "not running yet");
+    assert_eq!(
+        json(
+            u,
+            t,
+            &["jobs", "transition", "j1", "queued", "running", "--field", "worker=w1"]
+        )
+        .0,
+        0
+    );
+    let (code, r) = json(u, t, &["jobs", "transition", "j1", "queued", "running"]);
+    assert_eq!(
+        (code, r["found"].as_str()),
+        (1, Some("running")),
+        "refused, with the status found"
+    );
+    assert_eq!(json(u, t, &["jobs", "heartbeat", "j1"]).0, 0);
+    let (code, j) = json(u, t, &["jobs", "get", "j1"]);
+    assert_eq!(code, 0);
+    assert_eq!(j["status"].as_str(), Some("running"));
+    assert_eq!(
+        (
+            j["fields"]["owner"].as_str(),
+            j["fields"]["step"].as_str(),
+            j["fields"]["worker"].as_str()
+        ),
+        (Some("cli"), Some("1"), Some("w1"))
+    );
+    assert!(j["heartbeat_at_ms"].as_u64().is_some());
+    assert_eq!(
+        json_error(u, t, &["jobs", "transition", "j1", "completed", "running"]).0,
+        64,
+        "not a lifecycle edge"
+    );
+    assert_eq!(json(u, t, &["jobs", "delete", "j1"]).0, 0);
+    assert_eq!(json(u, t, &["jobs", "get", "j1"]).0, 1);
+
+    let acquire = [
+        "throttle",
+        "acquire",
+        "mx",
+        "--global-cap",
+        "2",
+        "--key-cap",
+        "1",
+        "--min-interval",
+        "50ms",
+        "--lease",
+        "5s",
+        "--hold",
+        "20ms",
+    ];
+    let (code, a) = json(u, t, &acquire);
+    assert_eq!(code, 0, "{a}");
+    let (acq, rel) = (
+        a["acquired_at_us"].as_u64().unwrap(),
+        a["released_at_us"].as_u64().unwrap(),
+    );
+    assert!(
+        rel >= acq + 20_000,
+        "server-side times: held at least 20 ms ({acq} -> {rel})"
+    );
+    assert_eq!(json(u, t, &["throttle", "penalize", "mx", "30s"]).0, 0);
+    let (code, d) = json(u, t, &acquire);
+    assert_eq!((code, d["reason"].as_str()), (1, Some("penalty")));
+    let (_, i) = json(u, t, &["throttle", "inspect", "mx"]);
+    assert!(i["penalty_until_ms"].as_u64().is_some());
+
+    assert_eq!(json(u, t, &["limit", "ip", "--rate", "10/s", "--burst", "1"]).0, 0);
+    let (code, l) = json(u, t, &["limit", "ip", "--rate", "10/s", "--burst", "1"]);
+    assert_eq!((code, l["allowed"].as_bool()), (1, Some(false)));
+}
+
+#[test]
+fn with_redis_stopped_strict_commands_exit_2_and_never_print_the_password() {
+    let Some(mut server) = env::private_server("cli_redis_stopped") else {
+        return;
+    };
+    let port = server.port();
+    server.kill();
+    let url = format!("redis://admin:Cli-S3cret@127.0.0.1:{port}");
+    let (code, d) = json(Some(&url), "t", &["doctor"]);
+    assert_eq!((code, d["can_serve"].as_bool()), (2, Some(false)));
+    let (code, e) = json_error(Some(&url), "t", &["cache", "get", "ns", "k"]);
+    assert_eq!((code, e["error"]["kind"].as_str()), (2, Some("unavailable")));
+    for args in [&["doctor"][..], &["cache", "get", "ns", "k"], &["jobs", "get", "j"]] {
+        let out = palisade(Some(&url), "t", args);
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!printed.contains("Cli-S3cret"), "{printed}");
+        assert!(printed.contains(&port.to_string()), "{printed}");
+        assert_eq!(out.status.code(), Some(2));
+    }
+    // Degraded mode can serve from its fallback: doctor says so.
+    let (code, d) = json(Some(&url), "t", &["--mode", "degraded", "doctor"]);
+    assert_eq!(
+        (code, d["can_serve"].as_bool(), d["mode"].as_str()),
+        (0, Some(true), Some("degraded"))
+    );
+    let (code, v) = json(Some(&url), "t", &["--mode", "degraded", "cache", "set", "ns", "k", "v"]);
+    assert_eq!((code, v["provenance"].as_str()), (0, Some("local_degraded")));
+}
+
+#[test]
+fn local_mode_and_usage_errors() {
+    let (code, v) = json(None, "t", &["cache", "set", "ns", "k", "v"]);
+    assert_eq!((code, v["provenance"].as_str()), (0, Some("local")));
+    let (code, d) = json(None, "t", &["doctor"]);
+    assert_eq!(
+        (code, d["mode"].as_str(), d["can_serve"].as_bool()),
+        (0, Some("local"), Some(true))
+    );
+    assert_eq!(palisade(None, "t", &["cache", "get"]).status.code(), Some(64));
+    assert_eq!(
+        palisade(None, "t", &["--mode", "bogus", "doctor"]).status.code(),
+        Some(64)
+    );
+    assert_eq!(
+        palisade(None, "t", &["limit", "k", "--rate", "fast"]).status.code(),
+        Some(64)
+    );
+    assert_eq!(
+        palisade(None, "t", &["--mode", "strict", "doctor"]).status.code(),
+        Some(64),
+        "strict without a URL is a config error"
+    );
+    assert_eq!(palisade(None, "t", &["--help"]).status.code(), Some(0));
+}

@@ -1,0 +1,493 @@
+//! [`Palisade::builder`]: picks the mode at startup and fails fast.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use palisade_cache_core::{Cache, Endpoint, Error, Events, Health, Mode, Namespace, key::DEFAULT_PREFIX};
+use palisade_job_store::JobStore;
+use palisade_throttle::{RateLimiter, Throttle};
+
+use crate::backends::{AnyCache, AnyJobs, AnyThrottle};
+
+/// `PALISADE_MODE`: `strict`, `degraded` or `local`.
+pub const ENV_MODE: &str = "PALISADE_MODE";
+/// `PALISADE_REDIS_URL`: one URL, or several comma-separated (a cluster's seeds).
+pub const ENV_REDIS_URL: &str = "PALISADE_REDIS_URL";
+/// `PALISADE_TENANT`.
+pub const ENV_TENANT: &str = "PALISADE_TENANT";
+
+/// Configures and builds a [`Palisade`].
+///
+/// # Behavior
+///
+/// - Mode: as set; otherwise `strict` when a Redis URL is given and `local` when none
+///   is. Strict or degraded without a URL is [`Error::Config`]; so is a mode whose
+///   backend feature is not compiled in (the error names the feature).
+/// - `build()` in strict mode connects and PINGs before it returns; with Redis down it
+///   fails within the connect deadline with [`Error::Unavailable`] (or
+///   [`Error::Timeout`]) naming the redacted URL. In degraded mode with Redis down it
+///   starts on the local backends (an `UnavailableAtStartup` event per contract) and
+///   moves to Redis when a probe succeeds. In local mode it never touches the network
+///   and says once, on `palisade::security`, that state is per process.
+/// - `Debug` never shows a password.
+#[derive(Clone)]
+pub struct Builder {
+    mode: Option<Mode>,
+    urls: Vec<String>,
+    tenant: String,
+    prefix: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    degraded_ttl_cap: Duration,
+    degraded_share: f64,
+    probe_period: Duration,
+    events_capacity: usize,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("mode", &self.mode)
+            .field("redis", &Endpoint::url(&self.urls.join(",")))
+            .field("tenant", &self.tenant)
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("degraded_ttl_cap", &self.degraded_ttl_cap)
+            .field("degraded_share", &self.degraded_share)
+            .field("probe_period", &self.probe_period)
+            .finish()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            mode: None,
+            urls: Vec::new(),
+            tenant: "default".to_owned(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_millis(500),
+            degraded_ttl_cap: Duration::from_secs(60),
+            degraded_share: 0.25,
+            probe_period: Duration::from_secs(1),
+            events_capacity: Events::DEFAULT_CAPACITY,
+        }
+    }
+}
+
+impl Builder {
+    /// Sets the mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+    /// A standalone Redis URL (`redis://[user:password@]host:port[/db]`), or several
+    /// comma-separated seeds of a cluster.
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.urls = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        self
+    }
+    /// The seed nodes of a Redis Cluster (`host:port` or URLs).
+    pub fn redis_cluster<S: AsRef<str>>(mut self, seeds: &[S]) -> Self {
+        self.urls = seeds.iter().map(|s| s.as_ref().to_owned()).collect();
+        if let [one] = self.urls.as_mut_slice() {
+            let rest = one.strip_prefix("redis://").unwrap_or(one).to_owned();
+            *one = format!("redis-cluster://{rest}");
+        }
+        self
+    }
+    /// The tenant (default `default`); part of every key.
+    pub fn tenant(mut self, tenant: &str) -> Self {
+        self.tenant = tenant.to_owned();
+        self
+    }
+    /// The key prefix (default `palisade`).
+    pub fn key_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+    /// The connect deadline (default 2 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// The deadline of every command (default 500 ms).
+    pub fn command_timeout(mut self, d: Duration) -> Self {
+        self.command_timeout = d;
+        self
+    }
+    /// Degraded mode: the longest TTL of a cache entry written while degraded
+    /// (default 60 s).
+    pub fn degraded_ttl_cap(mut self, d: Duration) -> Self {
+        self.degraded_ttl_cap = d;
+        self
+    }
+    /// Degraded mode: this node's share of every throttle cap and rate (default 0.25;
+    /// set 1 / number of nodes).
+    pub fn degraded_share(mut self, share: f64) -> Self {
+        self.degraded_share = share;
+        self
+    }
+    /// Degraded mode: the longest wait between two probes of Redis (default 1 s).
+    pub fn probe_period(mut self, d: Duration) -> Self {
+        self.probe_period = d;
+        self
+    }
+
+    /// The mode `build` will use.
+    pub fn effective_mode(&self) -> Mode {
+        self.mode.unwrap_or_else(|| Mode::default_for(!self.urls.is_empty()))
+    }
+
+    /// Reads `PALISADE_MODE`, `PALISADE_REDIS_URL` and `PALISADE_TENANT` into this
+    /// builder (variables that are unset or empty leave the setting alone).
+    pub fn with_env(mut self) -> Result<Self, Error> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(mode) = var(ENV_MODE) {
+            self.mode = Some(mode.parse()?);
+        }
+        if let Some(url) = var(ENV_REDIS_URL) {
+            self = self.redis_url(&url);
+        }
+        if let Some(tenant) = var(ENV_TENANT) {
+            self.tenant = tenant;
+        }
+        Ok(self)
+    }
+
+    #[cfg(feature = "redis")]
+    fn ctx(
+        &self,
+        component: palisade_cache_core::Component,
+        mode: Mode,
+        events: &Events,
+    ) -> palisade_cache_core::SupervisorContext {
+        palisade_cache_core::SupervisorContext::new(component, mode, self.tenant.as_str(), events.clone())
+            .with_config(palisade_cache_core::SupervisorConfig::default().with_probe_period(self.probe_period))
+    }
+
+    /// Connects (per the mode) and returns a ready [`Palisade`]. See the type's
+    /// `# Behavior`.
+    pub async fn build(self) -> Result<Palisade, Error> {
+        let mode = self.effective_mode();
+        if mode.needs_redis() && self.urls.is_empty() {
+            return Err(Error::config(format!(
+                "mode `{mode}` needs a Redis URL (builder.redis_url or {ENV_REDIS_URL})"
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.degraded_share) {
+            return Err(Error::config("degraded_share must be between 0 and 1"));
+        }
+        let base = Namespace::new(&self.prefix, 1, &self.tenant, "cache")?;
+        let events = Events::new(self.events_capacity);
+        let backends = match mode {
+            Mode::LocalOnly => self.local(),
+            Mode::StrictDistributed => self.strict(&events).await,
+            _ => self.degraded(&events).await,
+        }?;
+        Palisade::assemble(mode, &self, base, events, backends)
+    }
+
+    #[cfg(feature = "local")]
+    fn local(&self) -> Result<Backends, Error> {
+        use palisade_cache_local::{LocalCache, LocalJobStore, LocalThrottle};
+        tracing::warn!(
+            target: palisade_cache_core::EVENT_TARGET,
+            mode = "local",
+            tenant = self.tenant.as_str(),
+            "palisade runs in local mode: state is per process, not shared between nodes"
+        );
+        Ok(Backends {
+            cache: AnyCache::Local(LocalCache::default()),
+            jobs: AnyJobs::Local(LocalJobStore::default()),
+            throttle: AnyThrottle::Local(LocalThrottle::default()),
+            #[cfg(feature = "redis")]
+            connection: None,
+        })
+    }
+
+    #[cfg(not(feature = "local"))]
+    fn local(&self) -> Result<Backends, Error> {
+        Err(Error::config("mode `local` needs the `local` feature of palisade"))
+    }
+
+    #[cfg(feature = "redis")]
+    fn redis_config(&self) -> palisade_cache_redis::RedisConfig {
+        palisade_cache_redis::RedisConfig::from_url(&self.urls.join(","))
+            .with_connect_timeout(self.connect_timeout)
+            .with_command_timeout(self.command_timeout)
+    }
+
+    #[cfg(feature = "redis")]
+    async fn strict(&self, events: &Events) -> Result<Backends, Error> {
+        use palisade_cache_core::{Component, Strict};
+        use palisade_cache_redis::{RedisCache, RedisConnection, RedisJobStore, RedisThrottle};
+        use palisade_job_store::StrictJobs;
+        use palisade_throttle::StrictThrottle;
+        let mode = Mode::StrictDistributed;
+        let conn = RedisConnection::connect(&self.redis_config()).await?;
+        let jobs = RedisJobStore::new(conn.clone()).await?;
+        let throttle = RedisThrottle::new(conn.clone()).await?;
+        Ok(Backends {
+            cache: AnyCache::Strict(Strict::new(
+                RedisCache::new(conn.clone()),
+                self.ctx(Component::Cache, mode, events),
+            )?),
+            jobs: AnyJobs::Strict(StrictJobs::new(jobs, self.ctx(Component::JobStore, mode, events))?),
+            throttle: AnyThrottle::Strict(StrictThrottle::new(
+                throttle,
+                self.ctx(Component::Throttle, mode, events),
+            )?),
+            connection: Some(conn),
+        })
+    }
+
+    #[cfg(not(feature = "redis"))]
+    async fn strict(&self, _: &Events) -> Result<Backends, Error> {
+        Err(Error::config("mode `strict` needs the `redis` feature of palisade"))
+    }
+
+    #[cfg(all(feature = "redis", feature = "local"))]
+    async fn degraded(&self, events: &Events) -> Result<Backends, Error> {
+        use palisade_cache_core::{Component, Failover, FailoverOptions};
+        use palisade_cache_local::{LocalCache, LocalJobStore, LocalThrottle};
+        use palisade_cache_redis::{RedisCache, RedisConnection, RedisJobStore, RedisThrottle};
+        use palisade_job_store::JobFailover;
+        use palisade_throttle::{ThrottleFailover, ThrottleFailoverOptions};
+        let mode = Mode::ExplicitDegraded;
+        let config = self.redis_config();
+        let cache_opts = FailoverOptions::default().with_degraded_ttl_cap(self.degraded_ttl_cap);
+        let throttle_opts = ThrottleFailoverOptions::default().with_degraded_share(self.degraded_share);
+        let ctx = |c| self.ctx(c, mode, events);
+        let connected = match RedisConnection::connect(&config).await {
+            Ok(conn) => Ok(conn),
+            Err(e) if e.is_unavailable() => Err(e),
+            Err(e) => return Err(e),
+        };
+        Ok(match connected {
+            Ok(conn) => Backends {
+                cache: AnyCache::Degraded(Failover::new(
+                    RedisCache::new(conn.clone()),
+                    LocalCache::default(),
+                    ctx(Component::Cache),
+                    cache_opts,
+                )?),
+                jobs: AnyJobs::Degraded(JobFailover::new(
+                    RedisJobStore::new(conn.clone()).await?,
+                    LocalJobStore::default(),
+                    ctx(Component::JobStore),
+                )?),
+                throttle: AnyThrottle::Degraded(ThrottleFailover::new(
+                    RedisThrottle::new(conn.clone()).await?,
+                    LocalThrottle::default(),
+                    ctx(Component::Throttle),
+                    throttle_opts,
+                )?),
+                connection: Some(conn),
+            },
+            Err(down) => {
+                let lazy = RedisConnection::connect_lazy(&config)?;
+                Backends {
+                    cache: AnyCache::Degraded(Failover::start_down(
+                        RedisCache::new(lazy.clone()),
+                        LocalCache::default(),
+                        ctx(Component::Cache),
+                        cache_opts,
+                        &down,
+                    )?),
+                    jobs: AnyJobs::Degraded(JobFailover::start_down(
+                        RedisJobStore::lazy(lazy.clone()),
+                        LocalJobStore::default(),
+                        ctx(Component::JobStore),
+                        &down,
+                    )?),
+                    throttle: AnyThrottle::Degraded(ThrottleFailover::start_down(
+                        RedisThrottle::lazy(lazy.clone()),
+                        LocalThrottle::default(),
+                        ctx(Component::Throttle),
+                        throttle_opts,
+                        &down,
+                    )?),
+                    connection: Some(lazy),
+                }
+            }
+        })
+    }
+
+    #[cfg(not(all(feature = "redis", feature = "local")))]
+    async fn degraded(&self, _: &Events) -> Result<Backends, Error> {
+        Err(Error::config(
+            "mode `degraded` needs the `redis` and `local` features of palisade",
+        ))
+    }
+}
+
+struct Backends {
+    cache: AnyCache,
+    jobs: AnyJobs,
+    throttle: AnyThrottle,
+    #[cfg(feature = "redis")]
+    connection: Option<palisade_cache_redis::RedisConnection>,
+}
+
+/// What [`Palisade::doctor`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Doctor {
+    /// The mode.
+    pub mode: Mode,
+    /// The cache's view of the shared store.
+    pub health: Health,
+    /// Whether the configured mode can serve right now (strict: Redis answers).
+    pub can_serve: bool,
+    /// The redacted Redis endpoint, if any.
+    pub endpoint: Option<String>,
+    /// The Redis version, if Redis answered.
+    pub server_version: Option<String>,
+    /// Whether Redis is a cluster, if it answered.
+    pub cluster: Option<bool>,
+    /// The round trip of one PING.
+    pub round_trip: Option<Duration>,
+    /// Why Redis did not answer.
+    pub error: Option<String>,
+}
+
+/// Shared state for one tenant: a cache, a job store, a throttle and a rate limiter, in
+/// one explicit mode.
+pub struct Palisade {
+    mode: Mode,
+    tenant: String,
+    endpoint: Option<Endpoint>,
+    cache: Cache<AnyCache>,
+    jobs: JobStore<AnyJobs>,
+    throttle: Throttle<AnyThrottle>,
+    rate_limiter: RateLimiter<AnyThrottle>,
+    events: Events,
+    #[cfg(feature = "redis")]
+    connection: Option<palisade_cache_redis::RedisConnection>,
+}
+
+impl fmt::Debug for Palisade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Palisade")
+            .field("mode", &self.mode)
+            .field("tenant", &self.tenant)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Palisade {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A builder configured from `PALISADE_MODE`, `PALISADE_REDIS_URL` and
+    /// `PALISADE_TENANT` (see [`Builder::with_env`]).
+    pub fn from_env() -> Result<Builder, Error> {
+        Builder::default().with_env()
+    }
+
+    fn assemble(mode: Mode, b: &Builder, base: Namespace, events: Events, backends: Backends) -> Result<Self, Error> {
+        Ok(Palisade {
+            mode,
+            tenant: b.tenant.clone(),
+            endpoint: (!b.urls.is_empty() && mode.needs_redis()).then(|| Endpoint::url(&b.urls.join(","))),
+            cache: Cache::new(backends.cache, base.clone()),
+            jobs: JobStore::new(backends.jobs, base.sibling("jobs")?),
+            throttle: Throttle::new(backends.throttle.clone(), base.sibling("throttle")?),
+            rate_limiter: RateLimiter::new(backends.throttle, base.sibling("ratelimit")?),
+            events,
+            #[cfg(feature = "redis")]
+            connection: backends.connection,
+        })
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The cache (namespace `cache`; [`Cache::namespace`] gives others).
+    pub fn cache(&self) -> Cache<AnyCache> {
+        self.cache.clone()
+    }
+
+    /// The job store (namespace `jobs`).
+    pub fn jobs(&self) -> JobStore<AnyJobs> {
+        self.jobs.clone()
+    }
+
+    /// The throttle (namespace `throttle`).
+    pub fn throttle(&self) -> Throttle<AnyThrottle> {
+        self.throttle.clone()
+    }
+
+    /// A throttle for another namespace (each namespace has its own global cap and
+    /// lives on one cluster shard).
+    pub fn throttle_ns(&self, name: &str) -> Result<Throttle<AnyThrottle>, Error> {
+        Ok(Throttle::new(
+            self.throttle.backend().clone(),
+            self.throttle.scope().ns().sibling(name)?,
+        ))
+    }
+
+    /// The GCRA rate limiter (namespace `ratelimit`).
+    pub fn rate_limiter(&self) -> RateLimiter<AnyThrottle> {
+        self.rate_limiter.clone()
+    }
+
+    /// Outage and recovery events of every contract.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Probes the shared store: version, cluster or not, PING round trip.
+    pub async fn doctor(&self) -> Doctor {
+        use palisade_cache_core::CacheBackend;
+        let mut d = Doctor {
+            mode: self.mode,
+            health: self.cache.backend().status().health,
+            can_serve: true,
+            endpoint: self.endpoint.as_ref().map(ToString::to_string),
+            server_version: None,
+            cluster: None,
+            round_trip: None,
+            error: None,
+        };
+        if !self.mode.needs_redis() {
+            return d;
+        }
+        let started = Instant::now();
+        match self.cache.backend().probe().await {
+            Ok(()) => d.round_trip = Some(started.elapsed()),
+            Err(e) => d.error = Some(e.chain()),
+        }
+        #[cfg(feature = "redis")]
+        if let (Some(conn), None) = (&self.connection, &d.error) {
+            match conn.server_info().await {
+                Ok(info) => {
+                    d.server_version = Some(info.version);
+                    d.cluster = Some(info.cluster);
+                }
+                Err(e) => d.error = Some(e.chain()),
+            }
+        }
+        // Strict mode serves only with Redis; degraded mode serves either way.
+        d.can_serve = d.error.is_none() || self.mode == Mode::ExplicitDegraded;
+        d
+    }
+}

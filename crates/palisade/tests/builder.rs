@@ -1,0 +1,197 @@
+//! The umbrella builder: mode choice, fail-fast startup, degraded startup, redaction.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+#[cfg(feature = "redis")]
+use std::time::Instant;
+
+#[cfg(feature = "redis")]
+use palisade::EventKind;
+use palisade::{Decision, ErrorKind, JobRecord, JobStatus, Mode, Palisade, Policy, Provenance};
+#[cfg(feature = "redis")]
+use palisade_cache_core::testkit::env;
+
+#[tokio::test]
+async fn no_url_and_no_mode_runs_local_only() {
+    let p = Palisade::builder().tenant("t").build().await.unwrap();
+    assert_eq!(p.mode(), Mode::LocalOnly);
+    let cache = p.cache();
+    cache.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+    let got = cache.get("k").await.unwrap();
+    assert_eq!(
+        (got.value.as_deref(), got.provenance),
+        (Some(&b"v"[..]), Provenance::Local)
+    );
+    p.jobs()
+        .create("j", &JobRecord::queued(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        p.jobs().get("j").await.unwrap().value.unwrap().status,
+        JobStatus::Queued
+    );
+    let policy = Policy::new(1, 1, Duration::ZERO, Duration::from_secs(5)).unwrap();
+    assert!(matches!(
+        p.throttle().acquire("h", &policy).await.unwrap().value,
+        Decision::Acquired(_)
+    ));
+    let doctor = p.doctor().await;
+    assert!(doctor.can_serve && doctor.endpoint.is_none());
+}
+
+#[tokio::test]
+async fn strict_or_degraded_without_a_url_is_a_config_error() {
+    for mode in [Mode::StrictDistributed, Mode::ExplicitDegraded] {
+        let e = Palisade::builder().mode(mode).build().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{mode}");
+        assert!(e.to_string().contains("PALISADE_REDIS_URL"), "{e}");
+    }
+    let e = Palisade::builder().degraded_share(2.0).build().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn strict_with_redis_down_fails_within_the_connect_deadline_naming_the_redacted_url() {
+    let Some(mut server) = env::private_server("umbrella_strict_down") else {
+        return;
+    };
+    let port = server.port();
+    server.kill();
+    let deadline = Duration::from_millis(700);
+    let builder = Palisade::builder()
+        .redis_url(&format!("redis://admin:Hunter2-S3cret@127.0.0.1:{port}"))
+        .connect_timeout(deadline);
+    assert_eq!(
+        builder.effective_mode(),
+        Mode::StrictDistributed,
+        "a URL and no mode means strict"
+    );
+    assert!(!format!("{builder:?}").contains("Hunter2"));
+    let start = Instant::now();
+    let e = builder.build().await.unwrap_err();
+    assert!(
+        start.elapsed() <= deadline + Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e:?}");
+    let printed = format!("{e} {e:?} {}", e.chain());
+    assert!(printed.contains(&format!("127.0.0.1:{port}")), "{printed}");
+    assert!(!printed.contains("Hunter2"), "{printed}");
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_on_a_live_redis_serves_distributed_answers() {
+    let Some(url) = env::redis_url("umbrella_strict_live") else {
+        return;
+    };
+    let p = Palisade::builder()
+        .redis_url(&url)
+        .tenant(&env::unique_prefix("umbrella"))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(p.mode(), Mode::StrictDistributed);
+    let cache = p.cache();
+    cache.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap().provenance, Provenance::Distributed);
+    let doctor = p.doctor().await;
+    assert!(doctor.can_serve, "{doctor:?}");
+    assert!(
+        doctor.server_version.as_deref().is_some_and(|v| v.starts_with('7')),
+        "{doctor:?}"
+    );
+    assert_eq!(doctor.cluster, Some(false));
+    assert!(doctor.round_trip.is_some());
+    let j = p.jobs();
+    j.create("j", &JobRecord::queued(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(j.get("j").await.unwrap().provenance, Provenance::Distributed);
+    let r = p
+        .rate_limiter()
+        .limit("ip", &palisade::Rate::per_second(10, 2).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.provenance, Provenance::Distributed);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_on_a_live_cluster_serves_distributed_answers() {
+    let Some(nodes) = env::cluster_nodes("umbrella_strict_cluster") else {
+        return;
+    };
+    let p = Palisade::builder()
+        .redis_cluster(&nodes)
+        .tenant(&env::unique_prefix("umbrella"))
+        .build()
+        .await
+        .unwrap();
+    let doctor = p.doctor().await;
+    assert_eq!(doctor.cluster, Some(true), "{doctor:?}");
+    let policy = Policy::new(2, 1, Duration::ZERO, Duration::from_secs(5)).unwrap();
+    let t = p.throttle().acquire("mx", &policy).await.unwrap();
+    assert_eq!(t.provenance, Provenance::Distributed);
+}
+
+#[cfg(all(feature = "redis", feature = "local"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_with_redis_down_starts_locally_and_moves_to_redis_when_it_answers() {
+    let Some(mut server) = env::private_server("umbrella_degraded_down") else {
+        return;
+    };
+    let url = server.url();
+    server.kill();
+    let p = Palisade::builder()
+        .mode(Mode::ExplicitDegraded)
+        .redis_url(&url)
+        .connect_timeout(Duration::from_millis(500))
+        .command_timeout(Duration::from_millis(300))
+        .probe_period(Duration::from_millis(250))
+        .build()
+        .await
+        .unwrap();
+    let mut rx = p.events().subscribe();
+    // The three contracts started down (events emitted during build are not replayed
+    // to later subscribers, so look at the state instead).
+    assert!(matches!(p.cache().stats().health, palisade::Health::Degraded { .. }));
+    let t = p.cache().set("k", b"local", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(t.provenance, Provenance::LocalDegraded);
+    let doctor = p.doctor().await;
+    assert!(doctor.error.is_some(), "Redis is down: {doctor:?}");
+    assert!(doctor.can_serve, "degraded mode serves from its fallback");
+    server.start_again().unwrap();
+    let mut recovered = 0;
+    let give_up = Instant::now() + Duration::from_secs(15);
+    while recovered < 3 {
+        let e = tokio::time::timeout(give_up - Instant::now(), rx.recv())
+            .await
+            .expect("Recovered in time")
+            .unwrap();
+        if let EventKind::Recovered { .. } = e.kind {
+            recovered += 1;
+        }
+    }
+    assert_eq!(p.cache().get("k").await.unwrap().provenance, Provenance::Distributed);
+}
+
+#[cfg(not(feature = "redis"))]
+#[tokio::test]
+async fn a_mode_whose_backend_is_not_compiled_in_is_a_config_error_naming_the_feature() {
+    for mode in [Mode::StrictDistributed, Mode::ExplicitDegraded] {
+        let e = Palisade::builder()
+            .mode(mode)
+            .redis_url("redis://127.0.0.1:1")
+            .build()
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(
+            e.to_string().contains("`redis` feature") || e.to_string().contains("`redis` and `local` features"),
+            "{e}"
+        );
+    }
+}
