@@ -136,6 +136,30 @@ fn ci_steps(steps: &mut Steps) -> Result {
     })?;
     let pids = servers.pids();
     drop(servers);
+    steps.run(
+        "palisade load: 2 processes x 8 tasks, strict and degraded, 20 s each (every invariant must be 0)",
+        || {
+            cargo(
+                &[
+                    "run",
+                    "-q",
+                    "-p",
+                    "palisade-cli",
+                    "--",
+                    "load",
+                    "--duration",
+                    "20s",
+                    "--processes",
+                    "2",
+                    "--tasks",
+                    "8",
+                    "--out",
+                    "target/load-ci",
+                ],
+                &[("PALISADE_REDIS_URL", String::new()), ("PALISADE_MODE", String::new())],
+            )
+        },
+    )?;
     steps.run("no redis-server left behind", || no_leftovers(&pids))?;
     Ok(())
 }
@@ -218,7 +242,12 @@ fn cargo(args: &[&str], env: &[(&str, String)]) -> Result {
     let mut cmd = Command::new(cargo);
     cmd.args(args);
     for (k, v) in env {
-        cmd.env(k, v);
+        // An empty value means "not set": the command must not see the caller's value.
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
     }
     run(&mut cmd)
 }

@@ -103,15 +103,7 @@ impl<P: CacheBackend> Strict<P> {
     /// Wraps a connected primary. `ctx.mode` is forced to strict.
     pub fn new(primary: P, mut ctx: SupervisorContext) -> Result<Self, Error> {
         ctx.mode = Mode::StrictDistributed;
-        let probe_target = primary.clone();
-        let supervisor = Supervisor::new(
-            ctx,
-            move || {
-                let p = probe_target.clone();
-                async move { p.probe().await }
-            },
-            None,
-        )?;
+        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, None, None)?;
         Ok(Strict {
             primary,
             supervisor: Arc::new(supervisor),
@@ -258,16 +250,8 @@ impl<P: CacheBackend, F: CacheBackend> Failover<P, F> {
         down: Option<&Error>,
     ) -> Result<Self, Error> {
         ctx.mode = Mode::ExplicitDegraded;
-        let probe_target = primary.clone();
-        let probe = move || {
-            let p = probe_target.clone();
-            async move { p.probe().await }
-        };
         let hook: Option<Box<dyn OnRecover>> = Some(Box::new(DropFallback(fallback.clone())));
-        let supervisor = match down {
-            None => Supervisor::new(ctx, probe, hook)?,
-            Some(e) => Supervisor::start_down(ctx, probe, hook, e)?,
-        };
+        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, hook, down)?;
         Ok(Failover {
             router: DegradedRouter {
                 primary,

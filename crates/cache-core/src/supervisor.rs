@@ -289,6 +289,29 @@ impl Supervisor {
         Ok(sup)
     }
 
+    /// A supervisor that probes `primary` with `probe(primary.clone())`: up at first, or
+    /// already down (emitting [`EventKind::UnavailableAtStartup`]) when `down` is the
+    /// startup error. What every strict and degraded wrapper builds.
+    pub fn watching<P, F, Fut>(
+        ctx: SupervisorContext,
+        primary: &P,
+        probe: F,
+        on_recover: Option<Box<dyn OnRecover>>,
+        down: Option<&Error>,
+    ) -> Result<Self, Error>
+    where
+        P: Clone + Send + Sync + 'static,
+        F: Fn(P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        let target = primary.clone();
+        let probe = move || probe(target.clone());
+        match down {
+            None => Supervisor::new(ctx, probe, on_recover),
+            Some(e) => Supervisor::start_down(ctx, probe, on_recover, e),
+        }
+    }
+
     /// The current health.
     pub fn health(&self) -> Health {
         match *lock(&self.inner.state) {

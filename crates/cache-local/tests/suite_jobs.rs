@@ -4,46 +4,12 @@
 
 use std::time::Duration;
 
-use palisade_cache_core::testkit::Fixture;
-use palisade_cache_core::{BoxFuture, ManualClock, Provenance};
+use palisade_cache_core::ManualClock;
+use palisade_cache_core::testkit::ManualFixture;
 use palisade_cache_local::LocalJobStore;
 
-struct Local {
-    store: LocalJobStore,
-    clock: ManualClock,
-    prefix: String,
-}
-
-impl Fixture for Local {
-    type Backend = LocalJobStore;
-    fn backend(&self) -> LocalJobStore {
-        self.store.clone()
-    }
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-    fn provenance(&self) -> Provenance {
-        Provenance::Local
-    }
-    fn short_ttl(&self) -> Duration {
-        Duration::from_secs(60)
-    }
-    fn advance(&self, by: Duration) -> BoxFuture<'_, ()> {
-        self.clock.advance(by);
-        Box::pin(async {})
-    }
-    fn controls_time(&self) -> bool {
-        true
-    }
-}
-
-async fn local(test: &str) -> Option<Local> {
-    let clock = ManualClock::new();
-    Some(Local {
-        store: LocalJobStore::new(clock.shared()),
-        clock,
-        prefix: format!("local-{test}"),
-    })
+async fn local(test: &str) -> Option<ManualFixture<LocalJobStore>> {
+    Some(ManualFixture::new(test, LocalJobStore::new))
 }
 
 palisade_job_store::job_suite!(local);

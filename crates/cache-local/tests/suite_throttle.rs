@@ -4,47 +4,13 @@
 
 use std::time::Duration;
 
-use palisade_cache_core::testkit::Fixture;
-use palisade_cache_core::{BoxFuture, ManualClock, Namespace, Provenance};
+use palisade_cache_core::testkit::ManualFixture;
+use palisade_cache_core::{ManualClock, Namespace};
 use palisade_cache_local::LocalThrottle;
 use palisade_throttle::{Policy, RateLimiter, Throttle};
 
-struct Local {
-    throttle: LocalThrottle,
-    clock: ManualClock,
-    prefix: String,
-}
-
-impl Fixture for Local {
-    type Backend = LocalThrottle;
-    fn backend(&self) -> LocalThrottle {
-        self.throttle.clone()
-    }
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-    fn provenance(&self) -> Provenance {
-        Provenance::Local
-    }
-    fn short_ttl(&self) -> Duration {
-        Duration::from_secs(60)
-    }
-    fn advance(&self, by: Duration) -> BoxFuture<'_, ()> {
-        self.clock.advance(by);
-        Box::pin(async {})
-    }
-    fn controls_time(&self) -> bool {
-        true
-    }
-}
-
-async fn local(test: &str) -> Option<Local> {
-    let clock = ManualClock::new();
-    Some(Local {
-        throttle: LocalThrottle::new(clock.shared()),
-        clock,
-        prefix: format!("local-{test}"),
-    })
+async fn local(test: &str) -> Option<ManualFixture<LocalThrottle>> {
+    Some(ManualFixture::new(test, LocalThrottle::new))
 }
 
 palisade_throttle::throttle_suite!(local);

@@ -2,45 +2,22 @@
 //! (SIGSTOP) and restarted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{DEADLINE, RECOVERY, SLACK, fault_config, fault_ctx, fault_ns};
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use palisade_cache_core::testkit::env;
 use palisade_cache_core::testkit::resp::{self, Reply};
-use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::{
     Cache, CacheBackend, Component, ErrorKind, Event, EventKind, Events, Failover, FailoverOptions, Health,
-    ManualClock, Mode, Namespace, Provenance, Strict, SupervisorConfig, SupervisorContext,
+    ManualClock, Mode, Provenance, Strict,
 };
 use palisade_cache_local::{LocalCache, LocalCacheConfig};
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection};
 use tokio::sync::broadcast;
-
-/// The command deadline used by these tests.
-const DEADLINE: Duration = Duration::from_millis(300);
-/// What a call may take beyond its deadline (scheduling on a loaded 2-core machine).
-const SLACK: Duration = Duration::from_millis(300);
-/// How long recovery may take in a test (reconnect backoff ≤ 2 s + probe period).
-const RECOVERY: Duration = Duration::from_secs(15);
-
-fn config(server: &RedisServer) -> RedisConfig {
-    RedisConfig::from_url(&server.url())
-        .with_command_timeout(DEADLINE)
-        .with_connect_timeout(Duration::from_millis(800))
-}
-
-fn ctx(mode: Mode, events: &Events) -> SupervisorContext {
-    SupervisorContext::new(Component::Cache, mode, "tenant-a", events.clone()).with_config(
-        SupervisorConfig::default()
-            .with_backoff_min(Duration::from_millis(50))
-            .with_probe_period(Duration::from_millis(250))
-            .with_probe_deadline(Duration::from_millis(200)),
-    )
-}
-
-fn ns(test: &str) -> Namespace {
-    Namespace::new(&env::unique_prefix(test), 1, "tenant-a", "faults").unwrap()
-}
 
 async fn timed<T>(fut: impl Future<Output = T>) -> (T, Duration) {
     let start = Instant::now();
@@ -114,7 +91,7 @@ async fn strict_connect_to_a_dead_server_fails_fast() {
     let Some(mut server) = env::private_server("strict_connect_to_a_dead_server_fails_fast") else {
         return;
     };
-    let cfg = config(&server);
+    let cfg = fault_config(&server);
     server.kill();
     let (r, took) = timed(RedisConnection::connect(&cfg)).await;
     let e = r.unwrap_err();
@@ -131,7 +108,7 @@ async fn strict_connect_to_a_server_that_never_answers_fails_within_the_connect_
     let Some(server) = env::private_server("strict_connect_to_a_server_that_never_answers") else {
         return;
     };
-    let cfg = config(&server);
+    let cfg = fault_config(&server);
     server.pause().unwrap();
     let (r, took) = timed(RedisConnection::connect(&cfg)).await;
     server.resume().unwrap();
@@ -151,9 +128,13 @@ async fn strict_after_a_kill_every_call_is_unavailable_within_the_deadline_and_n
     };
     let events = Events::new(64);
     let mut rx = events.subscribe();
-    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
-    let strict = Strict::new(RedisCache::new(conn), ctx(Mode::StrictDistributed, &events)).unwrap();
-    let cache = Cache::new(strict.clone(), ns("strict_after_a_kill"));
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
+    let strict = Strict::new(
+        RedisCache::new(conn),
+        fault_ctx(Component::Cache, Mode::StrictDistributed, &events),
+    )
+    .unwrap();
+    let cache = Cache::new(strict.clone(), fault_ns("strict_after_a_kill", "faults"));
     cache.set("before", b"v", Duration::from_secs(60)).await.unwrap();
 
     server.kill();
@@ -201,10 +182,14 @@ async fn strict_while_paused_every_call_times_out_within_the_deadline_then_recov
     };
     let events = Events::new(64);
     let mut rx = events.subscribe();
-    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let cache = Cache::new(
-        Strict::new(RedisCache::new(conn), ctx(Mode::StrictDistributed, &events)).unwrap(),
-        ns("paused"),
+        Strict::new(
+            RedisCache::new(conn),
+            fault_ctx(Component::Cache, Mode::StrictDistributed, &events),
+        )
+        .unwrap(),
+        fault_ns("paused", "faults"),
     );
     cache.set("k", b"v", Duration::from_secs(60)).await.unwrap();
 
@@ -250,7 +235,7 @@ async fn degraded_down_at_startup_serves_locally_then_recovers_once() {
     let Some(mut server) = env::private_server("degraded_down_at_startup") else {
         return;
     };
-    let cfg = config(&server);
+    let cfg = fault_config(&server);
     server.kill();
     let events = Events::new(64);
     let mut rx = events.subscribe();
@@ -261,12 +246,12 @@ async fn degraded_down_at_startup_serves_locally_then_recovers_once() {
     let failover = Failover::start_down(
         RedisCache::new(lazy),
         LocalCache::default(),
-        ctx(Mode::ExplicitDegraded, &events),
+        fault_ctx(Component::Cache, Mode::ExplicitDegraded, &events),
         FailoverOptions::default(),
         &err,
     )
     .unwrap();
-    let cache = Cache::new(failover.clone(), ns("startup"));
+    let cache = Cache::new(failover.clone(), fault_ns("startup", "faults"));
     let e = next_event(&mut rx, Duration::from_secs(1)).await;
     assert_eq!(e.kind, EventKind::UnavailableAtStartup);
     assert_eq!(e.error.as_ref().unwrap().kind, ErrorKind::Unavailable);
@@ -330,16 +315,16 @@ async fn degraded_killed_at_runtime_one_degraded_tagged_answers_one_recovered() 
     let mut rx = events.subscribe();
     let fallback_clock = ManualClock::new();
     let fallback = LocalCache::new(LocalCacheConfig::default().with_clock(fallback_clock.shared()));
-    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let cap = Duration::from_secs(30);
     let failover = Failover::new(
         RedisCache::new(conn),
         fallback.clone(),
-        ctx(Mode::ExplicitDegraded, &events),
+        fault_ctx(Component::Cache, Mode::ExplicitDegraded, &events),
         FailoverOptions::default().with_degraded_ttl_cap(cap),
     )
     .unwrap();
-    let cache = Cache::new(failover, ns("killed"));
+    let cache = Cache::new(failover, fault_ns("killed", "faults"));
     cache.set("shared", b"redis", Duration::from_secs(600)).await.unwrap();
     assert_eq!(cache.get("shared").await.unwrap().provenance, Provenance::Distributed);
 
@@ -429,15 +414,15 @@ async fn degraded_survives_a_second_outage_with_its_own_events_and_no_old_entrie
     };
     let events = Events::new(64);
     let mut rx = events.subscribe();
-    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let failover = Failover::new(
         RedisCache::new(conn),
         LocalCache::default(),
-        ctx(Mode::ExplicitDegraded, &events),
+        fault_ctx(Component::Cache, Mode::ExplicitDegraded, &events),
         FailoverOptions::default(),
     )
     .unwrap();
-    let cache = Cache::new(failover, ns("second"));
+    let cache = Cache::new(failover, fault_ns("second", "faults"));
     for outage in 1..=2u32 {
         server.kill();
         let got = cache.get("k").await.unwrap();
@@ -473,15 +458,15 @@ async fn a_stored_value_that_does_not_decode_is_a_codec_error_with_no_mode_chang
     };
     let events = Events::new(64);
     let mut rx = events.subscribe();
-    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let failover = Failover::new(
         RedisCache::new(conn),
         LocalCache::default(),
-        ctx(Mode::ExplicitDegraded, &events),
+        fault_ctx(Component::Cache, Mode::ExplicitDegraded, &events),
         FailoverOptions::default(),
     )
     .unwrap();
-    let cache = Cache::new(failover, ns("codec"));
+    let cache = Cache::new(failover, fault_ns("codec", "faults"));
     let key = cache.ns().key("bad").unwrap();
     resp::command(
         &server.addr(),
@@ -508,8 +493,8 @@ async fn bad_input_is_refused_before_any_io_even_with_redis_down() {
     let Some(mut server) = env::private_server("bad_input_before_io") else {
         return;
     };
-    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
-    let cache = Cache::new(RedisCache::new(conn), ns("bad"));
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
+    let cache = Cache::new(RedisCache::new(conn), fault_ns("bad", "faults"));
     server.kill();
     // Were any of these sent, they would fail as unavailable after the deadline.
     for (r, took) in [timed(cache.get("")).await, timed(cache.get(&"k".repeat(5000))).await] {
@@ -548,7 +533,7 @@ async fn a_command_in_flight_when_the_connection_drops_is_not_sent_again() {
     let Some(server) = env::private_server("not_sent_again") else {
         return;
     };
-    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let key = format!("{}:append", env::unique_prefix("not_sent_again"));
     let mut side = Conn::connect(&server.addr(), Duration::from_secs(2)).unwrap();
     // The server holds write commands: the APPEND below is read but not executed.

@@ -2,41 +2,21 @@
 //! restarted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{DEADLINE, RECOVERY, SLACK, fault_config, fault_ctx, fault_ns};
+
 use std::time::{Duration, Instant};
 
 use palisade_cache_core::testkit::env;
 use palisade_cache_core::testkit::server::RedisServer;
-use palisade_cache_core::{
-    Component, Event, EventKind, Events, Mode, Namespace, Provenance, SupervisorConfig, SupervisorContext,
-};
+use palisade_cache_core::{Component, Event, EventKind, Events, Mode, Provenance};
 use palisade_cache_local::LocalJobStore;
-use palisade_cache_redis::{RedisConfig, RedisConnection, RedisJobStore};
+use palisade_cache_redis::{RedisConnection, RedisJobStore};
 use palisade_job_store::{JobFailover, JobRecord, JobStatus, JobStore, Outcome, Patch, StrictJobs};
 use tokio::sync::broadcast;
 
-const DEADLINE: Duration = Duration::from_millis(300);
-const SLACK: Duration = Duration::from_millis(300);
-const RECOVERY: Duration = Duration::from_secs(15);
 const TTL: Duration = Duration::from_secs(600);
-
-fn config(server: &RedisServer) -> RedisConfig {
-    RedisConfig::from_url(&server.url())
-        .with_command_timeout(DEADLINE)
-        .with_connect_timeout(Duration::from_millis(800))
-}
-
-fn ctx(mode: Mode, events: &Events) -> SupervisorContext {
-    SupervisorContext::new(Component::JobStore, mode, "tenant-a", events.clone()).with_config(
-        SupervisorConfig::default()
-            .with_backoff_min(Duration::from_millis(50))
-            .with_probe_period(Duration::from_millis(250))
-            .with_probe_deadline(Duration::from_millis(200)),
-    )
-}
-
-fn ns(test: &str) -> Namespace {
-    Namespace::new(&env::unique_prefix(test), 1, "tenant-a", "jobs").unwrap()
-}
 
 async fn next_event(rx: &mut broadcast::Receiver<Event>, within: Duration) -> Event {
     tokio::time::timeout(within, rx.recv())
@@ -53,14 +33,14 @@ async fn degraded_store(
     JobStore<JobFailover<RedisJobStore, LocalJobStore>>,
     JobFailover<RedisJobStore, LocalJobStore>,
 ) {
-    let conn = RedisConnection::connect(&config(server)).await.unwrap();
+    let conn = RedisConnection::connect(&fault_config(server)).await.unwrap();
     let failover = JobFailover::new(
         RedisJobStore::new(conn).await.unwrap(),
         LocalJobStore::default(),
-        ctx(Mode::ExplicitDegraded, events),
+        fault_ctx(Component::JobStore, Mode::ExplicitDegraded, events),
     )
     .unwrap();
-    (JobStore::new(failover.clone(), ns(test)), failover)
+    (JobStore::new(failover.clone(), fault_ns(test, "jobs")), failover)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,13 +172,13 @@ async fn strict_job_calls_fail_within_the_deadline_and_recover() {
     };
     let events = Events::new(64);
     let mut rx = events.subscribe();
-    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let strict = StrictJobs::new(
         RedisJobStore::new(conn).await.unwrap(),
-        ctx(Mode::StrictDistributed, &events),
+        fault_ctx(Component::JobStore, Mode::StrictDistributed, &events),
     )
     .unwrap();
-    let s = JobStore::new(strict, ns("strict"));
+    let s = JobStore::new(strict, fault_ns("strict", "jobs"));
     s.create("j", &JobRecord::queued(), TTL).await.unwrap();
     server.kill();
     for round in 0..3 {

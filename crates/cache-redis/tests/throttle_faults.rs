@@ -2,42 +2,20 @@
 //! strict mode errors (never a fake denial), and the degraded hot swap.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{DEADLINE, RECOVERY, SLACK, fault_config, fault_ctx, fault_ns};
+
 use std::time::{Duration, Instant};
 
 use palisade_cache_core::testkit::env;
-use palisade_cache_core::testkit::server::RedisServer;
-use palisade_cache_core::{
-    Component, EventKind, Events, Mode, Namespace, Provenance, SupervisorConfig, SupervisorContext,
-};
+use palisade_cache_core::{Component, EventKind, Events, Mode, Provenance};
 use palisade_cache_local::LocalThrottle;
-use palisade_cache_redis::{RedisConfig, RedisConnection, RedisThrottle};
+use palisade_cache_redis::{RedisConnection, RedisThrottle};
 use palisade_throttle::{
     Decision, DenyReason, Policy, Rate, RateDecision, RateLimiter, StrictThrottle, Throttle, ThrottleFailover,
     ThrottleFailoverOptions,
 };
-
-const DEADLINE: Duration = Duration::from_millis(300);
-const SLACK: Duration = Duration::from_millis(300);
-const RECOVERY: Duration = Duration::from_secs(15);
-
-fn config(server: &RedisServer) -> RedisConfig {
-    RedisConfig::from_url(&server.url())
-        .with_command_timeout(DEADLINE)
-        .with_connect_timeout(Duration::from_millis(800))
-}
-
-fn ctx(mode: Mode, events: &Events) -> SupervisorContext {
-    SupervisorContext::new(Component::Throttle, mode, "tenant-a", events.clone()).with_config(
-        SupervisorConfig::default()
-            .with_backoff_min(Duration::from_millis(50))
-            .with_probe_period(Duration::from_millis(250))
-            .with_probe_deadline(Duration::from_millis(200)),
-    )
-}
-
-fn ns(test: &str) -> Namespace {
-    Namespace::new(&env::unique_prefix(test), 1, "tenant-a", "mx").unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_an_unreachable_redis_is_an_error_never_a_fake_denial() {
@@ -45,14 +23,14 @@ async fn strict_an_unreachable_redis_is_an_error_never_a_fake_denial() {
         return;
     };
     let events = Events::new(16);
-    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let backend = StrictThrottle::new(
         RedisThrottle::new(conn).await.unwrap(),
-        ctx(Mode::StrictDistributed, &events),
+        fault_ctx(Component::Throttle, Mode::StrictDistributed, &events),
     )
     .unwrap();
-    let t = Throttle::new(backend.clone(), ns("strict"));
-    let r = RateLimiter::new(backend, ns("strict-rl"));
+    let t = Throttle::new(backend.clone(), fault_ns("strict", "mx"));
+    let r = RateLimiter::new(backend, fault_ns("strict-rl", "mx"));
     let p = Policy::new(5, 5, Duration::ZERO, Duration::from_secs(60)).unwrap();
     let held = t.acquire("k", &p).await.unwrap().value.permit().unwrap();
     server.kill();
@@ -93,20 +71,20 @@ async fn degraded_scales_local_limits_keeps_permits_bound_and_swaps_back_for_rea
     };
     let events = Events::new(64);
     let mut rx = events.subscribe();
-    let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let fallback = LocalThrottle::default();
     let failover = ThrottleFailover::new(
         RedisThrottle::new(conn).await.unwrap(),
         fallback.clone(),
-        ctx(Mode::ExplicitDegraded, &events),
+        fault_ctx(Component::Throttle, Mode::ExplicitDegraded, &events),
         ThrottleFailoverOptions::default().with_degraded_share(0.5),
     )
     .unwrap();
-    let namespace = ns("swap");
+    let namespace = fault_ns("swap", "mx");
     let t = Throttle::new(failover.clone(), namespace.clone());
     // What Redis holds, read directly (not through the failover).
     let direct = {
-        let conn = RedisConnection::connect(&config(&server)).await.unwrap();
+        let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
         Throttle::new(RedisThrottle::new(conn).await.unwrap(), namespace.clone())
     };
     let local_view = Throttle::new(fallback.clone(), namespace.clone());

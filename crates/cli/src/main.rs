@@ -8,6 +8,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod load;
+
 use clap::{Args, Parser, Subcommand};
 use palisade::{
     Decision, Error, ErrorKind, JobRecord, JobStatus, Mode, Outcome, Palisade, Patch, Policy, Provenance, Rate,
@@ -49,6 +51,10 @@ enum Command {
     /// The throttle.
     #[command(subcommand)]
     Throttle(ThrottleCmd),
+    /// The outage benchmark: P worker processes × T tasks of mixed work against a Redis
+    /// that it starts, kills, restarts, pauses and resumes; exit 1 if any invariant is
+    /// violated.
+    Load(load::LoadArgs),
     /// One GCRA rate-limit check.
     Limit {
         /// The key.
@@ -150,7 +156,7 @@ enum ThrottleCmd {
     Inspect { key: String },
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (e.g. 250ms, 30s, 1h): {e}"))
 }
 
@@ -295,7 +301,7 @@ async fn run(cli: &Cli) -> Result<Out, Error> {
     }
     let p = build(cli).await?;
     Ok(match &cli.command {
-        Command::Doctor => unreachable_doctor(),
+        Command::Doctor | Command::Load(_) => unreachable_doctor(),
         Command::Cache(c) => cache(&p, c).await?,
         Command::Jobs(c) => jobs(&p, c).await?,
         Command::Throttle(c) => throttle(&p, c).await?,
@@ -316,7 +322,7 @@ async fn run(cli: &Cli) -> Result<Out, Error> {
     })
 }
 
-/// `doctor` is answered before a `Palisade` is built; this arm cannot run.
+/// `doctor` and `load` are answered before a `Palisade` is built; this arm cannot run.
 fn unreachable_doctor() -> Out {
     Out {
         json: json!({}),
@@ -557,6 +563,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Command::Load(args) = &cli.command {
+        if !load::is_worker() {
+            return load_orchestrator(&cli, args);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -568,6 +579,17 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
+    if let (Command::Load(_), true) = (&cli.command, load::is_worker()) {
+        let url = cli.redis_url.clone().unwrap_or_default();
+        let mode = cli.mode.unwrap_or(Mode::StrictDistributed);
+        return match runtime.block_on(load::worker_main(mode, &url)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("load worker: {}", e.chain());
+                ExitCode::from(exit_code(&e))
+            }
+        };
+    }
     match runtime.block_on(run(&cli)) {
         Ok(out) => {
             if cli.json {
@@ -586,6 +608,36 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("error: {}", e.chain());
             }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn load_orchestrator(cli: &Cli, args: &load::LoadArgs) -> ExitCode {
+    match load::orchestrate(args) {
+        Ok((report, clean)) => {
+            if cli.json {
+                let mut slim = report.clone();
+                for m in slim["modes"].as_array_mut().into_iter().flatten() {
+                    m.as_object_mut().map(|o| o.remove("chart"));
+                }
+                println!("{slim}");
+            } else {
+                for m in report["modes"].as_array().into_iter().flatten() {
+                    println!(
+                        "mode {}: invariants {} · detect ≤ {} ms · recover ≤ {} ms",
+                        m["mode"].as_str().unwrap_or(""),
+                        m["invariants"],
+                        m["detect_ms_max"],
+                        m["recover_ms_max"]
+                    );
+                }
+                println!("all invariants zero: {clean}");
+            }
+            ExitCode::from(if clean { 0 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("error: {}", e.chain());
             ExitCode::from(exit_code(&e))
         }
     }

@@ -131,15 +131,7 @@ impl<P: JobBackend, F: JobFallback> JobFailover<P, F> {
             fallback: fallback.clone(),
             report: Arc::clone(&report),
         }));
-        let probe_target = primary.clone();
-        let probe = move || {
-            let p = probe_target.clone();
-            async move { p.probe().await }
-        };
-        let supervisor = match down {
-            None => Supervisor::new(ctx, probe, hook)?,
-            Some(e) => Supervisor::start_down(ctx, probe, hook, e)?,
-        };
+        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, hook, down)?;
         Ok(JobFailover {
             router: DegradedRouter {
                 primary,
@@ -257,15 +249,7 @@ impl<P: JobBackend> StrictJobs<P> {
     /// Wraps a connected primary.
     pub fn new(primary: P, mut ctx: SupervisorContext) -> Result<Self, Error> {
         ctx.mode = Mode::StrictDistributed;
-        let probe_target = primary.clone();
-        let supervisor = Supervisor::new(
-            ctx,
-            move || {
-                let p = probe_target.clone();
-                async move { p.probe().await }
-            },
-            None,
-        )?;
+        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, None, None)?;
         Ok(StrictJobs {
             primary,
             supervisor: Arc::new(supervisor),

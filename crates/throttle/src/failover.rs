@@ -92,15 +92,7 @@ impl<P: ThrottleBackend, F: ThrottleBackend> ThrottleFailover<P, F> {
         down: Option<&Error>,
     ) -> Result<Self, Error> {
         ctx.mode = Mode::ExplicitDegraded;
-        let probe_target = primary.clone();
-        let probe = move || {
-            let p = probe_target.clone();
-            async move { p.probe().await }
-        };
-        let supervisor = match down {
-            None => Supervisor::new(ctx, probe, None)?,
-            Some(e) => Supervisor::start_down(ctx, probe, None, e)?,
-        };
+        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, None, down)?;
         Ok(ThrottleFailover {
             router: DegradedRouter {
                 primary,
@@ -195,15 +187,7 @@ impl<P: ThrottleBackend> StrictThrottle<P> {
     /// Wraps a connected primary.
     pub fn new(primary: P, mut ctx: SupervisorContext) -> Result<Self, Error> {
         ctx.mode = Mode::StrictDistributed;
-        let probe_target = primary.clone();
-        let supervisor = Supervisor::new(
-            ctx,
-            move || {
-                let p = probe_target.clone();
-                async move { p.probe().await }
-            },
-            None,
-        )?;
+        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, None, None)?;
         Ok(StrictThrottle {
             primary,
             supervisor: Arc::new(supervisor),

@@ -14,12 +14,11 @@
 pub mod cache;
 pub mod env;
 pub mod glob;
-pub mod resp;
-pub mod server;
+pub use palisade_redis_server::{resp, server};
 
 use std::time::Duration;
 
-use crate::{BoxFuture, Provenance};
+use crate::{BoxFuture, ManualClock, Provenance, SharedClock};
 
 /// How a backend is set up for a behaviour suite (cache, job store, throttle).
 pub trait Fixture: Send + Sync + 'static {
@@ -38,4 +37,50 @@ pub trait Fixture: Send + Sync + 'static {
     fn advance(&self, by: Duration) -> BoxFuture<'_, ()>;
     /// Whether `advance` really moves time (models then generate time steps).
     fn controls_time(&self) -> bool;
+}
+
+/// A fixture for an in-process backend under a [`ManualClock`]: answers tagged
+/// [`Provenance::Local`], time moved by `advance`, a 60 s "short" TTL.
+pub struct ManualFixture<B> {
+    /// The backend.
+    pub backend: B,
+    /// Its clock.
+    pub clock: ManualClock,
+    /// The key prefix.
+    pub prefix: String,
+}
+
+impl<B> ManualFixture<B> {
+    /// A fixture for `test` whose backend `make` builds on the manual clock.
+    pub fn new(test: &str, make: impl FnOnce(SharedClock) -> B) -> Self {
+        let clock = ManualClock::new();
+        ManualFixture {
+            backend: make(clock.shared()),
+            clock,
+            prefix: format!("local-{test}"),
+        }
+    }
+}
+
+impl<B: Clone + Send + Sync + 'static> Fixture for ManualFixture<B> {
+    type Backend = B;
+    fn backend(&self) -> B {
+        self.backend.clone()
+    }
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    fn provenance(&self) -> Provenance {
+        Provenance::Local
+    }
+    fn short_ttl(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+    fn advance(&self, by: Duration) -> BoxFuture<'_, ()> {
+        self.clock.advance(by);
+        Box::pin(async {})
+    }
+    fn controls_time(&self) -> bool {
+        true
+    }
 }

@@ -115,3 +115,36 @@ pub async fn cluster_throttle(test: &str) -> Option<RedisFixture<palisade_cache_
         Provenance::Distributed,
     ))
 }
+
+/// The command deadline of the fault tests.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
+/// What a call may take beyond its deadline (scheduling on a loaded 2-core machine).
+pub const SLACK: std::time::Duration = std::time::Duration::from_millis(300);
+/// How long recovery may take in a fault test (reconnect backoff + probe period).
+pub const RECOVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A connection config for a private server: the fault tests' deadlines.
+pub fn fault_config(server: &palisade_cache_core::testkit::server::RedisServer) -> RedisConfig {
+    RedisConfig::from_url(&server.url())
+        .with_command_timeout(DEADLINE)
+        .with_connect_timeout(Duration::from_millis(800))
+}
+
+/// A supervisor context that probes quickly (the fault tests wait for recovery).
+pub fn fault_ctx(
+    component: palisade_cache_core::Component,
+    mode: palisade_cache_core::Mode,
+    events: &palisade_cache_core::Events,
+) -> palisade_cache_core::SupervisorContext {
+    palisade_cache_core::SupervisorContext::new(component, mode, "tenant-a", events.clone()).with_config(
+        palisade_cache_core::SupervisorConfig::default()
+            .with_backoff_min(Duration::from_millis(50))
+            .with_probe_period(Duration::from_millis(250))
+            .with_probe_deadline(Duration::from_millis(200)),
+    )
+}
+
+/// A namespace of tenant `tenant-a` under a prefix unique to `test`.
+pub fn fault_ns(test: &str, namespace: &str) -> palisade_cache_core::Namespace {
+    palisade_cache_core::Namespace::new(&env::unique_prefix(test), 1, "tenant-a", namespace).expect("namespace")
+}

@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
-use super::resp::{self, Reply};
+use crate::resp::{self, Reply};
 
 /// Environment variable naming the `redis-server` binary (default: from `PATH`).
 pub const BINARY_ENV: &str = "PALISADE_REDIS_SERVER";

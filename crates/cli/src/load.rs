@@ -1,0 +1,857 @@
+//! `palisade load`: the outage benchmark.
+//!
+//! For each mode it starts its own `redis-server`, runs P worker processes × T tasks of
+//! mixed work (cache for two tenants, job records with two writer roles, throttle
+//! leases, GCRA), and on a schedule kills Redis (SIGKILL), restarts it, pauses it
+//! (SIGSTOP) and resumes it (SIGCONT):
+//!
+//! ```text
+//! 0%        25%        45%          55%         65%       80%        100%
+//! | healthy | down     | recovering | recovered | paused  | resumed  |
+//!           SIGKILL    restart                  SIGSTOP   SIGCONT
+//! ```
+//!
+//! It reports per phase throughput, p50 / p99 / max latency and errors by kind; the time
+//! to detect each outage and to recover; and invariant counters that must all be 0:
+//! throttle cap or spacing violations (from the Redis server's lease times), lost
+//! acknowledged job updates, resurrected records, cross-tenant reads, non-distributed
+//! answers in strict mode, outages not matched by exactly one down and one up event per
+//! component, and calls that outlived their deadline (+ 250 ms of scheduling slack).
+//! It writes `report.json`, `summary.md` and one `latency-<mode>.svg` per mode.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use palisade::{
+    Component, Decision, Error, EventKind, JobRecord, JobStatus, Mode, Palisade, Patch, Policy, Provenance, Rate,
+};
+use palisade_redis_server::server::RedisServer;
+use serde_json::{Value, json};
+
+const ENV_WORKER: &str = "PALISADE_LOAD_WORKER";
+const SLACK: Duration = Duration::from_millis(250);
+const GLOBAL_CAP: u32 = 6;
+const KEY_CAP: u32 = 2;
+const INTERVAL: Duration = Duration::from_millis(20);
+const LEASE: Duration = Duration::from_secs(2);
+
+/// Arguments of `palisade load`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct LoadArgs {
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    processes: usize,
+    /// Tasks per process (split over cache, jobs, throttle and rate-limit work).
+    #[arg(long, default_value_t = 8)]
+    tasks: usize,
+    /// Length of the run of each mode.
+    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    duration: Duration,
+    /// Modes to run, comma-separated.
+    #[arg(long, default_value = "strict,degraded")]
+    modes: String,
+    /// The command deadline of the workers.
+    #[arg(long, default_value = "300ms", value_parser = crate::parse_duration)]
+    command_timeout: Duration,
+    /// Where to write report.json, summary.md and the charts.
+    #[arg(long, default_value = "target/load")]
+    out: PathBuf,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+// ---- worker --------------------------------------------------------------------------
+
+/// One timed call: start (ms since the epoch), latency (µs), operation, outcome.
+struct Sample {
+    at_ms: u64,
+    latency_us: u64,
+    op: &'static str,
+    outcome: String,
+}
+
+#[derive(Default)]
+struct Tally {
+    samples: Vec<Sample>,
+    leases: Vec<(Provenance, u64, Option<u64>, String)>,
+    cross_tenant: u64,
+    lost_updates: u64,
+    resurrected: u64,
+    local_in_strict: u64,
+    over_deadline: u64,
+    job_rounds_checked: u64,
+}
+
+struct Worker {
+    mode: Mode,
+    deadline: Duration,
+    tally: Mutex<Tally>,
+}
+
+impl Worker {
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = Result<palisade::Tagged<T>, Error>>,
+    ) -> Option<palisade::Tagged<T>> {
+        let at_ms = now_ms();
+        let start = Instant::now();
+        let r = fut.await;
+        let latency = start.elapsed();
+        let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        if latency > self.deadline + SLACK {
+            t.over_deadline += 1;
+        }
+        let outcome = match &r {
+            Ok(v) => {
+                if self.mode == Mode::StrictDistributed && v.provenance != Provenance::Distributed {
+                    t.local_in_strict += 1;
+                }
+                v.provenance.as_str().to_owned()
+            }
+            Err(e) => e.kind().as_str().to_owned(),
+        };
+        t.samples.push(Sample {
+            at_ms,
+            latency_us: latency.as_micros() as u64,
+            op,
+            outcome,
+        });
+        r.ok()
+    }
+}
+
+fn build(mode: Mode, url: &str, tenant: &str, args: &WorkerArgs) -> palisade::Builder {
+    Palisade::builder()
+        .mode(mode)
+        .redis_url(url)
+        .tenant(tenant)
+        .key_prefix(&args.prefix)
+        .command_timeout(args.deadline)
+        .connect_timeout(Duration::from_secs(2))
+        .probe_period(Duration::from_millis(250))
+        .degraded_share(1.0 / args.processes as f64)
+}
+
+/// An event a worker saw: when (ms), `down` or `up`, and `<instance>:<component>`.
+type SeenEvent = (u64, &'static str, String);
+
+struct WorkerArgs {
+    index: usize,
+    processes: usize,
+    tasks: usize,
+    until_ms: u64,
+    deadline: Duration,
+    prefix: String,
+}
+
+async fn cache_role(w: &Worker, a: &Palisade, b: &Palisade, until: u64, task: usize) {
+    let (ca, cb) = (a.cache(), b.cache());
+    let mut n = 0u64;
+    while now_ms() < until {
+        // A request handler waits on I/O between requests; without this a loop over an
+        // instant local fallback never yields and starves the runtime (probes included).
+        tokio::task::yield_now().await;
+        n += 1;
+        let key = format!("k{}", n % 50);
+        let value = format!("A:{task}:{n}");
+        w.timed("cache.set", ca.set(&key, value.as_bytes(), Duration::from_secs(30)))
+            .await;
+        if let Some(t) = w.timed("cache.get", cb.get(&key)).await {
+            if t.value.is_some_and(|v| v.starts_with(b"A:")) {
+                w.tally.lock().unwrap_or_else(|p| p.into_inner()).cross_tenant += 1;
+            }
+        }
+        w.timed("cache.get", ca.get(&key)).await;
+    }
+}
+
+async fn jobs_role(w: &Worker, p: &Palisade, until: u64, worker: usize, task: usize) {
+    let jobs = p.jobs();
+    let mut round = 0;
+    while now_ms() < until {
+        // A request handler waits on I/O between requests; without this a loop over an
+        // instant local fallback never yields and starves the runtime (probes included).
+        tokio::task::yield_now().await;
+        round += 1;
+        let id = format!("{worker}-{task}-{round}");
+        let Some(created) = w
+            .timed(
+                "jobs.create",
+                jobs.create(&id, &JobRecord::queued(), Duration::from_secs(120)),
+            )
+            .await
+        else {
+            continue;
+        };
+        let origin = created.provenance;
+        // Two writer roles, disjoint fields, concurrently.
+        let writer = |role: &'static str| {
+            let (jobs, id) = (jobs.clone(), id.clone());
+            async move {
+                let mut acked = Vec::new();
+                for i in 0..10 {
+                    let field = format!("{role}{i}");
+                    if let Some(t) = w
+                        .timed(
+                            "jobs.update",
+                            jobs.update(&id, &Patch::new().field(field.clone(), i.to_string())),
+                        )
+                        .await
+                    {
+                        if t.value {
+                            acked.push((field, t.provenance));
+                        }
+                    }
+                }
+                acked
+            }
+        };
+        let (acked_a, acked_b) = tokio::join!(writer("api"), writer("worker"));
+        w.timed(
+            "jobs.transition",
+            jobs.transition(&id, JobStatus::Queued, JobStatus::Running, &Patch::new()),
+        )
+        .await;
+        w.timed(
+            "jobs.transition",
+            jobs.transition(&id, JobStatus::Running, JobStatus::Completed, &Patch::new()),
+        )
+        .await;
+        if let Some(read) = w.timed("jobs.get", jobs.get(&id)).await {
+            // Lost updates: only where the record and every write lived in one place
+            // (a restart without persistence loses whole records, by design).
+            if let Some(r) = &read.value {
+                let acked: Vec<_> = acked_a
+                    .iter()
+                    .chain(&acked_b)
+                    .filter(|(_, p)| *p == read.provenance && *p == origin)
+                    .collect();
+                let lost = acked.iter().filter(|(f, _)| !r.fields.contains_key(f)).count() as u64;
+                let mut t = w.tally.lock().unwrap_or_else(|p| p.into_inner());
+                t.lost_updates += lost;
+                t.job_rounds_checked += 1;
+            }
+        }
+        if let Some(d) = w.timed("jobs.delete", jobs.delete(&id)).await {
+            let after = w
+                .timed("jobs.update", jobs.update(&id, &Patch::new().field("late", "x")))
+                .await;
+            let back = w.timed("jobs.get", jobs.get(&id)).await;
+            if after.as_ref().is_some_and(|a| a.value && a.provenance == d.provenance)
+                || back
+                    .as_ref()
+                    .is_some_and(|b| b.value.is_some() && b.provenance == d.provenance)
+            {
+                w.tally.lock().unwrap_or_else(|p| p.into_inner()).resurrected += 1;
+            }
+        }
+    }
+}
+
+async fn throttle_role(w: &Worker, p: &Palisade, until: u64, task: usize) {
+    let t = p.throttle();
+    let policy = match Policy::new(GLOBAL_CAP, KEY_CAP, INTERVAL, LEASE) {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let mut n = task;
+    while now_ms() < until {
+        // A request handler waits on I/O between requests; without this a loop over an
+        // instant local fallback never yields and starves the runtime (probes included).
+        tokio::task::yield_now().await;
+        n = n.wrapping_mul(31).wrapping_add(7);
+        let key = format!("mx{}", n % 5);
+        let Some(d) = w.timed("throttle.acquire", t.acquire(&key, &policy)).await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        match d.value {
+            Decision::Acquired(permit) => {
+                tokio::time::sleep(Duration::from_millis(5 + (n % 30) as u64)).await;
+                let end = w
+                    .timed("throttle.release", async {
+                        permit.release().await.map(|r| palisade::Tagged::new(r, d.provenance))
+                    })
+                    .await
+                    .and_then(|t| t.value);
+                let mut tally = w.tally.lock().unwrap_or_else(|p| p.into_inner());
+                // `None`: the release failed or the lease had expired; the analysis ends
+                // it at its expiry, or when its server died.
+                tally
+                    .leases
+                    .push((d.provenance, us(permit.acquired_at()), end.map(us), key));
+            }
+            Decision::Denied { retry_after, .. } => tokio::time::sleep(retry_after.min(INTERVAL)).await,
+        }
+    }
+}
+
+async fn limit_role(w: &Worker, p: &Palisade, until: u64, task: usize) {
+    let r = p.rate_limiter();
+    let Ok(rate) = Rate::per_second(200, 20) else { return };
+    let mut n = task;
+    while now_ms() < until {
+        // A request handler waits on I/O between requests; without this a loop over an
+        // instant local fallback never yields and starves the runtime (probes included).
+        tokio::task::yield_now().await;
+        n += 1;
+        w.timed("limit", r.limit(&format!("ip{}", n % 10), &rate)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Runs one worker process; writes its tally as JSON on stdout.
+pub(crate) async fn worker_main(mode: Mode, url: &str) -> Result<(), Error> {
+    let var = |k: &str| std::env::var(format!("PALISADE_LOAD_{k}")).unwrap_or_default();
+    let args = WorkerArgs {
+        index: var("WORKER").parse().unwrap_or(0),
+        processes: var("PROCESSES").parse().unwrap_or(1).max(1),
+        tasks: var("TASKS").parse().unwrap_or(4).max(4),
+        until_ms: var("UNTIL_MS").parse().unwrap_or(0),
+        deadline: Duration::from_millis(var("DEADLINE_MS").parse().unwrap_or(300)),
+        prefix: var("PREFIX"),
+    };
+    let a = build(mode, url, "tenant-a", &args).build().await?;
+    let b = build(mode, url, "tenant-b", &args).build().await?;
+    let events: Arc<Mutex<Vec<SeenEvent>>> = Arc::default();
+    let mut subs = Vec::new();
+    for (instance, p) in [&a, &b].into_iter().enumerate() {
+        let mut rx = p.events().subscribe();
+        let events = Arc::clone(&events);
+        subs.push(tokio::spawn(async move {
+            while let Ok(e) = rx.recv().await {
+                let kind = match e.kind {
+                    EventKind::Degraded | EventKind::UnavailableAtRuntime { .. } => "down",
+                    EventKind::Recovered { .. } => "up",
+                    _ => continue,
+                };
+                let component = match e.component {
+                    Component::Cache => "cache",
+                    Component::JobStore => "jobs",
+                    _ => "throttle",
+                };
+                let at = e.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                events
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((at, kind, format!("{instance}:{component}")));
+            }
+        }));
+    }
+    let w = Worker {
+        mode,
+        deadline: args.deadline,
+        tally: Mutex::default(),
+    };
+    let until = args.until_ms;
+    let mut work = Vec::new();
+    for task in 0..args.tasks {
+        let (w, a, b) = (&w, &a, &b);
+        work.push(async move {
+            match task % 4 {
+                0 => cache_role(w, a, b, until, task).await,
+                1 => jobs_role(w, a, until, args.index, task).await,
+                2 => throttle_role(w, a, until, task).await,
+                _ => limit_role(w, a, until, task).await,
+            }
+        });
+    }
+    futures_util::future::join_all(work).await;
+    // Let the last probes report recovery before the tally is written.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for s in subs {
+        s.abort();
+    }
+    let t = w.tally.into_inner().unwrap_or_else(|p| p.into_inner());
+    let events = events.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let out = json!({
+        "samples": t.samples.iter().map(|s| json!([s.at_ms, s.latency_us, s.op, s.outcome])).collect::<Vec<_>>(),
+        "leases": t.leases.iter().map(|(p, a, e, k)| json!([p.as_str(), a, e, k])).collect::<Vec<_>>(),
+        "events": events.iter().map(|(at, k, c)| json!([at, k, c])).collect::<Vec<_>>(),
+        "cross_tenant": t.cross_tenant,
+        "lost_updates": t.lost_updates,
+        "resurrected": t.resurrected,
+        "local_in_strict": t.local_in_strict,
+        "over_deadline": t.over_deadline,
+        "job_rounds_checked": t.job_rounds_checked,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+// ---- orchestrator --------------------------------------------------------------------
+
+const PHASES: [(&str, f64, f64); 6] = [
+    ("healthy", 0.0, 0.25),
+    ("down", 0.25, 0.45),
+    ("recovering", 0.45, 0.55),
+    ("recovered", 0.55, 0.65),
+    ("paused", 0.65, 0.80),
+    ("resumed", 0.80, 1.0),
+];
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Caps and spacing over leases (acquired µs, end µs) per key: returns violations.
+fn lease_violations(leases: &[(u64, u64, String)], global_cap: i64, key_cap: i64, interval_us: u64) -> u64 {
+    let mut events: Vec<(u64, i64, &str)> = Vec::new();
+    for (a, e, k) in leases {
+        events.push((*a, 1, k));
+        events.push((*e, -1, k));
+    }
+    events.sort_by_key(|(t, d, _)| (*t, *d));
+    let (mut g, mut violations) = (0i64, 0u64);
+    let mut per: HashMap<&str, i64> = HashMap::new();
+    for (_, d, k) in events {
+        g += d;
+        let n = per.entry(k).or_default();
+        *n += d;
+        if d > 0 && (g > global_cap || *n > key_cap) {
+            violations += 1;
+        }
+    }
+    let mut by_key: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (a, _, k) in leases {
+        by_key.entry(k).or_default().push(*a);
+    }
+    for starts in by_key.values_mut() {
+        starts.sort_unstable();
+        violations += starts.windows(2).filter(|w| w[1] - w[0] < interval_us).count() as u64;
+    }
+    violations
+}
+
+struct ModeRun {
+    mode: Mode,
+    start_ms: u64,
+    duration_ms: u64,
+    faults: BTreeMap<&'static str, u64>,
+    workers: Vec<Value>,
+}
+
+fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, Error> {
+    let io = |e: std::io::Error| Error::config(format!("load: {e}"));
+    let mut server = RedisServer::start().map_err(io)?;
+    let exe = std::env::current_exe().map_err(io)?;
+    let start_ms = now_ms() + 1500;
+    let duration_ms = args.duration.as_millis() as u64;
+    let prefix = format!("load{}", std::process::id());
+    let mut children = Vec::new();
+    for i in 0..args.processes {
+        children.push(
+            Command::new(&exe)
+                .args(["--mode", mode.as_str(), "--redis-url", &server.url(), "load"])
+                .env(ENV_WORKER, i.to_string())
+                .env("PALISADE_LOAD_PROCESSES", args.processes.to_string())
+                .env("PALISADE_LOAD_TASKS", args.tasks.to_string())
+                .env("PALISADE_LOAD_UNTIL_MS", (start_ms + duration_ms).to_string())
+                .env(
+                    "PALISADE_LOAD_DEADLINE_MS",
+                    args.command_timeout.as_millis().to_string(),
+                )
+                .env("PALISADE_LOAD_PREFIX", &prefix)
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(io)?,
+        );
+    }
+    let at = |f: f64| start_ms + (duration_ms as f64 * f) as u64;
+    let wait_until = |t: u64| {
+        let now = now_ms();
+        if t > now {
+            std::thread::sleep(Duration::from_millis(t - now));
+        }
+    };
+    let mut faults = BTreeMap::new();
+    wait_until(at(0.25));
+    faults.insert("kill", now_ms());
+    server.kill();
+    wait_until(at(0.45));
+    server.start_again().map_err(io)?;
+    faults.insert("restarted", now_ms());
+    wait_until(at(0.65));
+    server.pause().map_err(io)?;
+    faults.insert("pause", now_ms());
+    wait_until(at(0.80));
+    server.resume().map_err(io)?;
+    faults.insert("resumed", now_ms());
+    let mut workers = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().map_err(io)?;
+        if !out.status.success() {
+            return Err(Error::config(format!("a load worker failed: {}", out.status)));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().last().unwrap_or("{}");
+        workers.push(serde_json::from_str(line).map_err(|e| Error::codec("a worker's tally", e))?);
+    }
+    Ok(ModeRun {
+        mode,
+        start_ms,
+        duration_ms,
+        faults,
+        workers,
+    })
+}
+
+fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
+    let mut samples: Vec<(u64, u64, String, String)> = Vec::new();
+    let mut distributed: Vec<(u64, u64, String)> = Vec::new();
+    let mut local_violations = 0u64;
+    let mut uncertain = 0u64;
+    let mut counters: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut unmatched = 0u64;
+    let (mut detect, mut recover): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+    let kill = run.faults["kill"];
+    let restarted = run.faults["restarted"];
+    let pause = run.faults["pause"];
+    let resumed = run.faults["resumed"];
+    let share = 1.0 / args.processes as f64;
+    for w in &run.workers {
+        for s in w["samples"].as_array().into_iter().flatten() {
+            samples.push((
+                s[0].as_u64().unwrap_or(0),
+                s[1].as_u64().unwrap_or(0),
+                s[2].as_str().unwrap_or("").to_owned(),
+                s[3].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+        let mut local = Vec::new();
+        for l in w["leases"].as_array().into_iter().flatten() {
+            let (prov, a, key) = (
+                l[0].as_str().unwrap_or(""),
+                l[1].as_u64().unwrap_or(0),
+                l[3].as_str().unwrap_or("").to_owned(),
+            );
+            // A lease whose release failed has no known server-side end: a paused server
+            // still runs the release it had buffered when it resumes. Such leases are
+            // left out of the overlap check (and counted), never assumed.
+            let Some(end) = l[2].as_u64() else {
+                uncertain += 1;
+                continue;
+            };
+            let died = if a < kill * 1000 { kill * 1000 } else { u64::MAX };
+            if prov == "distributed" {
+                distributed.push((a, end.min(died), key));
+            } else {
+                local.push((a, end, key));
+            }
+        }
+        let cap = |c: u32| (f64::from(c) * share).floor() as i64;
+        local_violations += lease_violations(
+            &local,
+            cap(GLOBAL_CAP),
+            cap(KEY_CAP),
+            (INTERVAL.as_micros() as f64 / share) as u64,
+        );
+        for k in [
+            "cross_tenant",
+            "lost_updates",
+            "resurrected",
+            "local_in_strict",
+            "over_deadline",
+            "job_rounds_checked",
+        ] {
+            *counters.entry(k).or_default() += w[k].as_u64().unwrap_or(0);
+        }
+        // Per process and component: down/up alternate, one pair per outage.
+        // Keyed by (tenant instance, component): each has its own supervisor.
+        let mut by_component: BTreeMap<&str, Vec<(u64, &str)>> = BTreeMap::new();
+        for e in w["events"].as_array().into_iter().flatten() {
+            by_component
+                .entry(e[2].as_str().unwrap_or(""))
+                .or_default()
+                .push((e[0].as_u64().unwrap_or(0), e[1].as_str().unwrap_or("")));
+        }
+        for evs in by_component.values_mut() {
+            evs.sort();
+            let downs = evs.iter().filter(|(_, k)| *k == "down").count();
+            let ups = evs.iter().filter(|(_, k)| *k == "up").count();
+            let alternating = evs
+                .iter()
+                .enumerate()
+                .all(|(i, (_, k))| *k == if i % 2 == 0 { "down" } else { "up" });
+            if downs != ups || downs > 2 || !alternating {
+                unmatched += 1;
+            }
+            for (at, kind) in evs.iter() {
+                if *kind == "up" {
+                    let back = if *at >= resumed { resumed } else { restarted };
+                    recover.push(at.saturating_sub(back));
+                }
+            }
+        }
+        // Time to detect: per process and fault, the first down event of any component
+        // (each component has its own supervisor and notices with its own next call).
+        for fault in [kill, pause] {
+            let first = by_component
+                .values()
+                .flat_map(|evs| evs.iter())
+                .filter(|(at, k)| *k == "down" && *at >= fault && *at < fault + run.duration_ms / 4)
+                .map(|(at, _)| at - fault)
+                .min();
+            if let Some(d) = first {
+                detect.push(d);
+            }
+        }
+    }
+    let throttle_violations = lease_violations(
+        &distributed,
+        GLOBAL_CAP.into(),
+        KEY_CAP.into(),
+        INTERVAL.as_micros() as u64,
+    ) + local_violations;
+    let phases: Vec<Value> = PHASES
+        .iter()
+        .map(|(name, from, to)| {
+            let (a, b) = (run.start_ms + (run.duration_ms as f64 * from) as u64, run.start_ms + (run.duration_ms as f64 * to) as u64);
+            let mut lat: Vec<u64> = Vec::new();
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut ok = 0u64;
+            for (at, l, _, outcome) in &samples {
+                if *at >= a && *at < b {
+                    lat.push(*l);
+                    if matches!(outcome.as_str(), "distributed" | "local_degraded" | "local") {
+                        ok += 1;
+                    } else {
+                        *errors.entry(outcome.clone()).or_default() += 1;
+                    }
+                }
+            }
+            lat.sort_unstable();
+            let secs = (b - a) as f64 / 1000.0;
+            json!({"phase": name, "start_ms": a - run.start_ms, "end_ms": b - run.start_ms, "calls": lat.len(),
+                "ok_per_s": (ok as f64 / secs).round(), "p50_us": percentile(&lat, 0.5), "p99_us": percentile(&lat, 0.99),
+                "max_us": lat.last().copied().unwrap_or(0), "errors": errors})
+        })
+        .collect();
+    let invariants = json!({
+        "throttle_cap_or_spacing_violations": throttle_violations,
+        "lost_job_updates": counters["lost_updates"],
+        "resurrected_records": counters["resurrected"],
+        "cross_tenant_reads": counters["cross_tenant"],
+        "local_answers_in_strict_mode": counters["local_in_strict"],
+        "outages_not_matched_by_one_down_and_one_up": unmatched,
+        "calls_over_deadline": counters["over_deadline"],
+    });
+    json!({
+        "mode": run.mode.as_str(),
+        "duration_ms": run.duration_ms,
+        "faults_ms": run.faults.iter().map(|(k, v)| (k.to_string(), json!(v - run.start_ms))).collect::<serde_json::Map<_, _>>(),
+        "phases": phases,
+        "invariants": invariants,
+        "leases_checked": distributed.len(),
+        "leases_with_unknown_end": uncertain,
+        "job_rounds_checked": counters["job_rounds_checked"],
+        "detect_ms_max": detect.iter().max(),
+        "recover_ms_max": recover.iter().max(),
+        "chart": chart(run, &samples),
+    })
+}
+
+/// An SVG of the max latency per 100 ms over time, phases shaded.
+fn chart(run: &ModeRun, samples: &[(u64, u64, String, String)]) -> String {
+    let (w, h, pad) = (900.0, 300.0, 40.0);
+    let buckets = (run.duration_ms / 100).max(1) as usize;
+    let mut max = vec![0u64; buckets];
+    for (at, l, _, _) in samples {
+        if *at >= run.start_ms {
+            let i = ((at - run.start_ms) / 100) as usize;
+            if i < buckets {
+                max[i] = max[i].max(*l);
+            }
+        }
+    }
+    let top = (*max.iter().max().unwrap_or(&1)).max(1) as f64;
+    let x = |i: f64| pad + (w - 2.0 * pad) * i;
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * ((v + 1.0).ln() / (top + 1.0).ln());
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
+    );
+    let colors = ["#e8f5e9", "#ffebee", "#fff8e1", "#e3f2fd", "#f3e5f5", "#e3f2fd"];
+    for ((name, from, to), color) in PHASES.iter().zip(colors) {
+        let _ = write!(
+            svg,
+            r#"<rect x="{:.1}" y="{pad}" width="{:.1}" height="{:.1}" fill="{color}"/><text x="{:.1}" y="{:.1}">{name}</text>"#,
+            x(*from),
+            x(*to) - x(*from),
+            h - 2.0 * pad,
+            x(*from) + 3.0,
+            pad + 12.0
+        );
+    }
+    let points: Vec<String> = max
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", x(i as f64 / buckets as f64), y(*v as f64)))
+        .collect();
+    let _ = write!(
+        svg,
+        r##"<polyline fill="none" stroke="#c62828" stroke-width="1.2" points="{}"/>"##,
+        points.join(" ")
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="{pad}" y="{:.1}">max latency per 100 ms (log scale, top {:.1} ms) — palisade load, mode {}</text></svg>"#,
+        h - 12.0,
+        top / 1000.0,
+        run.mode
+    );
+    svg
+}
+
+fn markdown(report: &Value) -> String {
+    let mut md = String::from("# palisade load\n\n");
+    for m in report["modes"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "## mode `{}` ({} ms)\n",
+            m["mode"].as_str().unwrap_or(""),
+            m["duration_ms"]
+        );
+        md.push_str("| phase | calls | ok/s | p50 | p99 | max | errors |\n|---|---|---|---|---|---|---|\n");
+        for p in m["phases"].as_array().into_iter().flatten() {
+            let ms = |k: &str| format!("{:.2} ms", p[k].as_u64().unwrap_or(0) as f64 / 1000.0);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                p["phase"].as_str().unwrap_or(""),
+                p["calls"],
+                p["ok_per_s"],
+                ms("p50_us"),
+                ms("p99_us"),
+                ms("max_us"),
+                p["errors"]
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\ntime to detect (max): {} ms · time to recover (max): {} ms · leases checked: {} (left out, release outcome unknown: {}) · job rounds checked: {}\n",
+            m["detect_ms_max"],
+            m["recover_ms_max"],
+            m["leases_checked"],
+            m["leases_with_unknown_end"],
+            m["job_rounds_checked"]
+        );
+        md.push_str("| invariant | count |\n|---|---|\n");
+        for (k, v) in m["invariants"].as_object().into_iter().flatten() {
+            let _ = writeln!(md, "| {k} | {v} |");
+        }
+        md.push('\n');
+    }
+    md
+}
+
+/// Runs `palisade load`; returns the report and whether every invariant is 0.
+pub(crate) fn orchestrate(args: &LoadArgs) -> Result<(Value, bool), Error> {
+    let io = |e: std::io::Error| Error::config(format!("load: {e}"));
+    std::fs::create_dir_all(&args.out).map_err(io)?;
+    let mut modes = Vec::new();
+    for m in args.modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let mode: Mode = m.parse()?;
+        if !mode.needs_redis() {
+            return Err(Error::invalid_input(
+                "load runs the modes that use Redis: strict, degraded",
+            ));
+        }
+        let run = run_mode(args, mode)?;
+        for (i, w) in run.workers.iter().enumerate() {
+            let file = args.out.join(format!("worker-{}-{i}.json", mode.as_str()));
+            std::fs::write(file, w.to_string()).map_err(io)?;
+        }
+        let mut analysis = analyse(&run, args);
+        let svg = analysis["chart"].take();
+        let file = args.out.join(format!("latency-{}.svg", mode.as_str()));
+        std::fs::write(&file, svg.as_str().unwrap_or("")).map_err(io)?;
+        analysis["chart"] = json!(file_name(&file));
+        modes.push(analysis);
+    }
+    // Zero violations count only if the work they check really ran.
+    let clean = modes.iter().all(|m| {
+        m["invariants"]
+            .as_object()
+            .is_some_and(|o| o.values().all(|v| v.as_u64() == Some(0)))
+            && m["leases_checked"].as_u64().unwrap_or(0) > 0
+            && m["job_rounds_checked"].as_u64().unwrap_or(0) > 0
+    });
+    let report = json!({
+        "processes": args.processes, "tasks_per_process": args.tasks, "command_timeout_ms": args.command_timeout.as_millis() as u64,
+        "all_invariants_zero": clean, "modes": modes,
+    });
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(io)?;
+    std::fs::write(args.out.join("summary.md"), markdown(&report)).map_err(io)?;
+    Ok((report, clean))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether this process is a load worker.
+pub(crate) fn is_worker() -> bool {
+    std::env::var_os(ENV_WORKER).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease_violations;
+
+    fn l(a: u64, e: u64, k: &str) -> (u64, u64, String) {
+        (a, e, k.to_owned())
+    }
+
+    #[test]
+    fn the_lease_checker_counts_overlaps_above_the_caps_and_short_spacing() {
+        // Two leases on one key at once, key cap 1.
+        assert_eq!(
+            lease_violations(&[l(0, 100_000, "a"), l(50_000, 150_000, "a")], 6, 1, 20_000),
+            1
+        );
+        // Three keys at once, global cap 2.
+        assert_eq!(
+            lease_violations(
+                &[l(0, 100_000, "a"), l(30_000, 100_000, "b"), l(60_000, 100_000, "c")],
+                2,
+                2,
+                0
+            ),
+            1
+        );
+        // Acquisitions of one key 10 ms apart with a 20 ms interval.
+        assert_eq!(
+            lease_violations(&[l(0, 1_000, "a"), l(10_000, 11_000, "a")], 6, 2, 20_000),
+            1
+        );
+        // Back to back (an end and a start at the same instant) is fine.
+        assert_eq!(
+            lease_violations(&[l(0, 20_000, "a"), l(20_000, 40_000, "a")], 1, 1, 20_000),
+            0
+        );
+    }
+}
