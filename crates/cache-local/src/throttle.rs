@@ -1,5 +1,6 @@
 //! The throttle and rate limiter in memory.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -293,7 +294,12 @@ impl ThrottleBackend for LocalThrottle {
         let rate_key = scope.rate_key(key)?;
         let emission = us(rate.emission).max(1);
         let mut state = self.lock();
-        let tat = state.rates.get(&rate_key).copied().unwrap_or(now).max(now);
+        // One hash of the key: read and write through the same entry.
+        let entry = state.rates.entry(rate_key);
+        let tat = match &entry {
+            Entry::Occupied(e) => (*e.get()).max(now),
+            Entry::Vacant(_) => now,
+        };
         let new_tat = tat.saturating_add(emission);
         let allow_at = new_tat.saturating_sub(emission.saturating_mul(u64::from(rate.burst)));
         if now < allow_at {
@@ -301,7 +307,7 @@ impl ThrottleBackend for LocalThrottle {
                 retry_after: Duration::from_micros(allow_at - now),
             }));
         }
-        state.rates.insert(rate_key, new_tat);
+        entry.insert_entry(new_tat);
         let remaining = u32::try_from((now - allow_at) / emission).unwrap_or(u32::MAX);
         Ok(tag(RateDecision::Allowed { remaining }))
     }

@@ -64,11 +64,13 @@ local exp = now + ttl
 redis.call('ZADD', KEYS[1], fmt(exp), fmt(id))
 redis.call('ZADD', KEYS[2], fmt(exp), fmt(id))
 redis.call('HSET', KEYS[3], 'last', fmt(now))
+-- Each expiry below covers everything its key holds (the latest lease; penalty,
+-- interval and leases for the state), so it is set outright.
 local top = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
-keep(KEYS[1], top + 1000000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((top - now) / 1000) + 1000)
 local ktop = tonumber(redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2])
-keep(KEYS[2], ktop + 1000000)
-keep(KEYS[3], math.max(pen, now + interval, ktop) + idle)
+redis.call('PEXPIRE', KEYS[2], math.ceil((ktop - now) / 1000) + 1000)
+redis.call('PEXPIRE', KEYS[3], math.ceil((math.max(pen, now + interval, ktop) + idle - now) / 1000))
 return {1, id, now, exp, reclaimed}
 "#
 );

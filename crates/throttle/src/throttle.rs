@@ -310,11 +310,8 @@ impl<B: ThrottleBackend> RateLimiter<B> {
     /// - A refused request consumes nothing.
     /// - An empty or oversized key is [`Error::InvalidInput`] before any I/O.
     pub async fn limit(&self, key: &str, rate: &Rate) -> Result<Tagged<RateDecision>, Error> {
-        let r = async {
-            self.scope.rate_key(key)?;
-            self.backend.limit(&self.scope, key, rate).await
-        }
-        .await;
+        // The backends build (and so check) the key before any I/O.
+        let r = self.backend.limit(&self.scope, key, rate).await;
         let t = self.counters.error(r)?;
         match t.value {
             RateDecision::Allowed { .. } => self.counters.allowed.fetch_add(1, Ordering::Relaxed),

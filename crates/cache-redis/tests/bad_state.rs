@@ -1,0 +1,95 @@
+//! Stored state that palisade did not write (another tool, an old version, an operator's
+//! mistake) gives typed errors or is treated as absent — never a panic, never an outage.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use palisade_cache_core::testkit::env;
+use palisade_cache_core::testkit::resp::{self, Reply};
+use palisade_cache_core::{ErrorKind, Namespace};
+use palisade_cache_redis::{RedisConfig, RedisConnection, RedisJobStore, RedisThrottle};
+use palisade_job_store::{JobStore, Patch};
+use palisade_throttle::{Decision, Policy, Rate, RateDecision, RateLimiter, Throttle};
+
+fn raw(url: &str, args: &[&str]) -> Reply {
+    resp::command(url.trim_start_matches("redis://"), args).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_throttle_state_is_a_typed_error_or_treated_as_absent() {
+    let Some(url) = env::redis_url("garbage_throttle_state") else {
+        return;
+    };
+    let conn = RedisConnection::connect(&RedisConfig::from_url(&url)).await.unwrap();
+    let ns = Namespace::new(&env::unique_prefix("bad-state"), 1, "t", "mx").unwrap();
+    let backend = RedisThrottle::new(conn).await.unwrap();
+    let t = Throttle::new(backend.clone(), ns.clone());
+    let p = Policy::new(2, 2, Duration::ZERO, Duration::from_secs(5)).unwrap();
+
+    // The key's state is a string, not a hash: WRONGTYPE inside the script.
+    let state = t.scope().state_key("k").unwrap();
+    raw(&url, &["SET", &state, "garbage"]);
+    let e = t.acquire("k", &p).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Backend, "{e:?}");
+    assert!(!e.is_unavailable(), "garbage is not an outage");
+    assert_eq!(t.inspect("k").await.unwrap_err().kind(), ErrorKind::Backend);
+    assert_eq!(
+        t.penalize("k", Duration::from_secs(1)).await.unwrap_err().kind(),
+        ErrorKind::Backend
+    );
+
+    // The namespace's lease set is a hash: every key of the namespace errors, typed.
+    let global = t.scope().global_key().unwrap();
+    raw(&url, &["HSET", &global, "x", "y"]);
+    assert_eq!(t.acquire("other", &p).await.unwrap_err().kind(), ErrorKind::Backend);
+    raw(&url, &["DEL", &global, &state]);
+
+    // Times that are not numbers are treated as absent: no spacing, no penalty.
+    raw(&url, &["HSET", &state, "last", "yesterday", "pen", "forever"]);
+    assert!(matches!(t.acquire("k", &p).await.unwrap().value, Decision::Acquired(_)));
+
+    // A rate key holding garbage is a fresh budget.
+    let r = RateLimiter::new(backend, ns.sibling("rl").unwrap());
+    raw(&url, &["SET", &r_key(&ns, "ip"), "abc"]);
+    let rate = Rate::per_second(1, 1).unwrap();
+    assert_eq!(
+        r.limit("ip", &rate).await.unwrap().value,
+        RateDecision::Allowed { remaining: 0 }
+    );
+    assert!(matches!(
+        r.limit("ip", &rate).await.unwrap().value,
+        RateDecision::Limited { .. }
+    ));
+}
+
+fn r_key(ns: &Namespace, key: &str) -> String {
+    palisade_throttle::Scope::new(ns.sibling("rl").unwrap())
+        .rate_key(key)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_key_of_the_wrong_type_is_a_typed_error() {
+    let Some(url) = env::redis_url("job_key_wrong_type") else {
+        return;
+    };
+    let conn = RedisConnection::connect(&RedisConfig::from_url(&url)).await.unwrap();
+    let jobs = JobStore::new(
+        RedisJobStore::new(conn).await.unwrap(),
+        Namespace::new(&env::unique_prefix("bad-job"), 1, "t", "jobs").unwrap(),
+    );
+    let key = jobs.key("j").unwrap();
+    raw(&url, &["SET", &key, "not a hash"]);
+    for e in [
+        jobs.get("j").await.map(drop).unwrap_err(),
+        jobs.update("j", &Patch::new().progress(1)).await.map(drop).unwrap_err(),
+        jobs.heartbeat("j").await.map(drop).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Backend, "{e:?}");
+    }
+    assert_eq!(
+        raw(&url, &["GET", &key]),
+        Reply::Bulk(b"not a hash".to_vec()),
+        "nothing was damaged"
+    );
+}
