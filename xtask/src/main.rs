@@ -125,8 +125,9 @@ fn ci_steps(steps: &mut Steps) -> Result {
             &[],
         )
     })?;
-    steps.run("build every example", || {
-        cargo(&["build", "-p", "palisade", "--all-features", "--examples"], &[])
+    steps.run("build every example and the palisade CLI", || {
+        cargo(&["build", "-p", "palisade", "--all-features", "--examples"], &[])?;
+        cargo(&["build", "-p", "palisade-cli"], &[])
     })?;
     steps.run("run the quickstart (no Redis: local mode)", || {
         cargo(
@@ -137,7 +138,7 @@ fn ci_steps(steps: &mut Steps) -> Result {
     let pids = servers.pids();
     drop(servers);
     steps.run(
-        "palisade load: 2 processes x 8 tasks, strict and degraded, 20 s each (every invariant must be 0)",
+        "palisade load: 2 processes x 8 tasks, strict and degraded, 15 s each (every invariant must be 0)",
         || {
             cargo(
                 &[
@@ -148,7 +149,7 @@ fn ci_steps(steps: &mut Steps) -> Result {
                     "--",
                     "load",
                     "--duration",
-                    "20s",
+                    "15s",
                     "--processes",
                     "2",
                     "--tasks",
