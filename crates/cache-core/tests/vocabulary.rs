@@ -200,6 +200,11 @@ fn a_password_in_a_redis_url_never_appears_anywhere_printable() {
         assert!(!p.contains(SECRET), "secret leaked in: {p}");
     }
     assert!(
+        captured.text().contains("WARN"),
+        "outage events are logged at WARN: {}",
+        captured.text()
+    );
+    assert!(
         captured.text().contains("10.0.0.1:6379"),
         "the host stays visible: {}",
         captured.text()
