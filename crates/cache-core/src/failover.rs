@@ -82,8 +82,9 @@ impl<P: Clone, F: Clone> DegradedRouter<P, F> {
     }
 }
 
-/// A primary in strict mode: every call goes to the primary, every failure is returned
-/// to the caller, and outages are reported.
+/// A primary in strict mode — for every contract: every call goes to the primary, every
+/// failure is returned to the caller, and outages are reported. The cache, job-store
+/// and throttle contracts each implement their trait for it.
 ///
 /// # Behavior
 ///
@@ -99,11 +100,17 @@ pub struct Strict<P> {
     supervisor: Arc<Supervisor>,
 }
 
-impl<P: CacheBackend> Strict<P> {
-    /// Wraps a connected primary. `ctx.mode` is forced to strict.
-    pub fn new(primary: P, mut ctx: SupervisorContext) -> Result<Self, Error> {
+impl<P: Clone + Send + Sync + 'static> Strict<P> {
+    /// Wraps a connected primary whose health `probe` checks (e.g. `PING`). `ctx.mode`
+    /// is forced to strict. Each contract crate has a shorter constructor for its own
+    /// backends ([`Strict::new`] for caches).
+    pub fn with_probe<F, Fut>(primary: P, mut ctx: SupervisorContext, probe: F) -> Result<Self, Error>
+    where
+        F: Fn(P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
         ctx.mode = Mode::StrictDistributed;
-        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, None, None)?;
+        let supervisor = Supervisor::watching(ctx, &primary, probe, None, None)?;
         Ok(Strict {
             primary,
             supervisor: Arc::new(supervisor),
@@ -120,8 +127,22 @@ impl<P: CacheBackend> Strict<P> {
         &self.primary
     }
 
-    fn watch<T>(&self, op: &'static str, r: Result<T, Error>) -> Result<T, Error> {
+    /// Reports `r`'s error, if any, as a failure of `op`, and returns `r` (for the
+    /// contract trait implementations).
+    pub fn watch<T>(&self, op: &'static str, r: Result<T, Error>) -> Result<T, Error> {
         watched(&self.supervisor, op, r)
+    }
+
+    /// Strict mode and the primary's health.
+    pub fn strict_status(&self) -> BackendStatus {
+        BackendStatus::new(Mode::StrictDistributed, self.supervisor.health())
+    }
+}
+
+impl<P: CacheBackend> Strict<P> {
+    /// Wraps a connected cache primary (probed with its `probe`).
+    pub fn new(primary: P, ctx: SupervisorContext) -> Result<Self, Error> {
+        Self::with_probe(primary, ctx, |p: P| async move { p.probe().await })
     }
 }
 
@@ -148,7 +169,7 @@ impl<P: CacheBackend> CacheBackend for Strict<P> {
         self.primary.probe().await
     }
     fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::StrictDistributed, self.supervisor.health())
+        self.strict_status()
     }
 }
 

@@ -13,7 +13,7 @@ use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::{Component, Event, EventKind, Events, Mode, Provenance};
 use palisade_cache_local::LocalJobStore;
 use palisade_cache_redis::{RedisConnection, RedisJobStore};
-use palisade_job_store::{JobFailover, JobRecord, JobStatus, JobStore, Outcome, Patch, StrictJobs};
+use palisade_job_store::{JobFailover, JobRecord, JobStatus, JobStore, Outcome, Patch};
 use tokio::sync::broadcast;
 
 const TTL: Duration = Duration::from_secs(600);
@@ -173,7 +173,7 @@ async fn strict_job_calls_fail_within_the_deadline_and_recover() {
     let events = Events::new(64);
     let mut rx = events.subscribe();
     let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
-    let strict = StrictJobs::new(
+    let strict = palisade_job_store::failover::strict(
         RedisJobStore::new(conn).await.unwrap(),
         fault_ctx(Component::JobStore, Mode::StrictDistributed, &events),
     )

@@ -33,7 +33,7 @@ async fn strict(test: &str) -> Option<RedisFixture<StrictJobs<RedisJobStore>>> {
     let fx = common::standalone_jobs(test).await?;
     let ctx = SupervisorContext::new(Component::JobStore, Mode::StrictDistributed, "t", Events::default());
     Some(common::fixture(
-        StrictJobs::new(fx.backend, ctx).unwrap(),
+        palisade_job_store::failover::strict(fx.backend, ctx).unwrap(),
         test,
         Provenance::Distributed,
     ))

@@ -13,8 +13,7 @@ use palisade_cache_core::{Component, EventKind, Events, Mode, Provenance};
 use palisade_cache_local::LocalThrottle;
 use palisade_cache_redis::{RedisConnection, RedisThrottle};
 use palisade_throttle::{
-    Decision, DenyReason, Policy, Rate, RateDecision, RateLimiter, StrictThrottle, Throttle, ThrottleFailover,
-    ThrottleFailoverOptions,
+    Decision, DenyReason, Policy, Rate, RateDecision, RateLimiter, Throttle, ThrottleFailover, ThrottleFailoverOptions,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,7 +23,7 @@ async fn strict_an_unreachable_redis_is_an_error_never_a_fake_denial() {
     };
     let events = Events::new(16);
     let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
-    let backend = StrictThrottle::new(
+    let backend = palisade_throttle::failover::strict(
         RedisThrottle::new(conn).await.unwrap(),
         fault_ctx(Component::Throttle, Mode::StrictDistributed, &events),
     )

@@ -39,7 +39,7 @@ async fn strict(test: &str) -> Option<RedisFixture<StrictThrottle<RedisThrottle>
     let fx = common::standalone_throttle(test).await?;
     let ctx = SupervisorContext::new(Component::Throttle, Mode::StrictDistributed, "t", Events::default());
     Some(common::fixture(
-        StrictThrottle::new(fx.backend, ctx).unwrap(),
+        palisade_throttle::failover::strict(fx.backend, ctx).unwrap(),
         test,
         Provenance::Distributed,
     ))

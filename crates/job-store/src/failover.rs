@@ -30,8 +30,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use palisade_cache_core::Strict;
 use palisade_cache_core::cache::BackendStatus;
-use palisade_cache_core::failover::{DegradedRouter, outage_key, split_outage_key, watched};
+use palisade_cache_core::failover::{DegradedRouter, outage_key, split_outage_key};
 use palisade_cache_core::supervisor::{OnRecover, Supervisor, SupervisorContext};
 use palisade_cache_core::{BoxFuture, EVENT_TARGET, Error, Mode, Tagged};
 
@@ -237,32 +238,16 @@ impl<P: JobBackend, F: JobFallback> JobBackend for JobFailover<P, F> {
     }
 }
 
-/// The job store in strict mode: the primary's answers and errors, unchanged; outages
-/// reported once (`UnavailableAtRuntime`, then `Recovered`); no local map exists.
-#[derive(Clone)]
-pub struct StrictJobs<P> {
-    primary: P,
-    supervisor: Arc<Supervisor>,
+/// The jobs contract in strict mode: [`Strict`] over a primary, with outages reported
+/// once (`UnavailableAtRuntime`, then `Recovered`) and every error returned.
+pub type StrictJobs<P> = Strict<P>;
+
+/// Wraps a connected primary in strict mode.
+pub fn strict<P: JobBackend>(primary: P, ctx: SupervisorContext) -> Result<StrictJobs<P>, Error> {
+    Strict::with_probe(primary, ctx, |p: P| async move { p.probe().await })
 }
 
-impl<P: JobBackend> StrictJobs<P> {
-    /// Wraps a connected primary.
-    pub fn new(primary: P, mut ctx: SupervisorContext) -> Result<Self, Error> {
-        ctx.mode = Mode::StrictDistributed;
-        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, None, None)?;
-        Ok(StrictJobs {
-            primary,
-            supervisor: Arc::new(supervisor),
-        })
-    }
-
-    /// The supervisor.
-    pub fn supervisor(&self) -> &Supervisor {
-        &self.supervisor
-    }
-}
-
-impl<P: JobBackend> JobBackend for StrictJobs<P> {
+impl<P: JobBackend> JobBackend for Strict<P> {
     async fn create(
         &self,
         key: &str,
@@ -270,20 +255,16 @@ impl<P: JobBackend> JobBackend for StrictJobs<P> {
         ttl: Duration,
         if_absent: bool,
     ) -> Result<Tagged<bool>, Error> {
-        watched(
-            &self.supervisor,
-            "jobs.create",
-            self.primary.create(key, fields, ttl, if_absent).await,
-        )
+        self.watch("jobs.create", self.primary().create(key, fields, ttl, if_absent).await)
     }
     async fn update(&self, key: &str, fields: &FieldMap) -> Result<Tagged<bool>, Error> {
-        watched(&self.supervisor, "jobs.update", self.primary.update(key, fields).await)
+        self.watch("jobs.update", self.primary().update(key, fields).await)
     }
     async fn exists(&self, key: &str) -> Result<Tagged<bool>, Error> {
-        watched(&self.supervisor, "jobs.exists", self.primary.exists(key).await)
+        self.watch("jobs.exists", self.primary().exists(key).await)
     }
     async fn get(&self, key: &str) -> Result<Tagged<Option<StoredRecord>>, Error> {
-        watched(&self.supervisor, "jobs.get", self.primary.get(key).await)
+        self.watch("jobs.get", self.primary().get(key).await)
     }
     async fn transition(
         &self,
@@ -292,22 +273,21 @@ impl<P: JobBackend> JobBackend for StrictJobs<P> {
         to: JobStatus,
         fields: &FieldMap,
     ) -> Result<Tagged<RawOutcome>, Error> {
-        watched(
-            &self.supervisor,
+        self.watch(
             "jobs.transition",
-            self.primary.transition(key, from, to, fields).await,
+            self.primary().transition(key, from, to, fields).await,
         )
     }
     async fn heartbeat(&self, key: &str) -> Result<Tagged<RawOutcome>, Error> {
-        watched(&self.supervisor, "jobs.heartbeat", self.primary.heartbeat(key).await)
+        self.watch("jobs.heartbeat", self.primary().heartbeat(key).await)
     }
     async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
-        watched(&self.supervisor, "jobs.delete", self.primary.delete(key).await)
+        self.watch("jobs.delete", self.primary().delete(key).await)
     }
     async fn probe(&self) -> Result<(), Error> {
-        self.primary.probe().await
+        self.primary().probe().await
     }
     fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::StrictDistributed, self.supervisor.health())
+        self.strict_status()
     }
 }

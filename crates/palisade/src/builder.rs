@@ -229,8 +229,6 @@ impl Builder {
     async fn strict(&self, events: &Events) -> Result<Backends, Error> {
         use palisade_cache_core::{Component, Strict};
         use palisade_cache_redis::{RedisCache, RedisConnection, RedisJobStore, RedisThrottle};
-        use palisade_job_store::StrictJobs;
-        use palisade_throttle::StrictThrottle;
         let mode = Mode::StrictDistributed;
         let conn = RedisConnection::connect(&self.redis_config()).await?;
         let jobs = RedisJobStore::new(conn.clone()).await?;
@@ -240,8 +238,11 @@ impl Builder {
                 RedisCache::new(conn.clone()),
                 self.ctx(Component::Cache, mode, events),
             )?),
-            jobs: AnyJobs::Strict(StrictJobs::new(jobs, self.ctx(Component::JobStore, mode, events))?),
-            throttle: AnyThrottle::Strict(StrictThrottle::new(
+            jobs: AnyJobs::Strict(palisade_job_store::failover::strict(
+                jobs,
+                self.ctx(Component::JobStore, mode, events),
+            )?),
+            throttle: AnyThrottle::Strict(palisade_throttle::failover::strict(
                 throttle,
                 self.ctx(Component::Throttle, mode, events),
             )?),

@@ -17,8 +17,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use palisade_cache_core::Strict;
 use palisade_cache_core::cache::BackendStatus;
-use palisade_cache_core::failover::{DegradedRouter, watched};
+use palisade_cache_core::failover::DegradedRouter;
 use palisade_cache_core::supervisor::{Supervisor, SupervisorContext};
 use palisade_cache_core::{Error, Mode, Tagged};
 
@@ -175,76 +176,40 @@ impl<P: ThrottleBackend, F: ThrottleBackend> ThrottleBackend for ThrottleFailove
     }
 }
 
-/// The throttle in strict mode: Redis's decisions and errors, unchanged (an unreachable
-/// Redis is an error, never a fake denial); outages reported once.
-#[derive(Clone)]
-pub struct StrictThrottle<P> {
-    primary: P,
-    supervisor: Arc<Supervisor>,
+/// The throttle contract in strict mode: [`Strict`] over a primary, with outages reported
+/// once (`UnavailableAtRuntime`, then `Recovered`) and every error returned.
+pub type StrictThrottle<P> = Strict<P>;
+
+/// Wraps a connected primary in strict mode.
+pub fn strict<P: ThrottleBackend>(primary: P, ctx: SupervisorContext) -> Result<StrictThrottle<P>, Error> {
+    Strict::with_probe(primary, ctx, |p: P| async move { p.probe().await })
 }
 
-impl<P: ThrottleBackend> StrictThrottle<P> {
-    /// Wraps a connected primary.
-    pub fn new(primary: P, mut ctx: SupervisorContext) -> Result<Self, Error> {
-        ctx.mode = Mode::StrictDistributed;
-        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, None, None)?;
-        Ok(StrictThrottle {
-            primary,
-            supervisor: Arc::new(supervisor),
-        })
-    }
-
-    /// The supervisor.
-    pub fn supervisor(&self) -> &Supervisor {
-        &self.supervisor
-    }
-}
-
-impl<P: ThrottleBackend> ThrottleBackend for StrictThrottle<P> {
+impl<P: ThrottleBackend> ThrottleBackend for Strict<P> {
     async fn acquire(
         &self,
         scope: &Scope,
         key: &str,
         policy: &ScaledPolicy,
     ) -> Result<Tagged<(RawDecision, u64)>, Error> {
-        watched(
-            &self.supervisor,
-            "throttle.acquire",
-            self.primary.acquire(scope, key, policy).await,
-        )
+        self.watch("throttle.acquire", self.primary().acquire(scope, key, policy).await)
     }
     async fn penalize(&self, scope: &Scope, key: &str, d: Duration) -> Result<Tagged<SystemTime>, Error> {
-        watched(
-            &self.supervisor,
-            "throttle.penalize",
-            self.primary.penalize(scope, key, d).await,
-        )
+        self.watch("throttle.penalize", self.primary().penalize(scope, key, d).await)
     }
     async fn clear_penalty(&self, scope: &Scope, key: &str) -> Result<Tagged<bool>, Error> {
-        watched(
-            &self.supervisor,
-            "throttle.clear_penalty",
-            self.primary.clear_penalty(scope, key).await,
-        )
+        self.watch("throttle.clear_penalty", self.primary().clear_penalty(scope, key).await)
     }
     async fn inspect(&self, scope: &Scope, key: &str) -> Result<Tagged<KeyState>, Error> {
-        watched(
-            &self.supervisor,
-            "throttle.inspect",
-            self.primary.inspect(scope, key).await,
-        )
+        self.watch("throttle.inspect", self.primary().inspect(scope, key).await)
     }
     async fn limit(&self, scope: &Scope, key: &str, rate: &Rate) -> Result<Tagged<RateDecision>, Error> {
-        watched(
-            &self.supervisor,
-            "throttle.limit",
-            self.primary.limit(scope, key, rate).await,
-        )
+        self.watch("throttle.limit", self.primary().limit(scope, key, rate).await)
     }
     async fn probe(&self) -> Result<(), Error> {
-        self.primary.probe().await
+        self.primary().probe().await
     }
     fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::StrictDistributed, self.supervisor.health())
+        self.strict_status()
     }
 }
