@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 struct Cli {
     /// `strict`, `degraded` or `local` (default: strict with a Redis URL, else local).
     #[arg(long, global = true, env = "PALISADE_MODE")]
-    mode: Option<Mode>,
+    mode: Option<String>,
     /// Redis URL, or comma-separated cluster seeds.
     #[arg(long, global = true, env = "PALISADE_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
@@ -156,6 +156,22 @@ enum ThrottleCmd {
     Inspect { key: String },
 }
 
+impl Cli {
+    /// The mode; an empty value (e.g. `PALISADE_MODE=`) means "not set", as in
+    /// `Palisade::from_env`. An unknown mode is a configuration (usage) error.
+    fn mode(&self) -> Result<Option<Mode>, Error> {
+        match self.mode.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(m) => m.parse().map(Some),
+        }
+    }
+
+    /// The Redis URL; an empty value means none.
+    fn url(&self) -> Option<&str> {
+        self.redis_url.as_deref().map(str::trim).filter(|u| !u.is_empty())
+    }
+}
+
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (e.g. 250ms, 30s, 1h): {e}"))
 }
@@ -238,10 +254,10 @@ fn prov<T>(t: &Tagged<T>) -> &'static str {
 
 async fn build(cli: &Cli) -> Result<Palisade, Error> {
     let mut b = Palisade::builder().tenant(&cli.tenant);
-    if let Some(url) = &cli.redis_url {
+    if let Some(url) = cli.url() {
         b = b.redis_url(url);
     }
-    if let Some(mode) = cli.mode {
+    if let Some(mode) = cli.mode()? {
         b = b.mode(mode);
     }
     b.build().await
@@ -280,7 +296,7 @@ async fn doctor(cli: &Cli) -> Out {
         }
         Err(e) => {
             let json = json!({
-                "mode": cli.mode.unwrap_or(Mode::default_for(cli.redis_url.is_some())).as_str(),
+                "mode": cli.mode().ok().flatten().unwrap_or(Mode::default_for(cli.url().is_some())).as_str(),
                 "state": "unavailable",
                 "can_serve": false,
                 "error": e.chain(),
@@ -580,8 +596,8 @@ fn main() -> ExitCode {
         }
     };
     if let (Command::Load(_), true) = (&cli.command, load::is_worker()) {
-        let url = cli.redis_url.clone().unwrap_or_default();
-        let mode = cli.mode.unwrap_or(Mode::StrictDistributed);
+        let url = cli.url().unwrap_or_default().to_owned();
+        let mode = cli.mode().ok().flatten().unwrap_or(Mode::StrictDistributed);
         return match runtime.block_on(load::worker_main(mode, &url)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -216,4 +216,14 @@ fn local_mode_and_usage_errors() {
         "strict without a URL is a config error"
     );
     assert_eq!(palisade(None, "t", &["--help"]).status.code(), Some(0));
+    // An empty variable means "not set" (as in Palisade::from_env).
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .env("PALISADE_MODE", "")
+        .env("PALISADE_REDIS_URL", "")
+        .args(["--json", "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["mode"].as_str(), Some("local"));
 }

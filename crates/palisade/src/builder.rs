@@ -41,7 +41,7 @@ pub struct Builder {
     degraded_ttl_cap: Duration,
     degraded_share: f64,
     probe_period: Duration,
-    events_capacity: usize,
+    events: Option<Events>,
 }
 
 impl fmt::Debug for Builder {
@@ -72,7 +72,7 @@ impl Default for Builder {
             degraded_ttl_cap: Duration::from_secs(60),
             degraded_share: 0.25,
             probe_period: Duration::from_secs(1),
-            events_capacity: Events::DEFAULT_CAPACITY,
+            events: None,
         }
     }
 }
@@ -141,6 +141,13 @@ impl Builder {
         self
     }
 
+    /// The event sink to use (default: a new one). Subscribe to it before `build()` to
+    /// see the `UnavailableAtStartup` events that `build()` itself emits.
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
+    }
+
     /// The mode `build` will use.
     pub fn effective_mode(&self) -> Mode {
         self.mode.unwrap_or_else(|| Mode::default_for(!self.urls.is_empty()))
@@ -186,7 +193,7 @@ impl Builder {
             return Err(Error::config("degraded_share must be between 0 and 1"));
         }
         let base = Namespace::new(&self.prefix, 1, &self.tenant, "cache")?;
-        let events = Events::new(self.events_capacity);
+        let events = self.events.clone().unwrap_or_default();
         let backends = match mode {
             Mode::LocalOnly => self.local(),
             Mode::StrictDistributed => self.strict(&events).await,

@@ -145,7 +145,11 @@ async fn degraded_with_redis_down_starts_locally_and_moves_to_redis_when_it_answ
     };
     let url = server.url();
     server.kill();
+    // Subscribed before build: the startup events are seen too.
+    let events = palisade::Events::default();
+    let mut rx = events.subscribe();
     let p = Palisade::builder()
+        .events(events)
         .mode(Mode::ExplicitDegraded)
         .redis_url(&url)
         .connect_timeout(Duration::from_millis(500))
@@ -154,9 +158,20 @@ async fn degraded_with_redis_down_starts_locally_and_moves_to_redis_when_it_answ
         .build()
         .await
         .unwrap();
-    let mut rx = p.events().subscribe();
-    // The three contracts started down (events emitted during build are not replayed
-    // to later subscribers, so look at the state instead).
+    let mut started_down = Vec::new();
+    for _ in 0..3 {
+        let e = rx.try_recv().expect("an UnavailableAtStartup per contract");
+        assert_eq!(e.kind, EventKind::UnavailableAtStartup);
+        started_down.push(e.component);
+    }
+    assert_eq!(
+        started_down,
+        [
+            palisade::Component::Cache,
+            palisade::Component::JobStore,
+            palisade::Component::Throttle
+        ]
+    );
     assert!(matches!(p.cache().stats().health, palisade::Health::Degraded { .. }));
     let t = p.cache().set("k", b"local", Duration::from_secs(60)).await.unwrap();
     assert_eq!(t.provenance, Provenance::LocalDegraded);
