@@ -15,6 +15,10 @@ use palisade_cache_core::{Endpoint, Error};
 /// Default deadline of `connect` (TCP connect, handshake and the first PING): 2 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long after the command deadline the outer timeout of [`RedisConnection::run`]
+/// gives up on fred (which should have answered `Timeout` by then).
+pub const BACKSTOP: Duration = Duration::from_millis(100);
+
 /// Default deadline of every command: 500 ms.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -176,9 +180,10 @@ pub struct ServerInfo {
 /// - [`RedisConnection::connect_lazy`] returns at once and keeps connecting in the
 ///   background (degraded mode starting while Redis is down).
 /// - Every command returns within the command deadline (plus scheduling slack), also
-///   while the server is killed or paused: fred's `default_command_timeout` and an outer
-///   `tokio::time::timeout` (fred ignores per-command timeouts for scripts) both bound
-///   it. Reconnection never gives up; a command in flight when the connection drops is
+///   while the server is killed or paused: fred's `default_command_timeout` bounds it,
+///   and an outer `tokio::time::timeout` [`BACKSTOP`] later guarantees it (fred ignores
+///   per-command timeouts for scripts). A command that timed out is never written
+///   later by fred. Reconnection never gives up; a command in flight when the connection drops is
 ///   not re-sent.
 /// - Dropping the last clone closes the connection (`QUIT`) and stops its task.
 #[derive(Clone)]
@@ -298,8 +303,15 @@ impl RedisConnection {
     }
 
     /// Runs one command (or one pipeline) under the command deadline, mapping errors.
+    ///
+    /// fred's own `default_command_timeout` (the command deadline) fires first: it marks
+    /// the command timed out, and fred then never writes it. The outer
+    /// `tokio::time::timeout` is only a backstop, [`BACKSTOP`] later: had it fired
+    /// first, dropping fred's future before fred marked the command, fred would have
+    /// sent the command after reconnecting — a write reported as failed, applied
+    /// seconds later (found by the strict kill test).
     pub async fn run<T>(&self, op: &'static str, fut: impl Future<Output = Result<T, FredError>>) -> Result<T, Error> {
-        match tokio::time::timeout(self.inner.command_timeout, fut).await {
+        match tokio::time::timeout(self.inner.command_timeout + BACKSTOP, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(map_error(&self.inner.endpoint, op, self.inner.command_timeout, e)),
             Err(_) => Err(timeout(&self.inner.endpoint, op, self.inner.command_timeout)),

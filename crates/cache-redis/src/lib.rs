@@ -7,7 +7,9 @@ mod script;
 mod throttle;
 
 pub use cache::RedisCache;
-pub use connection::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, RedisConfig, RedisConnection, ServerInfo};
+pub use connection::{
+    BACKSTOP, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, RedisConfig, RedisConnection, ServerInfo,
+};
 pub use fred;
 pub use jobs::RedisJobStore;
 pub use script::LuaScript;
