@@ -55,7 +55,31 @@ pub struct DegradedRouter<P, F> {
     pub supervisor: Arc<Supervisor>,
 }
 
-impl<P: Clone, F: Clone> DegradedRouter<P, F> {
+impl<P: Clone + Send + Sync + 'static, F: Clone> DegradedRouter<P, F> {
+    /// The router of a degraded-mode wrapper: forces `ctx.mode` to degraded and builds
+    /// the supervisor that probes `primary` with `probe` (up at first, or already down
+    /// when `down` is the startup error), running `on_recover` before each swap back.
+    pub fn new<Pr, Fut>(
+        primary: P,
+        fallback: F,
+        mut ctx: SupervisorContext,
+        probe: Pr,
+        on_recover: Option<Box<dyn OnRecover>>,
+        down: Option<&Error>,
+    ) -> Result<Self, Error>
+    where
+        Pr: Fn(P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        ctx.mode = Mode::ExplicitDegraded;
+        let supervisor = Supervisor::watching(ctx, &primary, probe, on_recover, down)?;
+        Ok(DegradedRouter {
+            primary,
+            fallback,
+            supervisor: Arc::new(supervisor),
+        })
+    }
+
     /// Routes one call; see the type's `# Behavior`.
     pub async fn route<T, PF, FF>(
         &self,
@@ -266,19 +290,20 @@ impl<P: CacheBackend, F: CacheBackend> Failover<P, F> {
     fn build(
         primary: P,
         fallback: F,
-        mut ctx: SupervisorContext,
+        ctx: SupervisorContext,
         options: FailoverOptions,
         down: Option<&Error>,
     ) -> Result<Self, Error> {
-        ctx.mode = Mode::ExplicitDegraded;
         let hook: Option<Box<dyn OnRecover>> = Some(Box::new(DropFallback(fallback.clone())));
-        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, hook, down)?;
         Ok(Failover {
-            router: DegradedRouter {
+            router: DegradedRouter::new(
                 primary,
                 fallback,
-                supervisor: Arc::new(supervisor),
-            },
+                ctx,
+                |p: P| async move { p.probe().await },
+                hook,
+                down,
+            )?,
             options,
         })
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use palisade_cache_core::testkit::env;
 use palisade_cache_core::testkit::resp::{self, Reply};
+use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::{
     Cache, CacheBackend, Component, ErrorKind, Event, EventKind, Events, Failover, FailoverOptions, Health,
     ManualClock, Mode, Provenance, Strict,
@@ -18,6 +19,19 @@ use palisade_cache_core::{
 use palisade_cache_local::{LocalCache, LocalCacheConfig};
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection};
 use tokio::sync::broadcast;
+
+/// Degraded mode (default options) over a private server, with quick probes.
+async fn degraded_cache(server: &RedisServer, events: &Events, test: &str) -> Cache<Failover<RedisCache, LocalCache>> {
+    let conn = RedisConnection::connect(&fault_config(server)).await.unwrap();
+    let failover = Failover::new(
+        RedisCache::new(conn),
+        LocalCache::default(),
+        fault_ctx(Component::Cache, Mode::ExplicitDegraded, events),
+        FailoverOptions::default(),
+    )
+    .unwrap();
+    Cache::new(failover, fault_ns(test, "faults"))
+}
 
 async fn timed<T>(fut: impl Future<Output = T>) -> (T, Duration) {
     let start = Instant::now();
@@ -414,15 +428,7 @@ async fn degraded_survives_a_second_outage_with_its_own_events_and_no_old_entrie
     };
     let events = Events::new(64);
     let mut rx = events.subscribe();
-    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
-    let failover = Failover::new(
-        RedisCache::new(conn),
-        LocalCache::default(),
-        fault_ctx(Component::Cache, Mode::ExplicitDegraded, &events),
-        FailoverOptions::default(),
-    )
-    .unwrap();
-    let cache = Cache::new(failover, fault_ns("second", "faults"));
+    let cache = degraded_cache(&server, &events, "second").await;
     for outage in 1..=2u32 {
         server.kill();
         let got = cache.get("k").await.unwrap();
@@ -458,15 +464,7 @@ async fn a_stored_value_that_does_not_decode_is_a_codec_error_with_no_mode_chang
     };
     let events = Events::new(64);
     let mut rx = events.subscribe();
-    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
-    let failover = Failover::new(
-        RedisCache::new(conn),
-        LocalCache::default(),
-        fault_ctx(Component::Cache, Mode::ExplicitDegraded, &events),
-        FailoverOptions::default(),
-    )
-    .unwrap();
-    let cache = Cache::new(failover, fault_ns("codec", "faults"));
+    let cache = degraded_cache(&server, &events, "codec").await;
     let key = cache.ns().key("bad").unwrap();
     resp::command(
         &server.addr(),

@@ -124,21 +124,22 @@ impl<P: JobBackend, F: JobFallback> JobFailover<P, F> {
         Self::build(primary, fallback, ctx, Some(error))
     }
 
-    fn build(primary: P, fallback: F, mut ctx: SupervisorContext, down: Option<&Error>) -> Result<Self, Error> {
-        ctx.mode = Mode::ExplicitDegraded;
+    fn build(primary: P, fallback: F, ctx: SupervisorContext, down: Option<&Error>) -> Result<Self, Error> {
         let report = Arc::new(Mutex::new(None));
         let hook: Option<Box<dyn OnRecover>> = Some(Box::new(Replay {
             primary: primary.clone(),
             fallback: fallback.clone(),
             report: Arc::clone(&report),
         }));
-        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, hook, down)?;
         Ok(JobFailover {
-            router: DegradedRouter {
+            router: DegradedRouter::new(
                 primary,
                 fallback,
-                supervisor: Arc::new(supervisor),
-            },
+                ctx,
+                |p: P| async move { p.probe().await },
+                hook,
+                down,
+            )?,
             report,
         })
     }

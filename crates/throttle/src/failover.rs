@@ -14,7 +14,6 @@
 //! from the local fallback is released there, also after service returned to Redis;
 //! new acquisitions after recovery go to Redis.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use palisade_cache_core::Strict;
@@ -88,18 +87,19 @@ impl<P: ThrottleBackend, F: ThrottleBackend> ThrottleFailover<P, F> {
     fn build(
         primary: P,
         fallback: F,
-        mut ctx: SupervisorContext,
+        ctx: SupervisorContext,
         options: ThrottleFailoverOptions,
         down: Option<&Error>,
     ) -> Result<Self, Error> {
-        ctx.mode = Mode::ExplicitDegraded;
-        let supervisor = Supervisor::watching(ctx, &primary, |p: P| async move { p.probe().await }, None, down)?;
         Ok(ThrottleFailover {
-            router: DegradedRouter {
+            router: DegradedRouter::new(
                 primary,
                 fallback,
-                supervisor: Arc::new(supervisor),
-            },
+                ctx,
+                |p: P| async move { p.probe().await },
+                None,
+                down,
+            )?,
             options,
         })
     }
