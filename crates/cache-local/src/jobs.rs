@@ -1,18 +1,15 @@
 //! The job store in memory.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::sweep::Swept;
 use bytes::Bytes;
 use palisade_cache_core::cache::BackendStatus;
 use palisade_cache_core::{Error, Health, Mode, Provenance, SharedClock, SystemClock, Tagged};
 use palisade_job_store::model::{field, millis_text};
 use palisade_job_store::{FieldMap, JobBackend, JobFallback, JobStatus, RawOutcome, StoredRecord};
-
-/// Operations between two sweeps of expired records.
-const SWEEP_EVERY: u64 = 256;
 
 struct Rec {
     fields: FieldMap,
@@ -21,10 +18,9 @@ struct Rec {
 }
 
 struct Inner {
-    map: Mutex<HashMap<String, Rec>>,
+    map: Mutex<Swept<HashMap<String, Rec>>>,
     clock: SharedClock,
     provenance: Provenance,
-    ops: AtomicU64,
 }
 
 /// The in-memory job store. Cheap to clone; clones share the records.
@@ -61,15 +57,14 @@ impl LocalJobStore {
     pub fn new(clock: SharedClock) -> Self {
         LocalJobStore {
             inner: Arc::new(Inner {
-                map: Mutex::new(HashMap::new()),
+                map: Mutex::new(Swept::new(HashMap::new())),
                 clock,
                 provenance: Provenance::Local,
-                ops: AtomicU64::new(0),
             }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Rec>> {
+    fn lock(&self) -> MutexGuard<'_, Swept<HashMap<String, Rec>>> {
         self.inner.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -81,12 +76,14 @@ impl LocalJobStore {
         bytes_of(millis_text(self.inner.clock.system_time()))
     }
 
-    /// Locks the map, sweeping expired records every [`SWEEP_EVERY`] operations.
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Rec>> {
+    /// Locks the map; this operation may also sweep expired records (see [`Swept`]).
+    fn map(&self) -> MutexGuard<'_, Swept<HashMap<String, Rec>>> {
         let mut map = self.lock();
-        if self.inner.ops.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+        if map.due() {
             let now = self.inner.clock.now();
             map.retain(|_, r| r.expires_at > now);
+            let remaining = map.len();
+            map.swept(remaining);
         }
         map
     }

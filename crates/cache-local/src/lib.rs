@@ -2,6 +2,7 @@
 
 mod cache;
 mod jobs;
+mod sweep;
 mod throttle;
 
 pub use cache::{DEFAULT_CAPACITY_BYTES, LocalCache, LocalCacheConfig};

@@ -2,8 +2,9 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::sweep::Swept;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palisade_cache_core::cache::BackendStatus;
@@ -14,7 +15,6 @@ use palisade_throttle::{
 
 /// How long a key's state outlives its last relevance (penalty, interval, leases).
 pub(crate) const IDLE: u64 = 600_000_000;
-const SWEEP_EVERY: u64 = 256;
 
 #[derive(Default)]
 struct KeySt {
@@ -32,6 +32,13 @@ struct NsState {
     keys: HashMap<String, KeySt>,
 }
 
+impl NsState {
+    /// What a sweep visits: leases and keys.
+    fn entries(&self) -> usize {
+        self.global.len() + self.keys.len()
+    }
+}
+
 #[derive(Default)]
 struct State {
     namespaces: HashMap<String, NsState>,
@@ -40,9 +47,8 @@ struct State {
 }
 
 struct Inner {
-    state: Mutex<State>,
+    state: Mutex<Swept<State>>,
     clock: SharedClock,
-    ops: AtomicU64,
 }
 
 /// The in-memory throttle and rate limiter. Cheap to clone; clones share the state.
@@ -99,9 +105,8 @@ impl LocalThrottle {
     pub fn new(clock: SharedClock) -> Self {
         LocalThrottle {
             inner: Arc::new(Inner {
-                state: Mutex::default(),
+                state: Mutex::new(Swept::new(State::default())),
                 clock,
-                ops: AtomicU64::new(0),
             }),
         }
     }
@@ -115,11 +120,14 @@ impl LocalThrottle {
             .unwrap_or(Duration::ZERO))
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// Locks the state; this operation may also sweep expired state (see [`Swept`]).
+    fn lock(&self) -> MutexGuard<'_, Swept<State>> {
         let mut state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-        if self.inner.ops.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+        if state.due() {
             let now = self.now();
             Self::sweep(&mut state, now);
+            let remaining = state.rates.len() + state.namespaces.values().map(NsState::entries).sum::<usize>();
+            state.swept(remaining);
         }
         state
     }

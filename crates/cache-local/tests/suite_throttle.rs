@@ -35,9 +35,12 @@ async fn idle_keys_are_evicted_so_memory_stays_bounded() {
         permit.release().await.unwrap();
         r.limit(&format!("client{i}"), &rate).await.unwrap();
     }
-    assert!(backend.held_keys() >= 1000);
+    let held = backend.held_keys();
+    assert!(held >= 1000);
     clock.advance(Duration::from_secs(3600));
-    for _ in 0..256 {
+    // The documented bound: swept at the latest max(256, entries held) + 1 operations later
+    // (each key here holds its key state and its rate state: at most 2 × held entries).
+    for _ in 0..=(2 * held).max(256) {
         t.inspect("other").await.unwrap();
     }
     assert_eq!(
