@@ -1,14 +1,11 @@
 //! The cache behaviour suite: one case per sentence of the `# Behavior` sections of
 //! [`Cache`], and a proptest state-machine model against a `HashMap` reference.
 //!
-//! A backend crate runs all of it with one line per backend:
-//!
-//! ```ignore
-//! palisade_cache_core::cache_suite!(my_fixture);
-//! ```
-//!
-//! where `my_fixture(test_name: &str) -> impl Future<Output = Option<F>>` returns a
-//! [`Fixture`] (or `None` after printing a skip line).
+//! A backend crate runs all of it with one line per backend in a test file,
+//! `palisade_cache_core::cache_suite!(my_fixture);`, where
+//! `my_fixture(test_name: &str) -> impl Future<Output = Option<F>>` returns a
+//! [`Fixture`] (or `None` after printing a skip line); `palisade-cache-local`'s
+//! `tests/suite.rs` is a complete user.
 
 use std::collections::HashMap;
 use std::sync::Arc;
