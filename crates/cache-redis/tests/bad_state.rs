@@ -8,7 +8,7 @@ use palisade_cache_core::testkit::env;
 use palisade_cache_core::testkit::resp::{self, Reply};
 use palisade_cache_core::{ErrorKind, Namespace};
 use palisade_cache_redis::{RedisConfig, RedisConnection, RedisJobStore, RedisThrottle};
-use palisade_job_store::{JobStore, Patch};
+use palisade_job_store::{JobStatus, JobStore, Outcome, Patch};
 use palisade_throttle::{Decision, Policy, Rate, RateDecision, RateLimiter, Throttle};
 
 fn raw(url: &str, args: &[&str]) -> Reply {
@@ -92,4 +92,52 @@ async fn a_job_key_of_the_wrong_type_is_a_typed_error() {
         Reply::Bulk(b"not a hash".to_vec()),
         "nothing was damaged"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_hash_written_by_another_tool_is_updated_but_given_no_ttl_or_status() {
+    let Some(url) = env::redis_url("job_hash_foreign") else {
+        return;
+    };
+    let conn = RedisConnection::connect(&RedisConfig::from_url(&url)).await.unwrap();
+    let jobs = JobStore::new(
+        RedisJobStore::new(conn).await.unwrap(),
+        Namespace::new(&env::unique_prefix("foreign-job"), 1, "t", "jobs").unwrap(),
+    );
+    let key = jobs.key("j").unwrap();
+    // A hash with neither `ttl_ms` nor `status`: the scripts read `ttl_ms` (and `status`)
+    // first and fall back to EXISTS only when it is missing.
+    raw(&url, &["HSET", &key, "owner", "another tool"]);
+    assert!(
+        jobs.update("j", &Patch::new().progress(5)).await.unwrap().value,
+        "the record exists"
+    );
+    assert_eq!(raw(&url, &["PTTL", &key]), Reply::Int(-1), "no TTL is invented for it");
+    assert_eq!(raw(&url, &["HEXISTS", &key, "progress"]), Reply::Int(1));
+    for e in [
+        jobs.transition("j", JobStatus::Queued, JobStatus::Running, &Patch::new())
+            .await
+            .map(drop)
+            .unwrap_err(),
+        jobs.heartbeat("j").await.map(drop).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Codec, "a missing status is named: {e:?}");
+        assert!(e.to_string().contains("status"), "{e}");
+    }
+    assert_eq!(
+        raw(&url, &["HEXISTS", &key, "status"]),
+        Reply::Int(0),
+        "no status was invented"
+    );
+    // A key that does not exist is still not found, and not created, by every script.
+    assert!(!jobs.update("gone", &Patch::new().progress(1)).await.unwrap().value);
+    assert_eq!(
+        jobs.transition("gone", JobStatus::Queued, JobStatus::Running, &Patch::new())
+            .await
+            .unwrap()
+            .value,
+        Outcome::NotFound
+    );
+    assert_eq!(jobs.heartbeat("gone").await.unwrap().value, Outcome::NotFound);
+    assert_eq!(raw(&url, &["EXISTS", &jobs.key("gone").unwrap()]), Reply::Int(0));
 }
