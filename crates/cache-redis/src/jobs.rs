@@ -34,11 +34,9 @@ return 1
 
 const UPDATE: &str = with_now!(
     r#"
--- Every record palisade writes has `ttl_ms`: one read is the existence guard too, and
--- EXISTS runs only for a record that lacks it.
-local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
-if not ttl and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'updated_at', now, unpack(ARGV))
+local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 "#
@@ -46,18 +44,13 @@ return 1
 
 const TRANSITION: &str = with_now!(
     r#"
-local st = redis.call('HMGET', KEYS[1], 'status', 'ttl_ms')
-local cur, ttl = st[1], st[2]
-if not cur then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-  return {3}
-end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return {3} end
 if cur ~= ARGV[1] then return {2, cur} end
-if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', now, 'finished_at', now, unpack(ARGV, 4))
-else
-  redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', now, unpack(ARGV, 4))
-end
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'finished_at', now) end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', now, unpack(ARGV, 4))
+local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return {1}
 "#
@@ -65,14 +58,12 @@ return {1}
 
 const HEARTBEAT: &str = with_now!(
     r#"
-local st = redis.call('HMGET', KEYS[1], 'status', 'ttl_ms')
-local cur, ttl = st[1], st[2]
-if not cur then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-  return {3}
-end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return {3} end
 if cur ~= 'running' then return {2, cur} end
 redis.call('HSET', KEYS[1], 'heartbeat_at', now)
+local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return {1}
 "#
