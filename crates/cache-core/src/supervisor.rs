@@ -50,8 +50,9 @@ pub struct SupervisorConfig {
     pub backoff_min: Duration,
     /// The longest wait between probes: the probe period (default 1 s).
     pub backoff_max: Duration,
-    /// Each wait is multiplied by a random factor in `[1 - jitter, 1 + jitter]`
-    /// (default 0.2), so that a fleet does not probe in lockstep.
+    /// Each wait is multiplied by a random factor in `[1 - jitter, 1]` (default 0.2), so
+    /// that a fleet does not probe in lockstep; jitter only shortens a wait, so probes
+    /// never start further apart than the probe period.
     pub jitter: f64,
 }
 
@@ -102,8 +103,8 @@ impl SupervisorConfig {
     }
 
     fn jittered(&self, attempt: u32) -> Duration {
-        let spread = (fastrand::f64() * 2.0 - 1.0) * self.jitter;
-        self.backoff(attempt).mul_f64((1.0 + spread).max(0.0))
+        self.backoff(attempt)
+            .mul_f64((1.0 - fastrand::f64() * self.jitter).clamp(0.0, 1.0))
     }
 }
 
@@ -157,11 +158,15 @@ enum State {
 ///   degraded mode, [`EventKind::UnavailableAtRuntime`] otherwise. Further failures
 ///   during the same outage emit nothing. Other errors change nothing.
 /// - While down, a probe runs on a jittered exponential backoff
-///   ([`SupervisorConfig`]), each bounded by its deadline. A failed or timed-out probe
-///   changes nothing; only a successful probe ends the outage: the [`OnRecover`] hook
-///   runs, the state becomes [`Health::Healthy`] and exactly one
-///   [`EventKind::Recovered`] is emitted, carrying the outage length, the calls served
-///   degraded and the hook's count. No successful call other than the probe ends an
+///   ([`SupervisorConfig`]), each bounded by its deadline. Waits are counted from the
+///   *start* of the previous probe, and a probe that outlives the wait is followed at
+///   once: probes never start more than one probe period apart, and with a probe
+///   deadline of at least the probe period a probe is always in flight, so a client that
+///   queues commands while it reconnects (fred) answers one as soon as the server is
+///   back. A failed or timed-out probe changes nothing; only a successful probe ends
+///   the outage: the [`OnRecover`] hook runs, the state becomes [`Health::Healthy`] and
+///   exactly one [`EventKind::Recovered`] is emitted, carrying the outage length, the
+///   calls served degraded and the hook's count. No successful call other than the probe ends an
 ///   outage.
 /// - Dropping the supervisor stops its probe task: no task outlives its owner.
 pub struct Supervisor {
@@ -412,10 +417,13 @@ impl Inner {
 
     async fn probe_until_up(self: Arc<Self>, outage: u64) {
         let mut attempt = 0u32;
+        let mut next = self.clock.now() + self.config.jittered(attempt);
         loop {
-            let wait = self.config.jittered(attempt);
+            self.clock.sleep_until(next).await;
+            let started = self.clock.now();
             attempt = attempt.saturating_add(1);
-            self.clock.sleep_until(self.clock.now() + wait).await;
+            // Start to start: a slow probe is part of the wait for the next one.
+            next = started + self.config.jittered(attempt);
             let probe = with_deadline(&*self.clock, self.config.probe_deadline, self.probe.probe());
             match probe.await {
                 Some(Ok(())) => break,

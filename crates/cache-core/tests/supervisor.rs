@@ -326,3 +326,31 @@ fn a_supervisor_needs_a_runtime() {
     let err = Supervisor::new(ctx, || async { Ok(()) }, None).unwrap_err();
     assert_eq!(err.kind(), palisade_cache_core::ErrorKind::Config);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_start_at_most_one_period_apart_even_when_each_hangs_to_its_deadline() {
+    // Every probe hangs for its whole deadline (250 ms), as a probe queued in a client
+    // that is still reconnecting does. Waits count from a probe's start, and jitter only
+    // shortens them: once the backoff has reached the period (1 s), consecutive probes
+    // start between 0.8 s and 1 s apart (± the 50 ms steps of the manual clock).
+    let script = [Step::Hang; 10];
+    let mut h = harness(Mode::ExplicitDegraded, &script, None, false);
+    assert!(h.sup.report("cache.get", &unavailable()));
+    assert_eq!(h.next_event().await.kind, EventKind::Degraded);
+    let mut starts = Vec::new();
+    for _ in 0..script.len() {
+        h.fail_through(Step::Hang).await;
+        starts.push(h.clock.elapsed());
+    }
+    let step = Duration::from_millis(50);
+    // Attempts 0..3 wait 100, 200, 400, 800 ms; from the fifth on, the period.
+    for pair in starts[4..].windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap <= Duration::from_secs(1) + step, "probes {gap:?} apart: {starts:?}");
+        assert!(
+            gap + step >= Duration::from_millis(800),
+            "probes {gap:?} apart: {starts:?}"
+        );
+    }
+    h.no_event();
+}
