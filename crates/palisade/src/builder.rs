@@ -135,7 +135,11 @@ impl Builder {
         self.degraded_share = share;
         self
     }
-    /// Degraded mode: the longest wait between two probes of Redis (default 1 s).
+    /// The longest wait between two probes of Redis during an outage (default 1 s), in
+    /// degraded and strict mode. Probes are counted start to start; a probe is a `PING`
+    /// bounded by the command deadline, and one that is still waiting when the period
+    /// ends is followed at once — so a `PING` is in flight while Redis is away, and the
+    /// outage ends as soon as the client has reconnected and Redis answers it.
     pub fn probe_period(mut self, d: Duration) -> Self {
         self.probe_period = d;
         self
@@ -176,8 +180,16 @@ impl Builder {
         mode: Mode,
         events: &Events,
     ) -> palisade_cache_core::SupervisorContext {
-        palisade_cache_core::SupervisorContext::new(component, mode, self.tenant.as_str(), events.clone())
-            .with_config(palisade_cache_core::SupervisorConfig::default().with_probe_period(self.probe_period))
+        // The probe is a PING through the connection, which bounds it by the command
+        // deadline (+ its backstop). The supervisor's own deadline comes later, so fred
+        // times a queued PING out itself (and never sends it late), and a PING queued
+        // while fred reconnects is answered the moment the server is back.
+        let probe_deadline = self.command_timeout + 2 * palisade_cache_redis::BACKSTOP;
+        palisade_cache_core::SupervisorContext::new(component, mode, self.tenant.as_str(), events.clone()).with_config(
+            palisade_cache_core::SupervisorConfig::default()
+                .with_probe_period(self.probe_period)
+                .with_probe_deadline(probe_deadline),
+        )
     }
 
     /// Connects (per the mode) and returns a ready [`Palisade`]. See the type's
