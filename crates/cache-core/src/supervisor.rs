@@ -44,7 +44,11 @@ pub trait OnRecover: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct SupervisorConfig {
-    /// How long one probe may take before it counts as failed (default 250 ms).
+    /// How long one probe may take before it counts as failed (default 250 ms). For a
+    /// probe through a client with its own command deadline, set it above that deadline
+    /// (the `palisade` builder uses the command deadline + 200 ms): the client then times
+    /// out a queued probe itself, and a probe queued while the client reconnects is
+    /// answered as soon as the server is back.
     pub probe_deadline: Duration,
     /// The first wait before a probe, doubled after each failed probe (default 100 ms).
     pub backoff_min: Duration,
