@@ -378,9 +378,14 @@ pub(crate) fn map_error(endpoint: &Endpoint, op: &'static str, after: Duration, 
     let starts = |list: &[&str]| list.iter().any(|p| e.details().starts_with(p));
     match e.kind() {
         FredKind::Timeout => timeout(endpoint, op, after),
-        FredKind::IO | FredKind::Canceled | FredKind::Routing | FredKind::Cluster | FredKind::Backpressure => {
-            unavailable(e)
-        }
+        // `Protocol`: the peer's bytes are not RESP (the URL reaches another service, or
+        // a proxy mangles frames); fred drops the connection, so it is an outage.
+        FredKind::IO
+        | FredKind::Canceled
+        | FredKind::Routing
+        | FredKind::Cluster
+        | FredKind::Backpressure
+        | FredKind::Protocol => unavailable(e),
         FredKind::Config | FredKind::Url | FredKind::Auth => Error::config(format!(
             "Redis at {endpoint} refused the configuration during `{op}`: {}",
             e.details()
@@ -419,6 +424,7 @@ mod tests {
             FredKind::Routing,
             FredKind::Cluster,
             FredKind::Backpressure,
+            FredKind::Protocol,
         ] {
             assert_eq!(kind_of(k.clone(), "x"), K::Unavailable, "{k:?}");
         }
@@ -435,7 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn error_replies_and_garbage_are_backend_errors_not_outages() {
+    fn error_replies_and_unconvertible_values_are_backend_errors_not_outages() {
         use palisade_cache_core::ErrorKind as K;
         assert_eq!(
             kind_of(
@@ -447,7 +453,6 @@ mod tests {
         assert_eq!(kind_of(FredKind::Unknown, "ERR unknown command"), K::Backend);
         assert_eq!(kind_of(FredKind::Unknown, "NOSCRIPT No matching script."), K::Backend);
         assert_eq!(kind_of(FredKind::Parse, "Could not convert to map."), K::Backend);
-        assert_eq!(kind_of(FredKind::Protocol, "Invalid frame"), K::Backend);
         assert_eq!(
             kind_of(FredKind::Auth, "WRONGPASS invalid username-password pair"),
             K::Config

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use palisade_cache_core::testkit::env;
+use palisade_cache_core::testkit::not_redis::NotRedis;
 use palisade_cache_core::testkit::resp::{self, Reply};
 use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::{
@@ -579,4 +580,33 @@ async fn a_command_in_flight_when_the_connection_drops_is_not_sent_again() {
         stored, None,
         "the APPEND was re-sent after the reconnect; clients: {list}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_garbage_is_unavailable_at_startup_and_at_runtime_within_the_deadlines() {
+    let peer = NotRedis::start().unwrap();
+    let cfg = RedisConfig::from_url(&peer.url())
+        .with_command_timeout(DEADLINE)
+        .with_connect_timeout(Duration::from_millis(800));
+    // Strict startup fails at once, naming the endpoint, with an outage error.
+    let (r, took) = timed(RedisConnection::connect(&cfg)).await;
+    let e = r.unwrap_err();
+    assert!(e.is_unavailable(), "a peer that is not Redis is no store: {e:?}");
+    assert!(took <= cfg.connect_timeout + SLACK, "connect took {took:?}");
+    assert!(
+        e.to_string().contains(&format!("127.0.0.1:{}", peer.port())),
+        "names the endpoint: {e}"
+    );
+    // Degraded startup connects lazily; every call is then an outage error within the
+    // deadline — never a panic, a hang or a value made of garbage.
+    let cache = Cache::new(
+        RedisCache::new(RedisConnection::connect_lazy(&cfg).unwrap()),
+        fault_ns("garbage", "faults"),
+    );
+    for _ in 0..3 {
+        let (r, took) = timed(cache.get("k")).await;
+        let e = r.unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(took <= DEADLINE + SLACK, "a call took {took:?}");
+    }
 }

@@ -210,3 +210,35 @@ async fn a_mode_whose_backend_is_not_compiled_in_is_a_config_error_naming_the_fe
         );
     }
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_that_reaches_something_else_than_redis_fails_strict_and_degrades_degraded() {
+    let peer = palisade_cache_core::testkit::not_redis::NotRedis::start().unwrap();
+    let builder = || {
+        Palisade::builder()
+            .redis_url(&peer.url())
+            .connect_timeout(Duration::from_millis(500))
+            .command_timeout(Duration::from_millis(300))
+            .probe_period(Duration::from_millis(250))
+    };
+    let start = Instant::now();
+    let e = builder().build().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e:?}");
+    assert!(start.elapsed() <= Duration::from_millis(800), "{:?}", start.elapsed());
+
+    let events = palisade::Events::default();
+    let mut rx = events.subscribe();
+    let p = builder()
+        .events(events)
+        .mode(Mode::ExplicitDegraded)
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(rx.try_recv().unwrap().kind, EventKind::UnavailableAtStartup);
+    }
+    let t = p.cache().set("k", b"v", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(t.provenance, Provenance::LocalDegraded, "announced, tagged fallback");
+    assert_eq!(p.cache().get("k").await.unwrap().provenance, Provenance::LocalDegraded);
+}
