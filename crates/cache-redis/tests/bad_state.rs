@@ -68,16 +68,22 @@ fn r_key(ns: &Namespace, key: &str) -> String {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_key_of_the_wrong_type_is_a_typed_error() {
-    let Some(url) = env::redis_url("job_key_wrong_type") else {
-        return;
-    };
+/// The shared Redis URL and a job store under a prefix of its own.
+async fn redis_jobs(test: &str) -> Option<(String, JobStore<RedisJobStore>)> {
+    let url = env::redis_url(test)?;
     let conn = RedisConnection::connect(&RedisConfig::from_url(&url)).await.unwrap();
     let jobs = JobStore::new(
         RedisJobStore::new(conn).await.unwrap(),
-        Namespace::new(&env::unique_prefix("bad-job"), 1, "t", "jobs").unwrap(),
+        Namespace::new(&env::unique_prefix(test), 1, "t", "jobs").unwrap(),
     );
+    Some((url, jobs))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_key_of_the_wrong_type_is_a_typed_error() {
+    let Some((url, jobs)) = redis_jobs("job_key_wrong_type").await else {
+        return;
+    };
     let key = jobs.key("j").unwrap();
     raw(&url, &["SET", &key, "not a hash"]);
     for e in [
@@ -96,17 +102,11 @@ async fn a_job_key_of_the_wrong_type_is_a_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_hash_written_by_another_tool_is_updated_but_given_no_ttl_or_status() {
-    let Some(url) = env::redis_url("job_hash_foreign") else {
+    let Some((url, jobs)) = redis_jobs("job_hash_foreign").await else {
         return;
     };
-    let conn = RedisConnection::connect(&RedisConfig::from_url(&url)).await.unwrap();
-    let jobs = JobStore::new(
-        RedisJobStore::new(conn).await.unwrap(),
-        Namespace::new(&env::unique_prefix("foreign-job"), 1, "t", "jobs").unwrap(),
-    );
     let key = jobs.key("j").unwrap();
-    // A hash with neither `ttl_ms` nor `status`: the scripts read `ttl_ms` (and `status`)
-    // first and fall back to EXISTS only when it is missing.
+    // A hash with neither `ttl_ms` nor `status`, which every record palisade writes has.
     raw(&url, &["HSET", &key, "owner", "another tool"]);
     assert!(
         jobs.update("j", &Patch::new().progress(5)).await.unwrap().value,
