@@ -25,7 +25,9 @@ enum Step {
 /// A probe that follows a script (then keeps failing) and reports each call.
 struct Scripted {
     script: Mutex<VecDeque<Step>>,
-    calls: mpsc::UnboundedSender<Step>,
+    /// Each call's step and the manual time at which the probe was called.
+    calls: mpsc::UnboundedSender<(Step, Duration)>,
+    clock: ManualClock,
     _token: Arc<()>,
 }
 
@@ -40,7 +42,7 @@ fn unavailable() -> Error {
 impl Probe for Scripted {
     fn probe(&self) -> BoxFuture<'_, Result<(), Error>> {
         let step = self.script.lock().unwrap().pop_front().unwrap_or(Step::Fail);
-        let _ = self.calls.send(step);
+        let _ = self.calls.send((step, self.clock.elapsed()));
         Box::pin(async move {
             match step {
                 Step::Ok => Ok(()),
@@ -62,7 +64,9 @@ struct Harness {
     clock: ManualClock,
     sup: Arc<Supervisor>,
     events: broadcast::Receiver<Event>,
-    calls: mpsc::UnboundedReceiver<Step>,
+    calls: mpsc::UnboundedReceiver<(Step, Duration)>,
+    /// The manual time of the last probe call seen by `next_probe`.
+    last_probe_at: Duration,
     token: Arc<()>,
 }
 
@@ -83,6 +87,7 @@ fn harness(mode: Mode, script: &[Step], hook: Option<u64>, start_down: bool) -> 
     let probe = Scripted {
         script: Mutex::new(script.iter().copied().collect()),
         calls: tx,
+        clock: clock.clone(),
         _token: Arc::clone(&token),
     };
     let ctx = SupervisorContext::new(Component::Cache, mode, "tenant-a", events)
@@ -99,6 +104,7 @@ fn harness(mode: Mode, script: &[Step], hook: Option<u64>, start_down: bool) -> 
         sup: Arc::new(sup),
         events: rx,
         calls,
+        last_probe_at: Duration::ZERO,
         token,
     }
 }
@@ -111,7 +117,8 @@ impl Harness {
     async fn next_probe(&mut self) -> Step {
         let give_up = tokio::time::Instant::now() + REAL_DEADLINE;
         loop {
-            if let Ok(Some(step)) = timeout(Duration::from_millis(5), self.calls.recv()).await {
+            if let Ok(Some((step, at))) = timeout(Duration::from_millis(5), self.calls.recv()).await {
+                self.last_probe_at = at;
                 return step;
             }
             assert!(tokio::time::Instant::now() < give_up, "the probe was never called");
@@ -340,7 +347,8 @@ async fn probes_start_at_most_one_period_apart_even_when_each_hangs_to_its_deadl
     let mut starts = Vec::new();
     for _ in 0..script.len() {
         h.fail_through(Step::Hang).await;
-        starts.push(h.clock.elapsed());
+        // The manual time the probe itself saw: exact, however late this task looks.
+        starts.push(h.last_probe_at);
     }
     let step = Duration::from_millis(50);
     // Attempts 0..3 wait 100, 200, 400, 800 ms; from the fifth on, the period.
