@@ -170,8 +170,8 @@ enum State {
 ///   back. A failed or timed-out probe changes nothing; only a successful probe ends
 ///   the outage: the [`OnRecover`] hook runs, the state becomes [`Health::Healthy`] and
 ///   exactly one [`EventKind::Recovered`] is emitted, carrying the outage length, the
-///   calls served degraded and the hook's count. No successful call other than the probe ends an
-///   outage.
+///   calls served degraded and the hook's count. No successful call other than the
+///   probe ends an outage.
 /// - Dropping the supervisor stops its probe task: no task outlives its owner.
 pub struct Supervisor {
     inner: Arc<Inner>,

@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::sweep::Swept;
 use bytes::Bytes;
 use palisade_cache_core::cache::BackendStatus;
 use palisade_cache_core::{Error, Health, Mode, Provenance, SharedClock, SystemClock, Tagged};
 use palisade_job_store::model::{field, millis_text};
 use palisade_job_store::{FieldMap, JobBackend, JobFallback, JobStatus, RawOutcome, StoredRecord};
+
+use crate::sweep::Swept;
 
 struct Rec {
     fields: FieldMap,

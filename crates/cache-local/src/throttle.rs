@@ -3,8 +3,6 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use crate::sweep::Swept;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palisade_cache_core::cache::BackendStatus;
@@ -12,6 +10,8 @@ use palisade_cache_core::{BoxFuture, Error, Health, Mode, Provenance, SharedCloc
 use palisade_throttle::{
     DenyReason, KeyState, Lease, LeaseOps, Rate, RateDecision, RawDecision, ScaledPolicy, Scope, ThrottleBackend,
 };
+
+use crate::sweep::Swept;
 
 /// How long a key's state outlives its last relevance (penalty, interval, leases).
 pub(crate) const IDLE: u64 = 600_000_000;

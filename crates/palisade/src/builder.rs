@@ -137,9 +137,11 @@ impl Builder {
     }
     /// The longest wait between two probes of Redis during an outage (default 1 s), in
     /// degraded and strict mode. Probes are counted start to start; a probe is a `PING`
-    /// bounded by the command deadline, and one that is still waiting when the period
-    /// ends is followed at once — so a `PING` is in flight while Redis is away, and the
-    /// outage ends as soon as the client has reconnected and Redis answers it.
+    /// bounded by the command deadline, and one still waiting when the period ends is
+    /// followed at once. So the outage ends within one period of Redis answering again
+    /// and, with a period no longer than the command deadline, a `PING` is always queued
+    /// while the client reconnects: the outage then ends at the first reconnect that
+    /// succeeds (fred retries every 200 ms at most).
     pub fn probe_period(mut self, d: Duration) -> Self {
         self.probe_period = d;
         self
