@@ -3,7 +3,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use palisade_cache_core::cache::BackendStatus;
 use palisade_cache_core::{BoxFuture, Error, Health, Mode, Provenance, SharedClock, SystemClock, Tagged};
@@ -49,6 +49,10 @@ struct State {
 struct Inner {
     state: Mutex<Swept<State>>,
     clock: SharedClock,
+    /// The monotonic instant and the wall time (µs since the epoch) read together at
+    /// construction: decisions run on monotonic time expressed on that wall-time scale.
+    epoch: Instant,
+    epoch_us: u64,
 }
 
 /// The in-memory throttle and rate limiter. Cheap to clone; clones share the state.
@@ -56,7 +60,10 @@ struct Inner {
 /// # Behavior
 ///
 /// Implements every sentence of [`ThrottleBackend`]'s `# Behavior` with the same
-/// algorithm as the Redis scripts; answers are tagged [`Provenance::Local`].
+/// algorithm as the Redis scripts; answers are tagged [`Provenance::Local`]. Time is the
+/// clock's monotonic time, expressed as wall time read once at construction: a step of
+/// the wall clock (NTP, an operator) neither frees held slots nor refills rates, and the
+/// times it reports may drift from the wall clock by the clock's slew since then.
 #[derive(Clone)]
 pub struct LocalThrottle {
     inner: Arc<Inner>,
@@ -103,21 +110,23 @@ fn cap_free(expiries: &mut [u64], cap: u32, now: u64) -> Option<u64> {
 impl LocalThrottle {
     /// A throttle whose time is `clock`'s.
     pub fn new(clock: SharedClock) -> Self {
+        let epoch = clock.now();
+        let epoch_us = us(clock.system_time().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO));
         LocalThrottle {
             inner: Arc::new(Inner {
                 state: Mutex::new(Swept::new(State::default())),
                 clock,
+                epoch,
+                epoch_us,
             }),
         }
     }
 
+    /// Now, in µs: monotonic time since construction on the wall-time scale, so that a
+    /// step of the wall clock neither frees a held slot nor refills a rate.
     fn now(&self) -> u64 {
-        us(self
-            .inner
-            .clock
-            .system_time()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO))
+        let elapsed = self.inner.clock.now().saturating_duration_since(self.inner.epoch);
+        self.inner.epoch_us.saturating_add(us(elapsed))
     }
 
     /// Locks the state; this operation may also sweep expired state (see [`Swept`]).

@@ -49,3 +49,60 @@ async fn idle_keys_are_evicted_so_memory_stays_bounded() {
         "idle state was evicted by the operations themselves"
     );
 }
+
+/// A manual clock whose wall time can be stepped (NTP, an operator) while its
+/// monotonic time runs on.
+#[derive(Debug)]
+struct SteppedWall {
+    clock: ManualClock,
+    ahead: std::sync::Mutex<Duration>,
+}
+
+impl palisade_cache_core::Clock for SteppedWall {
+    fn now(&self) -> std::time::Instant {
+        palisade_cache_core::Clock::now(&self.clock)
+    }
+    fn system_time(&self) -> std::time::SystemTime {
+        palisade_cache_core::Clock::system_time(&self.clock) + *self.ahead.lock().unwrap()
+    }
+    fn sleep_until(&self, deadline: std::time::Instant) -> palisade_cache_core::BoxFuture<'static, ()> {
+        self.clock.sleep_until(deadline)
+    }
+    fn follows_real_time(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_wall_clock_step_neither_frees_slots_nor_resets_rates() {
+    let clock = std::sync::Arc::new(SteppedWall {
+        clock: ManualClock::new(),
+        ahead: std::sync::Mutex::new(Duration::ZERO),
+    });
+    let backend = LocalThrottle::new(clock.clone());
+    let ns = Namespace::new("p", 1, "t", "mx").unwrap();
+    let t = Throttle::new(backend.clone(), ns.clone());
+    let r = RateLimiter::new(backend, ns.sibling("rl").unwrap());
+    let p = Policy::new(10, 1, Duration::ZERO, Duration::from_secs(60)).unwrap();
+    let rate = palisade_throttle::Rate::per_second(1, 1).unwrap();
+    let _held = t.acquire("host", &p).await.unwrap().value.permit().unwrap();
+    assert!(matches!(
+        r.limit("ip", &rate).await.unwrap().value,
+        palisade_throttle::RateDecision::Allowed { .. }
+    ));
+    // The wall clock jumps an hour ahead; no monotonic time passes.
+    *clock.ahead.lock().unwrap() = Duration::from_secs(3600);
+    match t.acquire("host", &p).await.unwrap().value {
+        palisade_throttle::Decision::Denied { reason, .. } => {
+            assert_eq!(reason, palisade_throttle::DenyReason::KeyCap, "the lease is still held")
+        }
+        palisade_throttle::Decision::Acquired(_) => panic!("a wall-clock step freed a held slot"),
+    }
+    assert!(
+        matches!(
+            r.limit("ip", &rate).await.unwrap().value,
+            palisade_throttle::RateDecision::Limited { .. }
+        ),
+        "a wall-clock step refilled the GCRA budget"
+    );
+}
