@@ -51,6 +51,14 @@ pub fn escape_part(part: &str, out: &mut String) {
     }
 }
 
+/// A user key must not be empty (it would name the namespace itself).
+fn non_empty(user_key: &str) -> Result<(), Error> {
+    if user_key.is_empty() {
+        return Err(Error::invalid_input("the key must not be empty"));
+    }
+    Ok(())
+}
+
 /// Reverses [`escape_part`]. Refuses anything [`escape_part`] cannot have produced, so
 /// that every accepted key has exactly one decoding.
 pub fn unescape_part(part: &str) -> Result<String, Error> {
@@ -228,20 +236,11 @@ impl Namespace {
 
     /// The encoded key for `user_key`.
     pub fn key(&self, user_key: &str) -> Result<String, Error> {
-        if user_key.is_empty() {
-            return Err(Error::invalid_input("the key must not be empty"));
-        }
+        non_empty(user_key)?;
         let mut out = String::with_capacity(self.head.len() + user_key.len());
         out.push_str(&self.head);
         escape_part(user_key, &mut out);
-        if out.len() > self.max_key_len {
-            return Err(Error::invalid_input(format!(
-                "the key encodes to {} bytes, the limit is {}",
-                out.len(),
-                self.max_key_len
-            )));
-        }
-        Ok(out)
+        self.within_limit(out)
     }
 
     /// A key that shares one Redis Cluster hash slot with every other `slot_key` of this
@@ -255,12 +254,15 @@ impl Namespace {
         out.push_str("}:");
         escape_part(kind, &mut out);
         if let Some(k) = user_key {
-            if k.is_empty() {
-                return Err(Error::invalid_input("the key must not be empty"));
-            }
+            non_empty(k)?;
             out.push(':');
             escape_part(k, &mut out);
         }
+        self.within_limit(out)
+    }
+
+    /// `out` if it fits the key limit.
+    fn within_limit(&self, out: String) -> Result<String, Error> {
         if out.len() > self.max_key_len {
             return Err(Error::invalid_input(format!(
                 "the key encodes to {} bytes, the limit is {}",

@@ -15,7 +15,6 @@ use bytes::Bytes;
 use palisade_cache_core::testkit::Fixture;
 use palisade_cache_core::{ErrorKind, Namespace};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
 use crate::model::{FIELD_CODEC, field};
 use crate::{FieldMap, JobBackend, JobRecord, JobStatus, JobStore, JobStoreConfig, Outcome, Patch};
@@ -653,17 +652,9 @@ struct ModelRec {
 
 /// Random operation sequences against the backend and a `HashMap` model.
 pub fn run_model<F: Fixture<Backend: JobBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
+    palisade_cache_core::testkit::run_op_sequences(op_strategy(fx.controls_time()), cases, |ops| {
+        rt.block_on(check_model(fx, ops))
     });
-    runner
-        .run(&prop::collection::vec(op_strategy(fx.controls_time()), 1..40), |ops| {
-            rt.block_on(check_model(fx, &ops));
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("the backend disagrees with the model: {e}"));
 }
 
 async fn check_model<F: Fixture<Backend: JobBackend>>(fx: &F, ops: &[JobOp]) {

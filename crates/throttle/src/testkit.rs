@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime};
 use palisade_cache_core::testkit::Fixture;
 use palisade_cache_core::{ErrorKind, Namespace};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
 use crate::{Decision, DenyReason, Permit, Policy, Rate, RateDecision, RateLimiter, Throttle, ThrottleBackend};
 
@@ -439,17 +438,9 @@ struct ModelKey {
 /// Random sequences against the backend and a model of the decision table (exact
 /// `retry_after` when the fixture controls time).
 pub fn run_model<F: Fixture<Backend: ThrottleBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
+    palisade_cache_core::testkit::run_op_sequences(op_strategy(fx.controls_time()), cases, |ops| {
+        rt.block_on(check_model(fx, ops))
     });
-    runner
-        .run(&prop::collection::vec(op_strategy(fx.controls_time()), 1..40), |ops| {
-            rt.block_on(check_model(fx, &ops));
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("the backend disagrees with the model: {e}"));
 }
 
 async fn check_model<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &[ThrottleOp]) {

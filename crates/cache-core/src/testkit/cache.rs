@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use tokio::sync::Notify;
 
 use super::Fixture;
@@ -557,18 +556,9 @@ const MODEL_TTLS: [u64; 3] = [10, 60, 600];
 /// Runs random operation sequences against the backend and a `HashMap` model (with
 /// expiry under the fixture's clock when it controls time) and checks every answer.
 pub fn run_model<F: Fixture<Backend: CacheBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
+    super::run_op_sequences(op_strategy(fx.controls_time()), cases, |ops| {
+        rt.block_on(check_model(fx, ops))
     });
-    let strategy = prop::collection::vec(op_strategy(fx.controls_time()), 1..40);
-    runner
-        .run(&strategy, |ops| {
-            rt.block_on(check_model(fx, &ops));
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("the backend disagrees with the model: {e}"));
 }
 
 async fn check_model<F: Fixture<Backend: CacheBackend>>(fx: &F, ops: &[ModelOp]) {

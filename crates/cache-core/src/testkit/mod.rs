@@ -16,9 +16,35 @@ pub mod env;
 pub mod glob;
 pub use palisade_redis_server::{not_redis, resp, server};
 
+use std::fmt::Debug;
 use std::time::Duration;
 
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+
 use crate::{BoxFuture, ManualClock, Provenance, SharedClock};
+
+/// The model check of every behaviour suite: `cases` random sequences of 1 to 39
+/// operations drawn from `op`, each handed to `check`, which runs them against the
+/// backend and a reference model and panics where they disagree. A disagreement is
+/// shrunk to a minimal sequence and reported.
+pub fn run_op_sequences<S>(op: S, cases: u32, check: impl Fn(&[S::Value]))
+where
+    S: Strategy,
+    S::Value: Debug,
+{
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&prop::collection::vec(op, 1..40), |ops| {
+            check(&ops);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("the backend disagrees with the model: {e}"));
+}
 
 /// How a backend is set up for a behaviour suite (cache, job store, throttle).
 pub trait Fixture: Send + Sync + 'static {
