@@ -10,7 +10,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use fred::prelude::*;
 use fred::types::Expiration;
 use palisade_benches::{CONCURRENCY, bench_in_flight, redis, runtime};
-use palisade_cache_core::{Cache, CacheBackend, Namespace};
+use palisade_cache_core::{
+    Cache, CacheBackend, Component, Events, Failover, FailoverOptions, Mode, Namespace, SupervisorContext,
+};
 use palisade_cache_local::LocalCache;
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection};
 
@@ -58,6 +60,18 @@ fn bench(c: &mut Criterion) {
         .eviction_policy(moka::policy::EvictionPolicy::lru())
         .expire_after(FixedTtl)
         .build();
+    // Degraded mode's wrapper over a healthy in-process primary: what the wrapper itself
+    // (health check, routing) adds to every call, without a network round trip.
+    let degraded = rt.block_on(async {
+        let ctx = SupervisorContext::new(Component::Cache, Mode::ExplicitDegraded, "tenant", Events::default());
+        let failover = Failover::new(
+            LocalCache::default(),
+            LocalCache::default(),
+            ctx,
+            FailoverOptions::default(),
+        );
+        Cache::new(failover.unwrap(), ns.clone())
+    });
     // palisade over fred, and one fred client alone (same settings as the bench's
     // default fred: a plain client).
     let (remote, fred) = rt.block_on(async {
@@ -71,6 +85,7 @@ fn bench(c: &mut Criterion) {
         fred.init().await.unwrap();
         for i in 0..KEYS {
             local.set(&user_key(i), &VALUE, TTL).await.unwrap();
+            degraded.set(&user_key(i), &VALUE, TTL).await.unwrap();
             moka.insert(keys[i].clone(), Arc::from(&VALUE[..])).await;
             moka_configured.insert(keys[i].clone(), Arc::from(&VALUE[..])).await;
             remote.set(&user_key(i), &VALUE, TTL).await.unwrap();
@@ -90,6 +105,12 @@ fn bench(c: &mut Criterion) {
             let (moka, keys) = (&moka, &keys);
             async move {
                 black_box(moka.get(&keys[i % KEYS]).await.unwrap());
+            }
+        });
+        bench_in_flight(&mut g, &rt, "palisade_degraded_local", n, |i| {
+            let (degraded, user_keys) = (&degraded, &user_keys);
+            async move {
+                black_box(degraded.get(&user_keys[i % KEYS]).await.unwrap());
             }
         });
         bench_in_flight(&mut g, &rt, "local_backend", n, |i| {

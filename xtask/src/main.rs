@@ -342,6 +342,7 @@ fn hygiene() -> Result {
 const BENCH_PAIRS: &[(&str, &str, &str)] = &[
     ("cache_get_hit", "palisade_local", "moka"),
     ("cache_get_hit", "palisade_redis", "fred"),
+    ("cache_get_hit", "palisade_degraded_local", "palisade_local"),
     ("cache_get_miss", "palisade_local", "moka"),
     ("cache_get_miss", "palisade_redis", "fred"),
     ("cache_set", "palisade_local", "moka"),
