@@ -75,7 +75,7 @@ fn bench(c: &mut Criterion) {
     // palisade over fred, and one fred client alone (same settings as the bench's
     // default fred: a plain client).
     let (remote, fred) = rt.block_on(async {
-        let conn = RedisConnection::connect(&RedisConfig::from_url(&server.url()))
+        let conn = RedisConnection::connect(&RedisConfig::from_url(&server.url()).expect("a valid Redis URL"))
             .await
             .unwrap();
         let remote = Cache::new(RedisCache::new(conn), ns.clone());

@@ -82,7 +82,7 @@ fn bench(c: &mut Criterion) {
     let ns = Namespace::new("bench", 1, "tenant", "jobs").unwrap();
     let local = JobStore::new(LocalJobStore::default(), ns.clone());
     let (remote, fred) = rt.block_on(async {
-        let conn = RedisConnection::connect(&RedisConfig::from_url(&server.url()))
+        let conn = RedisConnection::connect(&RedisConfig::from_url(&server.url()).expect("a valid Redis URL"))
             .await
             .unwrap();
         let remote = JobStore::new(RedisJobStore::new(conn).await.unwrap(), ns.clone());

@@ -56,7 +56,7 @@ fn bench(c: &mut Criterion) {
     let rt = runtime();
     let server = redis();
     let (remote, fred, trivial) = rt.block_on(async {
-        let conn = RedisConnection::connect(&RedisConfig::from_url(&server.url()))
+        let conn = RedisConnection::connect(&RedisConfig::from_url(&server.url()).expect("a valid Redis URL"))
             .await
             .unwrap();
         let remote = RedisThrottle::new(conn).await.unwrap();

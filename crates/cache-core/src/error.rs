@@ -18,12 +18,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   backends are identified by an [`Endpoint`], which redacts passwords when it is
 ///   built, and the sources' messages are passed through [`redact_text`] when printed.
 ///   The source itself is kept intact (downcast it to reach the client's error).
-/// - [`Error::is_unavailable`] is true exactly for [`Error::Unavailable`] and
-///   [`Error::Timeout`]: these, and only these, move
-///   [`Mode::ExplicitDegraded`](crate::Mode::ExplicitDegraded) to its local fallback. A
-///   codec error, bad input or a server-side error reply never does.
-/// - [`Error::is_retryable`] is true for the same two variants: retrying the identical
-///   call later may succeed. Everything else fails the same way again.
+/// - [`Error::is_unavailable`] is true exactly for [`Error::Unavailable`],
+///   [`Error::Timeout`], [`Error::Tls`] and [`Error::Auth`]: the shared store cannot be
+///   used right now. At runtime these, and only these, move
+///   [`Mode::ExplicitDegraded`](crate::Mode::ExplicitDegraded) to its local fallback
+///   (announced, with the error's kind in the event). A codec error, bad input or a
+///   server-side error reply never does. At startup the umbrella builder refuses to
+///   start degraded on [`Error::Auth`]: a wrong password is a misconfiguration, not an
+///   outage to ride out on local state.
+/// - [`Error::is_retryable`] is true for the same variants: retrying the identical
+///   call later may succeed (after the server is back, the certificate renewed, the
+///   password file rotated). Everything else fails the same way again.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -100,6 +105,32 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The backend refused the credentials: wrong user or password, a disabled user, or
+    /// a server that wants a password and got none (`WRONGPASS`, `NOAUTH`). Retrying
+    /// with the same credentials fails again.
+    #[error("{backend} refused the credentials (during `{op}`)")]
+    Auth {
+        /// Which backend (redacted).
+        backend: Endpoint,
+        /// The operation.
+        op: &'static str,
+        /// The server's or client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// TLS with the backend failed: its certificate is not trusted, has expired or does
+    /// not name the server, the client certificate was refused, or the peer does not
+    /// speak TLS.
+    #[error("TLS with {backend} failed (during `{op}`)")]
+    Tls {
+        /// Which backend (redacted).
+        backend: Endpoint,
+        /// The operation.
+        op: &'static str,
+        /// The TLS library's error.
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// Prints a source's `Debug` with credentials redacted.
@@ -150,6 +181,18 @@ impl fmt::Debug for Error {
                 .field("op", op)
                 .field("source", &RedactedDebug(source))
                 .finish(),
+            Error::Auth { backend, op, source } => f
+                .debug_struct("Auth")
+                .field("backend", backend)
+                .field("op", op)
+                .field("source", &RedactedDebug(source))
+                .finish(),
+            Error::Tls { backend, op, source } => f
+                .debug_struct("Tls")
+                .field("backend", backend)
+                .field("op", op)
+                .field("source", &RedactedDebug(source))
+                .finish(),
         }
     }
 }
@@ -174,11 +217,15 @@ pub enum ErrorKind {
     Load,
     /// [`Error::Backend`].
     Backend,
+    /// [`Error::Auth`].
+    Auth,
+    /// [`Error::Tls`].
+    Tls,
 }
 
 impl ErrorKind {
     /// All kinds, in declaration order.
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Unavailable,
         ErrorKind::Timeout,
         ErrorKind::Codec,
@@ -187,6 +234,8 @@ impl ErrorKind {
         ErrorKind::Conflict,
         ErrorKind::Load,
         ErrorKind::Backend,
+        ErrorKind::Auth,
+        ErrorKind::Tls,
     ];
 
     /// The position of this kind in [`ErrorKind::ALL`] (for per-kind counters).
@@ -205,6 +254,8 @@ impl ErrorKind {
             ErrorKind::Conflict => "conflict",
             ErrorKind::Load => "load",
             ErrorKind::Backend => "backend",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Tls => "tls",
         }
     }
 }
@@ -227,13 +278,19 @@ impl Error {
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Load { .. } => ErrorKind::Load,
             Error::Backend { .. } => ErrorKind::Backend,
+            Error::Auth { .. } => ErrorKind::Auth,
+            Error::Tls { .. } => ErrorKind::Tls,
         }
     }
 
-    /// True when the backend could not be reached or did not answer in time: the
-    /// only errors that move degraded mode to its fallback.
+    /// True when the shared store cannot be used right now: unreachable, too slow, TLS
+    /// failed or credentials refused. The only errors that move degraded mode to its
+    /// fallback at runtime (see the type's `# Behavior`).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Tls { .. } | Error::Auth { .. }
+        )
     }
 
     /// True when the same call may succeed later without any change by the caller.
@@ -295,6 +352,16 @@ impl Error {
                 source: std::sync::Arc::clone(source),
             },
             Error::Backend { backend, op, .. } => Error::Backend {
+                backend: backend.clone(),
+                op,
+                source: shared(),
+            },
+            Error::Auth { backend, op, .. } => Error::Auth {
+                backend: backend.clone(),
+                op,
+                source: shared(),
+            },
+            Error::Tls { backend, op, .. } => Error::Tls {
                 backend: backend.clone(),
                 op,
                 source: shared(),

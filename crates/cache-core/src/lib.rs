@@ -16,7 +16,8 @@
 //! | [`Codec`] | serde + postcard inside a versioned envelope |
 //! | [`Clock`], [`SystemClock`], [`ManualClock`] | injectable time |
 //! | [`Supervisor`] | the health supervisor behind degraded mode |
-//! | [`Endpoint`] | a backend's printable identity, credentials redacted |
+//! | [`RedisUrl`], [`Secret`] | the one parser of Redis URLs; passwords that never print |
+//! | [`Endpoint`] | a backend's printable identity, built from parsed parts |
 //!
 //! The `testkit` feature adds test helpers (a private `redis-server` per test that can
 //! be killed, paused and restarted) and the behaviour suites run against every backend.
@@ -43,6 +44,7 @@ mod redact;
 pub mod supervisor;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod url;
 
 pub use cache::{BackendStatus, Cache, CacheBackend, CacheLimits, CacheStats};
 pub use clock::{BoxFuture, Clock, ManualClock, SharedClock, SystemClock, with_deadline};
@@ -55,6 +57,7 @@ pub use mode::Mode;
 pub use provenance::{Provenance, Tagged};
 pub use redact::{Endpoint, REDACTED, redact_text};
 pub use supervisor::{Health, OnRecover, Probe, Supervisor, SupervisorConfig, SupervisorContext};
+pub use url::{HostPort, RedisUrl, Secret, Topology};
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,19 +2,22 @@
 
 use std::fmt;
 
+use crate::url::{RedisUrl, UNPARSEABLE};
+
 /// The text that replaces a password.
 pub const REDACTED: &str = "***";
 
-/// A backend's printable identity: a name or a URL whose password (and username, when
-/// a password follows it) is already replaced by `***`.
+/// A backend's printable identity: a fixed name, or a URL printed from its parsed
+/// parts with the password as `***`.
 ///
 /// # Behavior
 ///
-/// - The raw URL is never stored: [`Endpoint::url`] redacts while building, so no
-///   `Display`, `Debug`, event or error can leak it.
+/// - The raw URL is never stored: [`Endpoint::url`] parses it ([`RedisUrl::parse`]) and
+///   keeps only the canonical form built from the parts, so no `Display`, `Debug`,
+///   event or error can leak a password, whatever characters it holds.
 /// - `redis://user:secret@host:6379/0` prints as `redis://user:***@host:6379/0`;
-///   `redis://:secret@host` as `redis://:***@host`; a URL without credentials is
-///   unchanged.
+///   `redis://:secret@host` as `redis://:***@host:6379`; a URL without credentials as
+///   its canonical form; a URL that does not parse as `<unparseable URL>`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint(String);
 
@@ -24,10 +27,17 @@ impl Endpoint {
         Endpoint(redact_text(&name.into()))
     }
 
-    /// An endpoint built from a URL (or several, comma-separated), with credentials
-    /// redacted.
+    /// The endpoint of a URL (or several, comma-separated), printed from its parts.
     pub fn url(url: &str) -> Self {
-        Endpoint(redact_text(url))
+        match RedisUrl::parse(url) {
+            Ok(u) => u.endpoint(),
+            Err(_) => Endpoint(UNPARSEABLE.to_owned()),
+        }
+    }
+
+    /// An endpoint whose text was built from parsed parts (no secret in it).
+    pub(crate) fn from_parts(text: String) -> Self {
+        Endpoint(text)
     }
 
     /// The redacted text.
@@ -48,41 +58,35 @@ impl fmt::Debug for Endpoint {
     }
 }
 
-/// Replaces the password of every `scheme://user:password@` found in `text` by `***`.
+/// A safety net for text palisade did not build (a client library's error message):
+/// after the first `scheme://` that is followed by an `@` anywhere later in `text`,
+/// everything up to the **last** `@` is replaced by `***` (a plain user name before a
+/// `:` is kept). It may hide more than a password, never less.
 ///
-/// Used on anything that may quote a URL before it is printed (error sources from a
-/// client library, configuration echoes).
+/// palisade itself never hands a raw URL to a client or prints one: URLs are parsed
+/// into parts ([`RedisUrl`]) and printed from them ([`Endpoint`]).
 pub fn redact_text(text: &str) -> String {
+    let Some(scheme_end) = text.find("://").map(|p| p + 3) else {
+        return text.to_owned();
+    };
+    let tail = &text[scheme_end..];
+    let Some(at) = tail.rfind('@') else {
+        return text.to_owned();
+    };
+    let userinfo = &tail[..at];
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find("://") {
-        let (head, tail) = rest.split_at(pos + 3);
-        out.push_str(head);
-        // The authority ends at the first '/', '?', '#', ',', ';' or whitespace.
-        let end = tail
-            .find(|c: char| matches!(c, '/' | '?' | '#' | ',' | ';') || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.find(':') {
-                    Some(colon) => {
-                        out.push_str(&userinfo[..colon]);
-                        out.push(':');
-                        out.push_str(REDACTED);
-                    }
-                    // `redis://password@host` is read by some clients as a password.
-                    None if !userinfo.is_empty() => out.push_str(REDACTED),
-                    None => {}
-                }
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
+    out.push_str(&text[..scheme_end]);
+    if let Some((user, _)) = userinfo.split_once(':') {
+        if user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            out.push_str(user);
+            out.push(':');
         }
-        rest = &tail[end..];
     }
-    out.push_str(rest);
+    out.push_str(REDACTED);
+    out.push_str(&tail[at..]);
     out
 }
 
@@ -102,14 +106,27 @@ mod tests {
     }
 
     #[test]
-    fn redacts_every_url_in_a_list_and_in_prose() {
+    fn hides_every_credential_of_a_list_and_in_prose() {
         let s = redact_text("seeds redis://a:p1@h1:1,redis://b:p2@h2:2 failed: x://:p3@h3 ok");
         assert!(!s.contains("p1") && !s.contains("p2") && !s.contains("p3"), "{s}");
-        assert_eq!(s, "seeds redis://a:***@h1:1,redis://b:***@h2:2 failed: x://:***@h3 ok");
+        assert!(s.ends_with("@h3 ok"), "{s}");
     }
 
     #[test]
-    fn password_containing_at_sign_is_redacted_whole() {
-        assert_eq!(redact_text("redis://u:p@ss@host"), "redis://u:***@host");
+    fn password_containing_separators_is_hidden_whole() {
+        for pw in ["p@ss", "a/b", "a,b", "a b", "a://b", "a;b#c?d"] {
+            let s = redact_text(&format!("cannot reach redis://u:{pw}@host:1 now"));
+            assert_eq!(s, "cannot reach redis://u:***@host:1 now", "{pw}");
+        }
+    }
+
+    #[test]
+    fn endpoints_are_printed_from_parts() {
+        assert_eq!(Endpoint::url("redis://u:a,b@h:1").as_str(), "redis://u:***@h:1");
+        assert_eq!(
+            Endpoint::url(":pw@127.0.0.1:6379").as_str(),
+            "redis://:***@127.0.0.1:6379"
+        );
+        assert_eq!(Endpoint::url("ftp://u:pw@h").as_str(), UNPARSEABLE);
     }
 }

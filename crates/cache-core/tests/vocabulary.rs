@@ -58,17 +58,30 @@ fn one_of_each() -> Vec<Error> {
             source: Arc::new(io_refused()),
         },
         Error::Backend {
-            backend: be,
+            backend: be.clone(),
             op: "cache.get",
+            source: Box::new(io_refused()),
+        },
+        Error::Auth {
+            backend: be.clone(),
+            op: "connect",
+            source: Box::new(io_refused()),
+        },
+        Error::Tls {
+            backend: be,
+            op: "connect",
             source: Box::new(io_refused()),
         },
     ]
 }
 
 #[test]
-fn only_unavailable_and_timeout_are_unavailable_and_retryable() {
+fn only_outages_tls_and_auth_failures_are_unavailable_and_retryable() {
     for e in one_of_each() {
-        let expect = matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout);
+        let expect = matches!(
+            e.kind(),
+            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Tls | ErrorKind::Auth
+        );
         assert_eq!(e.is_unavailable(), expect, "{e:?}");
         assert_eq!(e.is_retryable(), expect, "{e:?}");
     }
@@ -80,7 +93,12 @@ fn only_unavailable_and_timeout_are_unavailable_and_retryable() {
 fn sources_are_kept_not_stringified() {
     for e in one_of_each() {
         match e.kind() {
-            ErrorKind::Unavailable | ErrorKind::Codec | ErrorKind::Backend | ErrorKind::Load => {
+            ErrorKind::Unavailable
+            | ErrorKind::Codec
+            | ErrorKind::Backend
+            | ErrorKind::Load
+            | ErrorKind::Auth
+            | ErrorKind::Tls => {
                 let src = e.source().expect("a source");
                 // A loader's error is shared by every waiter: it sits behind an Arc.
                 let io = match &e {
@@ -109,7 +127,9 @@ fn error_kind_names_are_stable() {
             "config",
             "conflict",
             "load",
-            "backend"
+            "backend",
+            "auth",
+            "tls"
         ]
     );
 }

@@ -9,158 +9,13 @@ use std::time::{Duration, Instant};
 use fred::error::{Error as FredError, ErrorKind as FredKind};
 use fred::prelude::*;
 use fred::types::ConnectHandle;
-use fred::types::config::UnresponsiveConfig;
-use palisade_cache_core::{Endpoint, Error};
+use palisade_cache_core::{Endpoint, Error, HostPort, Topology};
 
-/// Default deadline of `connect` (TCP connect, handshake and the first PING): 2 s.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::RedisConfig;
 
 /// How long after the command deadline the outer timeout of [`RedisConnection::run`]
 /// gives up on fred (which should have answered `Timeout` by then).
 pub const BACKSTOP: Duration = Duration::from_millis(100);
-
-/// Default deadline of every command: 500 ms.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Where and how to connect.
-///
-/// # Behavior
-///
-/// - One URL (`redis://[user:password@]host:port[/db]`, `rediss://…`) is a standalone
-///   server; `redis-cluster://…`, several comma-separated URLs, or [`RedisConfig::cluster`]
-///   is a Redis Cluster (the seeds; the rest is discovered).
-/// - `Debug` never shows a password.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct RedisConfig {
-    urls: Vec<String>,
-    /// Deadline of [`RedisConnection::connect`] (default [`DEFAULT_CONNECT_TIMEOUT`]).
-    pub connect_timeout: Duration,
-    /// Deadline of every command (default [`DEFAULT_COMMAND_TIMEOUT`]).
-    pub command_timeout: Duration,
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("endpoint", &self.endpoint())
-            .field("connect_timeout", &self.connect_timeout)
-            .field("command_timeout", &self.command_timeout)
-            .finish()
-    }
-}
-
-fn with_scheme(s: &str) -> String {
-    if s.contains("://") {
-        s.to_owned()
-    } else {
-        format!("redis://{s}")
-    }
-}
-
-impl RedisConfig {
-    /// A configuration from one URL, or several comma-separated (a cluster's seeds).
-    pub fn from_url(url: &str) -> Self {
-        RedisConfig {
-            urls: url
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(with_scheme)
-                .collect(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            command_timeout: DEFAULT_COMMAND_TIMEOUT,
-        }
-    }
-
-    /// A cluster from its seed nodes (`host:port` or URLs).
-    pub fn cluster<S: AsRef<str>>(seeds: &[S]) -> Self {
-        let mut c = RedisConfig::from_url(&seeds.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(","));
-        if let [one] = c.urls.as_mut_slice() {
-            if let Some(rest) = one.strip_prefix("redis://") {
-                *one = format!("redis-cluster://{rest}");
-            }
-        }
-        c
-    }
-
-    /// Sets the connect deadline.
-    pub fn with_connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-
-    /// Sets the command deadline.
-    pub fn with_command_timeout(mut self, d: Duration) -> Self {
-        self.command_timeout = d;
-        self
-    }
-
-    /// The redacted endpoint.
-    pub fn endpoint(&self) -> Endpoint {
-        Endpoint::url(&self.urls.join(","))
-    }
-
-    /// Whether this configuration names a cluster.
-    pub fn is_cluster(&self) -> bool {
-        self.urls.len() > 1 || self.urls.iter().any(|u| u.starts_with("redis-cluster://"))
-    }
-
-    fn fred_config(&self) -> Result<Config, Error> {
-        let bad = |e: FredError| Error::config(format!("invalid Redis URL {}: {}", self.endpoint(), e.details()));
-        let first = self.urls.first().ok_or_else(|| Error::config("no Redis URL given"))?;
-        if self.urls.len() == 1 {
-            return Config::from_url(first).map_err(bad);
-        }
-        let mut config = Config::from_url_centralized(first).map_err(bad)?;
-        let mut hosts = Vec::with_capacity(self.urls.len());
-        for url in &self.urls {
-            match Config::from_url_centralized(url).map_err(bad)?.server {
-                ServerConfig::Centralized { server } => hosts.push((server.host.to_string(), server.port)),
-                _ => {
-                    return Err(Error::config(format!("{} is not a host:port seed", Endpoint::url(url))));
-                }
-            }
-        }
-        config.server = ServerConfig::new_clustered(hosts);
-        Ok(config)
-    }
-
-    fn builder(&self, fail_fast: bool) -> Result<Builder, Error> {
-        let mut config = self.fred_config()?;
-        config.fail_fast = fail_fast;
-        let command_timeout = self.command_timeout;
-        let connect_timeout = self.connect_timeout;
-        let mut builder = Builder::from_config(config);
-        builder
-            // Never give up: 0 = retry forever, 50 ms .. 200 ms, exponential. The cap
-            // bounds recovery after Redis returns: the supervisor keeps a PING queued
-            // while fred reconnects, so the outage ends at the first reconnect that
-            // succeeds (measured by `palisade load`: a 2 s cap made recovery take up to
-            // 1.2 s; 250 ms, up to 252 ms). A refused connect costs nothing.
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 200, 2))
-            .with_connection_config(|c| {
-                c.connection_timeout = connect_timeout;
-                c.internal_command_timeout = connect_timeout;
-                // A command in flight when the socket dies is never sent again: a
-                // replayed script (a throttle acquire) would not be idempotent.
-                c.max_command_attempts = 1;
-                // > 0 wedges the client at the first backpressure (measured).
-                c.max_command_buffer_len = 0;
-                // Detects a paused server (SIGSTOP) and reconnects; only effective
-                // below the command timeout.
-                c.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(command_timeout.mul_f64(0.8)),
-                    interval: (command_timeout / 5).max(Duration::from_millis(10)),
-                };
-            })
-            .with_performance_config(|p| {
-                // Without it fred queues commands silently for the whole outage.
-                p.default_command_timeout = command_timeout;
-            });
-        Ok(builder)
-    }
-}
 
 /// What `INFO` says about the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,48 +27,104 @@ pub struct ServerInfo {
     pub cluster: bool,
 }
 
-/// A connection to Redis (standalone or Cluster) shared by palisade's Redis backends.
+/// What a connection is connected to, for `doctor` and operators (nothing secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The redacted endpoint.
+    pub endpoint: Endpoint,
+    /// `standalone`, `cluster` or `sentinel`.
+    pub topology: &'static str,
+    /// Whether TLS is on.
+    pub tls: bool,
+    /// The name the server's certificate was checked against (TLS only): the configured
+    /// server name, or the host.
+    pub tls_server_name: Option<String>,
+    /// The ACL user, if one is configured (never the password).
+    pub user: Option<String>,
+    /// Sentinel only: the service name.
+    pub sentinel_service: Option<String>,
+    /// The server the client is connected to right now (Sentinel: the primary), if
+    /// known.
+    pub connected_to: Option<HostPort>,
+}
+
+/// A connection to Redis (standalone, Sentinel or Cluster) shared by palisade's Redis
+/// backends.
 ///
 /// # Behavior
 ///
-/// - [`RedisConnection::connect`] returns once the server answered `PING`, or fails with
-///   [`Error::Unavailable`] / [`Error::Timeout`] within the connect deadline (refused,
-///   unreachable, or a server that accepts TCP but never answers).
+/// - [`RedisConnection::connect`] returns once the server answered `PING`, or fails
+///   within the connect deadline: [`Error::Unavailable`] / [`Error::Timeout`] (refused,
+///   unreachable, a server that accepts TCP but never answers, a plain `redis://` URL
+///   at a TLS port), [`Error::Tls`] (a certificate that is not trusted, expired or for
+///   another name; a `rediss://` URL at a plain port), [`Error::Auth`] (wrong user or
+///   password), [`Error::Config`] (a URL or a setting that cannot work, TLS asked for
+///   without the `tls` feature).
+/// - With TLS asked for, nothing is sent before the TLS handshake completed: the
+///   password never travels in clear.
 /// - [`RedisConnection::connect_lazy`] returns at once and keeps connecting in the
-///   background (degraded mode starting while Redis is down).
+///   background (degraded mode starting while Redis is down); it fails only on an
+///   invalid configuration.
 /// - Every command returns within the command deadline (plus scheduling slack), also
 ///   while the server is killed or paused: fred's `default_command_timeout` bounds it,
 ///   and an outer `tokio::time::timeout` [`BACKSTOP`] later guarantees it (fred ignores
 ///   per-command timeouts for scripts). A command that timed out is never written
-///   later by fred. Reconnection never gives up; a command in flight when the connection drops is
-///   not re-sent.
-/// - Dropping the last clone closes the connection (`QUIT`) and stops its task.
+///   later by fred. Reconnection never gives up; a command in flight when the
+///   connection drops is not re-sent.
+/// - While the client reconnects and the last attempt failed on TLS or on the
+///   credentials, a command that cannot be sent fails with that error
+///   ([`Error::Tls`], [`Error::Auth`]) rather than a bare timeout: a rotated password
+///   or certificate is named at runtime, not only at startup.
+/// - Sentinel: the client asks the sentinels for the primary and checks `ROLE` at every
+///   (re)connect; a watcher follows `+switch-master` on every sentinel and polls the
+///   primary's address, and moves the connection when it changed. `READONLY`,
+///   `MASTERDOWN` and `NOREPLICAS` replies are outages and move it too.
+/// - Dropping the last clone closes the connection (`QUIT`) and stops its tasks.
 #[derive(Clone)]
 pub struct RedisConnection {
     inner: Arc<Inner>,
+}
+
+/// Why the last (re)connect attempt failed, when it was TLS or the credentials.
+#[derive(Clone)]
+enum ConnectFailure {
+    Auth(FredError),
+    Tls(FredError),
 }
 
 struct Inner {
     client: Client,
     endpoint: Endpoint,
     command_timeout: Duration,
-    cluster: bool,
+    info: ConnectionInfo,
     task: Mutex<Option<ConnectHandle>>,
+    last_failure: Arc<Mutex<Option<ConnectFailure>>>,
+    watchers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    sentinel: Option<crate::sentinel::Watcher>,
 }
 
 impl fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConnection")
             .field("endpoint", &self.inner.endpoint)
-            .field("cluster", &self.inner.cluster)
+            .field("topology", &self.inner.info.topology)
+            .field("tls", &self.inner.info.tls)
             .field("command_timeout", &self.inner.command_timeout)
             .finish()
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = lock(&self.task).take();
+        for w in lock(&self.watchers).drain(..) {
+            w.abort();
+        }
         let client = self.client.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -233,53 +144,170 @@ impl Drop for Inner {
     }
 }
 
+/// Whether a fred error is a TLS failure: fred reports a failed handshake as an IO
+/// error carrying rustls's message.
+fn is_tls_failure(e: &FredError) -> bool {
+    #[cfg(feature = "tls")]
+    if *e.kind() == FredKind::Tls {
+        return true;
+    }
+    // rustls's `Error` variants, as fred prints the `io::Error` that carries one
+    // (`Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }`), and
+    // their `Display` forms.
+    const TLS_MESSAGES: [&str; 14] = [
+        "InvalidCertificate",
+        "AlertReceived",
+        "InvalidMessage",
+        "PeerIncompatible",
+        "PeerMisbehaved",
+        "NoCertificatesPresented",
+        "InappropriateHandshakeMessage",
+        "InappropriateMessage",
+        "DecryptError",
+        "invalid peer certificate",
+        "received fatal alert",
+        "peer is incompatible",
+        "peer sent no certificates",
+        "received corrupt message",
+    ];
+    *e.kind() == FredKind::IO && TLS_MESSAGES.iter().any(|m| e.details().contains(m))
+}
+
+fn failure_of(e: &FredError) -> Option<ConnectFailure> {
+    if *e.kind() == FredKind::Auth {
+        Some(ConnectFailure::Auth(e.clone()))
+    } else if is_tls_failure(e) {
+        Some(ConnectFailure::Tls(e.clone()))
+    } else {
+        None
+    }
+}
+
 impl RedisConnection {
     /// Connects and PINGs within `config.connect_timeout`.
     pub async fn connect(config: &RedisConfig) -> Result<Self, Error> {
         let started = Instant::now();
-        let client = config
-            .builder(true)?
-            .build()
-            .map_err(|e| map_error(&config.endpoint(), "connect", config.connect_timeout, e))?;
-        let conn = RedisConnection::wrap(client, config);
+        let conn = RedisConnection::build(config, true)?;
         let deadline = config.connect_timeout;
         let init = tokio::time::timeout(deadline, conn.inner.client.init()).await;
         let handle = match init {
             Ok(Ok(h)) => h,
-            Ok(Err(e)) => return Err(map_error(&conn.inner.endpoint, "connect", deadline, e)),
-            Err(_) => return Err(timeout(&conn.inner.endpoint, "connect", deadline)),
+            Ok(Err(e)) => return Err(conn.connect_error(config, e)),
+            Err(_) => return Err(conn.connect_timeout(deadline)),
         };
-        *conn.inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        *lock(&conn.inner.task) = Some(handle);
         let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         match tokio::time::timeout(left, conn.inner.client.ping::<String>(None)).await {
-            Ok(Ok(_)) => Ok(conn),
-            Ok(Err(e)) => Err(map_error(&conn.inner.endpoint, "connect", deadline, e)),
-            Err(_) => Err(timeout(&conn.inner.endpoint, "connect", deadline)),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(conn.connect_error(config, e)),
+            Err(_) => return Err(conn.connect_timeout(deadline)),
         }
+        conn.start_watchers();
+        Ok(conn)
     }
 
     /// A connection that keeps trying in the background; commands fail with
     /// [`Error::Timeout`] until it is up. Fails only on an invalid configuration.
     pub fn connect_lazy(config: &RedisConfig) -> Result<Self, Error> {
-        let client = config
-            .builder(false)?
-            .build()
-            .map_err(|e| map_error(&config.endpoint(), "connect", config.connect_timeout, e))?;
-        let conn = RedisConnection::wrap(client, config);
+        let conn = RedisConnection::build(config, false)?;
         let handle = conn.inner.client.connect();
-        *conn.inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        *lock(&conn.inner.task) = Some(handle);
+        conn.start_watchers();
         Ok(conn)
     }
 
-    fn wrap(client: Client, config: &RedisConfig) -> Self {
-        RedisConnection {
+    fn build(config: &RedisConfig, fail_fast: bool) -> Result<Self, Error> {
+        let endpoint = config.endpoint();
+        let fred_config = config.fred_config()?;
+        let client = config
+            .builder(fred_config, fail_fast)
+            .build()
+            .map_err(|e| map_error(&endpoint, "connect", config.connect_timeout, e))?;
+        let url = config.url();
+        let info = ConnectionInfo {
+            endpoint: endpoint.clone(),
+            topology: url.topology.as_str(),
+            tls: url.tls,
+            tls_server_name: url.tls.then(|| {
+                config
+                    .tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| url.hosts.first().map(|h| h.host.clone()).unwrap_or_default())
+            }),
+            user: url.username.clone(),
+            sentinel_service: match &url.topology {
+                Topology::Sentinel { service } => Some(service.clone()),
+                _ => None,
+            },
+            connected_to: None,
+        };
+        let sentinel = match &url.topology {
+            Topology::Sentinel { .. } => Some(crate::sentinel::Watcher::new(config)?),
+            _ => None,
+        };
+        Ok(RedisConnection {
             inner: Arc::new(Inner {
                 client,
-                endpoint: config.endpoint(),
+                endpoint,
                 command_timeout: config.command_timeout,
-                cluster: config.is_cluster(),
+                info,
                 task: Mutex::new(None),
+                last_failure: Arc::new(Mutex::new(None)),
+                watchers: Mutex::new(Vec::new()),
+                sentinel,
             }),
+        })
+    }
+
+    /// Records why reconnects fail (TLS, credentials) and forgets it once connected.
+    fn start_watchers(&self) {
+        let failures = Arc::clone(&self.inner.last_failure);
+        let on_error = self.inner.client.on_error(move |(e, _server)| {
+            let failures = Arc::clone(&failures);
+            async move {
+                if let Some(f) = failure_of(&e) {
+                    *lock(&failures) = Some(f);
+                }
+                Ok(())
+            }
+        });
+        let failures = Arc::clone(&self.inner.last_failure);
+        let on_reconnect = self.inner.client.on_reconnect(move |_| {
+            let failures = Arc::clone(&failures);
+            async move {
+                *lock(&failures) = None;
+                Ok(())
+            }
+        });
+        let mut watchers = lock(&self.inner.watchers);
+        for handle in [on_error, on_reconnect] {
+            watchers.push(tokio::spawn(async move {
+                let _ = handle.await;
+            }));
+        }
+        if let Some(sentinel) = &self.inner.sentinel {
+            watchers.extend(sentinel.start(self.inner.client.clone()));
+        }
+    }
+
+    fn connect_error(&self, config: &RedisConfig, e: FredError) -> Error {
+        let err = map_error(&self.inner.endpoint, "connect", config.connect_timeout, e);
+        if err.kind() == palisade_cache_core::ErrorKind::Unavailable && !config.uses_tls() {
+            tracing::debug!(
+                target: palisade_cache_core::EVENT_TARGET,
+                endpoint = %self.inner.endpoint,
+                "connect failed; if that port speaks TLS, the URL must be rediss://"
+            );
+        }
+        err
+    }
+
+    fn connect_timeout(&self, deadline: Duration) -> Error {
+        // A TLS or credential failure seen while connecting is what the caller needs.
+        match lock(&self.inner.last_failure).clone() {
+            Some(f) => failure_error(&self.inner.endpoint, "connect", f),
+            None => timeout(&self.inner.endpoint, "connect", deadline),
         }
     }
 
@@ -301,7 +329,23 @@ impl RedisConnection {
 
     /// Whether this is a cluster connection.
     pub fn is_cluster(&self) -> bool {
-        self.inner.cluster
+        self.inner.info.topology == "cluster"
+    }
+
+    /// What this connection is connected to (see [`ConnectionInfo`]).
+    pub fn info(&self) -> ConnectionInfo {
+        let mut info = self.inner.info.clone();
+        info.connected_to = match &self.inner.sentinel {
+            Some(s) => s.current(),
+            None => self
+                .inner
+                .client
+                .active_connections()
+                .into_iter()
+                .next()
+                .map(|s| HostPort::new(s.host.to_string(), s.port)),
+        };
+        info
     }
 
     /// Runs one command (or one pipeline) under the command deadline, mapping errors.
@@ -313,10 +357,39 @@ impl RedisConnection {
     /// sent the command after reconnecting — a write reported as failed, applied
     /// seconds later (found by the strict kill test).
     pub async fn run<T>(&self, op: &'static str, fut: impl Future<Output = Result<T, FredError>>) -> Result<T, Error> {
-        match tokio::time::timeout(self.inner.command_timeout + BACKSTOP, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_error(&self.inner.endpoint, op, self.inner.command_timeout, e)),
-            Err(_) => Err(timeout(&self.inner.endpoint, op, self.inner.command_timeout)),
+        if let Some(why) = self.inner.sentinel.as_ref().and_then(crate::sentinel::Watcher::gate) {
+            return Err(Error::Unavailable {
+                backend: self.inner.endpoint.clone(),
+                op,
+                source: why.into(),
+            });
+        }
+        let r = match tokio::time::timeout(self.inner.command_timeout + BACKSTOP, fut).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => {
+                if let Some(sentinel) = &self.inner.sentinel {
+                    sentinel.on_reply_error(&self.inner.client, &e);
+                }
+                map_error(&self.inner.endpoint, op, self.inner.command_timeout, e)
+            }
+            Err(_) => timeout(&self.inner.endpoint, op, self.inner.command_timeout),
+        };
+        Err(self.named_failure(op, r))
+    }
+
+    /// An outage while the last reconnect failed on TLS or the credentials is reported
+    /// as that failure.
+    fn named_failure(&self, op: &'static str, e: Error) -> Error {
+        if !matches!(
+            e.kind(),
+            palisade_cache_core::ErrorKind::Timeout | palisade_cache_core::ErrorKind::Unavailable
+        ) || self.inner.client.is_connected()
+        {
+            return e;
+        }
+        match lock(&self.inner.last_failure).clone() {
+            Some(f) => failure_error(&self.inner.endpoint, op, f),
+            None => e,
         }
     }
 
@@ -340,6 +413,35 @@ impl RedisConnection {
             cluster: field("redis_mode").as_deref() == Some("cluster"),
         })
     }
+
+    /// The server's `ROLE` (`master`, `slave`, `sentinel`).
+    pub async fn role(&self) -> Result<String, Error> {
+        let v: Value = self
+            .run(
+                "role",
+                self.inner.client.custom(fred::cmd!("ROLE"), Vec::<Value>::new()),
+            )
+            .await?;
+        Ok(match v {
+            Value::Array(items) => items.first().and_then(|r| r.as_string()).unwrap_or_default(),
+            other => other.as_string().unwrap_or_default(),
+        })
+    }
+}
+
+fn failure_error(endpoint: &Endpoint, op: &'static str, f: ConnectFailure) -> Error {
+    match f {
+        ConnectFailure::Auth(e) => Error::Auth {
+            backend: endpoint.clone(),
+            op,
+            source: Box::new(e),
+        },
+        ConnectFailure::Tls(e) => Error::Tls {
+            backend: endpoint.clone(),
+            op,
+            source: Box::new(e),
+        },
+    }
 }
 
 fn timeout(endpoint: &Endpoint, op: &'static str, after: Duration) -> Error {
@@ -351,7 +453,14 @@ fn timeout(endpoint: &Endpoint, op: &'static str, after: Duration) -> Error {
 }
 
 /// Server replies that mean "not serving right now" rather than "your command is wrong".
-const UNAVAILABLE_REPLIES: [&str; 5] = ["LOADING", "CLUSTERDOWN", "MASTERDOWN", "TRYAGAIN", "READONLY"];
+const UNAVAILABLE_REPLIES: [&str; 6] = [
+    "LOADING",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "READONLY",
+    "NOREPLICAS",
+];
 
 /// fred's own connection-state failures, which it reports as `ErrorKind::Unknown` — the
 /// kind it also uses for a server's error reply. Seen in fred 10.1.0 when a command
@@ -376,6 +485,9 @@ pub(crate) fn map_error(endpoint: &Endpoint, op: &'static str, after: Duration, 
         source: Box::new(e),
     };
     let starts = |list: &[&str]| list.iter().any(|p| e.details().starts_with(p));
+    if let Some(f) = failure_of(&e) {
+        return failure_error(endpoint, op, f);
+    }
     match e.kind() {
         FredKind::Timeout => timeout(endpoint, op, after),
         // `Protocol`: the peer's bytes are not RESP (the URL reaches another service, or
@@ -386,7 +498,7 @@ pub(crate) fn map_error(endpoint: &Endpoint, op: &'static str, after: Duration, 
         | FredKind::Cluster
         | FredKind::Backpressure
         | FredKind::Protocol => unavailable(e),
-        FredKind::Config | FredKind::Url | FredKind::Auth => Error::config(format!(
+        FredKind::Config | FredKind::Url => Error::config(format!(
             "Redis at {endpoint} refused the configuration during `{op}`: {}",
             e.details()
         )),
@@ -455,7 +567,12 @@ mod tests {
         assert_eq!(kind_of(FredKind::Parse, "Could not convert to map."), K::Backend);
         assert_eq!(
             kind_of(FredKind::Auth, "WRONGPASS invalid username-password pair"),
-            K::Config
+            K::Auth
+        );
+        assert_eq!(kind_of(FredKind::IO, "invalid peer certificate: Expired"), K::Tls);
+        assert_eq!(
+            kind_of(FredKind::Unknown, "NOREPLICAS Not enough good replicas"),
+            K::Unavailable
         );
     }
 }

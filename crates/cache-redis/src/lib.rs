@@ -1,15 +1,18 @@
 #![doc = include_str!("../README.md")]
 
 mod cache;
+mod config;
 mod connection;
 mod jobs;
 mod script;
+mod sentinel;
 mod throttle;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use cache::RedisCache;
-pub use connection::{
-    BACKSTOP, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, RedisConfig, RedisConnection, ServerInfo,
-};
+pub use config::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SENTINEL_POLL, RedisConfig, TlsOptions};
+pub use connection::{BACKSTOP, ConnectionInfo, RedisConnection, ServerInfo};
 pub use fred;
 pub use jobs::RedisJobStore;
 pub use script::LuaScript;

@@ -20,7 +20,9 @@ async fn garbage_throttle_state_is_a_typed_error_or_treated_as_absent() {
     let Some(url) = env::redis_url("garbage_throttle_state") else {
         return;
     };
-    let conn = RedisConnection::connect(&RedisConfig::from_url(&url)).await.unwrap();
+    let conn = RedisConnection::connect(&RedisConfig::from_url(&url).expect("a valid Redis URL"))
+        .await
+        .unwrap();
     let ns = Namespace::new(&env::unique_prefix("bad-state"), 1, "t", "mx").unwrap();
     let backend = RedisThrottle::new(conn).await.unwrap();
     let t = Throttle::new(backend.clone(), ns.clone());
@@ -71,7 +73,9 @@ fn r_key(ns: &Namespace, key: &str) -> String {
 /// The shared Redis URL and a job store under a prefix of its own.
 async fn redis_jobs(test: &str) -> Option<(String, JobStore<RedisJobStore>)> {
     let url = env::redis_url(test)?;
-    let conn = RedisConnection::connect(&RedisConfig::from_url(&url)).await.unwrap();
+    let conn = RedisConnection::connect(&RedisConfig::from_url(&url).expect("a valid Redis URL"))
+        .await
+        .unwrap();
     let jobs = JobStore::new(
         RedisJobStore::new(conn).await.unwrap(),
         Namespace::new(&env::unique_prefix(test), 1, "t", "jobs").unwrap(),

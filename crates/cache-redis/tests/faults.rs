@@ -513,6 +513,7 @@ async fn no_password_in_errors_from_a_real_connection_failure() {
     let port = server.port();
     server.kill();
     let cfg = RedisConfig::from_url(&format!("redis://admin:Sup3r-S3cret@127.0.0.1:{port}"))
+        .expect("a valid Redis URL")
         .with_connect_timeout(Duration::from_millis(500));
     assert!(!format!("{cfg:?}").contains("Sup3r-S3cret"));
     let e = RedisConnection::connect(&cfg).await.unwrap_err();
@@ -586,6 +587,7 @@ async fn a_command_in_flight_when_the_connection_drops_is_not_sent_again() {
 async fn a_peer_that_answers_garbage_is_unavailable_at_startup_and_at_runtime_within_the_deadlines() {
     let peer = NotRedis::start().unwrap();
     let cfg = RedisConfig::from_url(&peer.url())
+        .expect("a valid Redis URL")
         .with_command_timeout(DEADLINE)
         .with_connect_timeout(Duration::from_millis(800));
     // Strict startup fails at once, naming the endpoint, with an outage error.

@@ -18,7 +18,9 @@ const UPDATES: usize = 1000;
 const ID: &str = "shared-job";
 
 async fn store(url: &str, prefix: &str) -> JobStore<RedisJobStore> {
-    let conn = RedisConnection::connect(&RedisConfig::from_url(url)).await.unwrap();
+    let conn = RedisConnection::connect(&RedisConfig::from_url(url).expect("a valid Redis URL"))
+        .await
+        .unwrap();
     JobStore::new(
         RedisJobStore::new(conn).await.unwrap(),
         Namespace::new(prefix, 1, "tenant", "jobs").unwrap(),

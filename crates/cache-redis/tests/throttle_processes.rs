@@ -37,7 +37,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn throttle(url: &str, prefix: &str) -> Throttle<RedisThrottle> {
-    let conn = RedisConnection::connect(&RedisConfig::from_url(url)).await.unwrap();
+    let conn = RedisConnection::connect(&RedisConfig::from_url(url).expect("a valid Redis URL"))
+        .await
+        .unwrap();
     Throttle::new(
         RedisThrottle::new(conn).await.unwrap(),
         Namespace::new(prefix, 1, "tenant", "mx").unwrap(),

@@ -16,7 +16,9 @@ async fn every_key_written_by_every_contract_has_a_ttl() {
         return;
     };
     let prefix = env::unique_prefix("ttl");
-    let conn = RedisConnection::connect(&RedisConfig::from_url(&url)).await.unwrap();
+    let conn = RedisConnection::connect(&RedisConfig::from_url(&url).expect("a valid Redis URL"))
+        .await
+        .unwrap();
     let ns = |name: &str| Namespace::new(&prefix, 1, "t", name).unwrap();
 
     let cache = Cache::new(RedisCache::new(conn.clone()), ns("cache"));

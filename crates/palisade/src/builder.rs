@@ -1,9 +1,12 @@
 //! [`Palisade::builder`]: picks the mode at startup and fails fast.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use palisade_cache_core::{Cache, Endpoint, Error, Events, Health, Mode, Namespace, key::DEFAULT_PREFIX};
+use palisade_cache_core::{
+    Cache, Endpoint, Error, Events, Health, Mode, Namespace, RedisUrl, Secret, key::DEFAULT_PREFIX,
+};
 use palisade_job_store::JobStore;
 use palisade_throttle::{RateLimiter, Throttle};
 
@@ -15,6 +18,104 @@ pub const ENV_MODE: &str = "PALISADE_MODE";
 pub const ENV_REDIS_URL: &str = "PALISADE_REDIS_URL";
 /// `PALISADE_TENANT`.
 pub const ENV_TENANT: &str = "PALISADE_TENANT";
+/// `PALISADE_REDIS_PASSWORD_FILE`: a file holding the Redis password (a secrets mount).
+pub const ENV_PASSWORD_FILE: &str = "PALISADE_REDIS_PASSWORD_FILE";
+/// `PALISADE_REDIS_CA_FILE`: a PEM file of the CA certificates to trust for TLS.
+pub const ENV_CA_FILE: &str = "PALISADE_REDIS_CA_FILE";
+/// `PALISADE_REDIS_CLIENT_CERT_FILE`: the client certificate chain (PEM), mutual TLS.
+pub const ENV_CLIENT_CERT_FILE: &str = "PALISADE_REDIS_CLIENT_CERT_FILE";
+/// `PALISADE_REDIS_CLIENT_KEY_FILE`: the client private key (PEM), mutual TLS.
+pub const ENV_CLIENT_KEY_FILE: &str = "PALISADE_REDIS_CLIENT_KEY_FILE";
+/// `PALISADE_REDIS_TLS_SERVER_NAME`: the name the server certificate must carry.
+pub const ENV_TLS_SERVER_NAME: &str = "PALISADE_REDIS_TLS_SERVER_NAME";
+/// `PALISADE_REDIS_SENTINEL_USER`: the ACL user of the sentinels.
+pub const ENV_SENTINEL_USER: &str = "PALISADE_REDIS_SENTINEL_USER";
+/// `PALISADE_REDIS_SENTINEL_PASSWORD_FILE`: a file holding the sentinels' password.
+pub const ENV_SENTINEL_PASSWORD_FILE: &str = "PALISADE_REDIS_SENTINEL_PASSWORD_FILE";
+
+/// Where Redis is, as given to the builder (parsed by [`RedisUrl::parse`] at `build()`).
+#[derive(Clone, Default)]
+enum Target {
+    #[default]
+    None,
+    /// One URL, or several comma-separated.
+    Url(Secret),
+    /// Seeds of a cluster.
+    Cluster(Vec<Secret>),
+    /// A Sentinel service and its sentinels.
+    Sentinel { service: String, seeds: Vec<Secret> },
+}
+
+impl Target {
+    fn is_set(&self) -> bool {
+        !matches!(self, Target::None)
+    }
+
+    /// The printable endpoint (parsed parts; `<unparseable URL>` when it does not parse).
+    fn endpoint(&self) -> Option<Endpoint> {
+        let join = |seeds: &[Secret]| seeds.iter().map(Secret::expose).collect::<Vec<_>>().join(",");
+        match self {
+            Target::None => None,
+            Target::Url(u) => Some(Endpoint::url(u.expose())),
+            Target::Cluster(seeds) => Some(match RedisUrl::parse(&join(seeds)) {
+                Ok(mut u) => {
+                    u.topology = palisade_cache_core::Topology::Cluster;
+                    u.endpoint()
+                }
+                Err(_) => Endpoint::url(""),
+            }),
+            Target::Sentinel { service, seeds } => {
+                let tls = seeds
+                    .first()
+                    .is_some_and(|s| s.expose().trim_start().starts_with("rediss://"));
+                let hosts: Vec<&str> = seeds
+                    .iter()
+                    .map(|s| {
+                        let t = s.expose().trim();
+                        t.strip_prefix("rediss://")
+                            .or_else(|| t.strip_prefix("redis://"))
+                            .unwrap_or(t)
+                    })
+                    .collect();
+                let scheme = if tls { "rediss-sentinel" } else { "redis-sentinel" };
+                Some(Endpoint::url(&format!("{scheme}://{}/{service}", hosts.join(","))))
+            }
+        }
+    }
+
+    /// Whether TLS is asked for (without connecting).
+    #[cfg(not(feature = "redis"))]
+    fn wants_tls(&self) -> bool {
+        match self {
+            Target::None => false,
+            Target::Url(u) => RedisUrl::parse(u.expose()).is_ok_and(|u| u.tls),
+            Target::Cluster(seeds) | Target::Sentinel { seeds, .. } => {
+                seeds.iter().any(|s| s.expose().trim_start().starts_with("rediss://"))
+            }
+        }
+    }
+}
+
+/// TLS and credential settings beyond the URL.
+#[derive(Clone, Default, Debug)]
+struct Security {
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    server_name: Option<String>,
+    password_file: Option<PathBuf>,
+    sentinel_user: Option<String>,
+    sentinel_password_file: Option<PathBuf>,
+}
+
+impl Security {
+    fn tls_is_set(&self) -> bool {
+        self.ca_file.is_some()
+            || self.client_cert_file.is_some()
+            || self.client_key_file.is_some()
+            || self.server_name.is_some()
+    }
+}
 
 /// Configures and builds a [`Palisade`].
 ///
@@ -33,7 +134,8 @@ pub const ENV_TENANT: &str = "PALISADE_TENANT";
 #[derive(Clone)]
 pub struct Builder {
     mode: Option<Mode>,
-    urls: Vec<String>,
+    target: Target,
+    security: Security,
     tenant: String,
     prefix: String,
     connect_timeout: Duration,
@@ -48,7 +150,8 @@ impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("mode", &self.mode)
-            .field("redis", &Endpoint::url(&self.urls.join(",")))
+            .field("redis", &self.target.endpoint())
+            .field("security", &self.security)
             .field("tenant", &self.tenant)
             .field("prefix", &self.prefix)
             .field("connect_timeout", &self.connect_timeout)
@@ -64,7 +167,8 @@ impl Default for Builder {
     fn default() -> Self {
         Builder {
             mode: None,
-            urls: Vec::new(),
+            target: Target::None,
+            security: Security::default(),
             tenant: "default".to_owned(),
             prefix: DEFAULT_PREFIX.to_owned(),
             connect_timeout: Duration::from_secs(2),
@@ -83,24 +187,61 @@ impl Builder {
         self.mode = Some(mode);
         self
     }
-    /// A standalone Redis URL (`redis://[user:password@]host:port[/db]`), or several
-    /// comma-separated seeds of a cluster.
+    /// Where Redis is: one URL in any form [`RedisUrl`] accepts (standalone, `rediss://`,
+    /// cluster seeds, `redis-sentinel://`). Parsed at `build()`: a URL that does not parse
+    /// is [`Error::Config`] then.
     pub fn redis_url(mut self, url: &str) -> Self {
-        self.urls = url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        self.target = if url.trim().is_empty() {
+            Target::None
+        } else {
+            Target::Url(Secret::new(url))
+        };
         self
     }
-    /// The seed nodes of a Redis Cluster (`host:port` or URLs).
+    /// The seed nodes of a Redis Cluster (`host:port` or URLs; one is enough).
     pub fn redis_cluster<S: AsRef<str>>(mut self, seeds: &[S]) -> Self {
-        self.urls = seeds.iter().map(|s| s.as_ref().to_owned()).collect();
-        if let [one] = self.urls.as_mut_slice() {
-            let rest = one.strip_prefix("redis://").unwrap_or(one).to_owned();
-            *one = format!("redis-cluster://{rest}");
-        }
+        self.target = Target::Cluster(seeds.iter().map(|s| Secret::new(s.as_ref())).collect());
+        self
+    }
+    /// A primary managed by Redis Sentinel: the service name and the sentinels
+    /// (`host[:port]`, default port 26379, or `redis://` / `rediss://` URLs carrying the
+    /// data nodes' credentials).
+    pub fn redis_sentinel<S: AsRef<str>>(mut self, service: &str, sentinels: &[S]) -> Self {
+        self.target = Target::Sentinel {
+            service: service.to_owned(),
+            seeds: sentinels.iter().map(|s| Secret::new(s.as_ref())).collect(),
+        };
+        self
+    }
+    /// TLS: trust only the CA certificates of this PEM file (default: the platform's
+    /// roots). Needs a `rediss…` URL and the `tls` feature.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.security.ca_file = Some(path.into());
+        self
+    }
+    /// Mutual TLS: the client certificate chain and private key (PEM files).
+    pub fn tls_client_cert(mut self, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        self.security.client_cert_file = Some(cert_file.into());
+        self.security.client_key_file = Some(key_file.into());
+        self
+    }
+    /// TLS: the name the server's certificate must carry, when it is not the URL's host
+    /// (e.g. an IP-only address with a certificate for a DNS name).
+    pub fn tls_server_name(mut self, name: &str) -> Self {
+        self.security.server_name = Some(name.to_owned());
+        self
+    }
+    /// Reads the Redis password from this file at each connect (a secrets-manager
+    /// mount) instead of the URL. A password given both ways is [`Error::Config`].
+    pub fn redis_password_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.security.password_file = Some(path.into());
+        self
+    }
+    /// Sentinel: the sentinels' own ACL user and password file (default: no
+    /// credentials for the sentinels).
+    pub fn sentinel_password_file(mut self, user: Option<&str>, path: impl Into<PathBuf>) -> Self {
+        self.security.sentinel_user = user.map(str::to_owned);
+        self.security.sentinel_password_file = Some(path.into());
         self
     }
     /// The tenant (default `default`); part of every key.
@@ -156,11 +297,14 @@ impl Builder {
 
     /// The mode `build` will use.
     pub fn effective_mode(&self) -> Mode {
-        self.mode.unwrap_or_else(|| Mode::default_for(!self.urls.is_empty()))
+        self.mode.unwrap_or_else(|| Mode::default_for(self.target.is_set()))
     }
 
-    /// Reads `PALISADE_MODE`, `PALISADE_REDIS_URL` and `PALISADE_TENANT` into this
-    /// builder (variables that are unset or empty leave the setting alone).
+    /// Reads the `PALISADE_*` variables into this builder (variables that are unset or
+    /// empty leave the setting alone): [`ENV_MODE`], [`ENV_REDIS_URL`], [`ENV_TENANT`],
+    /// [`ENV_PASSWORD_FILE`], [`ENV_CA_FILE`], [`ENV_CLIENT_CERT_FILE`],
+    /// [`ENV_CLIENT_KEY_FILE`], [`ENV_TLS_SERVER_NAME`], [`ENV_SENTINEL_USER`],
+    /// [`ENV_SENTINEL_PASSWORD_FILE`].
     pub fn with_env(mut self) -> Result<Self, Error> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         if let Some(mode) = var(ENV_MODE) {
@@ -171,6 +315,24 @@ impl Builder {
         }
         if let Some(tenant) = var(ENV_TENANT) {
             self.tenant = tenant;
+        }
+        let sec = &mut self.security;
+        for (name, slot) in [
+            (ENV_PASSWORD_FILE, &mut sec.password_file),
+            (ENV_CA_FILE, &mut sec.ca_file),
+            (ENV_CLIENT_CERT_FILE, &mut sec.client_cert_file),
+            (ENV_CLIENT_KEY_FILE, &mut sec.client_key_file),
+            (ENV_SENTINEL_PASSWORD_FILE, &mut sec.sentinel_password_file),
+        ] {
+            if let Some(v) = var(name) {
+                *slot = Some(PathBuf::from(v));
+            }
+        }
+        if let Some(v) = var(ENV_TLS_SERVER_NAME) {
+            sec.server_name = Some(v);
+        }
+        if let Some(v) = var(ENV_SENTINEL_USER) {
+            sec.sentinel_user = Some(v);
         }
         Ok(self)
     }
@@ -198,7 +360,12 @@ impl Builder {
     /// `# Behavior`.
     pub async fn build(self) -> Result<Palisade, Error> {
         let mode = self.effective_mode();
-        if mode.needs_redis() && self.urls.is_empty() {
+        if self.target.is_set() || self.security.tls_is_set() {
+            // Checked in every mode: a URL or setting that cannot work is refused even
+            // where it would not be used (local mode), never silently weakened.
+            self.check_redis_settings()?;
+        }
+        if mode.needs_redis() && !self.target.is_set() {
             return Err(Error::config(format!(
                 "mode `{mode}` needs a Redis URL (builder.redis_url or {ENV_REDIS_URL})"
             )));
@@ -240,10 +407,57 @@ impl Builder {
     }
 
     #[cfg(feature = "redis")]
-    fn redis_config(&self) -> palisade_cache_redis::RedisConfig {
-        palisade_cache_redis::RedisConfig::from_url(&self.urls.join(","))
-            .with_connect_timeout(self.connect_timeout)
-            .with_command_timeout(self.command_timeout)
+    fn redis_config(&self) -> Result<palisade_cache_redis::RedisConfig, Error> {
+        use palisade_cache_redis::{RedisConfig, TlsOptions};
+        let expose = |seeds: &[Secret]| seeds.iter().map(|s| s.expose().to_owned()).collect::<Vec<_>>();
+        let mut config = match &self.target {
+            Target::None => {
+                return Err(Error::config(format!(
+                    "no Redis URL given (builder.redis_url or {ENV_REDIS_URL})"
+                )));
+            }
+            Target::Url(u) => RedisConfig::from_url(u.expose())?,
+            Target::Cluster(seeds) => RedisConfig::cluster(&expose(seeds))?,
+            Target::Sentinel { service, seeds } => RedisConfig::sentinel(service, &expose(seeds))?,
+        }
+        .with_connect_timeout(self.connect_timeout)
+        .with_command_timeout(self.command_timeout);
+        let sec = &self.security;
+        let mut tls = TlsOptions::default();
+        tls.ca_file.clone_from(&sec.ca_file);
+        tls.client_cert_file.clone_from(&sec.client_cert_file);
+        tls.client_key_file.clone_from(&sec.client_key_file);
+        tls.server_name.clone_from(&sec.server_name);
+        config = config.with_tls(tls);
+        if let Some(path) = &sec.password_file {
+            config = config.with_password_file(path);
+        }
+        if let Some(path) = &sec.sentinel_password_file {
+            config = config.with_sentinel_password_file(sec.sentinel_user.as_deref(), path);
+        }
+        Ok(config)
+    }
+
+    /// The Redis settings, checked without a network (see `build`).
+    #[cfg(feature = "redis")]
+    fn check_redis_settings(&self) -> Result<(), Error> {
+        self.redis_config()?.validate()
+    }
+
+    /// Without the `redis` feature a Redis URL is still parsed, and TLS asked for is
+    /// refused naming the features it needs.
+    #[cfg(not(feature = "redis"))]
+    fn check_redis_settings(&self) -> Result<(), Error> {
+        if let Target::Url(u) = &self.target {
+            RedisUrl::parse(u.expose())?;
+        }
+        if self.target.wants_tls() || self.security.tls_is_set() {
+            return Err(Error::config(
+                "TLS to Redis needs the `tls` feature of palisade (it turns on `redis`); palisade never \
+                 falls back to plain TCP",
+            ));
+        }
+        Ok(())
     }
 
     #[cfg(feature = "redis")]
@@ -251,7 +465,7 @@ impl Builder {
         use palisade_cache_core::{Component, Strict};
         use palisade_cache_redis::{RedisCache, RedisConnection, RedisJobStore, RedisThrottle};
         let mode = Mode::StrictDistributed;
-        let conn = RedisConnection::connect(&self.redis_config()).await?;
+        let conn = RedisConnection::connect(&self.redis_config()?).await?;
         let jobs = RedisJobStore::new(conn.clone()).await?;
         let throttle = RedisThrottle::new(conn.clone()).await?;
         Ok(Backends {
@@ -284,12 +498,15 @@ impl Builder {
         use palisade_job_store::JobFailover;
         use palisade_throttle::{ThrottleFailover, ThrottleFailoverOptions};
         let mode = Mode::ExplicitDegraded;
-        let config = self.redis_config();
+        let config = self.redis_config()?;
         let cache_opts = FailoverOptions::default().with_degraded_ttl_cap(self.degraded_ttl_cap);
         let throttle_opts = ThrottleFailoverOptions::default().with_degraded_share(self.degraded_share);
         let ctx = |c| self.ctx(c, mode, events);
         let connected = match RedisConnection::connect(&config).await {
             Ok(conn) => Ok(conn),
+            // Refused credentials are a misconfiguration: degraded mode must not start
+            // serving local state on them.
+            Err(e) if e.kind() == palisade_cache_core::ErrorKind::Auth => return Err(e),
             Err(e) if e.is_unavailable() => Err(e),
             Err(e) => return Err(e),
         };
@@ -422,7 +639,7 @@ impl Palisade {
         Ok(Palisade {
             mode,
             tenant: b.tenant.clone(),
-            endpoint: (!b.urls.is_empty() && mode.needs_redis()).then(|| Endpoint::url(&b.urls.join(","))),
+            endpoint: b.target.endpoint().filter(|_| mode.needs_redis()),
             cache: Cache::new(backends.cache, base.clone()),
             jobs: JobStore::new(backends.jobs, base.sibling("jobs")?),
             throttle: Throttle::new(backends.throttle.clone(), base.sibling("throttle")?),

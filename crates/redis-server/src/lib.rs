@@ -3,4 +3,6 @@
 
 pub mod not_redis;
 pub mod resp;
+pub mod sentinel;
 pub mod server;
+pub mod tls;

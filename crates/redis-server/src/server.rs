@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use crate::resp::{self, Reply};
+use crate::tls::{TlsFiles, TlsServer};
 
 /// Environment variable naming the `redis-server` binary (default: from `PATH`).
 pub const BINARY_ENV: &str = "PALISADE_REDIS_SERVER";
@@ -50,8 +51,12 @@ const READY_DEADLINE: Duration = Duration::from_secs(10);
 /// - Dropping it kills the process and removes its directory.
 pub struct RedisServer {
     port: u16,
+    tls_port: Option<u16>,
     dir: TempDir,
+    /// A configuration file written into `dir` and passed first (sentinels need one).
+    config: Option<String>,
     args: Vec<String>,
+    tls_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -97,14 +102,45 @@ impl RedisServer {
 
     /// A server with extra arguments (e.g. `--cluster-enabled yes`).
     pub fn start_with(extra: &[&str]) -> io::Result<RedisServer> {
+        Self::start_full(extra, None, None)
+    }
+
+    /// A server that also speaks TLS on a second port ([`RedisServer::tls_url`]), with
+    /// the certificates of `files`; its plain port stays open on loopback so that tests
+    /// can look at what landed without going through the code under test.
+    pub fn start_tls(files: &TlsFiles, tls: TlsServer, extra: &[&str]) -> io::Result<RedisServer> {
+        let tls_port = free_port(false)?;
+        Self::start_full(extra, None, Some((tls_port, tls.args(files, tls_port))))
+    }
+
+    /// Kills a TLS server and starts it again on the same ports presenting `tls`
+    /// (a certificate rotated under running clients).
+    pub fn restart_tls(&mut self, files: &TlsFiles, tls: TlsServer) -> io::Result<()> {
+        let port = self
+            .tls_port
+            .ok_or_else(|| io::Error::other("not a TLS server: start it with start_tls"))?;
+        self.tls_args = tls.args(files, port);
+        self.restart()
+    }
+
+    /// A sentinel (`redis-server sentinel.conf --sentinel`) with `config` as its
+    /// configuration file (written into its own directory, which it may rewrite).
+    pub fn start_sentinel(config: &str) -> io::Result<RedisServer> {
+        Self::start_full(&["--sentinel"], Some(config.to_owned()), None)
+    }
+
+    fn start_full(extra: &[&str], config: Option<String>, tls: Option<(u16, Vec<String>)>) -> io::Result<RedisServer> {
         let need_bus = extra.contains(&"--cluster-enabled");
         let mut last_err = None;
         for _ in 0..5 {
             let port = free_port(need_bus)?;
             let mut server = RedisServer {
                 port,
+                tls_port: tls.as_ref().map(|(p, _)| *p),
                 dir: tempfile::Builder::new().prefix("palisade-redis-").tempdir()?,
+                config: config.clone(),
                 args: extra.iter().map(|s| s.to_string()).collect(),
+                tls_args: tls.as_ref().map(|(_, a)| a.clone()).unwrap_or_default(),
                 child: None,
             };
             match server.spawn() {
@@ -119,14 +155,32 @@ impl RedisServer {
 
     fn spawn(&mut self) -> io::Result<()> {
         let log = File::create(self.dir.path().join("server.log"))?;
-        let child = Command::new(Self::binary())
+        let mut cmd = Command::new(Self::binary());
+        if let Some(config) = &self.config {
+            let path = self.dir.path().join("server.conf");
+            // Written once: a sentinel rewrites its file with what it learned, and a
+            // restarted sentinel must start from that.
+            if !path.exists() {
+                std::fs::write(&path, config)?;
+            }
+            cmd.arg(path);
+        }
+        let is_sentinel = self.args.iter().any(|a| a == "--sentinel");
+        let persistence: &[&str] = if is_sentinel {
+            &[]
+        } else {
+            &["--save", "", "--appendonly", "no"]
+        };
+        let child = cmd
             .arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1"])
+            .args(persistence)
             .args(["--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.args)
+            .args(&self.tls_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -189,6 +243,22 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr())
+    }
+
+    /// The TLS port, for a server started with [`RedisServer::start_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT`, for a server started with
+    /// [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("rediss://127.0.0.1:{p}"))
+    }
+
+    /// The server's directory (its log, a sentinel's configuration file).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// The process id, while running.

@@ -14,7 +14,7 @@
 pub mod cache;
 pub mod env;
 pub mod glob;
-pub use palisade_redis_server::{not_redis, resp, server};
+pub use palisade_redis_server::{not_redis, resp, sentinel, server, tls};
 
 use std::fmt::Debug;
 use std::time::Duration;

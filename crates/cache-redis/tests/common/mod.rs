@@ -42,7 +42,7 @@ impl<B: Clone + Send + Sync + 'static> Fixture for RedisFixture<B> {
 pub async fn standalone(test: &str) -> Option<RedisConnection> {
     let url = env::redis_url(test)?;
     Some(
-        RedisConnection::connect(&RedisConfig::from_url(&url))
+        RedisConnection::connect(&RedisConfig::from_url(&url).expect("a valid Redis URL"))
             .await
             .expect("connect to the shared Redis"),
     )
@@ -52,7 +52,7 @@ pub async fn standalone(test: &str) -> Option<RedisConnection> {
 pub async fn cluster(test: &str) -> Option<RedisConnection> {
     let nodes = env::cluster_nodes(test)?;
     Some(
-        RedisConnection::connect(&RedisConfig::cluster(&nodes))
+        RedisConnection::connect(&RedisConfig::cluster(&nodes).expect("valid seeds"))
             .await
             .expect("connect to the shared cluster"),
     )
@@ -126,6 +126,7 @@ pub const RECOVERY: std::time::Duration = std::time::Duration::from_secs(15);
 /// A connection config for a private server: the fault tests' deadlines.
 pub fn fault_config(server: &palisade_cache_core::testkit::server::RedisServer) -> RedisConfig {
     RedisConfig::from_url(&server.url())
+        .expect("a valid Redis URL")
         .with_command_timeout(DEADLINE)
         .with_connect_timeout(Duration::from_millis(800))
 }
