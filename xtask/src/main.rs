@@ -1,7 +1,8 @@
 //! `cargo xtask`: the one entry point of palisade's CI.
 //!
 //! ```text
-//! cargo xtask ci      fmt, clippy, tests against a real Redis and Redis Cluster, docs, feature hygiene
+//! cargo xtask ci      fmt, clippy, tests against real Redis (standalone, TLS, Sentinel, Cluster),
+//!                     docs, feature hygiene
 //! cargo xtask test    the workspace tests only, with Redis and the cluster started [-- cargo test args]
 //! cargo xtask redis   start a standalone server and a cluster, print their addresses, wait for Ctrl-C
 //! cargo xtask bench   the criterion benches (they start their own Redis), then a table of ratios
@@ -16,7 +17,9 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use palisade_cache_core::testkit::env as test_env;
+use palisade_cache_core::testkit::sentinel::SentinelGroup;
 use palisade_cache_core::testkit::server::{self, RedisCluster, RedisServer};
+use palisade_cache_core::testkit::tls::{TlsFiles, TlsServer};
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -107,11 +110,41 @@ fn ci_steps(steps: &mut Steps) -> Result {
             &[],
         )
     })?;
-    let servers = steps.run_value("start Redis (standalone + 3-master cluster)", Servers::start)?;
+    let servers = steps.run_value(
+        "start Redis (standalone, TLS, Sentinel: primary + replica + 3 sentinels, 3-master cluster)",
+        Servers::start,
+    )?;
     let env = servers.env();
-    steps.run("cargo test (real Redis and Redis Cluster)", || {
+    steps.run("cargo test (real Redis: standalone, TLS, Sentinel, Cluster)", || {
         cargo(&["test", "--workspace", "--all-features"], &env)
     })?;
+    steps.run(
+        "without the `tls` feature: a TLS URL is Error::Config and nothing connects",
+        || {
+            cargo(
+                &[
+                    "test",
+                    "-p",
+                    "palisade-cache-redis",
+                    "--test",
+                    "no_credentials_before_tls",
+                ],
+                &env,
+            )?;
+            cargo(
+                &[
+                    "test",
+                    "-p",
+                    "palisade",
+                    "--features",
+                    "redis,local",
+                    "--test",
+                    "builder",
+                ],
+                &env,
+            )
+        },
+    )?;
     steps.run("cargo doc -D warnings", || {
         cargo(
             &["doc", "--workspace", "--no-deps", "--all-features"],
@@ -196,32 +229,56 @@ fn redis_only() -> Result {
     }
 }
 
-/// The standalone server and the cluster handed to the tests.
+/// The servers handed to the tests: standalone, TLS, Sentinel and Cluster.
 struct Servers {
     standalone: RedisServer,
+    tls_files: TlsFiles,
+    tls: RedisServer,
+    sentinel: SentinelGroup,
     cluster: RedisCluster,
 }
 
 impl Servers {
     fn start() -> Result<Servers> {
         let standalone = RedisServer::start().map_err(|e| format!("standalone redis-server: {e}"))?;
+        let tls_files = TlsFiles::generate().map_err(|e| format!("test certificates: {e}"))?;
+        let tls =
+            RedisServer::start_tls(&tls_files, TlsServer::good(), &[]).map_err(|e| format!("TLS redis-server: {e}"))?;
+        let sentinel = SentinelGroup::start_default().map_err(|e| format!("Sentinel topology: {e}"))?;
         let cluster = RedisCluster::start(3).map_err(|e| format!("redis cluster: {e}"))?;
-        eprintln!("xtask: standalone {} ; cluster {}", standalone.url(), cluster.seeds());
-        Ok(Servers { standalone, cluster })
+        eprintln!(
+            "xtask: standalone {} ; TLS {} ; Sentinel {} ; cluster {}",
+            standalone.url(),
+            tls.tls_url().unwrap_or_default(),
+            sentinel.url(),
+            cluster.seeds()
+        );
+        Ok(Servers {
+            standalone,
+            tls_files,
+            tls,
+            sentinel,
+            cluster,
+        })
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             (test_env::REDIS_URL, self.standalone.url()),
+            (test_env::TLS_URL, self.tls.tls_url().unwrap_or_default()),
+            (test_env::TLS_CA, self.tls_files.ca().display().to_string()),
+            (test_env::SENTINEL_URL, self.sentinel.url()),
             (test_env::CLUSTER_NODES, self.cluster.seeds()),
             (test_env::REQUIRE, "1".to_owned()),
         ]
     }
 
     fn pids(&self) -> Vec<u32> {
-        std::iter::once(&self.standalone)
+        [&self.standalone, &self.tls]
+            .into_iter()
             .chain(self.cluster.nodes())
             .filter_map(RedisServer::pid)
+            .chain(self.sentinel.pids())
             .collect()
     }
 }

@@ -1,13 +1,15 @@
 //! Where and how to connect: a parsed URL, credentials, TLS and deadlines, turned into
 //! fred's configuration in one place.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::config::UnresponsiveConfig;
-use palisade_cache_core::{Endpoint, Error, RedisUrl, Secret, Topology};
+use palisade_cache_core::{Endpoint, Error, HostPort, RedisUrl, Secret, Topology};
 
 /// Default deadline of `connect` (TCP connect, TLS handshake, `AUTH` and the first
 /// `PING`): 2 s.
@@ -307,8 +309,33 @@ impl RedisConfig {
         server
     }
 
-    /// fred's configuration for the data nodes.
-    pub(crate) fn fred_config(&self) -> Result<Config, Error> {
+    /// The credential provider fred asks at every (re)connect, when a password comes
+    /// from a file: a rotated secrets mount is picked up by the next reconnect.
+    pub(crate) fn credential_provider(&self) -> Option<Arc<FileCredentials>> {
+        if self.password_file.is_none() && self.sentinel_password_file.is_none() {
+            return None;
+        }
+        let source = |direct: &Option<Secret>, file: &Option<PathBuf>| match (direct, file) {
+            (_, Some(path)) => Some(PasswordSource::File(path.clone())),
+            (Some(p), None) => Some(PasswordSource::Direct(p.clone())),
+            (None, None) => None,
+        };
+        let sentinels = match &self.url.topology {
+            Topology::Sentinel { .. } => self.url.hosts.iter().cloned().collect(),
+            _ => HashSet::new(),
+        };
+        Some(Arc::new(FileCredentials {
+            user: self.url.username.clone(),
+            password: source(&self.url.password, &self.password_file),
+            sentinel_user: self.sentinel_username.clone(),
+            sentinel_password: source(&self.sentinel_password, &self.sentinel_password_file),
+            sentinels: Mutex::new(sentinels),
+        }))
+    }
+
+    /// fred's configuration for the data nodes, with `provider` (from
+    /// [`RedisConfig::credential_provider`]) asked for the credentials.
+    pub(crate) fn fred_config_with(&self, provider: Option<Arc<FileCredentials>>) -> Result<Config, Error> {
         self.validate()?;
         let hosts = self.url.hosts.iter().map(|hp| self.server(hp));
         let server = match &self.url.topology {
@@ -338,6 +365,7 @@ impl RedisConfig {
             username: self.url.username.clone(),
             password: self.password()?.map(|p| p.expose().to_owned()),
             database: self.url.db,
+            credential_provider: provider.map(|p| p as Arc<dyn fred::types::config::CredentialProvider>),
             #[cfg(feature = "tls")]
             tls: if self.url.tls {
                 Some(crate::tls::fred_tls(&self.tls)?)
@@ -387,5 +415,60 @@ impl RedisConfig {
                 p.default_command_timeout = command_timeout;
             });
         builder
+    }
+}
+
+#[derive(Debug, Clone)]
+enum PasswordSource {
+    Direct(Secret),
+    File(PathBuf),
+}
+
+impl PasswordSource {
+    fn read(&self) -> Result<String, fred::error::Error> {
+        match self {
+            PasswordSource::Direct(s) => Ok(s.expose().to_owned()),
+            PasswordSource::File(path) => read_secret(path, "password")
+                .map(|s| s.expose().to_owned())
+                // An unreadable password file refuses the connection like a wrong
+                // password: it is reported as `Error::Auth`, and retried.
+                .map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Auth, e.to_string())),
+        }
+    }
+}
+
+/// Credentials read at every (re)connect; the sentinels (the seeds, and those the
+/// watcher learns) get theirs, every other server the data nodes'.
+#[derive(Debug)]
+pub(crate) struct FileCredentials {
+    user: Option<String>,
+    password: Option<PasswordSource>,
+    sentinel_user: Option<String>,
+    sentinel_password: Option<PasswordSource>,
+    sentinels: Mutex<HashSet<HostPort>>,
+}
+
+impl FileCredentials {
+    /// Remembers that `hp` is a sentinel.
+    pub(crate) fn add_sentinel(&self, hp: HostPort) {
+        self.sentinels.lock().unwrap_or_else(|p| p.into_inner()).insert(hp);
+    }
+}
+
+#[async_trait::async_trait]
+impl fred::types::config::CredentialProvider for FileCredentials {
+    async fn fetch(&self, server: Option<&Server>) -> Result<(Option<String>, Option<String>), fred::error::Error> {
+        let sentinel = server.is_some_and(|s| {
+            self.sentinels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&HostPort::new(s.host.to_string(), s.port))
+        });
+        let (user, password) = if sentinel {
+            (&self.sentinel_user, &self.sentinel_password)
+        } else {
+            (&self.user, &self.password)
+        };
+        Ok((user.clone(), password.as_ref().map(PasswordSource::read).transpose()?))
     }
 }

@@ -188,6 +188,9 @@ impl RedisConnection {
     pub async fn connect(config: &RedisConfig) -> Result<Self, Error> {
         let started = Instant::now();
         let conn = RedisConnection::build(config, true)?;
+        // Listening before the first connect: its TLS or credential failure, and the
+        // server it reached, are seen too.
+        conn.start_watchers();
         let deadline = config.connect_timeout;
         let init = tokio::time::timeout(deadline, conn.inner.client.init()).await;
         let handle = match init {
@@ -202,7 +205,6 @@ impl RedisConnection {
             Ok(Err(e)) => return Err(conn.connect_error(config, e)),
             Err(_) => return Err(conn.connect_timeout(deadline)),
         }
-        conn.start_watchers();
         Ok(conn)
     }
 
@@ -210,15 +212,16 @@ impl RedisConnection {
     /// [`Error::Timeout`] until it is up. Fails only on an invalid configuration.
     pub fn connect_lazy(config: &RedisConfig) -> Result<Self, Error> {
         let conn = RedisConnection::build(config, false)?;
+        conn.start_watchers();
         let handle = conn.inner.client.connect();
         *lock(&conn.inner.task) = Some(handle);
-        conn.start_watchers();
         Ok(conn)
     }
 
     fn build(config: &RedisConfig, fail_fast: bool) -> Result<Self, Error> {
         let endpoint = config.endpoint();
-        let fred_config = config.fred_config()?;
+        let provider = config.credential_provider();
+        let fred_config = config.fred_config_with(provider.clone())?;
         let client = config
             .builder(fred_config, fail_fast)
             .build()
@@ -243,7 +246,7 @@ impl RedisConnection {
             connected_to: None,
         };
         let sentinel = match &url.topology {
-            Topology::Sentinel { .. } => Some(crate::sentinel::Watcher::new(config)?),
+            Topology::Sentinel { .. } => Some(crate::sentinel::Watcher::new(config, provider)?),
             _ => None,
         };
         Ok(RedisConnection {

@@ -39,6 +39,7 @@ use palisade_cache_core::{Error, HostPort, Topology};
 use tokio::task::JoinHandle;
 
 use crate::RedisConfig;
+use crate::config::FileCredentials;
 
 /// The least time between two forced moves of the data connection.
 pub(crate) const MIN_MOVE_GAP: Duration = Duration::from_millis(250);
@@ -185,17 +186,18 @@ pub(crate) struct Watcher {
     shared: Arc<Shared>,
     sentinels: Vec<Client>,
     poll: Duration,
+    credentials: Option<Arc<FileCredentials>>,
 }
 
 impl Watcher {
     /// One watcher client per sentinel seed, with the sentinels' credentials and the
     /// same TLS settings as the data connection.
-    pub(crate) fn new(config: &RedisConfig) -> Result<Self, Error> {
+    pub(crate) fn new(config: &RedisConfig, credentials: Option<Arc<FileCredentials>>) -> Result<Self, Error> {
         let url = config.url();
         let Topology::Sentinel { service } = &url.topology else {
             return Err(Error::config("a Sentinel watcher needs a Sentinel URL"));
         };
-        let data = config.fred_config()?;
+        let data = config.fred_config_with(credentials.clone())?;
         let (username, password) = config.sentinel_credentials()?;
         let mut sentinels = Vec::with_capacity(url.hosts.len());
         for hp in &url.hosts {
@@ -220,6 +222,7 @@ impl Watcher {
             }),
             sentinels,
             poll: config.sentinel_poll,
+            credentials,
         })
     }
 
@@ -272,11 +275,19 @@ impl Watcher {
         let shared = Arc::clone(&self.shared);
         let sentinels = self.sentinels.clone();
         let poll = self.poll;
+        let credentials = self.credentials.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                if let Some(c) = &credentials {
+                    // fred connects to the sentinels it learns too: they get the
+                    // sentinels' credentials, not the data nodes'.
+                    for hp in known_sentinels(&sentinels, &shared.service).await {
+                        c.add_sentinel(hp);
+                    }
+                }
                 let Some((primary, failing_over)) = ask_primary(&sentinels, &shared.service).await else {
                     continue;
                 };
@@ -354,4 +365,20 @@ pub(crate) async fn ask_primary(sentinels: &[Client], service: &str) -> Option<(
         }
     }
     None
+}
+
+/// The other sentinels of `service`, as the first sentinel that answers knows them.
+async fn known_sentinels(sentinels: &[Client], service: &str) -> Vec<HostPort> {
+    for s in sentinels.iter().filter(|s| s.is_connected()) {
+        let reply: Result<Vec<std::collections::HashMap<String, String>>, _> = s
+            .custom(fred::cmd!("SENTINEL"), vec!["SENTINELS".to_owned(), service.to_owned()])
+            .await;
+        if let Ok(list) = reply {
+            return list
+                .iter()
+                .filter_map(|m| Some(HostPort::new(m.get("ip")?.clone(), m.get("port")?.parse().ok()?)))
+                .collect();
+        }
+    }
+    Vec::new()
 }

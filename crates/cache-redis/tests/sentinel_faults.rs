@@ -291,7 +291,7 @@ async fn degraded_over_sentinel_one_degraded_local_answers_then_one_recovered_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_over_sentinel_fails_every_call_within_its_deadline_in_the_gap_with_one_event_each_way() {
-    let Some(mut g) = group("sentinel_strict") else { return };
+    let Some(g) = group("sentinel_strict") else { return };
     let events = Events::new(64);
     let mut rx = events.subscribe();
     let conn = RedisConnection::connect(&config(&g)).await.unwrap();

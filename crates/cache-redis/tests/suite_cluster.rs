@@ -1,6 +1,7 @@
-//! The cache behaviour suite and model against a real 3-master Redis Cluster.
+//! Every contract suite, plain and in strict and degraded mode, against the shared
+//! Redis Cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-palisade_cache_core::cache_suite!(common::cluster_cache);
+common::deployment_suites!(crate::common::cluster);

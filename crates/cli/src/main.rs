@@ -1,9 +1,10 @@
 //! `palisade`: the operator's command line.
 //!
 //! Exit codes: 0 success; 1 a valid negative answer (miss, denied, refused transition,
-//! not found, already exists); 2 backend unavailable; 64 usage error; 65 data or codec
-//! error. With `--json` every command prints exactly one JSON object on stdout, and
-//! errors go to stderr as `{"error":{"kind":…,"message":…}}`.
+//! not found, already exists); 2 backend unavailable (TLS failures included); 64 usage
+//! error; 65 data or codec error; 77 credentials refused. With `--json` every command
+//! prints exactly one JSON object on stdout, and errors go to stderr as
+//! `{"error":{"kind":…,"message":…}}`.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,6 +31,37 @@ struct Cli {
     /// Tenant.
     #[arg(long, global = true, env = "PALISADE_TENANT", default_value = "default")]
     tenant: String,
+    /// A file holding the Redis password (instead of one in the URL).
+    #[arg(long, global = true, env = "PALISADE_REDIS_PASSWORD_FILE")]
+    password_file: Option<std::path::PathBuf>,
+    /// TLS: trust only the CA certificates of this PEM file.
+    #[arg(long, global = true, env = "PALISADE_REDIS_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Mutual TLS: the client certificate (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "PALISADE_REDIS_CLIENT_CERT_FILE",
+        requires = "client_key"
+    )]
+    client_cert: Option<std::path::PathBuf>,
+    /// Mutual TLS: the client private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "PALISADE_REDIS_CLIENT_KEY_FILE",
+        requires = "client_cert"
+    )]
+    client_key: Option<std::path::PathBuf>,
+    /// TLS: the name the server certificate must carry, if not the URL's host.
+    #[arg(long, global = true, env = "PALISADE_REDIS_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
+    /// Sentinel: the sentinels' ACL user.
+    #[arg(long, global = true, env = "PALISADE_REDIS_SENTINEL_USER")]
+    sentinel_user: Option<String>,
+    /// Sentinel: a file holding the sentinels' password.
+    #[arg(long, global = true, env = "PALISADE_REDIS_SENTINEL_PASSWORD_FILE")]
+    sentinel_password_file: Option<std::path::PathBuf>,
     /// One JSON object per command on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -218,7 +250,9 @@ impl Out {
 
 fn exit_code(e: &Error) -> u8 {
     match e.kind() {
-        ErrorKind::Unavailable | ErrorKind::Timeout => 2,
+        ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Tls => 2,
+        // sysexits' EX_NOPERM: the credentials were refused.
+        ErrorKind::Auth => 77,
         ErrorKind::InvalidInput | ErrorKind::Config => 64,
         ErrorKind::Conflict => 1,
         _ => 65,
@@ -257,6 +291,24 @@ async fn build(cli: &Cli) -> Result<Palisade, Error> {
     if let Some(url) = cli.url() {
         b = b.redis_url(url);
     }
+    fn set(p: &Option<std::path::PathBuf>) -> Option<&std::path::PathBuf> {
+        p.as_ref().filter(|p| !p.as_os_str().is_empty())
+    }
+    if let Some(p) = set(&cli.password_file) {
+        b = b.redis_password_file(p);
+    }
+    if let Some(p) = set(&cli.ca_file) {
+        b = b.tls_ca_file(p);
+    }
+    if let (Some(c), Some(k)) = (set(&cli.client_cert), set(&cli.client_key)) {
+        b = b.tls_client_cert(c, k);
+    }
+    if let Some(n) = cli.tls_server_name.as_deref().filter(|n| !n.trim().is_empty()) {
+        b = b.tls_server_name(n);
+    }
+    if let Some(p) = set(&cli.sentinel_password_file) {
+        b = b.sentinel_password_file(cli.sentinel_user.as_deref(), p);
+    }
     if let Some(mode) = cli.mode()? {
         b = b.mode(mode);
     }
@@ -272,18 +324,41 @@ async fn doctor(cli: &Cli) -> Out {
                 "state": d.health.as_str(),
                 "endpoint": d.endpoint,
                 "server_version": d.server_version,
-                "topology": d.cluster.map(|c| if c { "cluster" } else { "standalone" }),
+                "topology": d.topology,
+                "tls": d.tls,
+                "tls_server_name": d.tls_server_name,
+                "user": d.user,
+                "sentinel_service": d.sentinel_service,
+                "connected_to": d.connected_to,
+                "role": d.role,
                 "round_trip_ms": d.round_trip.map(|r| r.as_secs_f64() * 1000.0),
                 "can_serve": d.can_serve,
                 "error": d.error,
             });
+            let tls = match (d.tls, &d.tls_server_name) {
+                (Some(true), Some(name)) => format!("TLS on (verified name {name})"),
+                (Some(true), None) => "TLS on".to_owned(),
+                (Some(false), _) => "TLS off".to_owned(),
+                (None, _) => "-".to_owned(),
+            };
+            let sentinel = match (&d.sentinel_service, &d.connected_to) {
+                (Some(service), at) => format!(
+                    " · sentinel service {service}, primary {} ({})",
+                    at.as_deref().unwrap_or("unknown"),
+                    d.role.as_deref().unwrap_or("role unknown")
+                ),
+                (None, _) => String::new(),
+            };
             let text = format!(
-                "mode {} · state {} · {} · redis {} ({}) · round trip {} · {}",
+                "mode {} · state {} · {} · {} · {} · user {} · redis {}{} · round trip {} · {}",
                 d.mode,
                 d.health,
                 d.endpoint.as_deref().unwrap_or("no network"),
+                d.topology.as_deref().unwrap_or("-"),
+                tls,
+                d.user.as_deref().unwrap_or("default"),
                 d.server_version.as_deref().unwrap_or("-"),
-                d.cluster.map_or("-", |c| if c { "cluster" } else { "standalone" }),
+                sentinel,
                 d.round_trip
                     .map_or("-".to_owned(), |r| format!("{:.2} ms", r.as_secs_f64() * 1000.0)),
                 if d.can_serve { "can serve" } else { "CANNOT serve" },

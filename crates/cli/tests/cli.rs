@@ -227,3 +227,70 @@ fn local_mode_and_usage_errors() {
     let d: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["mode"].as_str(), Some("local"));
 }
+
+#[test]
+fn doctor_with_a_tls_url_at_a_plain_listener_sends_no_credential_in_clear() {
+    let listener = palisade_cache_core::testkit::not_redis::Recorder::start().unwrap();
+    let url = format!("rediss://alice:s3cretPW@127.0.0.1:{}", listener.port());
+    for args in [
+        &["--mode", "strict", "doctor"][..],
+        &["--json", "--mode", "strict", "doctor"][..],
+    ] {
+        let out = palisade(Some(&url), "t", args);
+        assert_eq!(out.status.code(), Some(2), "cannot serve: {out:?}");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!printed.contains("s3cretPW"), "{printed}");
+        assert!(printed.contains("alice:***@127.0.0.1"), "{printed}");
+    }
+    let received = listener.received();
+    assert!(!received.is_empty(), "the CLI is built with TLS: it tried");
+    for bytes in received.iter().filter(|b| !b.is_empty()) {
+        assert_eq!(bytes[0], 0x16, "a TLS handshake, nothing else: {bytes:?}");
+        assert!(!String::from_utf8_lossy(bytes).contains("s3cretPW"));
+    }
+}
+
+#[test]
+fn doctor_says_what_it_connected_to_over_tls_and_through_sentinel() {
+    let Some((tls_url, ca)) = env::tls("cli_doctor_tls") else {
+        return;
+    };
+    let mut all = vec!["--json", "doctor", "--ca-file"];
+    let ca = ca.display().to_string();
+    all.push(&ca);
+    let out = palisade(Some(&tls_url), "t", &all);
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{d}");
+    assert_eq!(
+        (
+            d["tls"].as_bool(),
+            d["tls_server_name"].as_str(),
+            d["topology"].as_str()
+        ),
+        (Some(true), Some("127.0.0.1"), Some("standalone"))
+    );
+    let text = String::from_utf8(palisade(Some(&tls_url), "t", &["doctor", "--ca-file", &ca]).stdout).unwrap();
+    assert!(text.contains("TLS on (verified name 127.0.0.1)"), "{text}");
+
+    let Some(sentinel) = env::sentinel_url("cli_doctor_sentinel") else {
+        return;
+    };
+    let (code, d) = json(Some(&sentinel), "t", &["doctor"]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(
+        (
+            d["topology"].as_str(),
+            d["sentinel_service"].as_str(),
+            d["role"].as_str()
+        ),
+        (Some("sentinel"), Some("palisade"), Some("master"))
+    );
+    assert!(
+        d["connected_to"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{d}"
+    );
+}

@@ -596,6 +596,20 @@ pub struct Doctor {
     pub round_trip: Option<Duration>,
     /// Why Redis did not answer.
     pub error: Option<String>,
+    /// `standalone`, `cluster` or `sentinel`, when Redis is configured.
+    pub topology: Option<String>,
+    /// Whether TLS is on, when Redis is configured.
+    pub tls: Option<bool>,
+    /// The name the server's certificate is checked against (TLS only).
+    pub tls_server_name: Option<String>,
+    /// The ACL user (never the password).
+    pub user: Option<String>,
+    /// Sentinel: the service name.
+    pub sentinel_service: Option<String>,
+    /// The server the connection is on right now (Sentinel: the primary), if known.
+    pub connected_to: Option<String>,
+    /// That server's `ROLE` (`master` when it serves writes), if it answered.
+    pub role: Option<String>,
 }
 
 /// Shared state for one tenant: a cache, a job store, a throttle and a rate limiter, in
@@ -706,6 +720,13 @@ impl Palisade {
             cluster: None,
             round_trip: None,
             error: None,
+            topology: None,
+            tls: None,
+            tls_server_name: None,
+            user: None,
+            sentinel_service: None,
+            connected_to: None,
+            role: None,
         };
         if !self.mode.needs_redis() {
             return d;
@@ -716,13 +737,25 @@ impl Palisade {
             Err(e) => d.error = Some(e.chain()),
         }
         #[cfg(feature = "redis")]
-        if let (Some(conn), None) = (&self.connection, &d.error) {
-            match conn.server_info().await {
-                Ok(info) => {
-                    d.server_version = Some(info.version);
-                    d.cluster = Some(info.cluster);
+        if let Some(conn) = &self.connection {
+            let info = conn.info();
+            d.topology = Some(info.topology.to_owned());
+            d.tls = Some(info.tls);
+            d.tls_server_name = info.tls_server_name;
+            d.user = info.user;
+            d.sentinel_service = info.sentinel_service;
+            d.connected_to = info.connected_to.map(|c| c.to_string());
+            if d.error.is_none() {
+                match conn.server_info().await {
+                    Ok(info) => {
+                        d.server_version = Some(info.version);
+                        d.cluster = Some(info.cluster);
+                    }
+                    Err(e) => d.error = Some(e.chain()),
                 }
-                Err(e) => d.error = Some(e.chain()),
+            }
+            if d.error.is_none() && !conn.is_cluster() {
+                d.role = conn.role().await.ok();
             }
         }
         // Strict mode serves only with Redis; degraded mode serves either way.

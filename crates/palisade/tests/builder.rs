@@ -242,3 +242,87 @@ async fn a_url_that_reaches_something_else_than_redis_fails_strict_and_degrades_
     assert_eq!(t.provenance, Provenance::LocalDegraded, "announced, tagged fallback");
     assert_eq!(p.cache().get("k").await.unwrap().provenance, Provenance::LocalDegraded);
 }
+
+/// Every mode, with a TLS URL pointing at a listener that records and answers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_url_never_becomes_a_plain_connection_in_any_mode() {
+    let listener = palisade_cache_core::testkit::not_redis::Recorder::start().unwrap();
+    let url = format!("rediss://alice:S3cret-pw@127.0.0.1:{}", listener.port());
+    for mode in [Mode::StrictDistributed, Mode::ExplicitDegraded, Mode::LocalOnly] {
+        let built = Palisade::builder()
+            .mode(mode)
+            .redis_url(&url)
+            .connect_timeout(Duration::from_millis(400))
+            .command_timeout(Duration::from_millis(300))
+            .build()
+            .await;
+        if cfg!(feature = "tls") {
+            match mode {
+                Mode::StrictDistributed => {
+                    let e = built.unwrap_err();
+                    assert!(e.is_unavailable(), "{mode}: {e:?}");
+                }
+                // Degraded starts on its fallback, announced; local never connects.
+                _ => assert_eq!(built.unwrap().mode(), mode),
+            }
+        } else {
+            let e = built.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{mode}: {e:?}");
+            assert!(e.to_string().contains("`tls` feature"), "{mode}: {e}");
+        }
+    }
+    // A TLS setting with a plain URL is refused too: say rediss://.
+    let e = Palisade::builder()
+        .redis_url(&format!("redis://127.0.0.1:{}", listener.port()))
+        .tls_ca_file("/nonexistent/ca.pem")
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e:?}");
+    for bytes in listener.received().iter().filter(|b| !b.is_empty()) {
+        assert_eq!(bytes[0], 0x16, "only TLS handshakes reached the listener: {bytes:?}");
+        assert!(!String::from_utf8_lossy(bytes).contains("S3cret"));
+    }
+    if !cfg!(feature = "tls") {
+        assert!(listener.received().is_empty(), "without TLS nothing may connect");
+    }
+}
+
+#[cfg(all(feature = "redis", feature = "local"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_fail_build_in_strict_and_in_degraded_mode() {
+    use palisade_cache_core::testkit::resp;
+    let Some(server) = env::private_server("umbrella_refused_credentials") else {
+        return;
+    };
+    resp::command(
+        &server.addr(),
+        &["ACL", "SETUSER", "alice", "on", ">right-pw", "~*", "&*", "+@all"],
+    )
+    .unwrap();
+    let url = format!("redis://alice:wrong-pw@127.0.0.1:{}", server.port());
+    for mode in [Mode::StrictDistributed, Mode::ExplicitDegraded] {
+        let e = Palisade::builder()
+            .mode(mode)
+            .redis_url(&url)
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Auth,
+            "{mode}: a misconfiguration, not an outage: {e:?}"
+        );
+        assert!(!format!("{e:?} {}", e.chain()).contains("wrong-pw"));
+    }
+    let p = Palisade::builder()
+        .redis_url(&format!("redis://alice:right-pw@127.0.0.1:{}", server.port()))
+        .build()
+        .await
+        .unwrap();
+    let d = p.doctor().await;
+    assert!(d.can_serve, "{d:?}");
+    assert_eq!(d.user.as_deref(), Some("alice"));
+    assert_eq!(d.tls, Some(false));
+}

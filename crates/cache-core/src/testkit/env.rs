@@ -12,6 +12,12 @@ use super::server::RedisServer;
 pub const REDIS_URL: &str = "PALISADE_TEST_REDIS_URL";
 /// Comma-separated `127.0.0.1:PORT` seed nodes of the shared 3-master cluster.
 pub const CLUSTER_NODES: &str = "PALISADE_TEST_CLUSTER_NODES";
+/// `rediss://127.0.0.1:PORT` of the shared TLS server (certificate for 127.0.0.1).
+pub const TLS_URL: &str = "PALISADE_TEST_TLS_URL";
+/// The PEM file of the CA that signed the shared TLS server's certificate.
+pub const TLS_CA: &str = "PALISADE_TEST_TLS_CA";
+/// `redis-sentinel://…/palisade` of the shared Sentinel topology.
+pub const SENTINEL_URL: &str = "PALISADE_TEST_SENTINEL_URL";
 /// Set (to anything) by `cargo xtask ci`: Redis-backed tests must not skip.
 pub const REQUIRE: &str = "PALISADE_TEST_REQUIRE_REDIS";
 
@@ -54,6 +60,18 @@ pub fn cluster_nodes(test: &str) -> Option<Vec<String>> {
             .filter(|s| !s.is_empty())
             .collect()
     })
+}
+
+/// The shared TLS server's URL and CA file, or `None` after printing a skip line.
+pub fn tls(test: &str) -> Option<(String, std::path::PathBuf)> {
+    let url = var_or_skip(test, TLS_URL)?;
+    let ca = var_or_skip(test, TLS_CA)?;
+    Some((url, ca.into()))
+}
+
+/// The shared Sentinel topology's URL, or `None` after printing a skip line.
+pub fn sentinel_url(test: &str) -> Option<String> {
+    var_or_skip(test, SENTINEL_URL)
 }
 
 /// A private server for a fault test, or `None` after printing a skip line when no

@@ -48,6 +48,189 @@ pub async fn standalone(test: &str) -> Option<RedisConnection> {
     )
 }
 
+/// A connection to the shared TLS server, or `None` (skip line printed).
+#[cfg(feature = "tls")]
+pub async fn tls(test: &str) -> Option<RedisConnection> {
+    let (url, ca) = env::tls(test)?;
+    let mut opts = palisade_cache_redis::TlsOptions::default();
+    opts.ca_file = Some(ca);
+    Some(
+        RedisConnection::connect(&RedisConfig::from_url(&url).expect("a valid Redis URL").with_tls(opts))
+            .await
+            .expect("connect to the shared TLS Redis"),
+    )
+}
+
+/// A connection to the shared Sentinel topology's primary, or `None` (skip line
+/// printed).
+pub async fn sentinel(test: &str) -> Option<RedisConnection> {
+    let url = env::sentinel_url(test)?;
+    Some(
+        RedisConnection::connect(&RedisConfig::from_url(&url).expect("a valid Redis URL"))
+            .await
+            .expect("connect through the shared sentinels"),
+    )
+}
+
+fn ctx(
+    component: palisade_cache_core::Component,
+    mode: palisade_cache_core::Mode,
+) -> palisade_cache_core::SupervisorContext {
+    palisade_cache_core::SupervisorContext::new(component, mode, "t", palisade_cache_core::Events::default())
+}
+
+/// The cache over `conn`: plain.
+pub fn plain_cache(conn: RedisConnection, test: &str) -> RedisFixture<RedisCache> {
+    fixture(RedisCache::new(conn), test, Provenance::Distributed)
+}
+
+/// The cache over `conn` in strict mode.
+pub fn strict_cache(conn: RedisConnection, test: &str) -> RedisFixture<palisade_cache_core::Strict<RedisCache>> {
+    use palisade_cache_core::{Component, Mode, Strict};
+    let backend = Strict::new(RedisCache::new(conn), ctx(Component::Cache, Mode::StrictDistributed)).unwrap();
+    fixture(backend, test, Provenance::Distributed)
+}
+
+/// The cache over `conn` in degraded mode (a healthy primary).
+pub fn degraded_cache(
+    conn: RedisConnection,
+    test: &str,
+) -> RedisFixture<palisade_cache_core::Failover<RedisCache, palisade_cache_local::LocalCache>> {
+    use palisade_cache_core::{Component, Failover, FailoverOptions, Mode};
+    let backend = Failover::new(
+        RedisCache::new(conn),
+        palisade_cache_local::LocalCache::default(),
+        ctx(Component::Cache, Mode::ExplicitDegraded),
+        FailoverOptions::default(),
+    )
+    .unwrap();
+    fixture(backend, test, Provenance::Distributed)
+}
+
+/// The job store over `conn`: plain.
+pub async fn plain_jobs(conn: RedisConnection, test: &str) -> RedisFixture<RedisJobStore> {
+    fixture(
+        RedisJobStore::new(conn).await.expect("scripts load"),
+        test,
+        Provenance::Distributed,
+    )
+}
+
+/// The job store over `conn` in strict mode.
+pub async fn strict_jobs(
+    conn: RedisConnection,
+    test: &str,
+) -> RedisFixture<palisade_job_store::StrictJobs<RedisJobStore>> {
+    use palisade_cache_core::{Component, Mode};
+    let store = RedisJobStore::new(conn).await.expect("scripts load");
+    let backend =
+        palisade_job_store::failover::strict(store, ctx(Component::JobStore, Mode::StrictDistributed)).unwrap();
+    fixture(backend, test, Provenance::Distributed)
+}
+
+/// The job store over `conn` in degraded mode (a healthy primary).
+pub async fn degraded_jobs(
+    conn: RedisConnection,
+    test: &str,
+) -> RedisFixture<palisade_job_store::JobFailover<RedisJobStore, palisade_cache_local::LocalJobStore>> {
+    use palisade_cache_core::{Component, Mode};
+    let store = RedisJobStore::new(conn).await.expect("scripts load");
+    let backend = palisade_job_store::JobFailover::new(
+        store,
+        palisade_cache_local::LocalJobStore::default(),
+        ctx(Component::JobStore, Mode::ExplicitDegraded),
+    )
+    .unwrap();
+    fixture(backend, test, Provenance::Distributed)
+}
+
+/// The throttle over `conn`: plain.
+pub async fn plain_throttle(conn: RedisConnection, test: &str) -> RedisFixture<palisade_cache_redis::RedisThrottle> {
+    let t = palisade_cache_redis::RedisThrottle::new(conn)
+        .await
+        .expect("scripts load");
+    fixture(t, test, Provenance::Distributed)
+}
+
+/// The throttle over `conn` in strict mode.
+pub async fn strict_throttle(
+    conn: RedisConnection,
+    test: &str,
+) -> RedisFixture<palisade_throttle::StrictThrottle<palisade_cache_redis::RedisThrottle>> {
+    use palisade_cache_core::{Component, Mode};
+    let t = palisade_cache_redis::RedisThrottle::new(conn)
+        .await
+        .expect("scripts load");
+    let backend = palisade_throttle::failover::strict(t, ctx(Component::Throttle, Mode::StrictDistributed)).unwrap();
+    fixture(backend, test, Provenance::Distributed)
+}
+
+/// The throttle over `conn` in degraded mode (a healthy primary).
+pub async fn degraded_throttle(
+    conn: RedisConnection,
+    test: &str,
+) -> RedisFixture<
+    palisade_throttle::ThrottleFailover<palisade_cache_redis::RedisThrottle, palisade_cache_local::LocalThrottle>,
+> {
+    use palisade_cache_core::{Component, Mode};
+    let t = palisade_cache_redis::RedisThrottle::new(conn)
+        .await
+        .expect("scripts load");
+    let backend = palisade_throttle::ThrottleFailover::new(
+        t,
+        palisade_cache_local::LocalThrottle::default(),
+        ctx(Component::Throttle, Mode::ExplicitDegraded),
+        palisade_throttle::ThrottleFailoverOptions::default(),
+    )
+    .unwrap();
+    fixture(backend, test, Provenance::Distributed)
+}
+
+/// Every contract suite — cache, job store, throttle and rate limiter — plain, in
+/// strict mode and in degraded mode, over the connections that `$connect` (an
+/// `async fn(&str) -> Option<RedisConnection>`) makes.
+#[allow(unused_macros)]
+macro_rules! deployment_suites {
+    ($connect:path) => {
+        crate::common::deployment_suites!(@one $connect, cache_plain, cache_suite, palisade_cache_core, plain_cache, sync,
+            palisade_cache_redis::RedisCache);
+        crate::common::deployment_suites!(@one $connect, cache_strict, cache_suite, palisade_cache_core, strict_cache, sync,
+            palisade_cache_core::Strict<palisade_cache_redis::RedisCache>);
+        crate::common::deployment_suites!(@one $connect, cache_degraded, cache_suite, palisade_cache_core, degraded_cache, sync,
+            palisade_cache_core::Failover<palisade_cache_redis::RedisCache, palisade_cache_local::LocalCache>);
+        crate::common::deployment_suites!(@one $connect, jobs_plain, job_suite, palisade_job_store, plain_jobs, async,
+            palisade_cache_redis::RedisJobStore);
+        crate::common::deployment_suites!(@one $connect, jobs_strict, job_suite, palisade_job_store, strict_jobs, async,
+            palisade_job_store::StrictJobs<palisade_cache_redis::RedisJobStore>);
+        crate::common::deployment_suites!(@one $connect, jobs_degraded, job_suite, palisade_job_store, degraded_jobs, async,
+            palisade_job_store::JobFailover<palisade_cache_redis::RedisJobStore, palisade_cache_local::LocalJobStore>);
+        crate::common::deployment_suites!(@one $connect, throttle_plain, throttle_suite, palisade_throttle, plain_throttle, async,
+            palisade_cache_redis::RedisThrottle);
+        crate::common::deployment_suites!(@one $connect, throttle_strict, throttle_suite, palisade_throttle, strict_throttle, async,
+            palisade_throttle::StrictThrottle<palisade_cache_redis::RedisThrottle>);
+        crate::common::deployment_suites!(@one $connect, throttle_degraded, throttle_suite, palisade_throttle, degraded_throttle, async,
+            palisade_throttle::ThrottleFailover<palisade_cache_redis::RedisThrottle, palisade_cache_local::LocalThrottle>);
+    };
+    (@one $connect:path, $module:ident, $suite:ident, $krate:ident, $wrap:ident, sync, $ty:ty) => {
+        mod $module {
+            async fn fixture(test: &str) -> Option<crate::common::RedisFixture<$ty>> {
+                Some(crate::common::$wrap($connect(test).await?, test))
+            }
+            $krate::$suite!(fixture);
+        }
+    };
+    (@one $connect:path, $module:ident, $suite:ident, $krate:ident, $wrap:ident, async, $ty:ty) => {
+        mod $module {
+            async fn fixture(test: &str) -> Option<crate::common::RedisFixture<$ty>> {
+                Some(crate::common::$wrap($connect(test).await?, test).await)
+            }
+            $krate::$suite!(fixture);
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use deployment_suites;
+
 /// A connection to the shared cluster, or `None` (skip line printed).
 pub async fn cluster(test: &str) -> Option<RedisConnection> {
     let nodes = env::cluster_nodes(test)?;
@@ -64,56 +247,6 @@ pub fn fixture<B>(backend: B, test: &str, provenance: Provenance) -> RedisFixtur
         prefix: env::unique_prefix(test),
         provenance,
     }
-}
-
-pub async fn standalone_cache(test: &str) -> Option<RedisFixture<RedisCache>> {
-    let conn = standalone(test).await?;
-    Some(fixture(RedisCache::new(conn), test, Provenance::Distributed))
-}
-
-pub async fn cluster_cache(test: &str) -> Option<RedisFixture<RedisCache>> {
-    let conn = cluster(test).await?;
-    Some(fixture(RedisCache::new(conn), test, Provenance::Distributed))
-}
-
-pub async fn standalone_jobs(test: &str) -> Option<RedisFixture<RedisJobStore>> {
-    let conn = standalone(test).await?;
-    Some(fixture(
-        RedisJobStore::new(conn).await.expect("scripts load"),
-        test,
-        Provenance::Distributed,
-    ))
-}
-
-pub async fn cluster_jobs(test: &str) -> Option<RedisFixture<RedisJobStore>> {
-    let conn = cluster(test).await?;
-    Some(fixture(
-        RedisJobStore::new(conn).await.expect("scripts load"),
-        test,
-        Provenance::Distributed,
-    ))
-}
-
-pub async fn standalone_throttle(test: &str) -> Option<RedisFixture<palisade_cache_redis::RedisThrottle>> {
-    let conn = standalone(test).await?;
-    Some(fixture(
-        palisade_cache_redis::RedisThrottle::new(conn)
-            .await
-            .expect("scripts load"),
-        test,
-        Provenance::Distributed,
-    ))
-}
-
-pub async fn cluster_throttle(test: &str) -> Option<RedisFixture<palisade_cache_redis::RedisThrottle>> {
-    let conn = cluster(test).await?;
-    Some(fixture(
-        palisade_cache_redis::RedisThrottle::new(conn)
-            .await
-            .expect("scripts load"),
-        test,
-        Provenance::Distributed,
-    ))
 }
 
 /// The command deadline of the fault tests.
