@@ -170,30 +170,37 @@ fn ci_steps(steps: &mut Steps) -> Result {
     })?;
     let pids = servers.pids();
     drop(servers);
-    steps.run(
-        "palisade load: 2 processes x 8 tasks, strict and degraded, 15 s each (every invariant must be 0)",
-        || {
-            cargo(
-                &[
-                    "run",
-                    "-q",
-                    "-p",
-                    "palisade-cli",
-                    "--",
-                    "load",
-                    "--duration",
-                    "15s",
-                    "--processes",
-                    "2",
-                    "--tasks",
-                    "8",
-                    "--out",
-                    "target/load-ci",
-                ],
-                &[("PALISADE_REDIS_URL", String::new()), ("PALISADE_MODE", String::new())],
-            )
-        },
-    )?;
+    for topology in ["standalone", "sentinel"] {
+        steps.run(
+            &format!(
+                "palisade load --topology {topology}: 2 processes x 8 tasks, strict and degraded, 15 s each \
+                 (every invariant must be 0)"
+            ),
+            || {
+                cargo(
+                    &[
+                        "run",
+                        "-q",
+                        "-p",
+                        "palisade-cli",
+                        "--",
+                        "load",
+                        "--topology",
+                        topology,
+                        "--duration",
+                        "15s",
+                        "--processes",
+                        "2",
+                        "--tasks",
+                        "8",
+                        "--out",
+                        &format!("target/load-ci-{topology}"),
+                    ],
+                    &[("PALISADE_REDIS_URL", String::new()), ("PALISADE_MODE", String::new())],
+                )
+            },
+        )?;
+    }
     steps.run("no redis-server left behind", || no_leftovers(&pids))?;
     Ok(())
 }

@@ -156,9 +156,9 @@ async fn failover_with_writes(test: &str, fault: Fault) {
     if let Fault::Pause = fault {
         g.node_mut(old).unwrap().resume().unwrap();
     }
-    // The old primary comes back (restarted after a kill) and is demoted.
+    // The old primary comes back (restarted after a kill, as a replica) or is demoted.
     if let Fault::Kill = fault {
-        g.node_mut(old).unwrap().start_again().unwrap();
+        g.rejoin(old).unwrap();
     }
     let demoted_by = Instant::now() + Duration::from_secs(20);
     while g.role(old).as_deref() != Some("slave") {

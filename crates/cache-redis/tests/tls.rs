@@ -204,3 +204,41 @@ async fn a_certificate_replaced_at_runtime_by_one_that_does_not_verify_is_named_
     }
     assert!(cache.backend().probe().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_of_a_cluster_is_reached_over_verified_tls() {
+    use palisade_cache_core::testkit::server::RedisCluster;
+    let files = TlsFiles::generate().unwrap();
+    if !(RedisServer::binary_available() || env::required()) {
+        env::skip("tls_cluster", "no redis-server binary");
+        return;
+    }
+    let cluster = RedisCluster::start_tls(3, &files).unwrap();
+    let conn = RedisConnection::connect(&config(&cluster.tls_seeds(), tls(files.ca())))
+        .await
+        .unwrap();
+    assert!(conn.is_cluster() && conn.info().tls);
+    let cache = RedisCache::new(conn);
+    // Keys of every master (their slots spread over the three).
+    for i in 0..60 {
+        cache
+            .set(&format!("tls-cluster-{i}"), b"v", Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let mut per_node = Vec::new();
+    for node in cluster.nodes() {
+        let n = match resp::command(&node.addr(), &["DBSIZE"]).unwrap() {
+            resp::Reply::Int(n) => n,
+            other => panic!("{other:?}"),
+        };
+        per_node.push(n);
+    }
+    assert!(
+        per_node.iter().all(|n| *n > 0),
+        "every master got keys over TLS: {per_node:?}"
+    );
+    // The same cluster through a CA that signed none of it is refused.
+    let (e, _) = connect_err(&config(&cluster.tls_seeds(), tls(files.path("other-ca.pem")))).await;
+    assert_eq!(e.kind(), ErrorKind::Tls, "{e:?}");
+}

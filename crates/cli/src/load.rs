@@ -18,6 +18,16 @@
 //! answers in strict mode, outages not matched by exactly one down and one up event per
 //! component, and calls that outlived their deadline (+ 250 ms of scheduling slack).
 //! It writes `report.json`, `summary.md` and one `latency-<mode>.svg` per mode.
+//!
+//! With `--topology sentinel` the same schedule runs against a Sentinel topology (a
+//! primary, a replica, three sentinels): the primary is killed (a failover follows),
+//! the old primary restarted (it comes back as a replica), the new primary paused (a
+//! second failover) and resumed. The workers also write marker keys; after the run
+//! every acknowledged marker is looked up on the final primary, giving two more
+//! figures: acknowledged writes lost, and of those the ones acknowledged after a fault
+//! began — writes that landed on a node that was then demoted, an invariant that must
+//! be 0. Writes lost to asynchronous replication just before a fault are reported, not
+//! hidden.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -30,6 +40,8 @@ use clap::Args;
 use palisade::{
     Component, Decision, Error, EventKind, JobRecord, JobStatus, Mode, Palisade, Patch, Policy, Provenance, Rate,
 };
+use palisade_redis_server::resp;
+use palisade_redis_server::sentinel::SentinelGroup;
 use palisade_redis_server::server::RedisServer;
 use serde_json::{Value, json};
 
@@ -61,6 +73,103 @@ pub(crate) struct LoadArgs {
     /// Where to write report.json, summary.md and the charts.
     #[arg(long, default_value = "target/load")]
     out: PathBuf,
+    /// `standalone` (one server) or `sentinel` (primary, replica, three sentinels).
+    #[arg(long, default_value = "standalone", value_parser = ["standalone", "sentinel"])]
+    topology: String,
+}
+
+/// What the outage benchmark runs against, and how it breaks it.
+enum Target {
+    Standalone(RedisServer),
+    Sentinel {
+        group: SentinelGroup,
+        /// The node killed first (restarted later as a replica).
+        killed: Option<u16>,
+        /// The node paused (the primary after the first failover).
+        paused: Option<u16>,
+    },
+}
+
+impl Target {
+    fn start(topology: &str) -> std::io::Result<Target> {
+        Ok(match topology {
+            "sentinel" => Target::Sentinel {
+                group: SentinelGroup::start_default()?,
+                killed: None,
+                paused: None,
+            },
+            _ => Target::Standalone(RedisServer::start()?),
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Target::Standalone(s) => s.url(),
+            Target::Sentinel { group, .. } => group.url(),
+        }
+    }
+
+    fn primary(group: &SentinelGroup) -> std::io::Result<u16> {
+        group
+            .primary_port()
+            .ok_or_else(|| std::io::Error::other("the sentinels name no primary"))
+    }
+
+    /// SIGKILL of the (primary) server.
+    fn kill(&mut self) -> std::io::Result<()> {
+        match self {
+            Target::Standalone(s) => s.kill(),
+            Target::Sentinel { group, killed, .. } => {
+                let port = Self::primary(group)?;
+                if let Some(node) = group.node_mut(port) {
+                    node.kill();
+                }
+                *killed = Some(port);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the killed server again (Sentinel: it rejoins as a replica).
+    fn restart(&mut self) -> std::io::Result<()> {
+        match self {
+            Target::Standalone(s) => s.start_again(),
+            Target::Sentinel { group, killed, .. } => match killed {
+                Some(port) => group.rejoin(*port),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// SIGSTOP of the (current primary) server.
+    fn pause(&mut self) -> std::io::Result<()> {
+        match self {
+            Target::Standalone(s) => s.pause(),
+            Target::Sentinel { group, paused, .. } => {
+                let port = Self::primary(group)?;
+                *paused = Some(port);
+                group
+                    .node_mut(port)
+                    .ok_or_else(|| std::io::Error::other("the primary is not a node of the group"))?
+                    .pause()
+            }
+        }
+    }
+
+    fn resume(&mut self) -> std::io::Result<()> {
+        match self {
+            Target::Standalone(s) => s.resume(),
+            Target::Sentinel { group, paused, .. } => match paused.and_then(|p| group.node_mut(p)) {
+                Some(node) => node.resume(),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Whether a kill loses the server's data (no persistence, no replica).
+    fn kill_loses_data(&self) -> bool {
+        matches!(self, Target::Standalone(_))
+    }
 }
 
 fn now_ms() -> u64 {
@@ -93,6 +202,8 @@ struct Tally {
     local_in_strict: u64,
     over_deadline: u64,
     job_rounds_checked: u64,
+    /// Marker keys the shared store acknowledged: (key, when the write started, ms).
+    markers: Vec<(String, u64)>,
 }
 
 struct Worker {
@@ -156,12 +267,30 @@ struct WorkerArgs {
     until_ms: u64,
     deadline: Duration,
     prefix: String,
+    markers: bool,
 }
 
-async fn cache_role(w: &Worker, a: &Palisade, b: &Palisade, until: u64, task: usize) {
+/// The namespace the cache role writes into (for the marker check).
+const MARKER_TENANT: &str = "tenant-a";
+
+async fn cache_role(w: &Worker, a: &Palisade, b: &Palisade, until: u64, task: usize, markers: Option<usize>) {
     let (ca, cb) = (a.cache(), b.cache());
     let mut n = 0u64;
     while now_ms() < until {
+        if let Some(worker) = markers {
+            // A unique key per write: after the run it must be on the final primary.
+            let key = format!("m{worker}-{task}-{n}");
+            let at = now_ms();
+            if let Some(t) = w.timed("cache.set", ca.set(&key, b"m", Duration::from_secs(600))).await {
+                if t.provenance == Provenance::Distributed {
+                    w.tally
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .markers
+                        .push((key, at));
+                }
+            }
+        }
         // A request handler waits on I/O between requests; without this a loop over an
         // instant local fallback never yields and starves the runtime (probes included).
         tokio::task::yield_now().await;
@@ -324,6 +453,7 @@ pub(crate) async fn worker_main(mode: Mode, url: &str) -> Result<(), Error> {
         until_ms: var("UNTIL_MS").parse().unwrap_or(0),
         deadline: Duration::from_millis(var("DEADLINE_MS").parse().unwrap_or(300)),
         prefix: var("PREFIX"),
+        markers: var("MARKERS") == "1",
     };
     let a = build(mode, url, "tenant-a", &args).build().await?;
     let b = build(mode, url, "tenant-b", &args).build().await?;
@@ -363,7 +493,7 @@ pub(crate) async fn worker_main(mode: Mode, url: &str) -> Result<(), Error> {
         let (w, a, b) = (&w, &a, &b);
         work.push(async move {
             match task % 4 {
-                0 => cache_role(w, a, b, until, task).await,
+                0 => cache_role(w, a, b, until, task, args.markers.then_some(args.index)).await,
                 1 => jobs_role(w, a, until, args.index, task).await,
                 2 => throttle_role(w, a, until, task).await,
                 _ => limit_role(w, a, until, task).await,
@@ -388,6 +518,7 @@ pub(crate) async fn worker_main(mode: Mode, url: &str) -> Result<(), Error> {
         "local_in_strict": t.local_in_strict,
         "over_deadline": t.over_deadline,
         "job_rounds_checked": t.job_rounds_checked,
+        "markers": t.markers.iter().map(|(k, at)| json!([k, at])).collect::<Vec<_>>(),
     });
     println!("{out}");
     Ok(())
@@ -447,11 +578,45 @@ struct ModeRun {
     duration_ms: u64,
     faults: BTreeMap<&'static str, u64>,
     workers: Vec<Value>,
+    /// Whether a kill lost the server's data (standalone without persistence).
+    kill_loses_data: bool,
+    /// Sentinel: (acknowledged markers lost, of them acknowledged after a fault began),
+    /// looked up on the final primary.
+    lost_markers: Option<(u64, u64)>,
+}
+
+/// Looks every acknowledged marker up on the final primary of `group`.
+fn check_markers(group: &SentinelGroup, prefix: &str, workers: &[Value], faults: &BTreeMap<&str, u64>) -> (u64, u64) {
+    let Some(port) = group.primary_port() else {
+        return (u64::MAX, u64::MAX);
+    };
+    let Ok(ns) = palisade::contracts::core::Namespace::new(prefix, 1, MARKER_TENANT, "cache") else {
+        return (u64::MAX, u64::MAX);
+    };
+    let Ok(mut conn) = resp::Conn::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(2)) else {
+        return (u64::MAX, u64::MAX);
+    };
+    let first_fault = faults.values().min().copied().unwrap_or(u64::MAX);
+    let (mut lost, mut after_fault) = (0, 0);
+    for m in workers
+        .iter()
+        .flat_map(|w| w["markers"].as_array().into_iter().flatten())
+    {
+        let (key, at) = (m[0].as_str().unwrap_or(""), m[1].as_u64().unwrap_or(0));
+        let Ok(encoded) = ns.key(key) else { continue };
+        if conn.command(&["EXISTS", &encoded]).ok() != Some(resp::Reply::Int(1)) {
+            lost += 1;
+            if at >= first_fault {
+                after_fault += 1;
+            }
+        }
+    }
+    (lost, after_fault)
 }
 
 fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, Error> {
     let io = |e: std::io::Error| Error::config(format!("load: {e}"));
-    let mut server = RedisServer::start().map_err(io)?;
+    let mut server = Target::start(&args.topology).map_err(io)?;
     let exe = std::env::current_exe().map_err(io)?;
     let start_ms = now_ms() + 1500;
     let duration_ms = args.duration.as_millis() as u64;
@@ -470,6 +635,14 @@ fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, Error> {
                     args.command_timeout.as_millis().to_string(),
                 )
                 .env("PALISADE_LOAD_PREFIX", &prefix)
+                .env(
+                    "PALISADE_LOAD_MARKERS",
+                    if matches!(server, Target::Sentinel { .. }) {
+                        "1"
+                    } else {
+                        "0"
+                    },
+                )
                 .stdout(Stdio::piped())
                 .spawn()
                 .map_err(io)?,
@@ -485,9 +658,9 @@ fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, Error> {
     let mut faults = BTreeMap::new();
     wait_until(at(0.25));
     faults.insert("kill", now_ms());
-    server.kill();
+    server.kill().map_err(io)?;
     wait_until(at(0.45));
-    server.start_again().map_err(io)?;
+    server.restart().map_err(io)?;
     faults.insert("restarted", now_ms());
     wait_until(at(0.65));
     server.pause().map_err(io)?;
@@ -505,12 +678,18 @@ fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, Error> {
         let line = text.lines().last().unwrap_or("{}");
         workers.push(serde_json::from_str(line).map_err(|e| Error::codec("a worker's tally", e))?);
     }
+    let lost_markers = match &server {
+        Target::Sentinel { group, .. } => Some(check_markers(group, &prefix, &workers, &faults)),
+        Target::Standalone(_) => None,
+    };
     Ok(ModeRun {
         mode,
         start_ms,
         duration_ms,
         faults,
         workers,
+        kill_loses_data: server.kill_loses_data(),
+        lost_markers,
     })
 }
 
@@ -550,7 +729,13 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
                 uncertain += 1;
                 continue;
             };
-            let died = if a < kill * 1000 { kill * 1000 } else { u64::MAX };
+            // Without persistence a killed server forgets its leases; a Sentinel
+            // replica keeps them through the failover.
+            let died = if run.kill_loses_data && a < kill * 1000 {
+                kill * 1000
+            } else {
+                u64::MAX
+            };
             if prov == "distributed" {
                 distributed.push((a, end.min(died), key));
             } else {
@@ -596,7 +781,14 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
             }
             for (at, kind) in evs.iter() {
                 if *kind == "up" {
-                    let back = if *at >= resumed { resumed } else { restarted };
+                    // Standalone: from the server's return. Sentinel: from the fault
+                    // itself — the failover is the recovery.
+                    let back = match (run.kill_loses_data, *at >= resumed.min(pause)) {
+                        (true, true) => resumed,
+                        (true, false) => restarted,
+                        (false, true) => pause,
+                        (false, false) => kill,
+                    };
                     recover.push(at.saturating_sub(back));
                 }
             }
@@ -645,7 +837,7 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
                 "max_us": lat.last().copied().unwrap_or(0), "errors": errors})
         })
         .collect();
-    let invariants = json!({
+    let mut invariants = json!({
         "throttle_cap_or_spacing_violations": throttle_violations,
         "lost_job_updates": counters["lost_updates"],
         "resurrected_records": counters["resurrected"],
@@ -654,8 +846,18 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
         "outages_not_matched_by_one_down_and_one_up": unmatched,
         "calls_over_deadline": counters["over_deadline"],
     });
+    if let Some((_, after_fault)) = run.lost_markers {
+        invariants["writes_applied_on_a_demoted_node"] = json!(after_fault);
+    }
+    let markers: usize = run
+        .workers
+        .iter()
+        .map(|w| w["markers"].as_array().map_or(0, Vec::len))
+        .sum();
     json!({
         "mode": run.mode.as_str(),
+        "markers_checked": markers,
+        "acknowledged_writes_lost": run.lost_markers.map(|(lost, _)| lost),
         "duration_ms": run.duration_ms,
         "faults_ms": run.faults.iter().map(|(k, v)| (k.to_string(), json!(v - run.start_ms))).collect::<serde_json::Map<_, _>>(),
         "phases": phases,
@@ -746,12 +948,14 @@ fn markdown(report: &Value) -> String {
         }
         let _ = writeln!(
             md,
-            "\ntime to detect (max): {} ms · time to recover (max): {} ms · leases checked: {} (left out, release outcome unknown: {}) · job rounds checked: {}\n",
+            "\ntime to detect (max): {} ms · time to recover (max): {} ms · leases checked: {} (left out, release outcome unknown: {}) · job rounds checked: {} · markers checked: {} · acknowledged writes lost: {}\n",
             m["detect_ms_max"],
             m["recover_ms_max"],
             m["leases_checked"],
             m["leases_with_unknown_end"],
-            m["job_rounds_checked"]
+            m["job_rounds_checked"],
+            m["markers_checked"],
+            m["acknowledged_writes_lost"]
         );
         md.push_str("| invariant | count |\n|---|---|\n");
         for (k, v) in m["invariants"].as_object().into_iter().flatten() {
@@ -793,8 +997,10 @@ pub(crate) fn orchestrate(args: &LoadArgs) -> Result<(Value, bool), Error> {
             .is_some_and(|o| o.values().all(|v| v.as_u64() == Some(0)))
             && m["leases_checked"].as_u64().unwrap_or(0) > 0
             && m["job_rounds_checked"].as_u64().unwrap_or(0) > 0
+            && (m["acknowledged_writes_lost"].is_null() || m["markers_checked"].as_u64().unwrap_or(0) > 0)
     });
     let report = json!({
+        "topology": args.topology,
         "processes": args.processes, "tasks_per_process": args.tasks, "command_timeout_ms": args.command_timeout.as_millis() as u64,
         "all_invariants_zero": clean, "modes": modes,
     });

@@ -199,6 +199,30 @@ impl SentinelGroup {
         }
     }
 
+    /// Starts the killed data node on `port` again as a replica of the current primary
+    /// and waits until its replication link is up — what an operator (or a Kubernetes
+    /// operator) does with a node that died. Restarted as it was, an old primary comes
+    /// back as an empty master and Sentinel converts it only after about 8 s; a failover
+    /// in that window could promote it empty.
+    pub fn rejoin(&mut self, port: u16) -> io::Result<()> {
+        let primary = self
+            .primary_port()
+            .ok_or_else(|| io::Error::other("the sentinels name no primary"))?
+            .to_string();
+        let node = self
+            .node_mut(port)
+            .ok_or_else(|| io::Error::other("no data node on that port"))?;
+        node.set_args(&["--replicaof", "127.0.0.1", &primary]);
+        node.start_again()?;
+        let addr = node.addr();
+        wait("the rejoined replica's link is up", Duration::from_secs(20), || {
+            resp::command(&addr, &["INFO", "replication"])
+                .ok()
+                .and_then(|r| r.text())
+                .is_some_and(|t| t.contains("master_link_status:up"))
+        })
+    }
+
     /// Asks the sentinels for a planned failover (`SENTINEL FAILOVER`).
     pub fn failover(&self) -> io::Result<()> {
         let s = self

@@ -109,7 +109,8 @@ impl RedisServer {
     /// the certificates of `files`; its plain port stays open on loopback so that tests
     /// can look at what landed without going through the code under test.
     pub fn start_tls(files: &TlsFiles, tls: TlsServer, extra: &[&str]) -> io::Result<RedisServer> {
-        let tls_port = free_port(false)?;
+        // With `tls-cluster yes` the cluster bus listens on the TLS port + 10000.
+        let tls_port = free_port(extra.contains(&"--cluster-enabled"))?;
         Self::start_full(extra, None, Some((tls_port, tls.args(files, tls_port))))
     }
 
@@ -304,6 +305,11 @@ impl RedisServer {
         self.spawn()
     }
 
+    /// Replaces the extra arguments used by the next (re)start.
+    pub fn set_args(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts the server again on the same port after [`RedisServer::kill`].
     pub fn start_again(&mut self) -> io::Result<()> {
         if self.child.is_some() {
@@ -351,20 +357,38 @@ impl RedisCluster {
     /// Number of hash slots in a Redis Cluster.
     pub const SLOTS: u32 = 16_384;
 
+    /// The arguments of every cluster node.
+    const NODE_ARGS: [&'static str; 8] = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "2000",
+        "--cluster-require-full-coverage",
+        "no",
+    ];
+
     /// A cluster of `masters` nodes.
     pub fn start(masters: usize) -> io::Result<RedisCluster> {
+        Self::start_nodes(masters, RedisServer::start_with)
+    }
+
+    /// A cluster of `masters` nodes whose clients and cluster bus speak TLS
+    /// (`tls-cluster yes`): a TLS client is told the nodes' TLS ports. Each node keeps a
+    /// plain port for setup and inspection.
+    pub fn start_tls(masters: usize, files: &TlsFiles) -> io::Result<RedisCluster> {
+        Self::start_nodes(masters, |args| {
+            let mut all = args.to_vec();
+            all.extend(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+            RedisServer::start_tls(files, TlsServer::good(), &all)
+        })
+    }
+
+    fn start_nodes(masters: usize, start: impl Fn(&[&str]) -> io::Result<RedisServer>) -> io::Result<RedisCluster> {
         let mut nodes = Vec::with_capacity(masters);
         for _ in 0..masters {
-            nodes.push(RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-                "--cluster-require-full-coverage",
-                "no",
-            ])?);
+            nodes.push(start(&Self::NODE_ARGS)?);
         }
         let cluster = RedisCluster { nodes };
         cluster.form()?;
@@ -395,7 +419,8 @@ impl RedisCluster {
                 "CLUSTER ADDSLOTSRANGE",
             )?;
         }
-        let first = self.nodes[0].port().to_string();
+        // The port the cluster bus derives from: the TLS port with `tls-cluster yes`.
+        let first = self.nodes[0].tls_port().unwrap_or(self.nodes[0].port()).to_string();
         for node in &self.nodes[1..] {
             check(
                 resp::command(&node.addr(), &["CLUSTER", "MEET", "127.0.0.1", &first]),
@@ -418,9 +443,25 @@ impl RedisCluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let info = resp::command(&n.addr(), &["CLUSTER", "INFO"])
+                            .ok()
+                            .and_then(|r| r.text());
+                        let nodes = resp::command(&n.addr(), &["CLUSTER", "NODES"])
+                            .ok()
+                            .and_then(|r| r.text());
+                        format!("{info:?} {nodes:?}")
+                    })
+                    .collect();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "the cluster did not reach cluster_state:ok within 20 s",
+                    format!(
+                        "the cluster did not reach cluster_state:ok within 20 s: {}",
+                        logs.join("\n---\n")
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -440,5 +481,14 @@ impl RedisCluster {
     /// `127.0.0.1:PORT` of every node, comma-separated.
     pub fn seeds(&self) -> String {
         self.nodes.iter().map(RedisServer::addr).collect::<Vec<_>>().join(",")
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT` of every node, comma-separated (a TLS cluster).
+    pub fn tls_seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .filter_map(RedisServer::tls_url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

@@ -42,11 +42,13 @@ fn leaf_params(dns: &[&str], ips: &[IpAddr], client: bool) -> io::Result<Certifi
         .push(DnType::CommonName, dns.first().copied().unwrap_or("palisade-test"));
     p.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    p.extended_key_usages = vec![if client {
-        ExtendedKeyUsagePurpose::ClientAuth
+    // A node's certificate is also its client certificate on the cluster bus and in
+    // replication (`tls-cluster`, `tls-replication`): it serves both purposes.
+    p.extended_key_usages = if client {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
     } else {
-        ExtendedKeyUsagePurpose::ServerAuth
-    }];
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+    };
     Ok(p)
 }
 
