@@ -242,3 +242,38 @@ async fn every_node_of_a_cluster_is_reached_over_verified_tls() {
     let (e, _) = connect_err(&config(&cluster.tls_seeds(), tls(files.path("other-ca.pem")))).await;
     assert_eq!(e.kind(), ErrorKind::Tls, "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_and_data_nodes_over_tls_are_followed_through_a_failover() {
+    use palisade_cache_core::testkit::sentinel::{SentinelGroup, SentinelOptions};
+    let files = TlsFiles::generate().unwrap();
+    if !(RedisServer::binary_available() || env::required()) {
+        env::skip("tls_sentinel", "no redis-server binary");
+        return;
+    }
+    let mut group = SentinelGroup::start_tls(SentinelOptions::default(), &files).unwrap();
+    assert!(group.url().starts_with("rediss-sentinel://"));
+    let conn = RedisConnection::connect(&config(&group.url(), tls(files.ca())))
+        .await
+        .unwrap();
+    assert!(conn.info().tls);
+    assert_eq!(conn.role().await.unwrap(), "master");
+    let cache = RedisCache::new(conn.clone());
+    cache.set("tls-sentinel", b"v", Duration::from_secs(60)).await.unwrap();
+    let old = group.primary_port().unwrap();
+    group.node_mut(old).unwrap().kill();
+    let new = group.wait_new_primary(old, Duration::from_secs(20)).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if cache
+            .get("tls-sentinel")
+            .await
+            .is_ok_and(|t| t.value.as_deref() == Some(&b"v"[..]))
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "never served by the new primary over TLS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(conn.info().connected_to.map(|c| c.port), Some(new));
+}

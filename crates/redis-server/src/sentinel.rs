@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::resp::{self, Reply};
 use crate::server::RedisServer;
+use crate::tls::{TlsFiles, TlsServer};
 
 /// The service (master) name the sentinels monitor.
 pub const SERVICE: &str = "palisade";
@@ -51,6 +52,12 @@ pub struct SentinelGroup {
     nodes: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
     options: SentinelOptions,
+    tls: bool,
+}
+
+/// The port clients (and the sentinels) use for a node: its TLS port when it has one.
+fn client_port(n: &RedisServer) -> u16 {
+    n.tls_port().unwrap_or(n.port())
 }
 
 fn field(reply: &Reply, name: &str) -> Option<String> {
@@ -83,11 +90,30 @@ impl SentinelGroup {
 
     /// A group set up as `options` says.
     pub fn start(options: SentinelOptions) -> io::Result<SentinelGroup> {
-        let primary = RedisServer::start()?;
-        let primary_port = primary.port().to_string();
+        Self::start_inner(options, None)
+    }
+
+    /// A group whose data nodes and sentinels all speak TLS (`tls-replication yes`), with
+    /// the certificates of `files`; [`SentinelGroup::url`] is then `rediss-sentinel://`
+    /// with the sentinels' TLS ports, and the sentinels report the nodes' TLS ports.
+    pub fn start_tls(options: SentinelOptions, files: &TlsFiles) -> io::Result<SentinelGroup> {
+        Self::start_inner(options, Some(files))
+    }
+
+    fn start_inner(options: SentinelOptions, files: Option<&TlsFiles>) -> io::Result<SentinelGroup> {
+        let data_node = |extra: &[&str]| match files {
+            Some(f) => {
+                let mut args = vec!["--tls-replication", "yes"];
+                args.extend_from_slice(extra);
+                RedisServer::start_tls(f, TlsServer::good(), &args)
+            }
+            None => RedisServer::start_with(extra),
+        };
+        let primary = data_node(&[])?;
+        let primary_port = client_port(&primary).to_string();
         let mut nodes = vec![primary];
         for _ in 0..options.replicas {
-            nodes.push(RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary_port])?);
+            nodes.push(data_node(&["--replicaof", "127.0.0.1", &primary_port])?);
         }
         for replica in &nodes[1..] {
             wait("a replica's link to the primary is up", Duration::from_secs(20), || {
@@ -108,12 +134,16 @@ impl SentinelGroup {
         );
         let mut sentinels = Vec::with_capacity(options.sentinels);
         for _ in 0..options.sentinels {
-            sentinels.push(RedisServer::start_sentinel(&config)?);
+            sentinels.push(match files {
+                Some(f) => RedisServer::start_sentinel_tls(&config, f)?,
+                None => RedisServer::start_sentinel(&config)?,
+            });
         }
         let group = SentinelGroup {
             nodes,
             sentinels,
             options,
+            tls: files.is_some(),
         };
         group.wait_settled(Duration::from_secs(30))?;
         Ok(group)
@@ -139,10 +169,16 @@ impl SentinelGroup {
         })
     }
 
-    /// `redis-sentinel://127.0.0.1:S1,127.0.0.1:S2,…/palisade`.
+    /// `redis-sentinel://127.0.0.1:S1,127.0.0.1:S2,…/palisade` (`rediss-sentinel://`
+    /// with the TLS ports for a TLS group).
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self.sentinels.iter().map(RedisServer::addr).collect();
-        format!("redis-sentinel://{}/{SERVICE}", hosts.join(","))
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", client_port(s)))
+            .collect();
+        let scheme = if self.tls { "rediss-sentinel" } else { "redis-sentinel" };
+        format!("{scheme}://{}/{SERVICE}", hosts.join(","))
     }
 
     /// The options it was started with.
@@ -150,7 +186,8 @@ impl SentinelGroup {
         self.options
     }
 
-    /// The port of the primary, as the first sentinel that answers reports it.
+    /// The port of the primary, as the first sentinel that answers reports it (a TLS
+    /// port for a TLS group).
     pub fn primary_port(&self) -> Option<u16> {
         self.sentinels.iter().filter(|s| s.is_running()).find_map(|s| {
             match resp::command(&s.addr(), &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE]).ok()? {
@@ -175,9 +212,18 @@ impl SentinelGroup {
         &self.nodes
     }
 
-    /// The data node on `port`.
+    /// The data node on `port` (its plain or its TLS port).
     pub fn node_mut(&mut self, port: u16) -> Option<&mut RedisServer> {
-        self.nodes.iter_mut().find(|n| n.port() == port)
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port() == port || n.tls_port() == Some(port))
+    }
+
+    fn admin_addr(&self, port: u16) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port || n.tls_port() == Some(port))
+            .map_or_else(|| format!("127.0.0.1:{port}"), RedisServer::addr)
     }
 
     /// The sentinels.
@@ -193,7 +239,7 @@ impl SentinelGroup {
     /// `ROLE` of the data node on `port`: `master` or `slave` (None if it does not
     /// answer).
     pub fn role(&self, port: u16) -> Option<String> {
-        match resp::command(&format!("127.0.0.1:{port}"), &["ROLE"]).ok()? {
+        match resp::command(&self.admin_addr(port), &["ROLE"]).ok()? {
             Reply::Array(items) => items.first()?.text(),
             _ => None,
         }
@@ -209,10 +255,15 @@ impl SentinelGroup {
             .primary_port()
             .ok_or_else(|| io::Error::other("the sentinels name no primary"))?
             .to_string();
+        let tls = self.tls;
         let node = self
             .node_mut(port)
             .ok_or_else(|| io::Error::other("no data node on that port"))?;
-        node.set_args(&["--replicaof", "127.0.0.1", &primary]);
+        if tls {
+            node.set_args(&["--tls-replication", "yes", "--replicaof", "127.0.0.1", &primary]);
+        } else {
+            node.set_args(&["--replicaof", "127.0.0.1", &primary]);
+        }
         node.start_again()?;
         let addr = node.addr();
         wait("the rejoined replica's link is up", Duration::from_secs(20), || {

@@ -130,6 +130,17 @@ impl RedisServer {
         Self::start_full(&["--sentinel"], Some(config.to_owned()), None)
     }
 
+    /// A sentinel that also speaks TLS (to clients, to the data nodes and to the other
+    /// sentinels: `tls-replication yes`).
+    pub fn start_sentinel_tls(config: &str, files: &TlsFiles) -> io::Result<RedisServer> {
+        let tls_port = free_port(false)?;
+        Self::start_full(
+            &["--sentinel", "--tls-replication", "yes"],
+            Some(config.to_owned()),
+            Some((tls_port, TlsServer::good().args(files, tls_port))),
+        )
+    }
+
     fn start_full(extra: &[&str], config: Option<String>, tls: Option<(u16, Vec<String>)>) -> io::Result<RedisServer> {
         let need_bus = extra.contains(&"--cluster-enabled");
         let mut last_err = None;
