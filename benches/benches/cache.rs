@@ -29,7 +29,7 @@ impl moka::Expiry<String, Arc<[u8]>> for FixedTtl {
 }
 
 fn ns() -> Namespace {
-    Namespace::new("bench", 1, "tenant", "cache").unwrap()
+    Namespace::new("bench", "tenant", "cache").unwrap()
 }
 
 fn user_key(i: usize) -> String {
@@ -44,9 +44,19 @@ fn bench(c: &mut Criterion) {
     // encoding a user key into a storage key is part of what is measured; the
     // bench's own formatting is not.
     let user_keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(user_key).collect());
-    let keys: Arc<Vec<String>> = Arc::new(user_keys.iter().map(|k| ns.key(k).unwrap()).collect());
+    let keys: Arc<Vec<String>> = Arc::new(
+        user_keys
+            .iter()
+            .map(|k| ns.key(palisade_cache_core::Contract::Cache, k).unwrap())
+            .collect(),
+    );
     let missing_user: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("missing:{i}")).collect());
-    let missing: Arc<Vec<String>> = Arc::new(missing_user.iter().map(|k| ns.key(k).unwrap()).collect());
+    let missing: Arc<Vec<String>> = Arc::new(
+        missing_user
+            .iter()
+            .map(|k| ns.key(palisade_cache_core::Contract::Cache, k).unwrap())
+            .collect(),
+    );
 
     // palisade over moka, and moka alone holding the same encoded keys and bytes.
     let local = Cache::new(LocalCache::default(), ns.clone());

@@ -79,7 +79,7 @@ fn bench_store<B: JobBackend>(c: &mut Criterion, rt: &tokio::runtime::Runtime, n
 fn bench(c: &mut Criterion) {
     let rt = runtime();
     let server = redis();
-    let ns = Namespace::new("bench", 1, "tenant", "jobs").unwrap();
+    let ns = Namespace::new("bench", "tenant", "jobs").unwrap();
     let local = JobStore::new(LocalJobStore::default(), ns.clone());
     let (remote, fred) = rt.block_on(async {
         let conn = RedisConnection::connect(&RedisConfig::from_url(&server.url()).expect("a valid Redis URL"))

@@ -24,7 +24,7 @@ fn throttle_bench<B: ThrottleBackend>(
     backend: B,
     n: usize,
 ) {
-    let ns = Namespace::new("bench", 1, "tenant", "mx").unwrap();
+    let ns = Namespace::new("bench", "tenant", "mx").unwrap();
     let t = Throttle::new(backend.clone(), ns.clone());
     let r = RateLimiter::new(backend, ns.sibling("rl").unwrap());
     let keys: Vec<String> = (0..KEYS).map(|i| format!("mx{i}.example.com")).collect();

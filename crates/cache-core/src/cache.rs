@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::key::Contract;
 use crate::{BoxError, Codec, Error, ErrorKind, ErrorSummary, Health, Mode, Namespace, Provenance, Tagged};
 
 /// The default limit on a stored value, in bytes (1 MiB).
@@ -251,7 +252,7 @@ impl<B: CacheBackend> Cache<B> {
     }
 
     fn key(&self, key: &str) -> Result<String, Error> {
-        self.ns.key(key)
+        self.ns.key(Contract::Cache, key)
     }
 
     fn check_value(&self, value: &[u8]) -> Result<(), Error> {
@@ -413,9 +414,7 @@ impl<B: CacheBackend> Cache<B> {
     /// - On Redis it uses `SCAN` (never `KEYS`) with a glob-safe pattern, on every
     ///   master of a cluster, and deletes in batches.
     pub async fn clear(&self) -> Result<Tagged<u64>, Error> {
-        let prefix = self.ns.scan_pattern();
-        let prefix = prefix.strip_suffix('*').unwrap_or(&prefix);
-        let r = self.backend.clear(prefix).await;
+        let r = self.backend.clear(self.ns.head(Contract::Cache)).await;
         self.record(r, Op::Write)
     }
 

@@ -1,10 +1,11 @@
 //! Typed, escaped, injective storage keys.
 //!
-//! A key is built from five parts: `(prefix, schema version, tenant, namespace, user
-//! key)` and encoded as
+//! A key is built from six parts: `(prefix, schema version, contract, tenant,
+//! namespace, user key)` and encoded as
 //!
 //! ```text
-//! <prefix>:v<version>:<tenant>:<namespace>:<user key>
+//! <prefix>:v<version>:<contract>:<tenant>:<namespace>:<user key>
+//! <prefix>:v<version>:<contract>:{<tenant>:<namespace>}:<kind>[:<user key>]   (slot keys)
 //! ```
 //!
 //! where every text part is escaped: `%`, `:`, `{`, `}`, `*`, `?`, `[`, `]`, `\` and the
@@ -13,8 +14,17 @@
 //! parts can be split back apart, and because the escaping is reversible the encoding
 //! is injective: distinct parts always give distinct keys. Because no escaped part
 //! contains a glob character or a brace, a SCAN pattern built from one
-//! (tenant, namespace) cannot match a key of another, and no part can form a Redis
-//! Cluster hash tag by accident.
+//! (contract, tenant, namespace) cannot match a key of another, and no part can form a
+//! Redis Cluster hash tag by accident.
+//!
+//! ## The contract segment (schema v2)
+//!
+//! The [`Contract`] — `cache`, `jobs`, `throttle`, `ratelimit` — is its own segment,
+//! chosen by the contract's code, never by a caller: a cache namespace called `jobs`
+//! can never read, overwrite or `clear` a job record (in schema v1 it could: cache keys
+//! and job records shared one layout). Every key starts with the prefix — the hash tag
+//! of slot keys comes after it — so one ACL key pattern, `~<prefix>:*`, covers
+//! everything palisade touches. Keys of schema v1 are not read.
 
 use std::fmt::Write as _;
 
@@ -25,6 +35,48 @@ pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "palisade";
+
+/// The schema version of the key layout, the `v<N>` segment of every key.
+pub const SCHEMA_VERSION: u16 = 2;
+
+/// Whose keys: each contract has its own key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Contract {
+    /// The cache.
+    Cache,
+    /// The job store.
+    Jobs,
+    /// The throttle.
+    Throttle,
+    /// The rate limiter.
+    RateLimit,
+}
+
+impl Contract {
+    /// Every contract.
+    pub const ALL: [Contract; 4] = [Contract::Cache, Contract::Jobs, Contract::Throttle, Contract::RateLimit];
+
+    /// The key segment: `cache`, `jobs`, `throttle`, `ratelimit`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::Cache => "cache",
+            Contract::Jobs => "jobs",
+            Contract::Throttle => "throttle",
+            Contract::RateLimit => "ratelimit",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 fn needs_any_escape(part: &str) -> bool {
     part.bytes().any(|b| b.is_ascii() && needs_escape(char::from(b)))
@@ -87,13 +139,15 @@ pub fn unescape_part(part: &str) -> Result<String, Error> {
     Ok(out)
 }
 
-/// The five parts of a key, decoded.
+/// The six parts of a key, decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyParts {
     /// The deployment-wide prefix, e.g. `palisade`.
     pub prefix: String,
-    /// The schema version of what is stored under the key.
+    /// The schema version of the layout.
     pub version: u16,
+    /// The contract segment (`cache`, `jobs`, …).
+    pub contract: String,
     /// The tenant.
     pub tenant: String,
     /// The namespace inside the tenant (e.g. `sessions`).
@@ -105,9 +159,17 @@ pub struct KeyParts {
 impl KeyParts {
     /// Encodes the parts (see the module docs). Does not check lengths.
     pub fn encode(&self) -> String {
-        let mut out =
-            String::with_capacity(self.prefix.len() + self.tenant.len() + self.namespace.len() + self.key.len() + 16);
-        encode_head(&self.prefix, self.version, &self.tenant, &self.namespace, &mut out);
+        let mut out = String::with_capacity(
+            self.prefix.len() + self.contract.len() + self.tenant.len() + self.namespace.len() + self.key.len() + 16,
+        );
+        encode_head(
+            &self.prefix,
+            self.version,
+            &self.contract,
+            &self.tenant,
+            &self.namespace,
+            &mut out,
+        );
         escape_part(&self.key, &mut out);
         out
     }
@@ -116,13 +178,13 @@ impl KeyParts {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] when `encoded` is not exactly five parts, when the
+    /// [`Error::InvalidInput`] when `encoded` is not exactly six parts, when the
     /// version part is not `v<u16>`, or when an escape is malformed or not canonical.
     pub fn decode(encoded: &str) -> Result<KeyParts, Error> {
         let parts: Vec<&str> = encoded.split(':').collect();
-        let [prefix, version, tenant, namespace, key] = parts[..] else {
+        let [prefix, version, contract, tenant, namespace, key] = parts[..] else {
             return Err(Error::invalid_input(format!(
-                "a key has 5 `:`-separated parts, this one has {}",
+                "a key has 6 `:`-separated parts, this one has {}",
                 parts.len()
             )));
         };
@@ -135,6 +197,7 @@ impl KeyParts {
         Ok(KeyParts {
             prefix: unescape_part(prefix)?,
             version,
+            contract: unescape_part(contract)?,
             tenant: unescape_part(tenant)?,
             namespace: unescape_part(namespace)?,
             key: unescape_part(key)?,
@@ -142,16 +205,19 @@ impl KeyParts {
     }
 }
 
-fn encode_head(prefix: &str, version: u16, tenant: &str, namespace: &str, out: &mut String) {
+fn encode_head(prefix: &str, version: u16, contract: &str, tenant: &str, namespace: &str, out: &mut String) {
     escape_part(prefix, out);
     let _ = write!(out, ":v{version}:");
+    escape_part(contract, out);
+    out.push(':');
     escape_part(tenant, out);
     out.push(':');
     escape_part(namespace, out);
     out.push(':');
 }
 
-/// One (prefix, version, tenant, namespace): builds the keys of that namespace.
+/// One (prefix, tenant, namespace): builds the keys of that namespace, for each
+/// [`Contract`] in its own key space.
 ///
 /// # Behavior
 ///
@@ -160,40 +226,57 @@ fn encode_head(prefix: &str, version: u16, tenant: &str, namespace: &str, out: &
 /// - [`Namespace::key`] refuses an empty user key, and a key whose encoding is longer
 ///   than the limit ([`DEFAULT_MAX_KEY_LEN`] unless changed with
 ///   [`Namespace::with_max_key_len`]), with [`Error::InvalidInput`], before any I/O.
-/// - [`Namespace::scan_pattern`] matches every key of this namespace and no key of any
-///   other (tenant, namespace), whatever characters the parts contain.
+/// - [`Namespace::scan_pattern`] matches every key of this namespace and contract and no
+///   key of any other (contract, tenant, namespace), whatever characters the parts
+///   contain.
+/// - Every key starts with the escaped prefix followed by `:`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Namespace {
     prefix: String,
-    version: u16,
     tenant: String,
     namespace: String,
-    head: String,
+    /// `<prefix>:v<N>:<contract>:<tenant>:<namespace>:`, one per contract.
+    heads: [String; 4],
+    /// `<prefix>:v<N>:<contract>:{<tenant>:<namespace>}:`, one per contract.
+    slot_heads: [String; 4],
     max_key_len: usize,
 }
 
 impl Namespace {
     /// A namespace. See the type's `# Behavior`.
-    pub fn new(prefix: &str, version: u16, tenant: &str, namespace: &str) -> Result<Self, Error> {
+    pub fn new(prefix: &str, tenant: &str, namespace: &str) -> Result<Self, Error> {
         for (what, v) in [("prefix", prefix), ("tenant", tenant), ("namespace", namespace)] {
             if v.is_empty() {
                 return Err(Error::invalid_input(format!("the {what} must not be empty")));
             }
         }
-        let mut head = String::new();
-        encode_head(prefix, version, tenant, namespace, &mut head);
-        if head.len() >= DEFAULT_MAX_KEY_LEN {
+        let heads = Contract::ALL.map(|c| {
+            let mut head = String::new();
+            encode_head(prefix, SCHEMA_VERSION, c.as_str(), tenant, namespace, &mut head);
+            head
+        });
+        let slot_heads = Contract::ALL.map(|c| {
+            let mut head = String::new();
+            escape_part(prefix, &mut head);
+            let _ = write!(head, ":v{SCHEMA_VERSION}:{}:{{", c.as_str());
+            escape_part(tenant, &mut head);
+            head.push(':');
+            escape_part(namespace, &mut head);
+            head.push_str("}:");
+            head
+        });
+        if let Some(long) = heads.iter().chain(&slot_heads).find(|h| h.len() >= DEFAULT_MAX_KEY_LEN) {
             return Err(Error::invalid_input(format!(
                 "prefix, tenant and namespace encode to {} bytes, the limit for a whole key is {DEFAULT_MAX_KEY_LEN}",
-                head.len()
+                long.len()
             )));
         }
         Ok(Namespace {
             prefix: prefix.to_owned(),
-            version,
             tenant: tenant.to_owned(),
             namespace: namespace.to_owned(),
-            head,
+            heads,
+            slot_heads,
             max_key_len: DEFAULT_MAX_KEY_LEN,
         })
     }
@@ -224,34 +307,40 @@ impl Namespace {
         &self.prefix
     }
 
-    /// The schema version.
+    /// The schema version ([`SCHEMA_VERSION`]).
     pub fn version(&self) -> u16 {
-        self.version
+        SCHEMA_VERSION
     }
 
-    /// The same prefix, version and tenant, another namespace.
+    /// The same prefix and tenant, another namespace.
     pub fn sibling(&self, namespace: &str) -> Result<Self, Error> {
-        Ok(Namespace::new(&self.prefix, self.version, &self.tenant, namespace)?.with_max_key_len(self.max_key_len))
+        Ok(Namespace::new(&self.prefix, &self.tenant, namespace)?.with_max_key_len(self.max_key_len))
     }
 
-    /// The encoded key for `user_key`.
-    pub fn key(&self, user_key: &str) -> Result<String, Error> {
+    /// The same prefix and namespace, another tenant.
+    pub fn with_tenant(&self, tenant: &str) -> Result<Self, Error> {
+        Ok(Namespace::new(&self.prefix, tenant, &self.namespace)?.with_max_key_len(self.max_key_len))
+    }
+
+    /// The encoded key of `contract` for `user_key`.
+    pub fn key(&self, contract: Contract, user_key: &str) -> Result<String, Error> {
         non_empty(user_key)?;
-        let mut out = String::with_capacity(self.head.len() + user_key.len());
-        out.push_str(&self.head);
+        let head = &self.heads[contract.index()];
+        let mut out = String::with_capacity(head.len() + user_key.len());
+        out.push_str(head);
         escape_part(user_key, &mut out);
         self.within_limit(out)
     }
 
-    /// A key that shares one Redis Cluster hash slot with every other `slot_key` of this
-    /// namespace: `{<prefix>:v<N>:<tenant>:<namespace>}:<kind>[:<user key>]`. The hash
-    /// tag is the namespace itself (escaped parts contain no brace), so a Lua script may
-    /// touch all of them on a cluster. Same checks as [`Namespace::key`].
-    pub fn slot_key(&self, kind: &str, user_key: Option<&str>) -> Result<String, Error> {
-        let mut out = String::with_capacity(self.head.len() + kind.len() + user_key.map_or(0, str::len) + 4);
-        out.push('{');
-        out.push_str(&self.head[..self.head.len() - 1]);
-        out.push_str("}:");
+    /// A key of `contract` that shares one Redis Cluster hash slot with every other
+    /// `slot_key` of this namespace and contract:
+    /// `<prefix>:v<N>:<contract>:{<tenant>:<namespace>}:<kind>[:<user key>]`. The hash
+    /// tag is the tenant and namespace (escaped parts contain no brace), so a Lua script
+    /// may touch all of them on a cluster. Same checks as [`Namespace::key`].
+    pub fn slot_key(&self, contract: Contract, kind: &str, user_key: Option<&str>) -> Result<String, Error> {
+        let head = &self.slot_heads[contract.index()];
+        let mut out = String::with_capacity(head.len() + kind.len() + user_key.map_or(0, str::len) + 2);
+        out.push_str(head);
         escape_part(kind, &mut out);
         if let Some(k) = user_key {
             non_empty(k)?;
@@ -273,20 +362,26 @@ impl Namespace {
         Ok(out)
     }
 
-    /// A Redis `SCAN ... MATCH` pattern matching exactly the keys of this namespace.
-    pub fn scan_pattern(&self) -> String {
-        format!("{}*", self.head)
+    /// A Redis `SCAN ... MATCH` pattern matching exactly the keys of this namespace and
+    /// contract.
+    pub fn scan_pattern(&self, contract: Contract) -> String {
+        format!("{}*", self.heads[contract.index()])
     }
 
-    /// Whether `encoded` is a key of this namespace.
-    pub fn owns(&self, encoded: &str) -> bool {
-        encoded.starts_with(&self.head)
+    /// The text every key of this namespace and contract starts with.
+    pub fn head(&self, contract: Contract) -> &str {
+        &self.heads[contract.index()]
     }
 
-    /// The user key of an encoded key of this namespace.
-    pub fn user_key(&self, encoded: &str) -> Result<String, Error> {
+    /// Whether `encoded` is a key of this namespace and contract.
+    pub fn owns(&self, contract: Contract, encoded: &str) -> bool {
+        encoded.starts_with(&self.heads[contract.index()])
+    }
+
+    /// The user key of an encoded key of this namespace and contract.
+    pub fn user_key(&self, contract: Contract, encoded: &str) -> Result<String, Error> {
         let rest = encoded
-            .strip_prefix(&self.head)
+            .strip_prefix(&self.heads[contract.index()])
             .ok_or_else(|| Error::invalid_input("the key does not belong to this namespace".to_owned()))?;
         unescape_part(rest)
     }

@@ -52,7 +52,7 @@ pub use codec::{Codec, CodecError};
 pub use error::{BoxError, Error, ErrorKind, ErrorSummary};
 pub use event::{Component, Event, EventKind, Events, TARGET as EVENT_TARGET};
 pub use failover::{Failover, FailoverOptions, Strict};
-pub use key::{KeyParts, Namespace};
+pub use key::{Contract, KeyParts, Namespace};
 pub use mode::Mode;
 pub use provenance::{Provenance, Tagged};
 pub use redact::{Endpoint, REDACTED, redact_text};

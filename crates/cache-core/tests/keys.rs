@@ -1,9 +1,9 @@
 //! Keys: injective, reversible, size-limited, with glob-safe SCAN patterns.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use palisade_cache_core::key::{DEFAULT_MAX_KEY_LEN, KeyParts, escape_part, unescape_part};
+use palisade_cache_core::key::{DEFAULT_MAX_KEY_LEN, KeyParts, SCHEMA_VERSION, escape_part, unescape_part};
 use palisade_cache_core::testkit::glob::glob_match;
-use palisade_cache_core::{ErrorKind, Namespace};
+use palisade_cache_core::{Contract, ErrorKind, Namespace};
 use proptest::prelude::*;
 
 /// Characters that break naive encodings, plus a few ordinary ones so that collisions of
@@ -22,17 +22,23 @@ fn nonempty_part() -> impl Strategy<Value = String> {
     part().prop_filter("non-empty", |s| !s.is_empty())
 }
 
+fn contract() -> impl Strategy<Value = Contract> {
+    prop::sample::select(Contract::ALL.to_vec())
+}
+
 fn parts() -> impl Strategy<Value = KeyParts> {
     (
         part(),
         prop_oneof![Just(1u16), Just(2u16), any::<u16>()],
+        prop_oneof![contract().prop_map(|c| c.as_str().to_owned()), part()],
         part(),
         part(),
         part(),
     )
-        .prop_map(|(prefix, version, tenant, namespace, key)| KeyParts {
+        .prop_map(|(prefix, version, contract, tenant, namespace, key)| KeyParts {
             prefix,
             version,
+            contract,
             tenant,
             namespace,
             key,
@@ -62,7 +68,8 @@ fn group(tokens: &[String], cuts: &[usize]) -> KeyParts {
     let g: Vec<String> = edges.windows(2).map(|w| tokens[w[0]..w[1]].join(":")).collect();
     KeyParts {
         prefix: g[0].clone(),
-        version: 1,
+        version: 2,
+        contract: "cache".into(),
         tenant: g[1].clone(),
         namespace: g[2].clone(),
         key: g[3].clone(),
@@ -91,23 +98,41 @@ proptest! {
     }
 
     #[test]
-    fn a_namespace_pattern_matches_its_keys_and_no_other_namespaces(
+    fn a_pattern_matches_its_keys_and_none_of_another_contract_tenant_or_namespace(
         prefix in nonempty_part(),
-        t1 in nonempty_part(), n1 in nonempty_part(),
-        t2 in nonempty_part(), n2 in nonempty_part(),
-        key in nonempty_part(),
+        c1 in contract(), t1 in nonempty_part(), n1 in nonempty_part(),
+        c2 in contract(), t2 in nonempty_part(), n2 in nonempty_part(),
+        key in nonempty_part(), kind in nonempty_part(),
     ) {
-        let ns1 = Namespace::new(&prefix, 1, &t1, &n1).unwrap();
-        let ns2 = Namespace::new(&prefix, 1, &t2, &n2).unwrap();
-        let pattern = ns1.scan_pattern();
-        let own = ns1.key(&key).unwrap();
+        let ns1 = Namespace::new(&prefix, &t1, &n1).unwrap();
+        let ns2 = Namespace::new(&prefix, &t2, &n2).unwrap();
+        let pattern = ns1.scan_pattern(c1);
+        let own = ns1.key(c1, &key).unwrap();
         prop_assert!(glob_match(pattern.as_bytes(), own.as_bytes()), "{pattern} !~ {own}");
-        prop_assert!(ns1.owns(&own));
-        prop_assert_eq!(ns1.user_key(&own).unwrap(), key.clone());
-        let other = ns2.key(&key).unwrap();
-        let same = (t1 == t2) && (n1 == n2);
-        prop_assert_eq!(glob_match(pattern.as_bytes(), other.as_bytes()), same, "{} vs {}", pattern, other);
-        prop_assert_eq!(ns1.owns(&other), same);
+        prop_assert!(ns1.owns(c1, &own));
+        prop_assert_eq!(ns1.user_key(c1, &own).unwrap(), key.clone());
+        let same = c1 == c2 && t1 == t2 && n1 == n2;
+        // Plain keys and slot keys of the other namespace and contract alike.
+        for other in [ns2.key(c2, &key).unwrap(), ns2.slot_key(c2, &kind, Some(&key)).unwrap()] {
+            let is_plain = other == ns2.key(c2, &key).unwrap();
+            prop_assert_eq!(glob_match(pattern.as_bytes(), other.as_bytes()), same && is_plain, "{} vs {}", pattern, other);
+            prop_assert_eq!(ns1.owns(c1, &other), same && is_plain);
+            prop_assert_eq!(other == own, same && is_plain, "{} vs {}", other, own);
+        }
+    }
+
+    #[test]
+    fn every_key_of_every_contract_starts_with_the_prefix(
+        prefix in nonempty_part(), c in contract(), t in nonempty_part(), n in nonempty_part(),
+        key in nonempty_part(), kind in nonempty_part(),
+    ) {
+        let ns = Namespace::new(&prefix, &t, &n).unwrap();
+        let mut head = String::new();
+        escape_part(&prefix, &mut head);
+        head.push(':');
+        prop_assert!(ns.key(c, &key).unwrap().starts_with(&head));
+        prop_assert!(ns.slot_key(c, &kind, Some(&key)).unwrap().starts_with(&head));
+        prop_assert!(ns.slot_key(c, &kind, None).unwrap().starts_with(&head));
     }
 
     #[test]
@@ -127,36 +152,60 @@ proptest! {
 
 #[test]
 fn documented_encoding() {
-    let ns = Namespace::new("palisade", 1, "acme:eu", "sessions").unwrap();
+    assert_eq!(SCHEMA_VERSION, 2);
+    let ns = Namespace::new("palisade", "acme:eu", "sessions").unwrap();
     assert_eq!(
-        ns.key("user{42}*").unwrap(),
-        "palisade:v1:acme%3Aeu:sessions:user%7B42%7D%2A"
+        ns.key(Contract::Cache, "user{42}*").unwrap(),
+        "palisade:v2:cache:acme%3Aeu:sessions:user%7B42%7D%2A"
     );
-    assert_eq!(ns.scan_pattern(), "palisade:v1:acme%3Aeu:sessions:*");
-    assert_eq!(ns.key("naïve 🦀").unwrap(), "palisade:v1:acme%3Aeu:sessions:naïve 🦀");
-    assert_eq!(ns.key("nul\0").unwrap(), "palisade:v1:acme%3Aeu:sessions:nul%00");
+    assert_eq!(
+        ns.scan_pattern(Contract::Cache),
+        "palisade:v2:cache:acme%3Aeu:sessions:*"
+    );
+    assert_eq!(
+        ns.key(Contract::Cache, "naïve 🦀").unwrap(),
+        "palisade:v2:cache:acme%3Aeu:sessions:naïve 🦀"
+    );
+    assert_eq!(
+        ns.key(Contract::Jobs, "nul\0").unwrap(),
+        "palisade:v2:jobs:acme%3Aeu:sessions:nul%00"
+    );
+    assert_eq!(
+        ns.key(Contract::RateLimit, "10.0.0.1").unwrap(),
+        "palisade:v2:ratelimit:acme%3Aeu:sessions:10.0.0.1"
+    );
+    // The cache namespace `jobs` is not the job store.
+    let jobs_ns = Namespace::new("palisade", "acme", "jobs").unwrap();
+    assert_ne!(
+        jobs_ns.key(Contract::Cache, "j1").unwrap(),
+        jobs_ns.key(Contract::Jobs, "j1").unwrap()
+    );
 }
 
 #[test]
 fn empty_parts_and_oversized_keys_are_invalid_input() {
     for (p, t, n) in [("", "t", "n"), ("p", "", "n"), ("p", "t", "")] {
-        assert_eq!(Namespace::new(p, 1, t, n).unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(Namespace::new(p, t, n).unwrap_err().kind(), ErrorKind::InvalidInput);
     }
-    let ns = Namespace::new("p", 1, "t", "n").unwrap();
-    assert_eq!(ns.key("").unwrap_err().kind(), ErrorKind::InvalidInput);
-    let head = ns.key("x").unwrap().len() - 1;
+    let ns = Namespace::new("p", "t", "n").unwrap();
+    let c = Contract::Cache;
+    assert_eq!(ns.key(c, "").unwrap_err().kind(), ErrorKind::InvalidInput);
+    let head = ns.key(c, "x").unwrap().len() - 1;
     let fits = "k".repeat(DEFAULT_MAX_KEY_LEN - head);
-    assert_eq!(ns.key(&fits).unwrap().len(), DEFAULT_MAX_KEY_LEN);
-    let err = ns.key(&format!("{fits}k")).unwrap_err();
+    assert_eq!(ns.key(c, &fits).unwrap().len(), DEFAULT_MAX_KEY_LEN);
+    let err = ns.key(c, &format!("{fits}k")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("limit"), "{err}");
     // Escaping counts: 400 `:` encode to 1200 bytes.
-    assert_eq!(ns.key(&":".repeat(400)).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(ns.key(c, &":".repeat(400)).unwrap_err().kind(), ErrorKind::InvalidInput);
     // The limit is configurable.
     let small = ns.clone().with_max_key_len(16);
-    assert_eq!(small.key("a-key-too-long").unwrap_err().kind(), ErrorKind::InvalidInput);
     assert_eq!(
-        Namespace::new("p", 1, &"t".repeat(2000), "n").unwrap_err().kind(),
+        small.key(c, "a-key-too-long").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        Namespace::new("p", &"t".repeat(2000), "n").unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
 }
@@ -164,16 +213,16 @@ fn empty_parts_and_oversized_keys_are_invalid_input() {
 #[test]
 fn malformed_or_non_canonical_keys_do_not_decode() {
     for bad in [
-        "p:v1:t:n",         // four parts
-        "p:v1:t:n:k:extra", // six parts
-        "p:x1:t:n:k",       // bad version
-        "p:v01:t:n:k",      // non-canonical version
-        "p:v99999:t:n:k",   // version overflow
-        "p:v1:t:n:%4",      // truncated escape
-        "p:v1:t:n:%zz",     // not hex
-        "p:v1:t:n:%61",     // escape of a character that is never escaped
-        "p:v1:t:n:%3a",     // lower-case hex
-        "p:v1:t:n:a*b",     // unescaped glob character
+        "p:v2:c:t:n",         // five parts
+        "p:v2:c:t:n:k:extra", // seven parts
+        "p:x2:c:t:n:k",       // bad version
+        "p:v02:c:t:n:k",      // non-canonical version
+        "p:v99999:c:t:n:k",   // version overflow
+        "p:v2:c:t:n:%4",      // truncated escape
+        "p:v2:c:t:n:%zz",     // not hex
+        "p:v2:c:t:n:%61",     // escape of a character that is never escaped
+        "p:v2:c:t:n:%3a",     // lower-case hex
+        "p:v2:c:t:n:a*b",     // unescaped glob character
     ] {
         assert_eq!(
             KeyParts::decode(bad).unwrap_err().kind(),
@@ -189,34 +238,39 @@ proptest! {
         prefix in nonempty_part(), t in nonempty_part(), n in nonempty_part(), key in nonempty_part(),
         t2 in nonempty_part(),
     ) {
-        let ns = Namespace::new(&prefix, 1, &t, &n).unwrap();
+        let ns = Namespace::new(&prefix, &t, &n).unwrap();
         let tag = |k: &str| -> String {
             // Redis: the text between the first `{` and the next `}`.
             let open = k.find('{').unwrap();
             let close = open + 1 + k[open + 1..].find('}').unwrap();
             k[open + 1..close].to_owned()
         };
-        let a = ns.slot_key("g", None).unwrap();
-        let b = ns.slot_key("k", Some(&key)).unwrap();
+        let c = Contract::Throttle;
+        let a = ns.slot_key(c, "g", None).unwrap();
+        let b = ns.slot_key(c, "k", Some(&key)).unwrap();
         prop_assert_eq!(tag(&a), tag(&b));
         prop_assert!(!tag(&a).is_empty());
-        let other = Namespace::new(&prefix, 1, &t2, &n).unwrap().slot_key("k", Some(&key)).unwrap();
+        let other = Namespace::new(&prefix, &t2, &n).unwrap().slot_key(c, "k", Some(&key)).unwrap();
         prop_assert_eq!(tag(&other) == tag(&b), t == t2);
-        prop_assert_ne!(ns.slot_key("k", Some(&key)).unwrap(), ns.slot_key("s", Some(&key)).unwrap());
+        prop_assert_ne!(ns.slot_key(c, "k", Some(&key)).unwrap(), ns.slot_key(c, "s", Some(&key)).unwrap());
     }
 }
 
 #[test]
 fn slot_key_layout() {
-    let ns = Namespace::new("palisade", 1, "acme", "mx").unwrap();
-    assert_eq!(ns.slot_key("g", None).unwrap(), "{palisade:v1:acme:mx}:g");
+    let ns = Namespace::new("palisade", "acme", "mx").unwrap();
+    let c = Contract::Throttle;
+    assert_eq!(ns.slot_key(c, "g", None).unwrap(), "palisade:v2:throttle:{acme:mx}:g");
     assert_eq!(
-        ns.slot_key("k", Some("mx.example.com:25")).unwrap(),
-        "{palisade:v1:acme:mx}:k:mx.example.com%3A25"
+        ns.slot_key(c, "k", Some("mx.example.com:25")).unwrap(),
+        "palisade:v2:throttle:{acme:mx}:k:mx.example.com%3A25"
     );
-    assert_eq!(ns.slot_key("k", Some("")).unwrap_err().kind(), ErrorKind::InvalidInput);
     assert_eq!(
-        ns.slot_key("k", Some(&"x".repeat(2000))).unwrap_err().kind(),
+        ns.slot_key(c, "k", Some("")).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        ns.slot_key(c, "k", Some(&"x".repeat(2000))).unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
 }

@@ -19,7 +19,7 @@ palisade_throttle::throttle_suite!(local);
 async fn idle_keys_are_evicted_so_memory_stays_bounded() {
     let clock = ManualClock::new();
     let backend = LocalThrottle::new(clock.shared());
-    let ns = Namespace::new("p", 1, "t", "mx").unwrap();
+    let ns = Namespace::new("p", "t", "mx").unwrap();
     let t = Throttle::new(backend.clone(), ns.clone());
     let r = RateLimiter::new(backend.clone(), ns.sibling("rl").unwrap());
     let p = Policy::new(10_000, 1, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
@@ -80,7 +80,7 @@ async fn a_wall_clock_step_neither_frees_slots_nor_resets_rates() {
         ahead: std::sync::Mutex::new(Duration::ZERO),
     });
     let backend = LocalThrottle::new(clock.clone());
-    let ns = Namespace::new("p", 1, "t", "mx").unwrap();
+    let ns = Namespace::new("p", "t", "mx").unwrap();
     let t = Throttle::new(backend.clone(), ns.clone());
     let r = RateLimiter::new(backend, ns.sibling("rl").unwrap());
     let p = Policy::new(10, 1, Duration::ZERO, Duration::from_secs(60)).unwrap();

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod acl;
 mod cache;
 mod config;
 mod connection;
@@ -10,6 +11,7 @@ mod throttle;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use acl::{ACL_COMMANDS, acl_rule};
 pub use cache::RedisCache;
 pub use config::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SENTINEL_POLL, RedisConfig, TlsOptions};
 pub use connection::{BACKSTOP, ConnectionInfo, RedisConnection, ServerInfo};

@@ -23,7 +23,7 @@ async fn garbage_throttle_state_is_a_typed_error_or_treated_as_absent() {
     let conn = RedisConnection::connect(&RedisConfig::from_url(&url).expect("a valid Redis URL"))
         .await
         .unwrap();
-    let ns = Namespace::new(&env::unique_prefix("bad-state"), 1, "t", "mx").unwrap();
+    let ns = Namespace::new(&env::unique_prefix("bad-state"), "t", "mx").unwrap();
     let backend = RedisThrottle::new(conn).await.unwrap();
     let t = Throttle::new(backend.clone(), ns.clone());
     let p = Policy::new(2, 2, Duration::ZERO, Duration::from_secs(5)).unwrap();
@@ -78,7 +78,7 @@ async fn redis_jobs(test: &str) -> Option<(String, JobStore<RedisJobStore>)> {
         .unwrap();
     let jobs = JobStore::new(
         RedisJobStore::new(conn).await.unwrap(),
-        Namespace::new(&env::unique_prefix(test), 1, "t", "jobs").unwrap(),
+        Namespace::new(&env::unique_prefix(test), "t", "jobs").unwrap(),
     );
     Some((url, jobs))
 }

@@ -303,7 +303,7 @@ async fn degraded_down_at_startup_serves_locally_then_recovers_once() {
     no_event(&mut rx);
 
     // Reads come from Redis again: a value written straight into Redis is seen.
-    let key = cache.ns().key("direct").unwrap();
+    let key = cache.ns().key(palisade_cache_core::Contract::Cache, "direct").unwrap();
     assert_eq!(
         resp::command(&server.addr(), &["SET", key.as_str(), "from-redis"]).unwrap(),
         Reply::Simple("OK".into())
@@ -466,7 +466,7 @@ async fn a_stored_value_that_does_not_decode_is_a_codec_error_with_no_mode_chang
     let events = Events::new(64);
     let mut rx = events.subscribe();
     let cache = degraded_cache(&server, &events, "codec").await;
-    let key = cache.ns().key("bad").unwrap();
+    let key = cache.ns().key(palisade_cache_core::Contract::Cache, "bad").unwrap();
     resp::command(
         &server.addr(),
         &[b"SET".as_slice(), key.as_bytes(), b"\xa1\x07\x00garbage"],
@@ -477,7 +477,7 @@ async fn a_stored_value_that_does_not_decode_is_a_codec_error_with_no_mode_chang
         assert_eq!(e.kind(), ErrorKind::Codec);
     }
     // A server-side error reply (WRONGTYPE) is not an outage either.
-    let list_key = cache.ns().key("list").unwrap();
+    let list_key = cache.ns().key(palisade_cache_core::Contract::Cache, "list").unwrap();
     resp::command(&server.addr(), &["LPUSH", list_key.as_str(), "x"]).unwrap();
     let e = cache.get("list").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Backend, "{e:?}");

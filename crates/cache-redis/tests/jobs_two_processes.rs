@@ -23,7 +23,7 @@ async fn store(url: &str, prefix: &str) -> JobStore<RedisJobStore> {
         .unwrap();
     JobStore::new(
         RedisJobStore::new(conn).await.unwrap(),
-        Namespace::new(prefix, 1, "tenant", "jobs").unwrap(),
+        Namespace::new(prefix, "tenant", "jobs").unwrap(),
     )
 }
 

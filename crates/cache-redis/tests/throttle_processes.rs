@@ -42,7 +42,7 @@ async fn throttle(url: &str, prefix: &str) -> Throttle<RedisThrottle> {
         .unwrap();
     Throttle::new(
         RedisThrottle::new(conn).await.unwrap(),
-        Namespace::new(prefix, 1, "tenant", "mx").unwrap(),
+        Namespace::new(prefix, "tenant", "mx").unwrap(),
     )
 }
 

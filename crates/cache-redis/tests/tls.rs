@@ -179,7 +179,7 @@ async fn a_certificate_replaced_at_runtime_by_one_that_does_not_verify_is_named_
         .unwrap();
     let cache = Cache::new(
         RedisCache::new(conn),
-        palisade_cache_core::Namespace::new(&env::unique_prefix("tls_rt"), 1, "t", "c").unwrap(),
+        palisade_cache_core::Namespace::new(&env::unique_prefix("tls_rt"), "t", "c").unwrap(),
     );
     cache.set("k", b"v", Duration::from_secs(60)).await.unwrap();
     // The server restarts on the same ports with an expired certificate.

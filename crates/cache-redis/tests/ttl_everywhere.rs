@@ -19,7 +19,7 @@ async fn every_key_written_by_every_contract_has_a_ttl() {
     let conn = RedisConnection::connect(&RedisConfig::from_url(&url).expect("a valid Redis URL"))
         .await
         .unwrap();
-    let ns = |name: &str| Namespace::new(&prefix, 1, "t", name).unwrap();
+    let ns = |name: &str| Namespace::new(&prefix, "t", name).unwrap();
 
     let cache = Cache::new(RedisCache::new(conn.clone()), ns("cache"));
     cache.set("k", b"v", Duration::from_secs(600)).await.unwrap();

@@ -590,7 +590,7 @@ fn check_markers(group: &SentinelGroup, prefix: &str, workers: &[Value], faults:
     let Some(port) = group.primary_port() else {
         return (u64::MAX, u64::MAX);
     };
-    let Ok(ns) = palisade::contracts::core::Namespace::new(prefix, 1, MARKER_TENANT, "cache") else {
+    let Ok(ns) = palisade::contracts::core::Namespace::new(prefix, MARKER_TENANT, "cache") else {
         return (u64::MAX, u64::MAX);
     };
     let Ok(mut conn) = resp::Conn::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(2)) else {
@@ -603,7 +603,9 @@ fn check_markers(group: &SentinelGroup, prefix: &str, workers: &[Value], faults:
         .flat_map(|w| w["markers"].as_array().into_iter().flatten())
     {
         let (key, at) = (m[0].as_str().unwrap_or(""), m[1].as_u64().unwrap_or(0));
-        let Ok(encoded) = ns.key(key) else { continue };
+        let Ok(encoded) = ns.key(palisade::contracts::core::Contract::Cache, key) else {
+            continue;
+        };
         if conn.command(&["EXISTS", &encoded]).ok() != Some(resp::Reply::Int(1)) {
             lost += 1;
             if at >= first_fault {

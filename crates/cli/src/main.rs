@@ -334,6 +334,7 @@ async fn doctor(cli: &Cli) -> Out {
                 "round_trip_ms": d.round_trip.map(|r| r.as_secs_f64() * 1000.0),
                 "can_serve": d.can_serve,
                 "error": d.error,
+                "contracts": d.contracts.iter().map(|c| json!({"contract": c.contract, "ok": c.error.is_none(), "error": c.error})).collect::<Vec<_>>(),
             });
             let tls = match (d.tls, &d.tls_server_name) {
                 (Some(true), Some(name)) => format!("TLS on (verified name {name})"),
@@ -349,8 +350,17 @@ async fn doctor(cli: &Cli) -> Out {
                 ),
                 (None, _) => String::new(),
             };
+            let refused: String = d
+                .contracts
+                .iter()
+                .filter_map(|c| {
+                    c.error
+                        .as_ref()
+                        .map(|e| format!("\n  {} cannot be served: {e}", c.contract))
+                })
+                .collect();
             let text = format!(
-                "mode {} · state {} · {} · {} · {} · user {} · redis {}{} · round trip {} · {}",
+                "mode {} · state {} · {} · {} · {} · user {} · redis {}{} · round trip {} · {}{refused}",
                 d.mode,
                 d.health,
                 d.endpoint.as_deref().unwrap_or("no network"),

@@ -200,7 +200,7 @@ impl<B: JobBackend> JobStore<B> {
                 self.config.max_id_len
             )));
         }
-        self.ns.key(id)
+        self.ns.key(palisade_cache_core::Contract::Jobs, id)
     }
 
     fn check_fields(&self, fields: &FieldMap) -> Result<(), Error> {

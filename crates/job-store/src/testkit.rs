@@ -27,7 +27,7 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 /// A store over the fixture's backend under a prefix unique to this call.
 pub fn store_for<F: Fixture<Backend: JobBackend>>(fx: &F) -> JobStore<F::Backend> {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let ns = Namespace::new(&format!("{}-{n}", fx.prefix()), 1, "tenant", "jobs").expect("namespace");
+    let ns = Namespace::new(&format!("{}-{n}", fx.prefix()), "tenant", "jobs").expect("namespace");
     JobStore::new(fx.backend(), ns)
 }
 

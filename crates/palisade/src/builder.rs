@@ -373,7 +373,7 @@ impl Builder {
         if !(0.0..=1.0).contains(&self.degraded_share) {
             return Err(Error::config("degraded_share must be between 0 and 1"));
         }
-        let base = Namespace::new(&self.prefix, 1, &self.tenant, "cache")?;
+        let base = Namespace::new(&self.prefix, &self.tenant, "cache")?;
         let events = self.events.clone().unwrap_or_default();
         let backends = match mode {
             Mode::LocalOnly => self.local(),
@@ -610,7 +610,23 @@ pub struct Doctor {
     pub connected_to: Option<String>,
     /// That server's `ROLE` (`master` when it serves writes), if it answered.
     pub role: Option<String>,
+    /// Every contract's operations tried on a doctor namespace (when Redis answered):
+    /// what the connected user may not run shows here.
+    pub contracts: Vec<ContractCheck>,
 }
+
+/// Whether one contract's operations ran, as [`Palisade::doctor`] tried them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContractCheck {
+    /// `cache`, `jobs`, `throttle` or `ratelimit`.
+    pub contract: &'static str,
+    /// Why an operation failed (e.g. a `NOPERM` reply), or `None` when all ran.
+    pub error: Option<String>,
+}
+
+/// The namespace `doctor` tries every contract's operations in.
+pub const DOCTOR_NAMESPACE: &str = "palisade-doctor";
 
 /// Shared state for one tenant: a cache, a job store, a throttle and a rate limiter, in
 /// one explicit mode.
@@ -727,6 +743,7 @@ impl Palisade {
             sentinel_service: None,
             connected_to: None,
             role: None,
+            contracts: Vec::new(),
         };
         if !self.mode.needs_redis() {
             return d;
@@ -758,8 +775,80 @@ impl Palisade {
                 d.role = conn.role().await.ok();
             }
         }
-        // Strict mode serves only with Redis; degraded mode serves either way.
-        d.can_serve = d.error.is_none() || self.mode == Mode::ExplicitDegraded;
+        if d.error.is_none() {
+            d.contracts = self.check_contracts().await;
+        }
+        let refused = d.contracts.iter().any(|c| c.error.is_some());
+        // Strict mode serves only with Redis; degraded mode serves either way — but
+        // not for a user Redis refuses commands to: those errors are not outages.
+        d.can_serve = !refused && (d.error.is_none() || self.mode == Mode::ExplicitDegraded);
         d
+    }
+
+    /// Runs every operation of every contract once, on [`DOCTOR_NAMESPACE`], with short
+    /// TTLs and leases; each error is kept (e.g. `NOPERM` for a user whose ACL is too
+    /// narrow).
+    async fn check_contracts(&self) -> Vec<ContractCheck> {
+        let ttl = Duration::from_secs(10);
+        let check = |contract, r: Result<(), Error>| ContractCheck {
+            contract,
+            error: r.err().map(|e| e.chain()),
+        };
+        let cache = async {
+            let c = self.cache.namespace(DOCTOR_NAMESPACE)?;
+            c.set("probe", b"1", ttl).await?;
+            c.get("probe").await?;
+            c.set_if_absent("probe", b"1", ttl).await?;
+            c.contains("probe").await?;
+            c.delete("probe").await?;
+            c.clear().await?;
+            Ok(())
+        };
+        let jobs = async {
+            let j = JobStore::new(self.jobs.backend().clone(), self.jobs.ns().sibling(DOCTOR_NAMESPACE)?);
+            j.create("probe", &palisade_job_store::JobRecord::queued(), ttl).await?;
+            j.update("probe", &palisade_job_store::Patch::new().progress(1)).await?;
+            j.transition(
+                "probe",
+                palisade_job_store::JobStatus::Queued,
+                palisade_job_store::JobStatus::Running,
+                &palisade_job_store::Patch::new(),
+            )
+            .await?;
+            j.heartbeat("probe").await?;
+            j.get("probe").await?;
+            j.delete("probe").await?;
+            Ok(())
+        };
+        let throttle = async {
+            let t = Throttle::new(
+                self.throttle.backend().clone(),
+                self.throttle.scope().ns().sibling(DOCTOR_NAMESPACE)?,
+            );
+            let policy = palisade_throttle::Policy::new(1, 1, Duration::ZERO, Duration::from_secs(1))?;
+            if let palisade_throttle::Decision::Acquired(p) = t.acquire("probe", &policy).await?.value {
+                p.release().await?;
+            }
+            t.penalize("probe", Duration::from_millis(10)).await?;
+            t.clear_penalty("probe").await?;
+            t.inspect("probe").await?;
+            Ok(())
+        };
+        let limit = async {
+            let r = RateLimiter::new(
+                self.throttle.backend().clone(),
+                self.throttle.scope().ns().sibling(DOCTOR_NAMESPACE)?,
+            );
+            r.limit("probe", &palisade_throttle::Rate::per_second(1000, 1000)?)
+                .await?;
+            Ok(())
+        };
+        let (cache, jobs, throttle, limit) = tokio::join!(cache, jobs, throttle, limit);
+        vec![
+            check("cache", cache),
+            check("jobs", jobs),
+            check("throttle", throttle),
+            check("ratelimit", limit),
+        ]
     }
 }

@@ -8,8 +8,9 @@ mod builder;
 
 pub use backends::{AnyCache, AnyJobs, AnyThrottle};
 pub use builder::{
-    Builder, Doctor, ENV_CA_FILE, ENV_CLIENT_CERT_FILE, ENV_CLIENT_KEY_FILE, ENV_MODE, ENV_PASSWORD_FILE,
-    ENV_REDIS_URL, ENV_SENTINEL_PASSWORD_FILE, ENV_SENTINEL_USER, ENV_TENANT, ENV_TLS_SERVER_NAME, Palisade,
+    Builder, ContractCheck, DOCTOR_NAMESPACE, Doctor, ENV_CA_FILE, ENV_CLIENT_CERT_FILE, ENV_CLIENT_KEY_FILE, ENV_MODE,
+    ENV_PASSWORD_FILE, ENV_REDIS_URL, ENV_SENTINEL_PASSWORD_FILE, ENV_SENTINEL_USER, ENV_TENANT, ENV_TLS_SERVER_NAME,
+    Palisade,
 };
 pub use palisade_cache_core::{
     BoxError, Cache, CacheStats, Codec, Component, Error, ErrorKind, Event, EventKind, Events, Health, Mode,

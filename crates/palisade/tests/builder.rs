@@ -326,3 +326,51 @@ async fn refused_credentials_fail_build_in_strict_and_in_degraded_mode() {
     assert_eq!(d.user.as_deref(), Some("alice"));
     assert_eq!(d.tls, Some(false));
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_the_contracts_a_narrow_acl_user_cannot_serve() {
+    use palisade_cache_core::testkit::resp;
+    let Some(server) = env::private_server("umbrella_doctor_acl") else {
+        return;
+    };
+    let mut least = vec!["ACL", "SETUSER", "app", "on", ">app-pw"];
+    let rule = palisade_cache_redis::acl_rule("palisade");
+    least.extend(rule.iter().map(String::as_str));
+    assert_eq!(
+        resp::command(&server.addr(), &least).unwrap(),
+        resp::Reply::Simple("OK".into())
+    );
+    let mut narrow: Vec<&str> = vec!["ACL", "SETUSER", "narrow", "on", ">narrow-pw"];
+    let other = palisade_cache_redis::acl_rule("other");
+    narrow.extend(other.iter().map(String::as_str));
+    assert_eq!(
+        resp::command(&server.addr(), &narrow).unwrap(),
+        resp::Reply::Simple("OK".into())
+    );
+
+    let url = |user: &str| format!("redis://{user}:{user}-pw@127.0.0.1:{}", server.port());
+    let ok = Palisade::builder()
+        .redis_url(&url("app"))
+        .build()
+        .await
+        .unwrap()
+        .doctor()
+        .await;
+    assert!(ok.can_serve, "{ok:?}");
+    assert_eq!(ok.contracts.len(), 4);
+    assert!(ok.contracts.iter().all(|c| c.error.is_none()), "{ok:?}");
+
+    let bad = Palisade::builder()
+        .redis_url(&url("narrow"))
+        .build()
+        .await
+        .unwrap()
+        .doctor()
+        .await;
+    assert!(!bad.can_serve, "a user restricted to other keys cannot serve: {bad:?}");
+    for c in &bad.contracts {
+        let e = c.error.as_deref().unwrap_or_default();
+        assert!(e.contains("NOPERM"), "{}: {e}", c.contract);
+    }
+}

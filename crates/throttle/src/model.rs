@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use palisade_cache_core::cache::BackendStatus;
-use palisade_cache_core::{BoxFuture, Error, Namespace, Tagged};
+use palisade_cache_core::{BoxFuture, Contract, Error, Namespace, Tagged};
 
 /// The gates of one throttle namespace.
 ///
@@ -332,27 +332,29 @@ impl Scope {
 
     /// Global leases: a sorted set of lease id → expiry (µs).
     pub fn global_key(&self) -> Result<String, Error> {
-        self.ns.slot_key("g", None)
+        self.ns.slot_key(Contract::Throttle, "g", None)
     }
 
     /// The fencing-token counter.
     pub fn seq_key(&self) -> Result<String, Error> {
-        self.ns.slot_key("seq", None)
+        self.ns.slot_key(Contract::Throttle, "seq", None)
     }
 
     /// Leases of `key`: a sorted set of lease id → expiry (µs).
     pub fn leases_key(&self, key: &str) -> Result<String, Error> {
-        self.ns.slot_key("k", Some(key))
+        self.ns.slot_key(Contract::Throttle, "k", Some(key))
     }
 
     /// State of `key`: a hash of `last` (last acquisition, µs) and `pen` (penalty end).
     pub fn state_key(&self, key: &str) -> Result<String, Error> {
-        self.ns.slot_key("s", Some(key))
+        self.ns.slot_key(Contract::Throttle, "s", Some(key))
     }
 
-    /// The GCRA theoretical arrival time of `key` (µs).
+    /// The GCRA theoretical arrival time of `key` (µs). A rate key is alone in its
+    /// script, so it has no hash tag: the keys of one rate-limit namespace spread over a
+    /// cluster's masters.
     pub fn rate_key(&self, key: &str) -> Result<String, Error> {
-        self.ns.slot_key("r", Some(key))
+        self.ns.key(Contract::RateLimit, key)
     }
 }
 

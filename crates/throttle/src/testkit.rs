@@ -21,7 +21,7 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 fn ns_for<F: Fixture>(fx: &F, tenant: &str) -> Namespace {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    Namespace::new(&format!("{}-{n}", fx.prefix()), 1, tenant, "mx").unwrap()
+    Namespace::new(&format!("{}-{n}", fx.prefix()), tenant, "mx").unwrap()
 }
 
 /// A throttle namespace unique to this call.
@@ -382,7 +382,7 @@ pub async fn answers_carry_provenance_and_tenants_are_isolated<F: Fixture<Backen
     let b = Throttle::new(a.backend().clone(), a.scope().ns().sibling("mx").unwrap());
     let other_tenant = Throttle::new(
         fx.backend(),
-        Namespace::new(a.scope().ns().prefix(), 1, "tenant-b", "mx").unwrap(),
+        Namespace::new(a.scope().ns().prefix(), "tenant-b", "mx").unwrap(),
     );
     let p = policy(1, 1, Duration::ZERO, HOUR);
     let t = a.acquire("k", &p).await.unwrap();

@@ -300,6 +300,16 @@ impl<B: ThrottleBackend> RateLimiter<B> {
         }
     }
 
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The scope (namespace and key layout).
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
     /// One request for `key` at `rate`.
     ///
     /// # Behavior

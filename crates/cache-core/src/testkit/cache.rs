@@ -34,7 +34,7 @@ pub fn cache_for<F: Fixture<Backend: CacheBackend>>(fx: &F, tenant: &str, namesp
     let prefix = format!("{}-{n}", fx.prefix());
     Cache::new(
         fx.backend(),
-        Namespace::new(&prefix, 1, tenant, namespace).expect("valid namespace"),
+        Namespace::new(&prefix, tenant, namespace).expect("valid namespace"),
     )
 }
 
@@ -46,7 +46,7 @@ fn neighbours<F: Fixture<Backend: CacheBackend>>(fx: &F, tenant: &str, namespace
     let sibling = base.namespace(&format!("{namespace}-other")).expect("sibling");
     let other_tenant = Cache::new(
         fx.backend(),
-        Namespace::new(ns.prefix(), ns.version(), &format!("{tenant}-other"), namespace).expect("ns"),
+        Namespace::new(ns.prefix(), &format!("{tenant}-other"), namespace).expect("ns"),
     );
     [base, sibling, other_tenant]
 }

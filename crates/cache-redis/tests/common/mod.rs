@@ -61,6 +61,51 @@ pub async fn tls(test: &str) -> Option<RedisConnection> {
     )
 }
 
+/// A connection to the shared standalone server as a least-privilege ACL user: the
+/// commands of [`palisade_cache_redis::ACL_COMMANDS`] only, on keys under the fixture's
+/// prefix (`~<prefix>*`: the suites add `-<n>` to it), no channels.
+pub async fn least_privilege(test: &str) -> Option<(RedisConnection, String)> {
+    let url = env::redis_url(test)?;
+    let prefix = env::unique_prefix(test);
+    let user = format!("lp-{}", fastrand_suffix());
+    let mut args: Vec<String> = vec![
+        "ACL".into(),
+        "SETUSER".into(),
+        user.clone(),
+        "on".into(),
+        ">lp-pw".into(),
+    ];
+    args.extend([
+        "resetkeys".into(),
+        format!("~{prefix}*"),
+        "resetchannels".into(),
+        "-@all".into(),
+    ]);
+    args.extend(palisade_cache_redis::ACL_COMMANDS.iter().map(|c| (*c).to_owned()));
+    let addr = url.trim_start_matches("redis://").to_owned();
+    let reply = palisade_cache_core::testkit::resp::command(&addr, &args).expect("ACL SETUSER");
+    assert_eq!(
+        reply,
+        palisade_cache_core::testkit::resp::Reply::Simple("OK".into()),
+        "{reply:?}"
+    );
+    let url = format!("redis://{user}:lp-pw@{addr}");
+    let conn = RedisConnection::connect(&RedisConfig::from_url(&url).expect("a valid Redis URL"))
+        .await
+        .expect("the least-privilege user connects");
+    Some((conn, prefix))
+}
+
+fn fastrand_suffix() -> String {
+    format!(
+        "{:08x}",
+        std::process::id().wrapping_mul(2_654_435_761)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+    )
+}
+
 /// A connection to the shared Sentinel topology's primary, or `None` (skip line
 /// printed).
 pub async fn sentinel(test: &str) -> Option<RedisConnection> {
@@ -249,6 +294,15 @@ pub fn fixture<B>(backend: B, test: &str, provenance: Provenance) -> RedisFixtur
     }
 }
 
+/// A fixture whose keys live under `prefix`.
+pub fn fixture_with_prefix<B>(backend: B, prefix: String) -> RedisFixture<B> {
+    RedisFixture {
+        backend,
+        prefix,
+        provenance: Provenance::Distributed,
+    }
+}
+
 /// The command deadline of the fault tests.
 pub const DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
 /// What a call may take beyond its deadline (scheduling on a loaded 2-core machine).
@@ -280,5 +334,5 @@ pub fn fault_ctx(
 
 /// A namespace of tenant `tenant-a` under a prefix unique to `test`.
 pub fn fault_ns(test: &str, namespace: &str) -> palisade_cache_core::Namespace {
-    palisade_cache_core::Namespace::new(&env::unique_prefix(test), 1, "tenant-a", namespace).expect("namespace")
+    palisade_cache_core::Namespace::new(&env::unique_prefix(test), "tenant-a", namespace).expect("namespace")
 }
