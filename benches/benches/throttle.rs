@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
         let conn = RedisConnection::connect(&RedisConfig::from_url(&server.url()).expect("a valid Redis URL"))
             .await
             .unwrap();
-        let remote = RedisThrottle::new(conn).await.unwrap();
+        let remote = RedisThrottle::new(conn).await.unwrap().with_restart_hold(false);
         let fred = Builder::from_config(Config::from_url(&server.url()).unwrap())
             .build()
             .unwrap();

@@ -267,10 +267,7 @@ impl<B: CacheBackend> Cache<B> {
     }
 
     fn check_ttl(ttl: Duration) -> Result<(), Error> {
-        if ttl.is_zero() {
-            return Err(Error::invalid_input("the TTL must be positive"));
-        }
-        Ok(())
+        crate::limits::check_ttl(ttl)
     }
 
     fn record<T>(&self, r: Result<Tagged<T>, Error>, op: Op) -> Result<Tagged<T>, Error> {
@@ -334,9 +331,9 @@ impl<B: CacheBackend> Cache<B> {
     /// # Behavior
     ///
     /// - Replaces any value under `key`, and its TTL; after `ttl` the value is gone.
-    /// - A value longer than [`CacheLimits::max_value_len`], a zero TTL, an empty or
-    ///   oversized key are [`Error::InvalidInput`] before any I/O, and nothing is
-    ///   written.
+    /// - A value longer than [`CacheLimits::max_value_len`], a TTL outside
+    ///   [`limits`](crate::limits) (1 ms to 10 years), an empty or oversized key are
+    ///   [`Error::InvalidInput`] before any I/O, and nothing is written.
     /// - In degraded mode during an outage the value goes to the local fallback, with
     ///   its TTL capped by `degraded_ttl_cap`, and the answer is tagged `LocalDegraded`.
     pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {

@@ -29,7 +29,8 @@
 //!   (a decode failure, bad input, an error reply) ever moves a mode or emits an event.
 //! - Events carry an [`ErrorSummary`] (kind + redacted message chain), because an
 //!   [`Error`] owns its source and is not `Clone`.
-//! - Keys are limited to [`key::DEFAULT_MAX_KEY_LEN`] encoded bytes unless configured.
+//! - Keys are limited to [`key::DEFAULT_MAX_KEY_LEN`] encoded bytes unless configured;
+//!   durations to the [`limits`], the same in every backend, checked before any I/O.
 
 pub mod cache;
 pub mod clock;
@@ -38,6 +39,7 @@ mod error;
 mod event;
 pub mod failover;
 pub mod key;
+pub mod limits;
 mod mode;
 mod provenance;
 mod redact;

@@ -157,12 +157,21 @@ impl LocalCache {
         self.inner.moka_expires || self.live(e)
     }
 
-    fn entry(&self, value: &[u8], ttl: Duration) -> Entry {
-        Entry {
+    /// The entry to store; a TTL outside the [limits](palisade_cache_core::limits) is
+    /// refused, so the deadline's arithmetic cannot overflow.
+    fn entry(&self, value: &[u8], ttl: Duration) -> Result<Entry, Error> {
+        palisade_cache_core::limits::check_ttl(ttl)?;
+        let expires_at = self
+            .inner
+            .clock
+            .now()
+            .checked_add(ttl)
+            .ok_or_else(|| Error::invalid_input("the TTL reaches past the clock's range"))?;
+        Ok(Entry {
             value: Bytes::copy_from_slice(value),
-            expires_at: self.inner.clock.now() + ttl,
+            expires_at,
             ttl,
-        }
+        })
     }
 
     fn check_weight(&self, key: &str, value: &[u8]) -> Result<(), Error> {
@@ -208,13 +217,14 @@ impl CacheBackend for LocalCache {
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
         self.check_weight(key, value)?;
-        self.inner.map.insert(key.to_owned(), self.entry(value, ttl)).await;
+        let entry = self.entry(value, ttl)?;
+        self.inner.map.insert(key.to_owned(), entry).await;
         Ok(self.tag(()))
     }
 
     async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<bool>, Error> {
         self.check_weight(key, value)?;
-        let fresh = self.entry(value, ttl);
+        let fresh = self.entry(value, ttl)?;
         let result = self
             .inner
             .map

@@ -133,6 +133,13 @@ impl JobBackend for LocalJobStore {
         ttl: Duration,
         if_absent: bool,
     ) -> Result<Tagged<bool>, Error> {
+        palisade_cache_core::limits::check_ttl(ttl)?;
+        let expires_at = self
+            .inner
+            .clock
+            .now()
+            .checked_add(ttl)
+            .ok_or_else(|| Error::invalid_input("the TTL reaches past the clock's range"))?;
         let mut map = self.map();
         if if_absent && self.live(&mut map, key).is_some() {
             return Ok(self.tag(false));
@@ -141,10 +148,12 @@ impl JobBackend for LocalJobStore {
         let mut stored = FieldMap::new();
         stored.insert(field::CREATED_AT.to_owned(), now.clone());
         stored.insert(field::UPDATED_AT.to_owned(), now);
-        stored.insert(field::TTL_MS.to_owned(), bytes_of(ttl.as_millis().to_string()));
+        stored.insert(
+            field::TTL_MS.to_owned(),
+            bytes_of(ttl.as_nanos().div_ceil(1_000_000).to_string()),
+        );
         // Given fields win over the defaults (a replay keeps its timestamps).
         stored.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let expires_at = self.inner.clock.now() + ttl;
         map.insert(
             key.to_owned(),
             Rec {
@@ -165,6 +174,7 @@ impl JobBackend for LocalJobStore {
         };
         rec.fields.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
         rec.fields.insert(field::UPDATED_AT.to_owned(), now_text);
+        // `rec.ttl` passed `check_ttl` at create (≤ 10 years): this cannot overflow.
         rec.expires_at = now + rec.ttl;
         Ok(self.tag(true))
     }
@@ -204,6 +214,7 @@ impl JobBackend for LocalJobStore {
             rec.fields.insert(field::FINISHED_AT.to_owned(), now_text.clone());
         }
         rec.fields.insert(field::UPDATED_AT.to_owned(), now_text);
+        // `rec.ttl` passed `check_ttl` at create (≤ 10 years): this cannot overflow.
         rec.expires_at = now + rec.ttl;
         Ok(self.tag(RawOutcome::Applied))
     }
@@ -217,6 +228,7 @@ impl JobBackend for LocalJobStore {
             Err(outcome) => return Ok(self.tag(outcome)),
         };
         rec.fields.insert(field::HEARTBEAT_AT.to_owned(), now_text);
+        // `rec.ttl` passed `check_ttl` at create (≤ 10 years): this cannot overflow.
         rec.expires_at = now + rec.ttl;
         Ok(self.tag(RawOutcome::Applied))
     }

@@ -21,7 +21,9 @@ const SCAN_PAGE: u32 = 500;
 /// Implements every sentence of [`CacheBackend`]'s `# Behavior` with one round trip
 /// per call (`GET`, `SET … PX`, `SET … NX PX`, `DEL`, `EXISTS`, `PING`), plus:
 /// - answers are tagged [`Provenance::Distributed`];
-/// - TTLs are sent in milliseconds, rounded up (at least 1 ms);
+/// - TTLs outside the [limits](palisade_cache_core::limits) are
+///   [`Error::InvalidInput`] before any I/O; the others are sent in milliseconds,
+///   rounded up;
 /// - `clear` walks `SCAN … MATCH <prefix>* COUNT 500` on every master (fred's
 ///   `scan_cluster` on a cluster) and `UNLINK`s each page in one pipeline, each page
 ///   under the command deadline; the prefix is glob-escaped;
@@ -93,6 +95,7 @@ impl CacheBackend for RedisCache {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
+        palisade_cache_core::limits::check_ttl(ttl)?;
         let _: () = self
             .conn
             .run(
@@ -104,6 +107,7 @@ impl CacheBackend for RedisCache {
     }
 
     async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<bool>, Error> {
+        palisade_cache_core::limits::check_ttl(ttl)?;
         let reply: Option<String> = self
             .conn
             .run(

@@ -11,65 +11,100 @@ use palisade_job_store::{FieldMap, JobBackend, JobStatus, RawOutcome, StoredReco
 
 use crate::{LuaScript, RedisConnection};
 
-/// Prepends `now`: milliseconds of server time, as text (exact: no float formatting).
-macro_rules! with_now {
+/// Prepends `now` (milliseconds of server time, as text: exact, no float formatting)
+/// and the checks every writing script makes **before its first write** (Redis does
+/// not roll a script back): a TTL is an integer within the limits, a field list comes
+/// in pairs, a record is a hash.
+macro_rules! script {
     ($body:literal) => {
         concat!(
             "local t = redis.call('TIME')\n",
             "local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))\n",
+            "local MAX_TTL_MS = 315360000000\n",
+            "local function bad(why) return redis.error_reply('ERR palisade: ' .. why) end\n",
+            "local function valid_ttl(v)\n",
+            "  local n = tonumber(v)\n",
+            "  return n ~= nil and n >= 1 and n <= MAX_TTL_MS and n == math.floor(n)\n",
+            "end\n",
+            "local function pairs_from(first) return (#ARGV - first + 1) % 2 == 0 end\n",
+            "local function record_type(key)\n",
+            "  local ty = redis.call('TYPE', key)['ok']\n",
+            "  if ty ~= 'none' and ty ~= 'hash' then return nil end\n",
+            "  return ty\n",
+            "end\n",
+            "local WRONGTYPE = redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')\n",
             $body
         )
     };
 }
 
-const CREATE: &str = with_now!(
+// ARGV: ttl (ms), if_absent ('1'/'0'), then field name/value pairs.
+const CREATE: &str = script!(
     r#"
+if not valid_ttl(ARGV[1]) then return bad('the TTL is not 1 ms to 10 years') end
+if not pairs_from(3) then return bad('the fields do not come in pairs') end
 if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'created_at', now, 'updated_at', now, 'ttl_ms', ARGV[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], 'created_at', now, 'updated_at', now, 'ttl_ms', ARGV[1])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 "#
 );
 
-const UPDATE: &str = with_now!(
+// ARGV: field name/value pairs.
+const UPDATE: &str = script!(
     r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'updated_at', now, unpack(ARGV))
+if not pairs_from(1) then return bad('the fields do not come in pairs') end
+local ty = record_type(KEYS[1])
+if not ty then return WRONGTYPE end
+if ty == 'none' then return 0 end
 local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
+if ttl and not valid_ttl(ttl) then return bad('the stored ttl_ms is not 1 ms to 10 years') end
+redis.call('HSET', KEYS[1], 'updated_at', now)
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 "#
 );
 
-const TRANSITION: &str = with_now!(
+// ARGV: from, to, terminal ('1'/'0'), then field name/value pairs.
+const TRANSITION: &str = script!(
     r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+if not pairs_from(4) then return bad('the fields do not come in pairs') end
+local ty = record_type(KEYS[1])
+if not ty then return WRONGTYPE end
+if ty == 'none' then return {0} end
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {3} end
 if cur ~= ARGV[1] then return {2, cur} end
-if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'finished_at', now) end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', now, unpack(ARGV, 4))
 local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
+if ttl and not valid_ttl(ttl) then return bad('the stored ttl_ms is not 1 ms to 10 years') end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', now)
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'finished_at', now) end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return {1}
 "#
 );
 
-const HEARTBEAT: &str = with_now!(
+const HEARTBEAT: &str = script!(
     r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local ty = record_type(KEYS[1])
+if not ty then return WRONGTYPE end
+if ty == 'none' then return {0} end
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {3} end
 if cur ~= 'running' then return {2, cur} end
-redis.call('HSET', KEYS[1], 'heartbeat_at', now)
 local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
+if ttl and not valid_ttl(ttl) then return bad('the stored ttl_ms is not 1 ms to 10 years') end
+redis.call('HSET', KEYS[1], 'heartbeat_at', now)
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return {1}
 "#
 );
 
-const GET: &str = with_now!(
+const GET: &str = script!(
     r#"
 return {now, redis.call('HGETALL', KEYS[1])}
 "#
@@ -108,6 +143,10 @@ impl Scripts {
 ///
 /// Implements every sentence of [`JobBackend`]'s `# Behavior`:
 /// - one hash per job, one key per record (no hash tag: records spread over a cluster);
+/// - a call that fails has written nothing: each script checks its arguments (a TTL of
+///   1 ms to 10 years, fields in pairs), the key's type and the stored `ttl_ms` before
+///   its first write, and sets fields one `HSET` at a time (no `unpack` of its
+///   arguments, whose limit depends on the input);
 /// - `create`, `update`, `transition`, `heartbeat` and `get` are single-key Lua scripts
 ///   (the existence guard and the compare-and-set are atomic), loaded by
 ///   [`RedisJobStore::new`], run with `EVALSHA`, reloaded on `NOSCRIPT`; `exists` and
@@ -214,7 +253,8 @@ impl JobBackend for RedisJobStore {
         ttl: Duration,
         if_absent: bool,
     ) -> Result<Tagged<bool>, Error> {
-        let ttl_ms = ttl.as_millis().clamp(1, i64::MAX as u128).to_string();
+        palisade_cache_core::limits::check_ttl(ttl)?;
+        let ttl_ms = ttl.as_nanos().div_ceil(1_000_000).to_string();
         let mut args = vec![
             Value::String(ttl_ms.into()),
             Value::String(if if_absent { "1" } else { "0" }.into()),

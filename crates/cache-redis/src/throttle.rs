@@ -15,8 +15,11 @@ use crate::{LuaScript, RedisConnection};
 /// How long a key's state outlives its last relevance, in µs (as in the local backend).
 const IDLE_US: u64 = 600_000_000;
 
-/// Prepends `now` (server time, µs) and `fmt` (exact integer formatting: Lua 5.1's
-/// `tostring` would print 1.7e+15).
+/// Prepends `now` (server time, µs), `fmt` (exact integer formatting: Lua 5.1's
+/// `tostring` would print 1.7e+15), `keep` (an expiry that only grows) and `arg`, which
+/// reads an integer argument within bounds or returns `nil`: every script checks its
+/// arguments and reads its keys (a key of another type fails a read) **before its first
+/// write**, because Redis does not roll a script back.
 macro_rules! script {
     ($body:literal) => {
         concat!(
@@ -28,36 +31,59 @@ macro_rules! script {
             "  if need < 1 then need = 1 end\n",
             "  if redis.call('PTTL', key) < need then redis.call('PEXPIRE', key, need) end\n",
             "end\n",
+            "local function arg(i, lo, hi)\n",
+            "  local n = tonumber(ARGV[i])\n",
+            "  if n == nil or n ~= math.floor(n) or n < lo or n > hi then return nil end\n",
+            "  return n\n",
+            "end\n",
+            "local function bad(why) return redis.error_reply('ERR palisade: ' .. why) end\n",
+            "local DAY, YEAR, CAP = 86400000000, 31536000000000, 4294967295\n",
             $body
         )
     };
 }
 
-// KEYS: global leases, key leases, key state, fencing counter.
-// ARGV: global cap, key cap, min interval (µs), lease TTL (µs), idle (µs).
+// KEYS: global leases, key leases, key state, fencing counter, liveness marker.
+// ARGV: global cap, key cap, min interval (µs), lease TTL (µs), idle (µs), restart
+// hold ('1' on, '0' off).
 const ACQUIRE: &str = script!(
     r#"
-local gcap, kcap = tonumber(ARGV[1]), tonumber(ARGV[2])
-local interval, ttl, idle = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local reclaimed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now))
+local gcap, kcap = arg(1, 0, CAP), arg(2, 0, CAP)
+local interval, ttl, idle = arg(3, 0, DAY), arg(4, 1000, DAY), arg(5, 0, DAY)
+if not (gcap and kcap and interval and ttl and idle) then return bad('a policy argument is out of bounds') end
+-- Reads first: a key holding another type fails here, before anything is written.
 local st = redis.call('HMGET', KEYS[3], 'last', 'pen')
+local seq = tonumber(redis.call('GET', KEYS[4])) or 0
+local gall, kall = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
+local up = redis.call('EXISTS', KEYS[5]) == 1
 local last, pen = tonumber(st[1]), tonumber(st[2]) or 0
 local never = now + ttl
-local function cap_free(key, cap)
-  local n = redis.call('ZCARD', key)
+local hold = 0
+if not up and ARGV[6] ~= '0' then
+  -- No state for this namespace: if the server started less than a lease ago it may
+  -- have restarted empty while leases were held. A lease granted before it died ends by
+  -- its start + ttl. Uptime is a difference of whole seconds, off by up to one either
+  -- way: the latest the server can have started is now - (uptime - 1) s.
+  local uptime = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)')) or 0
+  local started = now - math.max(uptime - 1, 0) * 1000000
+  if started + ttl > now then hold = started + ttl end
+end
+local reclaimed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
+local kreclaimed = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now))
+local function cap_free(key, cap, n)
   if n < cap then return now end
   if cap == 0 then return never end
   local e = redis.call('ZRANGE', key, n - cap, n - cap, 'WITHSCORES')
   return tonumber(e[2])
 end
-local free = {math.max(pen, now), last and math.max(last + interval, now) or now, cap_free(KEYS[1], gcap), cap_free(KEYS[2], kcap)}
-for i = 1, 4 do
+local free = {math.max(pen, now), last and math.max(last + interval, now) or now,
+  cap_free(KEYS[1], gcap, gall - reclaimed), cap_free(KEYS[2], kcap, kall - kreclaimed), math.max(hold, now)}
+for i = 1, 5 do
   if free[i] > now then
-    return {0, i - 1, math.max(free[1], free[2], free[3], free[4]) - now, reclaimed}
+    return {0, i - 1, math.max(free[1], free[2], free[3], free[4], free[5]) - now, reclaimed}
   end
 end
-local id = (tonumber(redis.call('GET', KEYS[4])) or 0) + 1
+local id = seq + 1
 if id < now then id = now end
 redis.call('SET', KEYS[4], fmt(id), 'PX', 86400000)
 local exp = now + ttl
@@ -71,6 +97,8 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((top - now) / 1000) + 1000)
 local ktop = tonumber(redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2])
 redis.call('PEXPIRE', KEYS[2], math.ceil((ktop - now) / 1000) + 1000)
 redis.call('PEXPIRE', KEYS[3], math.ceil((math.max(pen, now + interval, ktop) + idle - now) / 1000))
+-- The marker outlives every lease of the namespace.
+redis.call('SET', KEYS[5], '1', 'PX', math.max(redis.call('PTTL', KEYS[5]), math.ceil((top - now) / 1000) + 1000))
 return {1, id, now, exp, reclaimed}
 "#
 );
@@ -89,14 +117,16 @@ return -1
 // KEYS: global leases, key leases, key state. ARGV: lease id, by (µs), idle (µs).
 const EXTEND: &str = script!(
     r#"
+local by, idle = arg(2, 1000, DAY), arg(3, 0, DAY)
+if not (by and idle) then return bad('an extension is 1 ms to one day') end
 local s = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
 if not s or s <= now then return -1 end
-local new = math.max(s, now + tonumber(ARGV[2]))
+local new = math.max(s, now + by)
 redis.call('ZADD', KEYS[1], 'XX', fmt(new), ARGV[1])
 redis.call('ZADD', KEYS[2], 'XX', fmt(new), ARGV[1])
 keep(KEYS[1], new + 1000000)
 keep(KEYS[2], new + 1000000)
-keep(KEYS[3], new + tonumber(ARGV[3]))
+keep(KEYS[3], new + idle)
 return new
 "#
 );
@@ -104,9 +134,11 @@ return new
 // KEYS: key state. ARGV: duration (µs), idle (µs).
 const PENALIZE: &str = script!(
     r#"
-local pen = math.max(tonumber(redis.call('HGET', KEYS[1], 'pen')) or 0, now + tonumber(ARGV[1]))
+local d, idle = arg(1, 1000, YEAR), arg(2, 0, DAY)
+if not (d and idle) then return bad('a penalty is 1 ms to 365 days') end
+local pen = math.max(tonumber(redis.call('HGET', KEYS[1], 'pen')) or 0, now + d)
 redis.call('HSET', KEYS[1], 'pen', fmt(pen))
-keep(KEYS[1], pen + tonumber(ARGV[2]))
+keep(KEYS[1], pen + idle)
 return pen
 "#
 );
@@ -131,10 +163,12 @@ return {now, redis.call('ZCOUNT', KEYS[2], above, '+inf'), redis.call('ZCOUNT', 
 "#
 );
 
-// KEYS: rate key. ARGV: emission interval (µs), burst.
+// KEYS: rate key. ARGV: emission interval (µs), burst. emission × burst is at most
+// ten years (checked here too): every time below stays exact in a double.
 const LIMIT: &str = script!(
     r#"
-local emission, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local emission, burst = arg(1, 1, DAY), arg(2, 1, CAP)
+if not (emission and burst) or emission * burst > 10 * YEAR then return bad('a rate is out of bounds') end
 local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
 local new_tat = tat + emission
 local allow_at = new_tat - emission * burst
@@ -175,8 +209,20 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 /// - time from `TIME` inside the script, in microseconds — never a client clock;
 /// - expired leases are reclaimed inside the acquire script before the gates are
 ///   checked;
-/// - every key of one throttle namespace shares one hash tag, `{prefix:vN:tenant:ns}`,
-///   so the scripts are legal on a Redis Cluster (one namespace lives on one shard);
+/// - a call that fails has written nothing: each script checks its arguments' bounds
+///   and reads every key it will write (a key of another type fails the read) before
+///   its first write;
+/// - **restart hold**: a namespace with no state on a server that started less than a
+///   lease TTL ago is refused with [`DenyReason::RestartHold`] until that lease TTL
+///   after the start has passed — the server may have restarted empty (no persistence)
+///   while leases were held, and granting then would put two holders on one slot. Each
+///   grant keeps a marker that outlives the namespace's leases, so a namespace in use
+///   is never held. A new deployment therefore waits one lease TTL after Redis starts
+///   before its first grant. Turn it off ([`RedisThrottle::with_restart_hold`]) only
+///   where the server's data survives restarts (AOF with `appendfsync always`);
+/// - every key of one throttle namespace shares one hash tag, `{tenant:ns}`, after the
+///   prefix, so the scripts are legal on a Redis Cluster (one namespace lives on one
+///   shard);
 /// - every key has a TTL: lease sets live 1 s past their last lease, key state 10 min
 ///   past its last relevance, the fencing counter one day (tokens stay monotonic after
 ///   it expires: they are `max(last + 1, now in µs)`), rate keys until their GCRA
@@ -184,6 +230,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 #[derive(Clone)]
 pub struct RedisThrottle {
     conn: RedisConnection,
+    restart_hold: bool,
 }
 
 impl std::fmt::Debug for RedisThrottle {
@@ -241,12 +288,21 @@ impl RedisThrottle {
         ] {
             script.load(&conn).await?;
         }
-        Ok(RedisThrottle { conn })
+        Ok(RedisThrottle::lazy(conn))
     }
 
     /// A throttle whose scripts load on first use (degraded startup).
     pub fn lazy(conn: RedisConnection) -> Self {
-        RedisThrottle { conn }
+        RedisThrottle {
+            conn,
+            restart_hold: true,
+        }
+    }
+
+    /// Turns the restart hold (see the type's `# Behavior`) on (the default) or off.
+    pub fn with_restart_hold(mut self, on: bool) -> Self {
+        self.restart_hold = on;
+        self
     }
 
     /// The connection.
@@ -306,6 +362,7 @@ impl ThrottleBackend for RedisThrottle {
             scope.leases_key(key)?,
             scope.state_key(key)?,
             scope.seq_key()?,
+            scope.up_key()?,
         ];
         let args: Vec<Value> = vec![
             i64::from(policy.global_cap).into(),
@@ -313,6 +370,7 @@ impl ThrottleBackend for RedisThrottle {
             us(policy.min_interval).into(),
             us(policy.lease_ttl).into(),
             (IDLE_US as i64).into(),
+            if self.restart_hold { "1" } else { "0" }.into(),
         ];
         let v = SCRIPTS
             .acquire

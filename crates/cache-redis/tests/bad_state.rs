@@ -24,7 +24,7 @@ async fn garbage_throttle_state_is_a_typed_error_or_treated_as_absent() {
         .await
         .unwrap();
     let ns = Namespace::new(&env::unique_prefix("bad-state"), "t", "mx").unwrap();
-    let backend = RedisThrottle::new(conn).await.unwrap();
+    let backend = RedisThrottle::new(conn).await.unwrap().with_restart_hold(false);
     let t = Throttle::new(backend.clone(), ns.clone());
     let p = Policy::new(2, 2, Duration::ZERO, Duration::from_secs(5)).unwrap();
 

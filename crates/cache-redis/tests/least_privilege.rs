@@ -24,7 +24,7 @@ async fn jobs(test: &str) -> Option<RedisFixture<RedisJobStore>> {
 async fn throttle(test: &str) -> Option<RedisFixture<RedisThrottle>> {
     let (conn, prefix) = common::least_privilege(test).await?;
     Some(common::fixture_with_prefix(
-        RedisThrottle::new(conn).await.unwrap(),
+        RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
         prefix,
     ))
 }

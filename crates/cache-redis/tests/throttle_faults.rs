@@ -24,7 +24,7 @@ async fn strict_an_unreachable_redis_is_an_error_never_a_fake_denial() {
     let events = Events::new(16);
     let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let backend = palisade_throttle::failover::strict(
-        RedisThrottle::new(conn).await.unwrap(),
+        RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
         fault_ctx(Component::Throttle, Mode::StrictDistributed, &events),
     )
     .unwrap();
@@ -73,7 +73,7 @@ async fn degraded_scales_local_limits_keeps_permits_bound_and_swaps_back_for_rea
     let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let fallback = LocalThrottle::default();
     let failover = ThrottleFailover::new(
-        RedisThrottle::new(conn).await.unwrap(),
+        RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
         fallback.clone(),
         fault_ctx(Component::Throttle, Mode::ExplicitDegraded, &events),
         ThrottleFailoverOptions::default().with_degraded_share(0.5),
@@ -84,7 +84,10 @@ async fn degraded_scales_local_limits_keeps_permits_bound_and_swaps_back_for_rea
     // What Redis holds, read directly (not through the failover).
     let direct = {
         let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
-        Throttle::new(RedisThrottle::new(conn).await.unwrap(), namespace.clone())
+        Throttle::new(
+            RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
+            namespace.clone(),
+        )
     };
     let local_view = Throttle::new(fallback.clone(), namespace.clone());
     let p = Policy::new(4, 2, Duration::ZERO, Duration::from_secs(60)).unwrap();
@@ -164,4 +167,67 @@ async fn degraded_scales_local_limits_keeps_permits_bound_and_swaps_back_for_rea
     );
     assert!(after.release().await.unwrap().is_some());
     assert_eq!(direct.inspect("k").await.unwrap().value.key_leases, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_empty_grants_no_lease_until_every_old_one_could_have_ended() {
+    let Some(mut server) = env::private_server("throttle_restart_hold") else {
+        return;
+    };
+    let namespace = fault_ns("restart-hold", "mx");
+    let lease = Duration::from_secs(3);
+    let p = Policy::new(5, 1, Duration::ZERO, lease).unwrap();
+    // Process A took the key's only slot before the restart.
+    let a = Throttle::new(
+        RedisThrottle::new(RedisConnection::connect(&fault_config(&server)).await.unwrap())
+            .await
+            .unwrap()
+            .with_restart_hold(false),
+        namespace.clone(),
+    );
+    let held = a.acquire("mx", &p).await.unwrap().value.permit().expect("the slot");
+    // Redis restarts without persistence: the lease is forgotten, A still holds.
+    server.restart().unwrap();
+    // Process B, connecting afterwards, asks for the same slot: refused until the
+    // longest lease that could still be live has run out, then granted.
+    let b = Throttle::new(
+        RedisThrottle::new(RedisConnection::connect(&fault_config(&server)).await.unwrap())
+            .await
+            .unwrap(),
+        namespace,
+    );
+    let first = b.acquire("mx", &p).await.unwrap().value;
+    let Decision::Denied { reason, retry_after } = first else {
+        panic!("a slot granted on a server that restarted empty: {first:?}")
+    };
+    assert_eq!(reason, DenyReason::RestartHold);
+    assert!(retry_after <= lease + Duration::from_secs(1), "{retry_after:?}");
+    let until = Instant::now() + lease + Duration::from_secs(5);
+    let granted = loop {
+        match b.acquire("mx", &p).await.unwrap().value {
+            Decision::Acquired(permit) => break permit,
+            Decision::Denied { reason, .. } => assert_eq!(reason, DenyReason::RestartHold),
+        }
+        assert!(Instant::now() < until, "held for longer than a lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        granted.acquired_at() >= held.expires_at(),
+        "B's lease began before A's could have ended: {:?} < {:?}",
+        granted.acquired_at(),
+        held.expires_at()
+    );
+    assert!(b.stats().denials_of(DenyReason::RestartHold) >= 1);
+    // A namespace in use is never held: the next acquisitions are judged by the caps.
+    let again = b.acquire("mx", &p).await.unwrap().value;
+    assert!(
+        matches!(
+            again,
+            Decision::Denied {
+                reason: DenyReason::KeyCap,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
 }

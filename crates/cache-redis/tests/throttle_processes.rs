@@ -41,7 +41,7 @@ async fn throttle(url: &str, prefix: &str) -> Throttle<RedisThrottle> {
         .await
         .unwrap();
     Throttle::new(
-        RedisThrottle::new(conn).await.unwrap(),
+        RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
         Namespace::new(prefix, "tenant", "mx").unwrap(),
     )
 }

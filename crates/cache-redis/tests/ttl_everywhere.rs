@@ -33,7 +33,7 @@ async fn every_key_written_by_every_contract_has_a_ttl() {
         .await
         .unwrap();
     jobs.heartbeat("j").await.unwrap();
-    let throttle_backend = RedisThrottle::new(conn).await.unwrap();
+    let throttle_backend = RedisThrottle::new(conn).await.unwrap().with_restart_hold(false);
     let t = Throttle::new(throttle_backend.clone(), ns("mx"));
     let p = Policy::new(5, 5, Duration::from_millis(10), Duration::from_secs(30)).unwrap();
     let mut permit = t.acquire("host", &p).await.unwrap().value.permit().unwrap();

@@ -105,7 +105,17 @@ pub enum Outcome {
     NotFound,
 }
 
-/// Limits and timing of a [`JobStore`].
+/// Limits and timing of a [`JobStore`], checked before any I/O, the same for every
+/// backend.
+///
+/// | limit | default |
+/// |---|---|
+/// | id | 1 to 256 bytes |
+/// | application field name | 1 to 128 bytes |
+/// | one encoded field value | 512 KiB |
+/// | fields in one write (create, update, transition) | 1,000 |
+/// | bytes in one write (names and values) | 4 MiB |
+/// | TTL | 1 ms to 10 years ([`palisade_cache_core::limits`]) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JobStoreConfig {
@@ -115,6 +125,12 @@ pub struct JobStoreConfig {
     pub max_field_name_len: usize,
     /// The largest encoded field value, in bytes (default 512 KiB).
     pub max_field_len: usize,
+    /// The most fields one write may carry (default 1,000).
+    pub max_fields: usize,
+    /// The most bytes (field names and values) one write may carry (default 4 MiB): a
+    /// request larger than the server's buffers would close the connection, which is
+    /// an outage, not bad input.
+    pub max_write_len: usize,
     /// A running job without a heartbeat for longer than this is presumed dead
     /// (default 30 s).
     pub heartbeat_timeout: Duration,
@@ -126,6 +142,8 @@ impl Default for JobStoreConfig {
             max_id_len: 256,
             max_field_name_len: 128,
             max_field_len: 512 * 1024,
+            max_fields: 1_000,
+            max_write_len: 4 * 1024 * 1024,
             heartbeat_timeout: Duration::from_secs(30),
         }
     }
@@ -204,6 +222,20 @@ impl<B: JobBackend> JobStore<B> {
     }
 
     fn check_fields(&self, fields: &FieldMap) -> Result<(), Error> {
+        if fields.len() > self.config.max_fields {
+            return Err(Error::invalid_input(format!(
+                "a write carries {} fields, the limit is {}",
+                fields.len(),
+                self.config.max_fields
+            )));
+        }
+        let bytes: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > self.config.max_write_len {
+            return Err(Error::invalid_input(format!(
+                "a write carries {bytes} bytes, the limit is {}",
+                self.config.max_write_len
+            )));
+        }
         for (name, value) in fields {
             if let Some(user) = name.strip_prefix(model::field::USER_PREFIX) {
                 if user.is_empty() || user.len() > self.config.max_field_name_len {
@@ -226,10 +258,7 @@ impl<B: JobBackend> JobStore<B> {
     }
 
     fn check_ttl(ttl: Duration) -> Result<(), Error> {
-        if ttl.is_zero() {
-            return Err(Error::invalid_input("the TTL must be positive"));
-        }
-        Ok(())
+        palisade_cache_core::limits::check_ttl(ttl)
     }
 
     fn decode_status(raw: Option<Bytes>) -> Result<JobStatus, Error> {
@@ -256,8 +285,11 @@ impl<B: JobBackend> JobStore<B> {
     ///
     /// - Atomic: the old record's fields never mix with the new one's.
     /// - Sets `created_at` and `updated_at` (store time) and expires after `ttl`.
-    /// - An empty or oversized id, an empty or oversized field name, a field value over
-    ///   the limit, or a zero TTL is [`Error::InvalidInput`] before any I/O.
+    /// - An empty or oversized id, an empty or oversized field name, a field value, a
+    ///   field count or a write over its limit ([`JobStoreConfig`]), or a TTL outside
+    ///   1 ms to 10 years is [`Error::InvalidInput`] before any I/O.
+    /// - A call that fails has written nothing: every input that could make the
+    ///   backend fail half-way is checked before its first write.
     pub async fn create(&self, id: &str, record: &JobRecord, ttl: Duration) -> Result<Tagged<()>, Error> {
         let key = self.key(id)?;
         Self::check_ttl(ttl)?;

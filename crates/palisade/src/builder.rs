@@ -143,6 +143,7 @@ pub struct Builder {
     degraded_ttl_cap: Duration,
     degraded_share: f64,
     probe_period: Duration,
+    restart_hold: bool,
     events: Option<Events>,
 }
 
@@ -159,6 +160,7 @@ impl fmt::Debug for Builder {
             .field("degraded_ttl_cap", &self.degraded_ttl_cap)
             .field("degraded_share", &self.degraded_share)
             .field("probe_period", &self.probe_period)
+            .field("restart_hold", &self.restart_hold)
             .finish()
     }
 }
@@ -176,6 +178,7 @@ impl Default for Builder {
             degraded_ttl_cap: Duration::from_secs(60),
             degraded_share: 0.25,
             probe_period: Duration::from_secs(1),
+            restart_hold: true,
             events: None,
         }
     }
@@ -285,6 +288,16 @@ impl Builder {
     /// succeeds (fred retries every 200 ms at most).
     pub fn probe_period(mut self, d: Duration) -> Self {
         self.probe_period = d;
+        self
+    }
+
+    /// The throttle's restart hold (default on): on a Redis that started less than a
+    /// lease TTL ago, a namespace with no state grants no lease until that TTL has
+    /// passed, because the server may have restarted empty while leases were held
+    /// ([`DenyReason::RestartHold`](palisade_throttle::DenyReason::RestartHold)). Turn it
+    /// off only where Redis's data survives a restart (AOF with `appendfsync always`).
+    pub fn throttle_restart_hold(mut self, on: bool) -> Self {
+        self.restart_hold = on;
         self
     }
 
@@ -467,7 +480,9 @@ impl Builder {
         let mode = Mode::StrictDistributed;
         let conn = RedisConnection::connect(&self.redis_config()?).await?;
         let jobs = RedisJobStore::new(conn.clone()).await?;
-        let throttle = RedisThrottle::new(conn.clone()).await?;
+        let throttle = RedisThrottle::new(conn.clone())
+            .await?
+            .with_restart_hold(self.restart_hold);
         Ok(Backends {
             cache: AnyCache::Strict(Strict::new(
                 RedisCache::new(conn.clone()),
@@ -524,7 +539,9 @@ impl Builder {
                     ctx(Component::JobStore),
                 )?),
                 throttle: AnyThrottle::Degraded(ThrottleFailover::new(
-                    RedisThrottle::new(conn.clone()).await?,
+                    RedisThrottle::new(conn.clone())
+                        .await?
+                        .with_restart_hold(self.restart_hold),
                     LocalThrottle::default(),
                     ctx(Component::Throttle),
                     throttle_opts,
@@ -548,7 +565,7 @@ impl Builder {
                         &down,
                     )?),
                     throttle: AnyThrottle::Degraded(ThrottleFailover::start_down(
-                        RedisThrottle::lazy(lazy.clone()),
+                        RedisThrottle::lazy(lazy.clone()).with_restart_hold(self.restart_hold),
                         LocalThrottle::default(),
                         ctx(Component::Throttle),
                         throttle_opts,

@@ -9,12 +9,32 @@ use std::time::{Duration, SystemTime};
 use palisade_cache_core::cache::BackendStatus;
 use palisade_cache_core::{BoxFuture, Contract, Error, Namespace, Tagged};
 
+/// The longest lease, lease extension and minimum interval: one day.
+pub const MAX_LEASE: Duration = Duration::from_secs(86_400);
+
+/// The longest penalty: 365 days.
+pub const MAX_PENALTY: Duration = Duration::from_secs(365 * 86_400);
+
+/// The shortest lease, extension or penalty: 1 ms (a shorter lease would expire as it
+/// is granted).
+pub const MIN_DURATION: Duration = palisade_cache_core::limits::MIN_DURATION;
+
+/// The longest a rate's burst may take to refill (emission interval × burst): 10 years.
+/// It keeps every GCRA time exact in Lua's doubles (below 2^53 µs).
+pub const MAX_RATE_WINDOW: Duration = palisade_cache_core::limits::MAX_TTL;
+
+/// `d` divided by `share` (in `(0, 1]`), or `None` when that is no finite duration.
+fn div_share(d: Duration, share: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(d.as_secs_f64() / share).ok()
+}
+
 /// The gates of one throttle namespace.
 ///
 /// # Behavior
 ///
-/// - [`Policy::new`] refuses a zero `global_cap`, a zero `key_cap` or a zero
-///   `lease_ttl` with [`Error::InvalidInput`]; a zero `min_interval` turns spacing off.
+/// - [`Policy::new`] refuses a zero `global_cap` or `key_cap`, a `lease_ttl` outside
+///   1 ms to one day, and a `min_interval` longer than one day with
+///   [`Error::InvalidInput`]; a zero `min_interval` turns spacing off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Policy {
@@ -33,17 +53,15 @@ impl ScaledPolicy {
     /// This policy for one node of a degraded fleet: caps multiplied by `share` and
     /// rounded down (0 admits nothing on that gate), the interval divided by it.
     pub fn scaled(&self, share: f64) -> ScaledPolicy {
-        let share = share.clamp(0.0, 1.0);
+        let share = if share.is_nan() { 0.0 } else { share.clamp(0.0, 1.0) };
         let cap = |c: u32| (f64::from(c) * share).floor() as u32;
-        let interval = if share > 0.0 {
-            self.min_interval.div_f64(share)
-        } else {
-            Duration::from_secs(86_400)
-        };
+        // No division can overflow: a tiny share spaces acquisitions by the longest
+        // interval, one day.
+        let interval = div_share(self.min_interval, share).map_or(MAX_LEASE, |d| d.min(MAX_LEASE));
         ScaledPolicy {
             global_cap: cap(self.global_cap),
             key_cap: cap(self.key_cap),
-            min_interval: interval.min(Duration::from_secs(86_400)),
+            min_interval: interval,
             lease_ttl: self.lease_ttl,
         }
     }
@@ -67,11 +85,9 @@ impl Policy {
         if self.global_cap == 0 || self.key_cap == 0 {
             return Err(Error::invalid_input("a throttle cap must be at least 1"));
         }
-        if self.lease_ttl.is_zero() {
-            return Err(Error::invalid_input("a lease TTL must be positive"));
-        }
-        if self.lease_ttl > Duration::from_secs(86_400) || self.min_interval > Duration::from_secs(86_400) {
-            return Err(Error::invalid_input("lease TTLs and intervals are limited to one day"));
+        palisade_cache_core::limits::check_duration("a lease TTL", self.lease_ttl, MIN_DURATION, MAX_LEASE)?;
+        if self.min_interval > MAX_LEASE {
+            return Err(Error::invalid_input("a minimum interval is limited to one day"));
         }
         Ok(())
     }
@@ -113,24 +129,31 @@ pub enum DenyReason {
     GlobalCap,
     /// The key holds `key_cap` leases.
     KeyCap,
+    /// The Redis server started less than a lease TTL ago and holds no state for the
+    /// namespace: it may have restarted empty while leases were held, so no new lease
+    /// is granted until every lease that could still be live has run out (the "delayed
+    /// restart" of Redis's distributed-lock guidance). See the crate docs.
+    RestartHold,
 }
 
 impl DenyReason {
     /// All reasons, in gate order.
-    pub const ALL: [DenyReason; 4] = [
+    pub const ALL: [DenyReason; 5] = [
         DenyReason::Penalty,
         DenyReason::MinInterval,
         DenyReason::GlobalCap,
         DenyReason::KeyCap,
+        DenyReason::RestartHold,
     ];
 
-    /// `penalty`, `min_interval`, `global_cap`, `key_cap`.
+    /// `penalty`, `min_interval`, `global_cap`, `key_cap`, `restart_hold`.
     pub fn as_str(self) -> &'static str {
         match self {
             DenyReason::Penalty => "penalty",
             DenyReason::MinInterval => "min_interval",
             DenyReason::GlobalCap => "global_cap",
             DenyReason::KeyCap => "key_cap",
+            DenyReason::RestartHold => "restart_hold",
         }
     }
 
@@ -254,7 +277,9 @@ impl KeyState {
 ///
 /// # Behavior
 ///
-/// - A zero count, a zero period or a zero burst is [`Error::InvalidInput`].
+/// - A zero count, a zero period or a zero burst is [`Error::InvalidInput`]; so is an
+///   emission interval (`period / count`) under 1 µs or over one day, and a burst that
+///   takes longer than [`MAX_RATE_WINDOW`] (10 years) to refill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Rate {
@@ -271,8 +296,15 @@ impl Rate {
             return Err(Error::invalid_input("a rate needs a positive count, period and burst"));
         }
         let emission = period / count;
-        if emission.is_zero() {
-            return Err(Error::invalid_input("a rate faster than one per nanosecond"));
+        if emission < Duration::from_micros(1) || emission > MAX_LEASE {
+            return Err(Error::invalid_input(
+                "a rate's interval (period / count) must be between 1 µs and one day",
+            ));
+        }
+        if emission.checked_mul(burst).is_none_or(|w| w > MAX_RATE_WINDOW) {
+            return Err(Error::invalid_input(
+                "a rate's burst must refill within 10 years (interval × burst)",
+            ));
         }
         Ok(Rate { emission, burst })
     }
@@ -285,14 +317,15 @@ impl Rate {
     /// This rate for one node of a degraded fleet: `share` of the sustained rate and of
     /// the burst (rounded down; a burst of 0 admits nothing).
     pub fn scaled(&self, share: f64) -> Rate {
-        let share = share.clamp(0.0, 1.0);
+        let share = if share.is_nan() { 0.0 } else { share.clamp(0.0, 1.0) };
+        let burst = (f64::from(self.burst) * share).floor() as u32;
+        // Bounded like a rate of `new`: the interval at most one day, the burst window
+        // at most ten years.
+        let emission = div_share(self.emission, share).map_or(MAX_LEASE, |d| d.min(MAX_LEASE));
+        let most = u32::try_from(MAX_RATE_WINDOW.as_micros() / emission.as_micros().max(1)).unwrap_or(u32::MAX);
         Rate {
-            emission: if share > 0.0 {
-                self.emission.div_f64(share)
-            } else {
-                Duration::from_secs(86_400)
-            },
-            burst: (f64::from(self.burst) * share).floor() as u32,
+            emission,
+            burst: burst.min(most),
         }
     }
 }
@@ -333,6 +366,11 @@ impl Scope {
     /// Global leases: a sorted set of lease id → expiry (µs).
     pub fn global_key(&self) -> Result<String, Error> {
         self.ns.slot_key(Contract::Throttle, "g", None)
+    }
+
+    /// The namespace's liveness marker: present while any of its leases could be live.
+    pub fn up_key(&self) -> Result<String, Error> {
+        self.ns.slot_key(Contract::Throttle, "up", None)
     }
 
     /// The fencing-token counter.
@@ -416,6 +454,9 @@ pub trait ThrottleBackend: Clone + Send + Sync + 'static {
 ///   backend's time of release (`None` if the lease had already expired); later calls
 ///   do nothing and return `None`.
 /// - [`Permit::extend`] makes the lease live at least `d` more; `None` if it is gone.
+///   `d` outside 1 ms to one day ([`MAX_LEASE`]) is [`Error::InvalidInput`] before any
+///   I/O, on every backend: a crashed holder blocks its slot at most a day after its
+///   last extension.
 pub struct Permit {
     lease: Lease,
     ops: Arc<dyn LeaseOps>,
@@ -489,6 +530,7 @@ impl Permit {
 
     /// Extends the lease (see the type's `# Behavior`).
     pub async fn extend(&mut self, d: Duration) -> Result<Option<SystemTime>, Error> {
+        palisade_cache_core::limits::check_duration("a lease extension", d, MIN_DURATION, MAX_LEASE)?;
         if self.released.load(Ordering::Acquire) {
             return Ok(None);
         }

@@ -73,7 +73,7 @@ impl ThrottleStats {
 #[derive(Default)]
 struct Counters {
     acquired: AtomicU64,
-    denied: [AtomicU64; 4],
+    denied: [AtomicU64; DenyReason::ALL.len()],
     allowed: AtomicU64,
     limited: AtomicU64,
     held: AtomicU64,
@@ -136,15 +136,6 @@ impl<B> std::fmt::Debug for Throttle<B> {
             .field("scope", &self.scope)
             .finish_non_exhaustive()
     }
-}
-
-fn check_duration(d: Duration, what: &str) -> Result<(), Error> {
-    if d.is_zero() || d > Duration::from_secs(86_400 * 365) {
-        return Err(Error::invalid_input(format!(
-            "{what} must be between 1 ns and one year"
-        )));
-    }
-    Ok(())
 }
 
 impl<B: ThrottleBackend> Throttle<B> {
@@ -225,7 +216,7 @@ impl<B: ThrottleBackend> Throttle<B> {
     /// - Returns when the penalty ends (backend time).
     pub async fn penalize(&self, key: &str, d: Duration) -> Result<Tagged<SystemTime>, Error> {
         let r = async {
-            check_duration(d, "a penalty")?;
+            palisade_cache_core::limits::check_duration("a penalty", d, crate::MIN_DURATION, crate::MAX_PENALTY)?;
             self.check_key(key)?;
             self.backend.penalize(&self.scope, key, d).await
         }

@@ -193,7 +193,8 @@ pub async fn degraded_jobs(
 pub async fn plain_throttle(conn: RedisConnection, test: &str) -> RedisFixture<palisade_cache_redis::RedisThrottle> {
     let t = palisade_cache_redis::RedisThrottle::new(conn)
         .await
-        .expect("scripts load");
+        .expect("scripts load")
+        .with_restart_hold(false);
     fixture(t, test, Provenance::Distributed)
 }
 
@@ -205,7 +206,8 @@ pub async fn strict_throttle(
     use palisade_cache_core::{Component, Mode};
     let t = palisade_cache_redis::RedisThrottle::new(conn)
         .await
-        .expect("scripts load");
+        .expect("scripts load")
+        .with_restart_hold(false);
     let backend = palisade_throttle::failover::strict(t, ctx(Component::Throttle, Mode::StrictDistributed)).unwrap();
     fixture(backend, test, Provenance::Distributed)
 }
@@ -220,7 +222,8 @@ pub async fn degraded_throttle(
     use palisade_cache_core::{Component, Mode};
     let t = palisade_cache_redis::RedisThrottle::new(conn)
         .await
-        .expect("scripts load");
+        .expect("scripts load")
+        .with_restart_hold(false);
     let backend = palisade_throttle::ThrottleFailover::new(
         t,
         palisade_cache_local::LocalThrottle::default(),
