@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use palisade_cache_core::cache::BackendStatus;
 use palisade_cache_core::{BoxFuture, Error, Health, Mode, Provenance, SharedClock, SystemClock, Tagged};
 use palisade_throttle::{
-    DenyReason, KeyState, Lease, LeaseOps, Rate, RateDecision, RawDecision, ScaledPolicy, Scope, ThrottleBackend,
+    DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, Rate, RateDecision, RawDecision,
+    ScaledPolicy, Scope, ThrottleBackend,
 };
 
 use crate::sweep::Swept;
@@ -197,6 +198,9 @@ impl LeaseOps for LocalLeases {
     }
 
     fn extend(&self, key: &str, lease: u64, by: Duration) -> BoxFuture<'_, Result<Option<SystemTime>, Error>> {
+        if let Err(e) = palisade_cache_core::limits::check_duration("a lease extension", by, MIN_DURATION, MAX_LEASE) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         let now = self.throttle.now();
         let mut state = self.throttle.lock();
         let mut extended = None;
@@ -224,6 +228,7 @@ impl ThrottleBackend for LocalThrottle {
         key: &str,
         policy: &ScaledPolicy,
     ) -> Result<Tagged<(RawDecision, u64)>, Error> {
+        policy.validate()?;
         let ops = self.ops_for(scope)?;
         let now = self.now();
         let interval = us(policy.min_interval);
@@ -267,6 +272,7 @@ impl ThrottleBackend for LocalThrottle {
     }
 
     async fn penalize(&self, scope: &Scope, key: &str, d: Duration) -> Result<Tagged<SystemTime>, Error> {
+        palisade_cache_core::limits::check_duration("a penalty", d, MIN_DURATION, MAX_PENALTY)?;
         let now = self.now();
         let mut state = self.lock();
         let k = state

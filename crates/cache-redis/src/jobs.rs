@@ -137,6 +137,11 @@ impl Scripts {
     }
 }
 
+/// Every job script and the number of keys it takes.
+pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
+    SCRIPTS.all().into_iter().map(|s| (s, 1)).collect()
+}
+
 /// The job store on Redis (standalone or Cluster).
 ///
 /// # Behavior

@@ -19,3 +19,12 @@ pub use fred;
 pub use jobs::RedisJobStore;
 pub use script::LuaScript;
 pub use throttle::RedisThrottle;
+
+/// Every Lua script palisade runs and the number of keys each takes: for tests that run
+/// them directly (a failed script must have written nothing). Not API-stable.
+#[doc(hidden)]
+pub fn all_scripts() -> Vec<(&'static LuaScript, usize)> {
+    let mut all = jobs::scripts();
+    all.extend(throttle::scripts());
+    all
+}

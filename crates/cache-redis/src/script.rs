@@ -36,6 +36,11 @@ impl LuaScript {
         self.script.sha1()
     }
 
+    /// The name (for errors and tests).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     async fn load_raw(&self, conn: &RedisConnection) -> Result<(), FredError> {
         let src = self.script.lua().cloned().unwrap_or_default();
         if conn.is_cluster() {

@@ -7,7 +7,8 @@ use fred::prelude::*;
 use palisade_cache_core::cache::BackendStatus;
 use palisade_cache_core::{BoxFuture, Error, Health, Mode, Provenance, Tagged};
 use palisade_throttle::{
-    DenyReason, KeyState, Lease, LeaseOps, Rate, RateDecision, RawDecision, ScaledPolicy, Scope, ThrottleBackend,
+    DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, Rate, RateDecision, RawDecision,
+    ScaledPolicy, Scope, ThrottleBackend,
 };
 
 use crate::{LuaScript, RedisConnection};
@@ -37,6 +38,11 @@ macro_rules! script {
             "  return n\n",
             "end\n",
             "local function bad(why) return redis.error_reply('ERR palisade: ' .. why) end\n",
+            "local function sane(v, hi)\n",
+            "  if v == nil then return true end\n",
+            "  return v == math.floor(v) and v >= 0 and v <= hi\n",
+            "end\n",
+            "local GARBAGE = 'the stored throttle state is not what palisade writes'\n",
             "local DAY, YEAR, CAP = 86400000000, 31536000000000, 4294967295\n",
             $body
         )
@@ -51,12 +57,20 @@ const ACQUIRE: &str = script!(
 local gcap, kcap = arg(1, 0, CAP), arg(2, 0, CAP)
 local interval, ttl, idle = arg(3, 0, DAY), arg(4, 1000, DAY), arg(5, 0, DAY)
 if not (gcap and kcap and interval and ttl and idle) then return bad('a policy argument is out of bounds') end
--- Reads first: a key holding another type fails here, before anything is written.
+-- Reads first: a key holding another type fails here, and stored values palisade
+-- cannot have written are refused here, before anything is written.
 local st = redis.call('HMGET', KEYS[3], 'last', 'pen')
-local seq = tonumber(redis.call('GET', KEYS[4])) or 0
+local raw_seq = redis.call('GET', KEYS[4])
+local seq = tonumber(raw_seq) or 0
 local gall, kall = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
+local gtop = tonumber((redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES'))[2]) or 0
+local ktop = tonumber((redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES'))[2]) or 0
 local up = redis.call('EXISTS', KEYS[5]) == 1
 local last, pen = tonumber(st[1]), tonumber(st[2]) or 0
+if not (sane(last, now + DAY) and sane(pen, now + YEAR) and sane(seq, 2 ^ 53) and sane(gtop, now + 2 * DAY)
+    and sane(ktop, now + 2 * DAY)) or (raw_seq and not tonumber(raw_seq)) then
+  return bad(GARBAGE)
+end
 local never = now + ttl
 local hold = 0
 if not up and ARGV[6] ~= '0' then
@@ -92,9 +106,9 @@ redis.call('ZADD', KEYS[2], fmt(exp), fmt(id))
 redis.call('HSET', KEYS[3], 'last', fmt(now))
 -- Each expiry below covers everything its key holds (the latest lease; penalty,
 -- interval and leases for the state), so it is set outright.
-local top = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+local top = math.max(gtop, exp)
+ktop = math.max(ktop, exp)
 redis.call('PEXPIRE', KEYS[1], math.ceil((top - now) / 1000) + 1000)
-local ktop = tonumber(redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2])
 redis.call('PEXPIRE', KEYS[2], math.ceil((ktop - now) / 1000) + 1000)
 redis.call('PEXPIRE', KEYS[3], math.ceil((math.max(pen, now + interval, ktop) + idle - now) / 1000))
 -- The marker outlives every lease of the namespace.
@@ -120,6 +134,7 @@ const EXTEND: &str = script!(
 local by, idle = arg(2, 1000, DAY), arg(3, 0, DAY)
 if not (by and idle) then return bad('an extension is 1 ms to one day') end
 local s = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
+if not sane(s, now + 2 * DAY) then return bad(GARBAGE) end
 if not s or s <= now then return -1 end
 local new = math.max(s, now + by)
 redis.call('ZADD', KEYS[1], 'XX', fmt(new), ARGV[1])
@@ -136,7 +151,9 @@ const PENALIZE: &str = script!(
     r#"
 local d, idle = arg(1, 1000, YEAR), arg(2, 0, DAY)
 if not (d and idle) then return bad('a penalty is 1 ms to 365 days') end
-local pen = math.max(tonumber(redis.call('HGET', KEYS[1], 'pen')) or 0, now + d)
+local old = tonumber(redis.call('HGET', KEYS[1], 'pen')) or 0
+if not sane(old, now + YEAR) then return bad(GARBAGE) end
+local pen = math.max(old, now + d)
 redis.call('HSET', KEYS[1], 'pen', fmt(pen))
 keep(KEYS[1], pen + idle)
 return pen
@@ -197,6 +214,20 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     inspect: LuaScript::new("throttle.inspect", INSPECT),
     limit: LuaScript::new("throttle.limit", LIMIT),
 });
+
+/// Every throttle script and the number of keys it takes.
+pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
+    let s = &*SCRIPTS;
+    vec![
+        (&s.acquire, 5),
+        (&s.release, 2),
+        (&s.extend, 3),
+        (&s.penalize, 1),
+        (&s.clear_penalty, 1),
+        (&s.inspect, 3),
+        (&s.limit, 1),
+    ]
+}
 
 /// The throttle and GCRA rate limiter on Redis (standalone or Cluster).
 ///
@@ -334,6 +365,7 @@ impl LeaseOps for RedisLeases {
     fn extend(&self, key: &str, lease: u64, by: Duration) -> BoxFuture<'_, Result<Option<SystemTime>, Error>> {
         let key = key.to_owned();
         Box::pin(async move {
+            palisade_cache_core::limits::check_duration("a lease extension", by, MIN_DURATION, MAX_LEASE)?;
             let keys = vec![
                 self.scope.global_key()?,
                 self.scope.leases_key(&key)?,
@@ -357,6 +389,7 @@ impl ThrottleBackend for RedisThrottle {
         key: &str,
         policy: &ScaledPolicy,
     ) -> Result<Tagged<(RawDecision, u64)>, Error> {
+        policy.validate()?;
         let keys = vec![
             scope.global_key()?,
             scope.leases_key(key)?,
@@ -400,6 +433,7 @@ impl ThrottleBackend for RedisThrottle {
     }
 
     async fn penalize(&self, scope: &Scope, key: &str, d: Duration) -> Result<Tagged<SystemTime>, Error> {
+        palisade_cache_core::limits::check_duration("a penalty", d, MIN_DURATION, MAX_PENALTY)?;
         let args = vec![us(d).into(), (IDLE_US as i64).into()];
         let v = SCRIPTS
             .penalize

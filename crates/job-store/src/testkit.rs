@@ -801,6 +801,13 @@ macro_rules! job_suite {
             let Some(fx) = rt.block_on($make("job_model")) else { return };
             $crate::testkit::run_model(&rt, &fx, 48);
         }
+
+        #[test]
+        fn job_failed_calls_change_nothing() {
+            let rt = ::tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let Some(fx) = rt.block_on($make("job_failed_calls")) else { return };
+            $crate::testkit::run_failed_calls(&rt, &fx, 24);
+        }
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(
@@ -811,4 +818,116 @@ macro_rules! job_suite {
             }
         )*
     };
+}
+
+// ---- failed calls change nothing -----------------------------------------------------
+
+/// Durations that are valid and invalid as a TTL, the edges of the limits included.
+pub const TTL_EDGES: [Duration; 8] = [
+    Duration::ZERO,
+    Duration::from_nanos(1),
+    Duration::from_micros(999),
+    palisade_cache_core::limits::MIN_DURATION,
+    Duration::from_secs(60),
+    palisade_cache_core::limits::MAX_TTL,
+    Duration::from_nanos(palisade_cache_core::limits::MAX_TTL.as_nanos() as u64 + 1),
+    Duration::MAX,
+];
+
+/// A patch of one of the shapes the limits know: small (valid), too many fields, a
+/// value too large, an empty name, a name too long, a write too large in all.
+fn patch_of(shape: u8) -> Patch {
+    let c = JobStoreConfig::default();
+    match shape % 6 {
+        0 => Patch::new().field("a", "1").progress(3),
+        1 => (0..=c.max_fields).fold(Patch::new(), |p, i| p.field(format!("f{i}"), "x")),
+        2 => Patch::new().field("big", vec![7u8; c.max_field_len + 1]),
+        3 => Patch::new().field("", "x"),
+        4 => Patch::new().field("n".repeat(c.max_field_name_len + 1), "x"),
+        _ => (0..9).fold(Patch::new(), |p, i| {
+            p.field(format!("w{i}"), vec![1u8; c.max_field_len])
+        }),
+    }
+}
+
+/// One call with random, often invalid, arguments.
+#[derive(Debug, Clone)]
+pub enum BadJobOp {
+    /// `create` / `create_if_absent` with a TTL edge and a patch shape as the record.
+    Create(usize, u8, bool),
+    /// `update` with a patch shape.
+    Update(u8),
+    /// `transition` between two statuses, with a patch shape.
+    Transition(u8, u8, u8),
+    /// `heartbeat`.
+    Heartbeat,
+    /// The backend's own `create`, bypassing the store's checks, with a TTL edge.
+    BackendCreate(usize),
+}
+
+fn bad_op() -> impl Strategy<Value = BadJobOp> {
+    prop_oneof![
+        (0..TTL_EDGES.len(), any::<u8>(), any::<bool>()).prop_map(|(t, s, a)| BadJobOp::Create(t, s, a)),
+        any::<u8>().prop_map(BadJobOp::Update),
+        (0u8..4, 0u8..4, any::<u8>()).prop_map(|(f, t, s)| BadJobOp::Transition(f, t, s)),
+        Just(BadJobOp::Heartbeat),
+        (0..TTL_EDGES.len()).prop_map(BadJobOp::BackendCreate),
+    ]
+}
+
+/// Random calls, many of them invalid, on an existing record: after any call that
+/// returns an error the record is what it was before — every field as read, and byte
+/// for byte with its expiry where the fixture can see the store — and a refused
+/// argument is `InvalidInput`, never a backend error.
+pub fn run_failed_calls<F: Fixture<Backend: JobBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
+    palisade_cache_core::testkit::run_op_sequences(bad_op(), cases, |ops| rt.block_on(check_failed_calls(fx, ops)));
+}
+
+async fn check_failed_calls<F: Fixture<Backend: JobBackend>>(fx: &F, ops: &[BadJobOp]) {
+    let s = store_for(fx);
+    let id = "j";
+    let key = s.key(id).unwrap();
+    s.create(id, &JobRecord::queued().with_field("keep", "me"), LONG_TTL)
+        .await
+        .unwrap();
+    let st = |i: u8| JobStatus::ALL[usize::from(i) % 4];
+    for op in ops {
+        // Each call starts from a long-lived record: a valid call with a 1 ms TTL
+        // before it would otherwise let it expire under the comparison.
+        s.create(id, &JobRecord::queued().with_field("keep", "me"), LONG_TTL)
+            .await
+            .unwrap();
+        let read = |s: &JobStore<F::Backend>| {
+            let s = s.clone();
+            async move { s.get(id).await.map(|t| t.value).map_err(|e| e.kind()) }
+        };
+        let before = (read(&s).await, fx.snapshot(&key).await);
+        let r: Result<(), palisade_cache_core::Error> = match *op {
+            BadJobOp::Create(t, shape, if_absent) => {
+                let p = patch_of(shape);
+                let mut rec = JobRecord::queued();
+                rec.fields = p.fields.clone();
+                if if_absent {
+                    s.create_if_absent(id, &rec, TTL_EDGES[t]).await.map(drop)
+                } else {
+                    s.create(id, &rec, TTL_EDGES[t]).await.map(drop)
+                }
+            }
+            BadJobOp::Update(shape) => s.update(id, &patch_of(shape)).await.map(drop),
+            BadJobOp::Transition(f, t, shape) => s.transition(id, st(f), st(t), &patch_of(shape)).await.map(drop),
+            BadJobOp::Heartbeat => s.heartbeat(id).await.map(drop),
+            BadJobOp::BackendCreate(t) => {
+                let fields = crate::model::encode_record(&JobRecord::queued()).unwrap();
+                s.backend().create(&key, &fields, TTL_EDGES[t], false).await.map(drop)
+            }
+        };
+        if let Err(e) = r {
+            assert!(
+                matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::Conflict),
+                "{op:?}: refused as {e:?}, not before any I/O"
+            );
+            let after = (read(&s).await, fx.snapshot(&key).await);
+            assert_eq!(after, before, "{op:?} failed with {e:?} but changed the record");
+        }
+    }
 }

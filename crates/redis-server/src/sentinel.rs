@@ -101,13 +101,18 @@ impl SentinelGroup {
     }
 
     fn start_inner(options: SentinelOptions, files: Option<&TlsFiles>) -> io::Result<SentinelGroup> {
-        let data_node = |extra: &[&str]| match files {
-            Some(f) => {
-                let mut args = vec!["--tls-replication", "yes"];
-                args.extend_from_slice(extra);
-                RedisServer::start_tls(f, TlsServer::good(), &args)
+        let data_node = |extra: &[&str]| {
+            // A replica that (re)joins is synced at once, not after the default 5 s
+            // wait for more replicas.
+            let mut args = vec!["--repl-diskless-sync-delay", "0"];
+            if files.is_some() {
+                args.extend(["--tls-replication", "yes"]);
             }
-            None => RedisServer::start_with(extra),
+            args.extend_from_slice(extra);
+            match files {
+                Some(f) => RedisServer::start_tls(f, TlsServer::good(), &args),
+                None => RedisServer::start_with(&args),
+            }
         };
         let primary = data_node(&[])?;
         let primary_port = client_port(&primary).to_string();
@@ -259,14 +264,15 @@ impl SentinelGroup {
         let node = self
             .node_mut(port)
             .ok_or_else(|| io::Error::other("no data node on that port"))?;
+        let mut args = vec!["--repl-diskless-sync-delay", "0"];
         if tls {
-            node.set_args(&["--tls-replication", "yes", "--replicaof", "127.0.0.1", &primary]);
-        } else {
-            node.set_args(&["--replicaof", "127.0.0.1", &primary]);
+            args.extend(["--tls-replication", "yes"]);
         }
+        args.extend(["--replicaof", "127.0.0.1", &primary]);
+        node.set_args(&args);
         node.start_again()?;
         let addr = node.addr();
-        wait("the rejoined replica's link is up", Duration::from_secs(20), || {
+        wait("the rejoined replica's link is up", Duration::from_secs(30), || {
             resp::command(&addr, &["INFO", "replication"])
                 .ok()
                 .and_then(|r| r.text())

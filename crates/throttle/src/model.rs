@@ -103,6 +103,18 @@ impl Policy {
     }
 }
 
+impl ScaledPolicy {
+    /// Checks what a backend needs of a policy, before any I/O: a lease TTL of 1 ms to
+    /// one day and an interval of at most one day (caps may be 0: nothing is granted).
+    pub fn validate(&self) -> Result<(), Error> {
+        palisade_cache_core::limits::check_duration("a lease TTL", self.lease_ttl, MIN_DURATION, MAX_LEASE)?;
+        if self.min_interval > MAX_LEASE {
+            return Err(Error::invalid_input("a minimum interval is limited to one day"));
+        }
+        Ok(())
+    }
+}
+
 /// A policy as a backend evaluates it (caps may be 0 after scaling for degraded mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

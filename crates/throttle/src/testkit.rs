@@ -572,6 +572,13 @@ macro_rules! throttle_suite {
             let Some(fx) = rt.block_on($make("throttle_model")) else { return };
             $crate::testkit::run_model(&rt, &fx, 48);
         }
+
+        #[test]
+        fn throttle_failed_calls_change_nothing() {
+            let rt = ::tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let Some(fx) = rt.block_on($make("throttle_failed_calls")) else { return };
+            $crate::testkit::run_failed_calls(&rt, &fx, 24);
+        }
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(
@@ -582,4 +589,130 @@ macro_rules! throttle_suite {
             }
         )*
     };
+}
+
+// ---- failed calls change nothing -----------------------------------------------------
+
+/// Durations around every throttle limit.
+const EDGES: [Duration; 9] = [
+    Duration::ZERO,
+    Duration::from_nanos(1),
+    Duration::from_micros(999),
+    crate::MIN_DURATION,
+    Duration::from_secs(5),
+    crate::MAX_LEASE,
+    Duration::from_secs(86_401),
+    crate::MAX_PENALTY,
+    Duration::MAX,
+];
+
+/// One call with random, often invalid, arguments.
+#[derive(Debug, Clone)]
+pub enum BadThrottleOp {
+    /// `acquire` with a lease TTL and a minimum interval from the edges.
+    Acquire(usize, usize),
+    /// The backend's `acquire`, bypassing the policy's checks, with the same edges.
+    BackendAcquire(usize, usize),
+    /// `penalize` for an edge.
+    Penalize(usize),
+    /// `Permit::extend` of the held permit by an edge.
+    Extend(usize),
+    /// `limit` with a count, a period and a burst (some out of bounds).
+    Limit(u32, usize, u32),
+}
+
+fn bad_throttle_op() -> impl Strategy<Value = BadThrottleOp> {
+    let e = 0..EDGES.len();
+    prop_oneof![
+        (e.clone(), e.clone()).prop_map(|(a, b)| BadThrottleOp::Acquire(a, b)),
+        (e.clone(), e.clone()).prop_map(|(a, b)| BadThrottleOp::BackendAcquire(a, b)),
+        e.clone().prop_map(BadThrottleOp::Penalize),
+        e.clone().prop_map(BadThrottleOp::Extend),
+        (
+            prop_oneof![Just(0u32), Just(1), Just(1000), Just(u32::MAX)],
+            e,
+            prop_oneof![Just(0u32), Just(1), Just(3), Just(u32::MAX)]
+        )
+            .prop_map(|(c, p, b)| BadThrottleOp::Limit(c, p, b)),
+    ]
+}
+
+/// What the contract reads of a key, without the backend's clock.
+async fn observed<B: ThrottleBackend>(
+    t: &Throttle<B>,
+    key: &str,
+) -> (u32, u32, Option<std::time::SystemTime>, Option<std::time::SystemTime>) {
+    let s = t.inspect(key).await.unwrap().value;
+    (s.key_leases, s.global_leases, s.penalty_until, s.last_acquired)
+}
+
+/// Random calls, many of them invalid, on a key that holds a lease and a penalty:
+/// after any call that returns an error, the key reads as before and every stored key
+/// of it is byte for byte what it was (where the fixture can see the store); a refused
+/// argument is `InvalidInput`.
+pub fn run_failed_calls<F: Fixture<Backend: ThrottleBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
+    palisade_cache_core::testkit::run_op_sequences(bad_throttle_op(), cases, |ops| {
+        rt.block_on(check_failed_calls(fx, ops))
+    });
+}
+
+async fn check_failed_calls<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &[BadThrottleOp]) {
+    let t = throttle_for(fx);
+    let rl = RateLimiter::new(fx.backend(), t.scope().ns().clone());
+    let key = "k";
+    let p = policy(5, 5, Duration::ZERO, HOUR);
+    let mut held = acquire(&t, key, &p).await.permit().expect("a first lease");
+    // Long-lived state: nothing expires under the comparisons.
+    t.penalize(key, HOUR).await.unwrap();
+    let scope = t.scope().clone();
+    let stored = [
+        scope.global_key().unwrap(),
+        scope.leases_key(key).unwrap(),
+        scope.state_key(key).unwrap(),
+        scope.seq_key().unwrap(),
+        scope.rate_key(key).unwrap(),
+    ];
+    let long = Rate::new(1, HOUR, 1).unwrap();
+    for op in ops {
+        // Long-lived rate state: a valid rate with a millisecond window before this
+        // call would otherwise let the key expire under the comparison.
+        rl.limit(key, &long).await.unwrap();
+        let mut before = vec![format!("{:?}", observed(&t, key).await)];
+        for k in &stored {
+            before.push(format!("{:?}", fx.snapshot(k).await));
+        }
+        let make = |i: usize, j: usize| crate::ScaledPolicy {
+            global_cap: 5,
+            key_cap: 5,
+            min_interval: EDGES[j],
+            lease_ttl: EDGES[i],
+        };
+        let r: Result<(), palisade_cache_core::Error> = match *op {
+            BadThrottleOp::Acquire(i, j) => match Policy::new(5, 5, EDGES[j], EDGES[i]) {
+                Ok(_) => continue, // a valid policy takes a lease: not this test's business
+                Err(e) => Err(e),
+            },
+            BadThrottleOp::BackendAcquire(i, j) => {
+                if make(i, j).validate().is_ok() {
+                    continue;
+                }
+                t.backend().acquire(&scope, key, &make(i, j)).await.map(drop)
+            }
+            BadThrottleOp::Penalize(i) => t.penalize(key, EDGES[i]).await.map(drop),
+            BadThrottleOp::Extend(i) => held.extend(EDGES[i]).await.map(drop),
+            BadThrottleOp::Limit(c, i, b) => match Rate::new(c, EDGES[i], b) {
+                Ok(rate) => rl.limit(key, &rate).await.map(drop),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = r {
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{op:?}: {e:?}");
+            let mut after = vec![format!("{:?}", observed(&t, key).await)];
+            for k in &stored {
+                after.push(format!("{:?}", fx.snapshot(k).await));
+            }
+            assert_eq!(after, before, "{op:?} failed with {e:?} but changed the state");
+        }
+    }
+    held.release().await.unwrap();
 }

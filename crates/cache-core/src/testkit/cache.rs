@@ -671,6 +671,17 @@ macro_rules! cache_suite {
             let Some(fx) = rt.block_on($make("cache_model")) else { return };
             $crate::testkit::cache::run_model(&rt, &fx, 64);
         }
+
+        #[test]
+        fn cache_failed_calls_change_nothing() {
+            let rt = ::tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let Some(fx) = rt.block_on($make("cache_failed_calls")) else { return };
+            $crate::testkit::cache::run_failed_calls(&rt, &fx, 24);
+        }
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(
@@ -681,4 +692,63 @@ macro_rules! cache_suite {
             }
         )*
     };
+}
+
+// ---- failed calls change nothing -----------------------------------------------------
+
+/// Durations around the TTL limits.
+const TTL_EDGES: [Duration; 7] = [
+    Duration::ZERO,
+    Duration::from_nanos(1),
+    Duration::from_micros(999),
+    crate::limits::MIN_DURATION,
+    Duration::from_secs(60),
+    Duration::from_secs(crate::limits::MAX_TTL.as_secs() + 1),
+    Duration::MAX,
+];
+
+/// One write with random, often invalid, arguments.
+#[derive(Debug, Clone)]
+pub enum BadCacheOp {
+    /// `set` with a TTL edge; `true`: a value over the size limit.
+    Set(usize, bool),
+    /// `set_if_absent` with a TTL edge.
+    SetIfAbsent(usize),
+    /// The backend's own `set`, bypassing the cache's checks, with a TTL edge.
+    BackendSet(usize),
+}
+
+/// Random writes, many of them invalid, on a key that holds a value: after any write
+/// that returns an error the key reads as before and is byte for byte what it was
+/// (where the fixture can see the store); a refused argument is `InvalidInput`.
+pub fn run_failed_calls<F: Fixture<Backend: CacheBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
+    let op = prop_oneof![
+        (0..TTL_EDGES.len(), any::<bool>()).prop_map(|(t, big)| BadCacheOp::Set(t, big)),
+        (0..TTL_EDGES.len()).prop_map(BadCacheOp::SetIfAbsent),
+        (0..TTL_EDGES.len()).prop_map(BadCacheOp::BackendSet),
+    ];
+    super::run_op_sequences(op, cases, |ops| rt.block_on(check_failed_calls(fx, ops)));
+}
+
+async fn check_failed_calls<F: Fixture<Backend: CacheBackend>>(fx: &F, ops: &[BadCacheOp]) {
+    let c = cache_for(fx, "tenant", "bad-writes");
+    let key = c.ns().key(crate::Contract::Cache, "k").unwrap();
+    for op in ops {
+        c.set("k", b"before", Duration::from_secs(600)).await.unwrap();
+        let before = (c.get("k").await.unwrap().value, fx.snapshot(&key).await);
+        let big = vec![0u8; crate::cache::DEFAULT_MAX_VALUE_LEN + 1];
+        let r = match *op {
+            BadCacheOp::Set(t, large) => c
+                .set("k", if large { &big } else { b"after" }, TTL_EDGES[t])
+                .await
+                .map(drop),
+            BadCacheOp::SetIfAbsent(t) => c.set_if_absent("k", b"after", TTL_EDGES[t]).await.map(drop),
+            BadCacheOp::BackendSet(t) => c.backend().set(&key, b"after", TTL_EDGES[t]).await.map(drop),
+        };
+        if let Err(e) = r {
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{op:?}: {e:?}");
+            let after = (c.get("k").await.unwrap().value, fx.snapshot(&key).await);
+            assert_eq!(after, before, "{op:?} failed with {e:?} but changed the value");
+        }
+    }
 }

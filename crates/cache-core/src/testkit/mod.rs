@@ -63,6 +63,13 @@ pub trait Fixture: Send + Sync + 'static {
     fn advance(&self, by: Duration) -> BoxFuture<'_, ()>;
     /// Whether `advance` really moves time (models then generate time steps).
     fn controls_time(&self) -> bool;
+    /// What the store holds under the encoded `key`, byte for byte, with its expiry,
+    /// where the fixture can see it (Redis: `DUMP` and `PEXPIRETIME`); `None` where it
+    /// cannot, and the cases then compare what the contract reads.
+    fn snapshot<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+        let _ = key;
+        Box::pin(async { None })
+    }
 }
 
 /// A fixture for an in-process backend under a [`ManualClock`]: answers tagged

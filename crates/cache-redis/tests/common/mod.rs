@@ -13,6 +13,8 @@ pub struct RedisFixture<B> {
     pub backend: B,
     pub prefix: String,
     pub provenance: Provenance,
+    /// A connection to look at what landed (`DUMP`), when the fixture has one.
+    pub conn: Option<RedisConnection>,
 }
 
 impl<B: Clone + Send + Sync + 'static> Fixture for RedisFixture<B> {
@@ -35,6 +37,21 @@ impl<B: Clone + Send + Sync + 'static> Fixture for RedisFixture<B> {
     }
     fn controls_time(&self) -> bool {
         false
+    }
+    fn snapshot<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
+        use palisade_cache_redis::fred::prelude::*;
+        Box::pin(async move {
+            let conn = self.conn.as_ref()?;
+            let dump: Option<palisade_cache_redis::fred::bytes::Bytes> = conn.client().dump(key).await.ok()?;
+            let expiry: i64 = conn
+                .client()
+                .custom(palisade_cache_redis::fred::cmd!("PEXPIRETIME"), vec![key])
+                .await
+                .ok()?;
+            let mut out = dump.map(|b| b.to_vec()).unwrap_or_default();
+            out.extend_from_slice(&expiry.to_le_bytes());
+            Some(out)
+        })
     }
 }
 
@@ -126,14 +143,18 @@ fn ctx(
 
 /// The cache over `conn`: plain.
 pub fn plain_cache(conn: RedisConnection, test: &str) -> RedisFixture<RedisCache> {
-    fixture(RedisCache::new(conn), test, Provenance::Distributed)
+    fixture_on(&conn, RedisCache::new(conn.clone()), test)
 }
 
 /// The cache over `conn` in strict mode.
 pub fn strict_cache(conn: RedisConnection, test: &str) -> RedisFixture<palisade_cache_core::Strict<RedisCache>> {
     use palisade_cache_core::{Component, Mode, Strict};
-    let backend = Strict::new(RedisCache::new(conn), ctx(Component::Cache, Mode::StrictDistributed)).unwrap();
-    fixture(backend, test, Provenance::Distributed)
+    let backend = Strict::new(
+        RedisCache::new(conn.clone()),
+        ctx(Component::Cache, Mode::StrictDistributed),
+    )
+    .unwrap();
+    fixture_on(&conn, backend, test)
 }
 
 /// The cache over `conn` in degraded mode (a healthy primary).
@@ -143,21 +164,21 @@ pub fn degraded_cache(
 ) -> RedisFixture<palisade_cache_core::Failover<RedisCache, palisade_cache_local::LocalCache>> {
     use palisade_cache_core::{Component, Failover, FailoverOptions, Mode};
     let backend = Failover::new(
-        RedisCache::new(conn),
+        RedisCache::new(conn.clone()),
         palisade_cache_local::LocalCache::default(),
         ctx(Component::Cache, Mode::ExplicitDegraded),
         FailoverOptions::default(),
     )
     .unwrap();
-    fixture(backend, test, Provenance::Distributed)
+    fixture_on(&conn, backend, test)
 }
 
 /// The job store over `conn`: plain.
 pub async fn plain_jobs(conn: RedisConnection, test: &str) -> RedisFixture<RedisJobStore> {
-    fixture(
-        RedisJobStore::new(conn).await.expect("scripts load"),
+    fixture_on(
+        &conn,
+        RedisJobStore::new(conn.clone()).await.expect("scripts load"),
         test,
-        Provenance::Distributed,
     )
 }
 
@@ -167,10 +188,10 @@ pub async fn strict_jobs(
     test: &str,
 ) -> RedisFixture<palisade_job_store::StrictJobs<RedisJobStore>> {
     use palisade_cache_core::{Component, Mode};
-    let store = RedisJobStore::new(conn).await.expect("scripts load");
+    let store = RedisJobStore::new(conn.clone()).await.expect("scripts load");
     let backend =
         palisade_job_store::failover::strict(store, ctx(Component::JobStore, Mode::StrictDistributed)).unwrap();
-    fixture(backend, test, Provenance::Distributed)
+    fixture_on(&conn, backend, test)
 }
 
 /// The job store over `conn` in degraded mode (a healthy primary).
@@ -179,23 +200,23 @@ pub async fn degraded_jobs(
     test: &str,
 ) -> RedisFixture<palisade_job_store::JobFailover<RedisJobStore, palisade_cache_local::LocalJobStore>> {
     use palisade_cache_core::{Component, Mode};
-    let store = RedisJobStore::new(conn).await.expect("scripts load");
+    let store = RedisJobStore::new(conn.clone()).await.expect("scripts load");
     let backend = palisade_job_store::JobFailover::new(
         store,
         palisade_cache_local::LocalJobStore::default(),
         ctx(Component::JobStore, Mode::ExplicitDegraded),
     )
     .unwrap();
-    fixture(backend, test, Provenance::Distributed)
+    fixture_on(&conn, backend, test)
 }
 
 /// The throttle over `conn`: plain.
 pub async fn plain_throttle(conn: RedisConnection, test: &str) -> RedisFixture<palisade_cache_redis::RedisThrottle> {
-    let t = palisade_cache_redis::RedisThrottle::new(conn)
+    let t = palisade_cache_redis::RedisThrottle::new(conn.clone())
         .await
         .expect("scripts load")
         .with_restart_hold(false);
-    fixture(t, test, Provenance::Distributed)
+    fixture_on(&conn, t, test)
 }
 
 /// The throttle over `conn` in strict mode.
@@ -204,12 +225,12 @@ pub async fn strict_throttle(
     test: &str,
 ) -> RedisFixture<palisade_throttle::StrictThrottle<palisade_cache_redis::RedisThrottle>> {
     use palisade_cache_core::{Component, Mode};
-    let t = palisade_cache_redis::RedisThrottle::new(conn)
+    let t = palisade_cache_redis::RedisThrottle::new(conn.clone())
         .await
         .expect("scripts load")
         .with_restart_hold(false);
     let backend = palisade_throttle::failover::strict(t, ctx(Component::Throttle, Mode::StrictDistributed)).unwrap();
-    fixture(backend, test, Provenance::Distributed)
+    fixture_on(&conn, backend, test)
 }
 
 /// The throttle over `conn` in degraded mode (a healthy primary).
@@ -220,7 +241,7 @@ pub async fn degraded_throttle(
     palisade_throttle::ThrottleFailover<palisade_cache_redis::RedisThrottle, palisade_cache_local::LocalThrottle>,
 > {
     use palisade_cache_core::{Component, Mode};
-    let t = palisade_cache_redis::RedisThrottle::new(conn)
+    let t = palisade_cache_redis::RedisThrottle::new(conn.clone())
         .await
         .expect("scripts load")
         .with_restart_hold(false);
@@ -231,7 +252,7 @@ pub async fn degraded_throttle(
         palisade_throttle::ThrottleFailoverOptions::default(),
     )
     .unwrap();
-    fixture(backend, test, Provenance::Distributed)
+    fixture_on(&conn, backend, test)
 }
 
 /// Every contract suite — cache, job store, throttle and rate limiter — plain, in
@@ -294,6 +315,15 @@ pub fn fixture<B>(backend: B, test: &str, provenance: Provenance) -> RedisFixtur
         backend,
         prefix: env::unique_prefix(test),
         provenance,
+        conn: None,
+    }
+}
+
+/// A fixture over `conn` that can look at what landed ([`Fixture::snapshot`]).
+pub fn fixture_on<B>(conn: &RedisConnection, backend: B, test: &str) -> RedisFixture<B> {
+    RedisFixture {
+        conn: Some(conn.clone()),
+        ..fixture(backend, test, Provenance::Distributed)
     }
 }
 
@@ -303,6 +333,7 @@ pub fn fixture_with_prefix<B>(backend: B, prefix: String) -> RedisFixture<B> {
         backend,
         prefix,
         provenance: Provenance::Distributed,
+        conn: None,
     }
 }
 

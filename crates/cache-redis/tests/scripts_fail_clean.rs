@@ -1,0 +1,179 @@
+//! Every Lua script, run directly with random arguments (valid and not) over random
+//! stored state (absent keys, the right type with sane or garbage fields, another
+//! type): whenever the script answers with an error, every key it was given is byte
+//! for byte what it was before (`DUMP`) and expires when it did (`PEXPIRETIME`).
+//! Redis does not roll a script back; this is the test that the checks come first.
+//! On a standalone server and on a cluster (the keys of one case share a hash tag).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use fred::prelude::*;
+use palisade_cache_core::testkit::env;
+use palisade_cache_redis::fred;
+use palisade_cache_redis::{LuaScript, RedisConnection};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// What a key holds before the call.
+#[derive(Debug, Clone)]
+enum State {
+    Absent,
+    Text(String),
+    Hash(Vec<(String, String)>),
+    Zset(Vec<(f64, String)>),
+}
+
+fn word() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("1".to_owned()),
+        Just("0".to_owned()),
+        Just("-1".to_owned()),
+        Just("1.5".to_owned()),
+        Just("999999999999999999999".to_owned()),
+        Just("315360000001".to_owned()),
+        Just("86400000000".to_owned()),
+        Just("queued".to_owned()),
+        Just("running".to_owned()),
+        Just("completed".to_owned()),
+        Just("abc".to_owned()),
+        Just(String::new()),
+        (0u64..5_000_000).prop_map(|n| n.to_string()),
+        "[a-z_:]{1,8}",
+    ]
+}
+
+fn state() -> impl Strategy<Value = State> {
+    let field = (
+        prop_oneof![
+            Just("ttl_ms".to_owned()),
+            Just("status".to_owned()),
+            Just("pen".to_owned()),
+            Just("last".to_owned()),
+            "[a-z:]{1,6}",
+        ],
+        word(),
+    );
+    prop_oneof![
+        3 => Just(State::Absent),
+        1 => word().prop_map(State::Text),
+        3 => prop::collection::vec(field, 0..5).prop_map(State::Hash),
+        2 => prop::collection::vec((0.0f64..4e15, "[0-9]{1,6}"), 0..4).prop_map(State::Zset),
+    ]
+}
+
+/// Half the cases have arguments that are all plausible (integers a policy or a TTL
+/// accepts), so that the scripts get past their argument checks and reach the keys.
+fn args() -> impl Strategy<Value = Vec<String>> {
+    let plausible = (1_000u64..5_000_000).prop_map(|n| n.to_string());
+    prop_oneof![
+        prop::collection::vec(word(), 0..9),
+        prop::collection::vec(plausible, 0..9),
+    ]
+}
+
+async fn set_up(conn: &RedisConnection, key: &str, state: &State) {
+    let c = conn.client();
+    let _: i64 = c.del(key).await.unwrap();
+    match state {
+        State::Absent => {}
+        State::Text(v) => {
+            let _: () = c
+                .set(key, v.as_str(), Some(Expiration::PX(600_000)), None, false)
+                .await
+                .unwrap();
+        }
+        State::Hash(fields) if !fields.is_empty() => {
+            let map: Vec<(String, String)> = fields.clone();
+            let _: i64 = c.hset(key, map).await.unwrap();
+            let _: bool = c.pexpire(key, 600_000, None).await.unwrap();
+        }
+        State::Hash(_) => {}
+        State::Zset(members) if !members.is_empty() => {
+            let values: Vec<(f64, String)> = members.clone();
+            let _: i64 = c.zadd(key, None, None, false, false, values).await.unwrap();
+            let _: bool = c.pexpire(key, 600_000, None).await.unwrap();
+        }
+        State::Zset(_) => {}
+    }
+}
+
+/// What a key is, byte for byte, and when it expires.
+async fn snapshot(conn: &RedisConnection, key: &str) -> (Option<Vec<u8>>, i64) {
+    let c = conn.client();
+    let dump: Option<fred::bytes::Bytes> = c.dump(key).await.unwrap();
+    let expiry: i64 = c.custom(fred::cmd!("PEXPIRETIME"), vec![key]).await.unwrap();
+    (dump.map(|b| b.to_vec()), expiry)
+}
+
+async fn check(conn: &RedisConnection, tag: &str, script: &LuaScript, states: &[State], argv: &[String]) -> bool {
+    let keys: Vec<String> = (0..states.len()).map(|i| format!("{{{tag}}}:k{i}")).collect();
+    for (k, s) in keys.iter().zip(states) {
+        set_up(conn, k, s).await;
+    }
+    let mut before = Vec::new();
+    for k in &keys {
+        before.push(snapshot(conn, k).await);
+    }
+    let args: Vec<Value> = argv.iter().map(|a| Value::from(a.as_str())).collect();
+    let r = script.run_keys(conn, "test", keys.clone(), args).await;
+    if r.is_ok() {
+        return false;
+    }
+    for (k, b) in keys.iter().zip(&before) {
+        let after = snapshot(conn, k).await;
+        assert_eq!(
+            &after,
+            b,
+            "{} failed ({:?}) but changed {k}: states {states:?}, args {argv:?}",
+            script.name(),
+            r.err()
+        );
+    }
+    true
+}
+
+fn run(conn: RedisConnection, test: &str) {
+    let rt = tokio::runtime::Handle::current();
+    let tag = env::unique_prefix(test);
+    for (script, n_keys) in palisade_cache_redis::all_scripts() {
+        rt.block_on(script.load(&conn)).unwrap();
+        let mut runner = TestRunner::new(Config {
+            cases: 256,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let errors = std::cell::Cell::new(0u32);
+        runner
+            .run(&(prop::collection::vec(state(), n_keys), args()), |(states, argv)| {
+                if rt.block_on(check(&conn, &tag, script, &states, &argv)) {
+                    errors.set(errors.get() + 1);
+                }
+                Ok(())
+            })
+            .unwrap();
+        // Every script can fail (bad arguments, a key of another type): some case must
+        // have made it fail, or nothing was proven.
+        assert!(errors.get() > 0, "{}: no case made it fail", script.name());
+    }
+}
+
+#[test]
+fn failed_scripts_change_nothing_on_a_server() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let Some(conn) = rt.block_on(common::standalone("scripts_fail_clean")) else {
+        return;
+    };
+    run(conn, "scripts_fail_clean");
+}
+
+#[test]
+fn failed_scripts_change_nothing_on_a_cluster() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let Some(conn) = rt.block_on(common::cluster("scripts_fail_clean_cluster")) else {
+        return;
+    };
+    run(conn, "scripts_fail_clean_cluster");
+}
