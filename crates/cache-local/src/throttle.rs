@@ -323,15 +323,19 @@ impl ThrottleBackend for LocalThrottle {
             Entry::Occupied(e) => (*e.get()).max(now),
             Entry::Vacant(_) => now,
         };
-        let new_tat = tat.saturating_add(emission);
-        let allow_at = new_tat.saturating_sub(emission.saturating_mul(u64::from(rate.burst)));
-        if now < allow_at {
+        // Signed and wide, as the Redis script computes it in doubles: the allowance
+        // point lies before the epoch for a large burst, and must not saturate at 0
+        // (which made `remaining` smaller than Redis's for the same sequence).
+        let new_tat = i128::from(tat) + i128::from(emission);
+        let allow_at = new_tat - i128::from(emission) * i128::from(rate.burst);
+        let now_wide = i128::from(now);
+        if now_wide < allow_at {
             return Ok(tag(RateDecision::Limited {
-                retry_after: Duration::from_micros(allow_at - now),
+                retry_after: Duration::from_micros(u64::try_from(allow_at - now_wide).unwrap_or(u64::MAX)),
             }));
         }
-        entry.insert_entry(new_tat);
-        let remaining = u32::try_from((now - allow_at) / emission).unwrap_or(u32::MAX);
+        entry.insert_entry(u64::try_from(new_tat).unwrap_or(u64::MAX));
+        let remaining = u32::try_from((now_wide - allow_at) / i128::from(emission)).unwrap_or(u32::MAX);
         Ok(tag(RateDecision::Allowed { remaining }))
     }
 

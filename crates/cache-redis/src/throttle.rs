@@ -76,10 +76,11 @@ local hold = 0
 if not up and ARGV[6] ~= '0' then
   -- No state for this namespace: if the server started less than a lease ago it may
   -- have restarted empty while leases were held. A lease granted before it died ends by
-  -- its start + ttl. Uptime is a difference of whole seconds, off by up to one either
-  -- way: the latest the server can have started is now - (uptime - 1) s.
+  -- its start + ttl. Uptime is whole seconds of the start (floor) subtracted from whole
+  -- seconds of now, so the start lies before (now's second - uptime + 1): a bound that
+  -- does not move as time passes, so retry_after is honest.
   local uptime = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)')) or 0
-  local started = now - math.max(uptime - 1, 0) * 1000000
+  local started = (tonumber(t[1]) - uptime + 1) * 1000000
   if started + ttl > now then hold = started + ttl end
 end
 local reclaimed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
@@ -181,11 +182,11 @@ return {now, redis.call('ZCOUNT', KEYS[2], above, '+inf'), redis.call('ZCOUNT', 
 );
 
 // KEYS: rate key. ARGV: emission interval (µs), burst. emission × burst is at most
-// ten years (checked here too): every time below stays exact in a double.
+// 200 years (checked here too): every time below stays exact in a double.
 const LIMIT: &str = script!(
     r#"
 local emission, burst = arg(1, 1, DAY), arg(2, 1, CAP)
-if not (emission and burst) or emission * burst > 10 * YEAR then return bad('a rate is out of bounds') end
+if not (emission and burst) or emission * burst > 200 * YEAR then return bad('a rate is out of bounds') end
 local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
 local new_tat = tat + emission
 local allow_at = new_tat - emission * burst

@@ -142,6 +142,7 @@ pub struct Builder {
     command_timeout: Duration,
     degraded_ttl_cap: Duration,
     degraded_share: f64,
+    degraded_lease_cap: Duration,
     probe_period: Duration,
     restart_hold: bool,
     events: Option<Events>,
@@ -159,6 +160,7 @@ impl fmt::Debug for Builder {
             .field("command_timeout", &self.command_timeout)
             .field("degraded_ttl_cap", &self.degraded_ttl_cap)
             .field("degraded_share", &self.degraded_share)
+            .field("degraded_lease_cap", &self.degraded_lease_cap)
             .field("probe_period", &self.probe_period)
             .field("restart_hold", &self.restart_hold)
             .finish()
@@ -177,6 +179,7 @@ impl Default for Builder {
             command_timeout: Duration::from_millis(500),
             degraded_ttl_cap: Duration::from_secs(60),
             degraded_share: 0.25,
+            degraded_lease_cap: Duration::from_secs(30),
             probe_period: Duration::from_secs(1),
             restart_hold: true,
             events: None,
@@ -277,6 +280,13 @@ impl Builder {
     /// set 1 / number of nodes).
     pub fn degraded_share(mut self, share: f64) -> Self {
         self.degraded_share = share;
+        self
+    }
+    /// Degraded mode: the longest a throttle permit granted by the local fallback lives
+    /// (default 30 s). Redis never learns of those permits, so this bounds how long
+    /// after recovery the fleet may hold more than a cap.
+    pub fn degraded_lease_cap(mut self, d: Duration) -> Self {
+        self.degraded_lease_cap = d;
         self
     }
     /// The longest wait between two probes of Redis during an outage (default 1 s), in
@@ -515,7 +525,9 @@ impl Builder {
         let mode = Mode::ExplicitDegraded;
         let config = self.redis_config()?;
         let cache_opts = FailoverOptions::default().with_degraded_ttl_cap(self.degraded_ttl_cap);
-        let throttle_opts = ThrottleFailoverOptions::default().with_degraded_share(self.degraded_share);
+        let throttle_opts = ThrottleFailoverOptions::default()
+            .with_degraded_share(self.degraded_share)
+            .with_degraded_lease_cap(self.degraded_lease_cap);
         let ctx = |c| self.ctx(c, mode, events);
         let connected = match RedisConnection::connect(&config).await {
             Ok(conn) => Ok(conn),

@@ -13,16 +13,28 @@
 //! A [`Permit`](crate::Permit) stays bound to the backend that granted it: one taken
 //! from the local fallback is released there, also after service returned to Redis;
 //! new acquisitions after recovery go to Redis.
+//!
+//! Redis never learns of the local permits, so after recovery the fleet may hold more
+//! than a cap — until they end. To bound that, a permit granted while degraded lives at
+//! most `degraded_lease_cap` (default 30 s): its lease TTL is capped, an extension is
+//! capped too, and once the outage it was granted in is over it is not extended at
+//! all (`extend` answers `None`: the holder re-acquires through Redis). The bound: at
+//! most `degraded_lease_cap` after `Recovered`, every slot is Redis's again.
+//!
+//! Fencing tokens compare only within one backend: a token from the local fallback
+//! (the node's clock) and one from Redis (the server's) are not ordered with each
+//! other. A resource that checks fencing tokens must see tokens from one backend.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use palisade_cache_core::Strict;
 use palisade_cache_core::cache::BackendStatus;
 use palisade_cache_core::failover::DegradedRouter;
 use palisade_cache_core::supervisor::{Supervisor, SupervisorContext};
-use palisade_cache_core::{Error, Mode, Tagged};
+use palisade_cache_core::{BoxFuture, Error, Mode, Tagged};
 
-use crate::model::{KeyState, Rate, RateDecision, RawDecision, ScaledPolicy, Scope, ThrottleBackend};
+use crate::model::{KeyState, LeaseOps, Rate, RateDecision, RawDecision, ScaledPolicy, Scope, ThrottleBackend};
 
 /// Options of degraded mode.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,11 +43,17 @@ pub struct ThrottleFailoverOptions {
     /// The share of every cap and rate one node may use while degraded (default 0.25:
     /// a fleet of four). Set it to 1 / number of nodes.
     pub degraded_share: f64,
+    /// The longest a permit granted while degraded lives (default 30 s); see the
+    /// module docs.
+    pub degraded_lease_cap: Duration,
 }
 
 impl Default for ThrottleFailoverOptions {
     fn default() -> Self {
-        ThrottleFailoverOptions { degraded_share: 0.25 }
+        ThrottleFailoverOptions {
+            degraded_share: 0.25,
+            degraded_lease_cap: Duration::from_secs(30),
+        }
     }
 }
 
@@ -44,6 +62,34 @@ impl ThrottleFailoverOptions {
     pub fn with_degraded_share(mut self, share: f64) -> Self {
         self.degraded_share = share.clamp(0.0, 1.0);
         self
+    }
+
+    /// Sets `degraded_lease_cap` (kept within 1 ms and one day).
+    pub fn with_degraded_lease_cap(mut self, cap: Duration) -> Self {
+        self.degraded_lease_cap = cap.clamp(crate::MIN_DURATION, crate::MAX_LEASE);
+        self
+    }
+}
+
+/// The lease operations of a permit granted while degraded: extensions capped, and
+/// refused once the outage it was granted in is over.
+struct DegradedLeases {
+    inner: Arc<dyn LeaseOps>,
+    supervisor: Arc<Supervisor>,
+    outage: u64,
+    cap: Duration,
+}
+
+impl LeaseOps for DegradedLeases {
+    fn release(&self, key: &str, lease: u64) -> BoxFuture<'_, Result<Option<SystemTime>, Error>> {
+        self.inner.release(key, lease)
+    }
+
+    fn extend(&self, key: &str, lease: u64, by: Duration) -> BoxFuture<'_, Result<Option<SystemTime>, Error>> {
+        if self.supervisor.is_healthy() || self.supervisor.outage_number() != self.outage {
+            return Box::pin(std::future::ready(Ok(None)));
+        }
+        self.inner.extend(key, lease, by.min(self.cap))
     }
 }
 
@@ -122,12 +168,32 @@ impl<P: ThrottleBackend, F: ThrottleBackend> ThrottleBackend for ThrottleFailove
         key: &str,
         policy: &ScaledPolicy,
     ) -> Result<Tagged<(RawDecision, u64)>, Error> {
-        let local = policy.scaled(self.options.degraded_share);
+        let mut local = policy.scaled(self.options.degraded_share);
+        local.lease_ttl = local.lease_ttl.min(self.options.degraded_lease_cap);
+        let supervisor = Arc::clone(&self.router.supervisor);
+        let cap = self.options.degraded_lease_cap;
         self.router
             .route(
                 "throttle.acquire",
                 |p| async move { p.acquire(scope, key, policy).await },
-                |f, _| async move { f.acquire(scope, key, &local).await },
+                |f, outage| async move {
+                    let t = f.acquire(scope, key, &local).await?;
+                    Ok(t.map(|(decision, reclaimed)| {
+                        let decision = match decision {
+                            RawDecision::Acquired(lease, ops) => {
+                                let ops: Arc<dyn LeaseOps> = Arc::new(DegradedLeases {
+                                    inner: ops,
+                                    supervisor,
+                                    outage,
+                                    cap,
+                                });
+                                RawDecision::Acquired(lease, ops)
+                            }
+                            other => other,
+                        };
+                        (decision, reclaimed)
+                    }))
+                },
             )
             .await
     }

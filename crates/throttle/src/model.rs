@@ -19,9 +19,10 @@ pub const MAX_PENALTY: Duration = Duration::from_secs(365 * 86_400);
 /// is granted).
 pub const MIN_DURATION: Duration = palisade_cache_core::limits::MIN_DURATION;
 
-/// The longest a rate's burst may take to refill (emission interval × burst): 10 years.
-/// It keeps every GCRA time exact in Lua's doubles (below 2^53 µs).
-pub const MAX_RATE_WINDOW: Duration = palisade_cache_core::limits::MAX_TTL;
+/// The longest a rate's burst may take to refill (emission interval × burst): 200
+/// years. It keeps every GCRA time exact in Lua's doubles (`now` plus the window stays
+/// below 2^53 µs, about 285 years after 1970).
+pub const MAX_RATE_WINDOW: Duration = Duration::from_secs(200 * 365 * 86_400);
 
 /// `d` divided by `share` (in `(0, 1]`), or `None` when that is no finite duration.
 fn div_share(d: Duration, share: f64) -> Option<Duration> {
@@ -291,7 +292,7 @@ impl KeyState {
 ///
 /// - A zero count, a zero period or a zero burst is [`Error::InvalidInput`]; so is an
 ///   emission interval (`period / count`) under 1 µs or over one day, and a burst that
-///   takes longer than [`MAX_RATE_WINDOW`] (10 years) to refill.
+///   takes longer than [`MAX_RATE_WINDOW`] (200 years) to refill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Rate {
@@ -315,7 +316,7 @@ impl Rate {
         }
         if emission.checked_mul(burst).is_none_or(|w| w > MAX_RATE_WINDOW) {
             return Err(Error::invalid_input(
-                "a rate's burst must refill within 10 years (interval × burst)",
+                "a rate's burst must refill within 200 years (interval × burst)",
             ));
         }
         Ok(Rate { emission, burst })
@@ -332,7 +333,7 @@ impl Rate {
         let share = if share.is_nan() { 0.0 } else { share.clamp(0.0, 1.0) };
         let burst = (f64::from(self.burst) * share).floor() as u32;
         // Bounded like a rate of `new`: the interval at most one day, the burst window
-        // at most ten years.
+        // at most 200 years.
         let emission = div_share(self.emission, share).map_or(MAX_LEASE, |d| d.min(MAX_LEASE));
         let most = u32::try_from(MAX_RATE_WINDOW.as_micros() / emission.as_micros().max(1)).unwrap_or(u32::MAX);
         Rate {

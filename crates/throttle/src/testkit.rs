@@ -574,6 +574,13 @@ macro_rules! throttle_suite {
         }
 
         #[test]
+        fn rate_model() {
+            let rt = ::tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let Some(fx) = rt.block_on($make("rate_model")) else { return };
+            $crate::testkit::run_rate_model(&rt, &fx, 48);
+        }
+
+        #[test]
         fn throttle_failed_calls_change_nothing() {
             let rt = ::tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             let Some(fx) = rt.block_on($make("throttle_failed_calls")) else { return };
@@ -715,4 +722,80 @@ async fn check_failed_calls<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &
         }
     }
     held.release().await.unwrap();
+}
+
+// ---- the GCRA model ------------------------------------------------------------------
+
+/// Rates of the GCRA model: (count, period, burst). Long periods with large bursts are
+/// where a narrow or saturating integer type would go wrong; the first three have an
+/// interval of an hour or more, so that real time passing during a case changes no
+/// answer and real-time fixtures are compared field by field too.
+const RATES: [(u32, Duration, u32); 5] = [
+    (1, HOUR, 1_000_000),
+    (1, Duration::from_secs(86_400), 3),
+    (3, Duration::from_secs(3 * 3600), 1),
+    (2, Duration::from_secs(1), 2),
+    (1_000, Duration::from_secs(1), 50),
+];
+
+/// One GCRA step, or time passing.
+#[derive(Debug, Clone)]
+pub enum RateOp {
+    /// `limit` of key `.0` at rate `RATES[.1]`.
+    Limit(u8, usize),
+    /// Time passes (µs), where the fixture controls it.
+    Advance(u32),
+}
+
+/// Random GCRA sequences against the backend and an exact model: every field of every
+/// answer (`Allowed { remaining }`, `Limited { retry_after }`) must match it.
+pub fn run_rate_model<F: Fixture<Backend: ThrottleBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
+    let exact = fx.controls_time();
+    let rates = if exact { 0..RATES.len() } else { 0..3 };
+    let op = if exact {
+        prop_oneof![
+            6 => (0u8..3, rates).prop_map(|(k, r)| RateOp::Limit(k, r)),
+            2 => (1u32..5_000_000).prop_map(RateOp::Advance),
+        ]
+        .boxed()
+    } else {
+        (0u8..3, rates).prop_map(|(k, r)| RateOp::Limit(k, r)).boxed()
+    };
+    palisade_cache_core::testkit::run_op_sequences(op, cases, |ops| rt.block_on(check_rate_model(fx, ops)));
+}
+
+async fn check_rate_model<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &[RateOp]) {
+    let rl = RateLimiter::new(fx.backend(), ns_for(fx, "gcra"));
+    let mut tat: HashMap<(u8, usize), i128> = HashMap::new();
+    let mut now: i128 = 0; // µs since the case began (model time)
+    for (step, op) in ops.iter().enumerate() {
+        let ctx = || format!("step {step}: {op:?} in {ops:?}");
+        match *op {
+            RateOp::Advance(us) => {
+                fx.advance(Duration::from_micros(u64::from(us))).await;
+                now += i128::from(us);
+            }
+            RateOp::Limit(k, r) => {
+                let (count, period, burst) = RATES[r];
+                let rate = Rate::new(count, period, burst).unwrap();
+                let e = rate.emission.as_micros() as i128;
+                let got = rl.limit(&format!("r{r}-k{k}"), &rate).await.unwrap().value;
+                let t = tat.get(&(k, r)).copied().unwrap_or(now).max(now);
+                let new_tat = t + e;
+                let allow_at = new_tat - e * i128::from(burst);
+                if now < allow_at {
+                    let RateDecision::Limited { retry_after } = got else {
+                        panic!("allowed, the model limits: {got:?}, {}", ctx())
+                    };
+                    if fx.controls_time() {
+                        assert_eq!(retry_after.as_micros() as i128, allow_at - now, "{}", ctx());
+                    }
+                } else {
+                    tat.insert((k, r), new_tat);
+                    let remaining = u32::try_from((now - allow_at) / e).unwrap_or(u32::MAX);
+                    assert_eq!(got, RateDecision::Allowed { remaining }, "{}", ctx());
+                }
+            }
+        }
+    }
 }
