@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     }
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("test") => test_only(&args[1..]),
+        Some("test") => test_only(args[1..].strip_prefix(&["--".to_owned()]).unwrap_or(&args[1..])),
         Some("redis") => redis_only(),
         Some("bench") => bench(&args[1..]),
         _ => {
@@ -424,14 +424,22 @@ const BENCH_PAIRS: &[(&str, &str, &str)] = &[
     ("gcra", "palisade_local", "governor"),
 ];
 
+/// The arguments of `cargo bench` for `cargo xtask bench [-- FILTER…]`: the `--` of the
+/// usage line is xtask's, and criterion gets exactly one.
+fn bench_args(extra: &[String]) -> Vec<String> {
+    let extra = extra.strip_prefix(&["--".to_owned()]).unwrap_or(extra);
+    let mut args: Vec<String> = ["bench", "-p", "palisade-benches"].map(String::from).to_vec();
+    if !extra.is_empty() {
+        args.push("--".into());
+        args.extend(extra.iter().cloned());
+    }
+    args
+}
+
 fn bench(extra: &[String]) -> Result {
     ensure_redis()?;
-    let mut args = vec!["bench", "-p", "palisade-benches"];
-    if !extra.is_empty() {
-        args.push("--");
-        args.extend(extra.iter().map(String::as_str));
-    }
-    cargo(&args, &[])?;
+    let args = bench_args(extra);
+    cargo(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])?;
     let table = ratio_table()?;
     println!("{table}");
     std::fs::write("target/bench-ratios.md", &table).map_err(|e| format!("target/bench-ratios.md: {e}"))?;
@@ -473,4 +481,21 @@ fn ratio_table() -> Result<String> {
         return Err("no criterion estimates found under target/criterion".into());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bench_args;
+
+    #[test]
+    fn criterion_gets_exactly_one_separator() {
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(bench_args(&[]), s(&["bench", "-p", "palisade-benches"]));
+        for extra in [s(&["--", "gcra"]), s(&["gcra"])] {
+            assert_eq!(
+                bench_args(&extra),
+                s(&["bench", "-p", "palisade-benches", "--", "gcra"])
+            );
+        }
+    }
 }

@@ -315,8 +315,11 @@ async fn build(cli: &Cli) -> Result<Palisade, Error> {
     b.build().await
 }
 
-async fn doctor(cli: &Cli) -> Out {
-    match build(cli).await {
+/// `doctor`'s report. A store that cannot be reached, or refuses TLS or the
+/// credentials, is its answer (on stdout, exit 2 or 77); a configuration that cannot
+/// work is an error like any other (`Err`: one JSON object on stderr, exit 64).
+async fn doctor(cli: &Cli) -> Result<Out, Error> {
+    Ok(match build(cli).await {
         Ok(p) => {
             let d = p.doctor().await;
             let json = json!({
@@ -379,26 +382,27 @@ async fn doctor(cli: &Cli) -> Out {
                 code: if d.can_serve { 0 } else { 2 },
             }
         }
+        Err(e) if !e.is_unavailable() && e.kind() != ErrorKind::Auth => return Err(e),
         Err(e) => {
             let json = json!({
                 "mode": cli.mode().ok().flatten().unwrap_or(Mode::default_for(cli.url().is_some())).as_str(),
                 "state": "unavailable",
                 "can_serve": false,
                 "error": e.chain(),
+                "error_kind": e.kind().as_str(),
             });
-            let code = if e.is_unavailable() { 2 } else { exit_code(&e) };
             Out {
                 json,
                 text: format!("CANNOT serve: {}", e.chain()),
-                code,
+                code: exit_code(&e),
             }
         }
-    }
+    })
 }
 
 async fn run(cli: &Cli) -> Result<Out, Error> {
     if let Command::Doctor = cli.command {
-        return Ok(doctor(cli).await);
+        return doctor(cli).await;
     }
     let p = build(cli).await?;
     Ok(match &cli.command {
@@ -658,10 +662,22 @@ async fn throttle(p: &Palisade, c: &ThrottleCmd) -> Result<Out, Error> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 64 } else { 0 };
+        // `--help` and `--version` print as clap prints them.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Under `--json` every error is one JSON object on stderr, usage errors
+            // included; the text is clap's, without its colours.
+            if std::env::args().any(|a| a == "--json") {
+                let message = e.render().to_string();
+                let message = message.trim().trim_start_matches("error: ");
+                eprintln!("{}", json!({"error": {"kind": "usage", "message": message}}));
+            } else {
+                let _ = e.print();
+            }
+            return ExitCode::from(64);
         }
     };
     if let Command::Load(args) = &cli.command {

@@ -301,3 +301,61 @@ fn doctor_says_what_it_connected_to_over_tls_and_through_sentinel() {
         "{d}"
     );
 }
+
+#[test]
+fn under_json_every_error_is_one_json_object_on_stderr_with_its_exit_code() {
+    let cases: &[(&[&str], i32)] = &[
+        // Caught by the argument parser.
+        (&["cache", "set", "ns", "k", "v", "--ttl", "10"], 64),
+        (
+            &["throttle", "acquire", "k", "--global-cap", "-1", "--key-cap", "1"],
+            64,
+        ),
+        (&["cache", "get"], 64),
+        (&["cache", "frobnicate"], 64),
+        (&["--no-such-flag", "doctor"], 64),
+        (
+            &[
+                "throttle",
+                "acquire",
+                "k",
+                "--global-cap",
+                "1",
+                "--key-cap",
+                "1",
+                "--lease",
+                "soon",
+            ],
+            64,
+        ),
+        // Caught by palisade: invalid input, before any I/O, in local mode.
+        (&["cache", "set", "ns", "k", "v", "--ttl", "500000000000y"], 64),
+        (&["jobs", "create", "j", "--ttl", "500000000000y"], 64),
+        (
+            &[
+                "throttle",
+                "acquire",
+                "k",
+                "--global-cap",
+                "1",
+                "--key-cap",
+                "1",
+                "--lease",
+                "1ns",
+            ],
+            64,
+        ),
+        (&["throttle", "penalize", "k", "1000000y"], 64),
+        (&["limit", "k", "--rate", "fast"], 64),
+        (&["--mode", "bogus", "doctor"], 64),
+        (&["--mode", "strict", "cache", "get", "ns", "k"], 64),
+    ];
+    for (args, code) in cases {
+        let (got, err) = json_error(None, "t", args);
+        assert_eq!(got, *code, "{args:?}: {err}");
+        assert!(
+            err["error"]["kind"].is_string() && err["error"]["message"].is_string(),
+            "{args:?}: {err}"
+        );
+    }
+}
