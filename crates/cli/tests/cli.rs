@@ -359,3 +359,52 @@ fn under_json_every_error_is_one_json_object_on_stderr_with_its_exit_code() {
         );
     }
 }
+
+#[test]
+fn no_password_of_any_shape_prints_in_the_cli() {
+    let forms = |pw: &str| {
+        vec![
+            format!("redis://alice:{pw}@127.0.0.1:1"),
+            format!(":{pw}@127.0.0.1:1"),
+            format!("rediss://:{pw}@127.0.0.1:1,127.0.0.1:2"),
+            format!("redis-cluster://alice:{pw}@127.0.0.1:1?node=127.0.0.1:2"),
+            format!("redis-sentinel://alice:{pw}@127.0.0.1:1/palisade"),
+        ]
+    };
+    let run = |url: &str| {
+        let mut all = String::new();
+        for args in [
+            &["--json", "doctor"][..],
+            &["doctor"][..],
+            &["--json", "--mode", "strict", "cache", "get", "ns", "k"][..],
+            &["--mode", "strict", "jobs", "get", "j"][..],
+        ] {
+            let out = palisade(Some(url), "t", args);
+            all.push_str(&String::from_utf8_lossy(&out.stdout));
+            all.push_str(&String::from_utf8_lossy(&out.stderr));
+            all.push_str(&format!("exit {:?}\n", out.status.code()));
+        }
+        all
+    };
+    let reference: Vec<String> = forms("Zq9ReferencePw").iter().map(|u| run(u)).collect();
+    for pw in [
+        "p/w#?,;@:x",
+        "a b c",
+        "@@@@",
+        "redis://x",
+        "%41%42pw",
+        "::::",
+        "\"'`quoted",
+        "x\\y{}[]*?",
+        "`~!$^&()=+|<>",
+        "hunter2",
+    ] {
+        for (url, expected) in forms(pw).iter().zip(&reference) {
+            let got = run(url);
+            assert_eq!(
+                &got, expected,
+                "the CLI's output depends on the password {pw:?} in {url:?}"
+            );
+        }
+    }
+}
