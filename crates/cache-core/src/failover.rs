@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{BackendStatus, CacheBackend};
-use crate::supervisor::{OnRecover, Supervisor, SupervisorContext};
+use crate::supervisor::{OnRecover, RecoveryContext, Supervisor, SupervisorContext};
 use crate::{BoxFuture, Error, Mode, Provenance, Tagged};
 
 /// Reports `r`'s error, if any, to `supervisor` as a failure of `op`, and returns `r`:
@@ -45,6 +45,13 @@ pub fn split_outage_key(key: &str) -> Option<(u64, &str)> {
 /// - While down, calls go straight to the fallback (the dead primary is not hammered),
 ///   with the current outage number, and their answers are tagged
 ///   [`Provenance::LocalDegraded`] and counted as served degraded.
+/// - A call served by the fallback holds the supervisor's switch gate shared; a
+///   recovery takes it exclusively while it empties the fallback, then hands the outage
+///   over to the primary ([`Handover`](crate::supervisor::Handover)): from then on
+///   every call of that outage goes to the primary — a call on a key still on its way
+///   there waits for it — so nothing written while degraded is left behind for a later
+///   outage. A call that waited for the switch after failing on the primary returns
+///   that failure.
 #[derive(Clone)]
 pub struct DegradedRouter<P, F> {
     /// The shared store.
@@ -91,18 +98,62 @@ impl<P: Clone + Send + Sync + 'static, F: Clone> DegradedRouter<P, F> {
         PF: Future<Output = Result<Tagged<T>, Error>>,
         FF: Future<Output = Result<Tagged<T>, Error>>,
     {
-        if self.supervisor.is_healthy() {
-            match primary(self.primary.clone()).await {
-                Err(e) if e.is_unavailable() => {
-                    self.supervisor.report(op, &e);
+        self.route_keyed(op, None, primary, fallback).await
+    }
+
+    /// Routes one call on `key`: as [`DegradedRouter::route`], and during a hand-over a
+    /// call on a key still on its way to the primary waits for it first.
+    pub async fn route_keyed<T, PF, FF>(
+        &self,
+        op: &'static str,
+        key: Option<&str>,
+        primary: impl FnOnce(P) -> PF,
+        fallback: impl FnOnce(F, u64) -> FF,
+    ) -> Result<Tagged<T>, Error>
+    where
+        PF: Future<Output = Result<Tagged<T>, Error>>,
+        FF: Future<Output = Result<Tagged<T>, Error>>,
+    {
+        let sup = &self.supervisor;
+        let mut primary = Some(primary);
+        let mut failed = None;
+        if sup.is_healthy() {
+            if let Some(call) = primary.take() {
+                match call(self.primary.clone()).await {
+                    Err(e) if e.is_unavailable() => {
+                        sup.report(op, &e);
+                        failed = Some(e);
+                    }
+                    other => return other,
                 }
-                other => return other,
             }
         }
-        let outage = self.supervisor.outage_number();
-        self.supervisor.note_served_degraded();
-        let t = fallback(self.fallback.clone(), outage).await?;
-        Ok(Tagged::new(t.value, Provenance::LocalDegraded))
+        let outage = sup.outage_number();
+        if !sup.is_healthy() && !sup.handover().active(outage) {
+            let gate = sup.switch_gate().read().await;
+            if !sup.is_healthy() && !sup.handover().active(outage) {
+                sup.note_served_degraded();
+                let t = fallback(self.fallback.clone(), outage).await?;
+                drop(gate);
+                return Ok(Tagged::new(t.value, Provenance::LocalDegraded));
+            }
+        }
+        // The primary serves: healthy again, or this outage is being handed over to it
+        // and the fallback must take no more writes.
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Some(k) = key {
+            sup.handover().wait(k, sup.handover_wait()).await;
+        }
+        let Some(call) = primary else {
+            return Err(Error::config("a degraded call lost its primary operation"));
+        };
+        let r = call(self.primary.clone()).await;
+        if let Err(e) = &r {
+            sup.report(op, e);
+        }
+        r
     }
 }
 
@@ -254,15 +305,18 @@ pub struct Failover<P, F> {
 struct DropFallback<F>(F);
 
 impl<F: CacheBackend> OnRecover for DropFallback<F> {
-    fn on_recover(&self) -> BoxFuture<'_, u64> {
+    fn on_recover<'a>(&'a self, ctx: &'a RecoveryContext) -> BoxFuture<'a, Result<u64, Error>> {
         Box::pin(async move {
-            match self.0.clear("").await {
+            let _exclusive = ctx.gate.write().await;
+            let dropped = match self.0.clear("").await {
                 Ok(t) => t.value,
                 Err(e) => {
                     tracing::warn!(target: crate::EVENT_TARGET, error = %e.chain(), "cannot drop the degraded entries");
                     0
                 }
-            }
+            };
+            ctx.handover.begin(ctx.outage, []);
+            Ok(dropped)
         })
     }
 }

@@ -58,7 +58,9 @@ pub use key::{Contract, KeyParts, Namespace};
 pub use mode::Mode;
 pub use provenance::{Provenance, Tagged};
 pub use redact::{Endpoint, REDACTED, redact_text};
-pub use supervisor::{Health, OnRecover, Probe, Supervisor, SupervisorConfig, SupervisorContext};
+pub use supervisor::{
+    Handover, Health, OnRecover, Probe, RecoveryContext, Supervisor, SupervisorConfig, SupervisorContext,
+};
 pub use url::{HostPort, RedisUrl, Secret, Topology};
 
 /// A `Result` whose error is [`Error`].

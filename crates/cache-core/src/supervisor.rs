@@ -32,12 +32,87 @@ where
     }
 }
 
-/// Work to do when a probe has confirmed recovery, before service returns to the
-/// primary (the cache drops the entries written while degraded). Returns the count
-/// reported as `dropped_or_replayed` in [`EventKind::Recovered`].
+/// The hand-over of one outage to the primary, once a probe has confirmed it is back.
+///
+/// A recovery hook takes the [switch gate](Supervisor::switch_gate) exclusively (no
+/// call is then being served by the fallback), takes what the fallback holds, and calls
+/// [`Handover::begin`] with the keys still on their way to the primary. From then on
+/// degraded routers send every call of that outage to the primary — a call on a pending
+/// key first waits until [`Handover::done`] for it — so nothing is written to the
+/// fallback after it was emptied, and nothing is left behind for a later outage.
+#[derive(Debug, Default)]
+pub struct Handover {
+    outage: AtomicU64,
+    pending: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+impl Handover {
+    /// Outage `outage` is handed over; `pending` keys are not in the primary yet.
+    pub fn begin(&self, outage: u64, pending: impl IntoIterator<Item = String>) {
+        let mut map = lock(&self.pending);
+        map.clear();
+        map.extend(pending.into_iter().map(|k| (k, Arc::new(tokio::sync::Notify::new()))));
+        self.outage.store(outage, Ordering::Release);
+    }
+
+    /// `key` has reached the primary (or will not): its waiters go on.
+    pub fn done(&self, key: &str) {
+        if let Some(n) = lock(&self.pending).remove(key) {
+            n.notify_waiters();
+        }
+    }
+
+    /// The hand-over failed (the primary went away again): calls go back to the
+    /// fallback.
+    pub fn abort(&self) {
+        self.outage.store(0, Ordering::Release);
+        for (_, n) in lock(&self.pending).drain() {
+            n.notify_waiters();
+        }
+    }
+
+    /// Whether outage `outage` is being handed over (calls go to the primary).
+    pub fn active(&self, outage: u64) -> bool {
+        outage != 0 && self.outage.load(Ordering::Acquire) == outage
+    }
+
+    /// Waits, at most `within`, until `key` is not pending.
+    pub async fn wait(&self, key: &str, within: Duration) {
+        let notified = {
+            let map = lock(&self.pending);
+            let Some(n) = map.get(key) else { return };
+            // Created under the lock: a `done` after it wakes it.
+            Arc::clone(n)
+        };
+        let wakeup = notified.notified();
+        if !lock(&self.pending).contains_key(key) {
+            return;
+        }
+        let _ = tokio::time::timeout(within, wakeup).await;
+    }
+}
+
+/// What a recovery hook gets: the outage it ends, the switch gate and the hand-over.
+#[non_exhaustive]
+pub struct RecoveryContext {
+    /// The outage number.
+    pub outage: u64,
+    /// The supervisor's switch gate ([`Supervisor::switch_gate`]).
+    pub gate: Arc<tokio::sync::RwLock<()>>,
+    /// The hand-over to the primary.
+    pub handover: Arc<Handover>,
+}
+
+/// Work to do when a probe has confirmed recovery, before the outage ends (the cache
+/// drops the entries written while degraded, the job store replays its records). See
+/// [`Handover`] for the protocol: take the gate, take the fallback's content, begin the
+/// hand-over, then finish it.
 pub trait OnRecover: Send + Sync + 'static {
-    /// Runs once per outage, after the successful probe.
-    fn on_recover(&self) -> BoxFuture<'_, u64>;
+    /// Runs after a successful probe. `Ok(n)`: done, `n` is reported as
+    /// `dropped_or_replayed` in [`EventKind::Recovered`]. `Err`: the primary failed
+    /// again half-way (the hook has aborted the hand-over and put back what it could
+    /// not hand over); the outage goes on and the next successful probe runs it again.
+    fn on_recover<'a>(&'a self, ctx: &'a RecoveryContext) -> BoxFuture<'a, Result<u64, Error>>;
 }
 
 /// Timing of the supervisor.
@@ -141,13 +216,16 @@ impl fmt::Display for Health {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum State {
     Healthy,
     Down {
         since: Instant,
         since_system: SystemTime,
         outage: u64,
+        /// The probe loop of this outage: spawned and stored under the state's lock,
+        /// so no store from another outage can replace (or abort) it.
+        probe: JoinHandle<()>,
     },
 }
 
@@ -190,7 +268,10 @@ struct Inner {
     state: Mutex<State>,
     outages: AtomicU64,
     served_degraded: AtomicU64,
-    task: Mutex<Option<JoinHandle<()>>>,
+    /// Held shared by every call a degraded router serves from its fallback, and
+    /// exclusively by a recovery while it takes the fallback's content.
+    gate: Arc<tokio::sync::RwLock<()>>,
+    handover: Arc<Handover>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -280,7 +361,8 @@ impl Supervisor {
                 state: Mutex::new(State::Healthy),
                 outages: AtomicU64::new(0),
                 served_degraded: AtomicU64::new(0),
-                task: Mutex::new(None),
+                gate: Arc::new(tokio::sync::RwLock::new(())),
+                handover: Arc::default(),
             }),
         })
     }
@@ -334,6 +416,24 @@ impl Supervisor {
         matches!(*lock(&self.inner.state), State::Healthy)
     }
 
+    /// The switch gate: a call served by a fallback holds it shared; a recovery holds it
+    /// exclusively while it takes the fallback's content. See
+    /// [`DegradedRouter`](crate::failover::DegradedRouter).
+    pub fn switch_gate(&self) -> &Arc<tokio::sync::RwLock<()>> {
+        &self.inner.gate
+    }
+
+    /// The hand-over of the outage being recovered (see [`Handover`]).
+    pub fn handover(&self) -> &Handover {
+        &self.inner.handover
+    }
+
+    /// How long a call may wait for a record on its way to the primary: the probe
+    /// deadline (at least one command deadline).
+    pub fn handover_wait(&self) -> Duration {
+        self.inner.config.probe_deadline
+    }
+
     /// The number of the current (or last) outage, starting at 1; 0 before any.
     pub fn outage_number(&self) -> u64 {
         self.inner.outages.load(Ordering::Acquire)
@@ -375,8 +475,8 @@ impl Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        if let Some(task) = lock(&self.inner.task).take() {
-            task.abort();
+        if let State::Down { probe, .. } = &*lock(&self.inner.state) {
+            probe.abort();
         }
     }
 }
@@ -395,27 +495,24 @@ impl Inner {
 
     /// Marks the primary down if it was up; returns whether it was.
     fn go_down(self: &Arc<Self>, kind: EventKind, error: &Error) -> bool {
-        let outage = {
-            let mut state = lock(&self.state);
-            if let State::Down { .. } = *state {
-                return false;
-            }
-            let outage = self.outages.fetch_add(1, Ordering::AcqRel) + 1;
-            self.served_degraded.store(0, Ordering::Relaxed);
-            *state = State::Down {
-                since: self.clock.now(),
-                since_system: self.clock.system_time(),
-                outage,
-            };
-            // Emitted under the lock so that events of one outage are never reordered.
-            self.emit(kind, Some(error));
-            outage
-        };
-        let task = self.runtime.spawn(Arc::clone(self).probe_until_up(outage));
-        if let Some(old) = lock(&self.task).replace(task) {
-            // The previous outage's loop has finished (it ended that outage); make sure.
-            old.abort();
+        let mut state = lock(&self.state);
+        if let State::Down { .. } = *state {
+            return false;
         }
+        let outage = self.outages.fetch_add(1, Ordering::AcqRel) + 1;
+        self.served_degraded.store(0, Ordering::Relaxed);
+        // Spawned and stored under the lock, with the state it belongs to: a late
+        // store from one outage can never replace or abort the next one's loop (the
+        // previous design stored the handle after releasing the lock).
+        let probe = self.runtime.spawn(Arc::clone(self).probe_until_up(outage));
+        *state = State::Down {
+            since: self.clock.now(),
+            since_system: self.clock.system_time(),
+            outage,
+            probe,
+        };
+        // Emitted under the lock so that events of one outage are never reordered.
+        self.emit(kind, Some(error));
         true
     }
 
@@ -430,34 +527,61 @@ impl Inner {
             next = started + self.config.jittered(attempt);
             let probe = with_deadline(&*self.clock, self.config.probe_deadline, self.probe.probe());
             match probe.await {
-                Some(Ok(())) => break,
+                Some(Ok(())) => {}
                 Some(Err(e)) => {
-                    tracing::debug!(target: crate::event::TARGET, error = %e.chain(), "probe failed")
+                    tracing::debug!(target: crate::event::TARGET, error = %e.chain(), "probe failed");
+                    continue;
                 }
-                None => tracing::debug!(target: crate::event::TARGET, "probe timed out"),
+                None => {
+                    tracing::debug!(target: crate::event::TARGET, "probe timed out");
+                    continue;
+                }
             }
-        }
-        let dropped = match &self.on_recover {
-            Some(hook) => hook.on_recover().await,
-            None => 0,
-        };
-        let mut state = lock(&self.state);
-        if let State::Down {
-            since, outage: current, ..
-        } = *state
-        {
-            if current == outage {
-                *state = State::Healthy;
-                let served = self.served_degraded.swap(0, Ordering::Relaxed);
-                self.emit(
-                    EventKind::Recovered {
-                        outage: self.clock.now().saturating_duration_since(since),
-                        served_degraded: served,
-                        dropped_or_replayed: dropped,
-                    },
-                    None,
-                );
+            // The probe succeeded: hand the outage over to the primary (see
+            // `Handover`); from then on no call of this outage uses the fallback.
+            let ctx = RecoveryContext {
+                outage,
+                gate: Arc::clone(&self.gate),
+                handover: Arc::clone(&self.handover),
+            };
+            let handled = match &self.on_recover {
+                Some(hook) => match hook.on_recover(&ctx).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.handover.abort();
+                        tracing::warn!(
+                            target: crate::event::TARGET,
+                            error = %e.chain(),
+                            "the primary failed again during recovery; still degraded"
+                        );
+                        continue;
+                    }
+                },
+                None => {
+                    let _exclusive = self.gate.write().await;
+                    self.handover.begin(outage, []);
+                    0
+                }
+            };
+            let mut state = lock(&self.state);
+            if let State::Down {
+                since, outage: current, ..
+            } = *state
+            {
+                if current == outage {
+                    *state = State::Healthy;
+                    let served = self.served_degraded.swap(0, Ordering::Relaxed);
+                    self.emit(
+                        EventKind::Recovered {
+                            outage: self.clock.now().saturating_duration_since(since),
+                            served_degraded: served,
+                            dropped_or_replayed: handled,
+                        },
+                        None,
+                    );
+                }
             }
+            return;
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use palisade_cache_core::supervisor::SupervisorConfig;
 use palisade_cache_core::{
     BoxFuture, Component, Endpoint, Error, Event, EventKind, Events, Health, ManualClock, Mode, OnRecover, Probe,
-    Supervisor, SupervisorContext,
+    RecoveryContext, Supervisor, SupervisorContext,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::timeout;
@@ -55,8 +55,8 @@ impl Probe for Scripted {
 
 struct Dropped(u64);
 impl OnRecover for Dropped {
-    fn on_recover(&self) -> BoxFuture<'_, u64> {
-        Box::pin(async move { self.0 })
+    fn on_recover<'a>(&'a self, _: &'a RecoveryContext) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move { Ok(self.0) })
     }
 }
 
@@ -361,4 +361,71 @@ async fn probes_start_at_most_one_period_apart_even_when_each_hangs_to_its_deadl
         );
     }
     h.no_event();
+}
+
+/// The suspected race of the previous design: the probe task's handle was stored after
+/// the state lock was released, so a late store from outage n could abort outage n+1's
+/// probe and leave the primary down for good, with no `Recovered`. The handle is now
+/// stored with the state, under its lock. Thousands of back-to-back outages, reported
+/// from several tasks at once while their probes end them at once: every outage ends
+/// with exactly one `Recovered`, and the supervisor ends healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_outages_each_end_with_their_own_recovered() {
+    let events = Events::new(16);
+    let ctx = SupervisorContext::new(Component::Cache, Mode::ExplicitDegraded, "t", events.clone()).with_config(
+        SupervisorConfig::default()
+            .with_backoff_min(Duration::from_micros(1))
+            .with_probe_period(Duration::from_micros(20))
+            .with_jitter(0.0),
+    );
+    let sup = Arc::new(Supervisor::new(ctx, || async { Ok(()) }, None).unwrap());
+    let (mut downs, mut ups) = (0u64, 0u64);
+    let mut rx = events.subscribe();
+    let counter = tokio::spawn(async move {
+        let (mut d, mut u) = (0u64, 0u64);
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.kind == EventKind::Degraded => d += 1,
+                Ok(e) if matches!(e.kind, EventKind::Recovered { .. }) => u += 1,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => panic!("the counter fell behind"),
+                Err(broadcast::error::RecvError::Closed) => return (d, u),
+            }
+        }
+    });
+    let reporters: Vec<_> = (0..4)
+        .map(|_| {
+            let sup = Arc::clone(&sup);
+            tokio::spawn(async move {
+                let mut started = 0u64;
+                let until = std::time::Instant::now() + Duration::from_secs(2);
+                while started < 1_000 && std::time::Instant::now() < until {
+                    if sup.report("test.op", &unavailable()) {
+                        started += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                started
+            })
+        })
+        .collect();
+    let mut started = 0;
+    for r in reporters {
+        started += r.await.unwrap();
+    }
+    // The last outage ends too: no probe loop was lost.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !sup.is_healthy() {
+        assert!(std::time::Instant::now() < until, "stuck down after {started} outages");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(sup);
+    drop(events);
+    if let Ok((d, u)) = counter.await {
+        downs = d;
+        ups = u;
+    }
+    assert!(started > 100, "the race needs many outages: {started}");
+    assert_eq!(downs, started, "one Degraded per outage");
+    assert_eq!(ups, started, "one Recovered per outage");
 }

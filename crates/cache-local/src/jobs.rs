@@ -258,4 +258,25 @@ impl JobFallback for LocalJobStore {
             .map(|(k, r)| (k, r.fields, r.expires_at - now))
             .collect()
     }
+
+    fn restore(&self, records: Vec<(String, FieldMap, Duration)>) {
+        let now = self.inner.clock.now();
+        let mut map = self.lock();
+        for (key, fields, left) in records {
+            // The record's own TTL is in its fields; `left` is what remained of it.
+            let ttl = fields
+                .get(field::TTL_MS)
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .map_or(left, Duration::from_millis);
+            map.insert(
+                key,
+                Rec {
+                    fields,
+                    // `left` came from a live record's deadline: no overflow.
+                    expires_at: now + left,
+                    ttl,
+                },
+            );
+        }
+    }
 }

@@ -223,3 +223,142 @@ async fn strict_job_calls_fail_within_the_deadline_and_recover() {
     ));
     assert_eq!(s.get("after").await.unwrap().value.unwrap().status, JobStatus::Queued);
 }
+
+/// One acknowledged write of the recovery workload.
+#[derive(Debug, Clone)]
+enum Acked {
+    Created(String),
+    Deleted(String, Provenance),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_acknowledged_around_a_recovery_is_lost_and_no_deleted_record_comes_back() {
+    let Some(mut server) = env::private_server("jobs_recovery_workload") else {
+        return;
+    };
+    let events = Events::new(4096);
+    let mut rx = events.subscribe();
+    let (s, failover) = degraded_store(&server, &events, "recovery").await;
+    // What Redis holds, read directly.
+    let direct = JobStore::new(
+        RedisJobStore::new(RedisConnection::connect(&fault_config(&server)).await.unwrap())
+            .await
+            .unwrap(),
+        s.ns().clone(),
+    );
+    let mut acked: Vec<Acked> = Vec::new();
+    let mut all_reports = Vec::new();
+    // The first outage kills Redis (it restarts empty: nothing of it is lost since
+    // everything acknowledged lived in the fallback); the second pauses it (its data
+    // stays), so that at the end every acknowledged record of both must be in Redis.
+    for outage in 0..2 {
+        if outage == 0 {
+            server.kill();
+        } else {
+            server.pause().unwrap();
+        }
+        // A fallback large enough that the replay takes many round trips.
+        for i in 0..1_500 {
+            let id = format!("o{outage}-pre{i}");
+            let t = s.create(&id, &JobRecord::queued(), TTL).await.unwrap();
+            assert_eq!(t.provenance, Provenance::LocalDegraded);
+            acked.push(Acked::Created(id));
+        }
+        if outage == 0 {
+            server.start_again().unwrap();
+        } else {
+            server.resume().unwrap();
+        }
+        // Writers keep creating and deleting while the probe, the replay and the
+        // switch happen.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let (s, stop) = (s.clone(), std::sync::Arc::clone(&stop));
+            writers.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += 1;
+                    let id = format!("o{outage}-w{w}-{n}");
+                    if s.create(&id, &JobRecord::queued(), TTL).await.is_ok() {
+                        mine.push(Acked::Created(id.clone()));
+                        // Every third record is deleted again right away.
+                        if n % 3 == 0 {
+                            if let Ok(d) = s.delete(&id).await {
+                                if d.value {
+                                    mine.push(Acked::Deleted(id, d.provenance));
+                                }
+                            }
+                        }
+                    }
+                    tokio::task::yield_now().await;
+                }
+                mine
+            }));
+        }
+        let recovered = loop {
+            let e = next_event(&mut rx, RECOVERY).await;
+            if let EventKind::Recovered {
+                dropped_or_replayed, ..
+            } = e.kind
+            {
+                break dropped_or_replayed;
+            }
+        };
+        // Writes go on a while after the switch, then stop.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in writers {
+            acked.extend(w.await.unwrap());
+        }
+        let report = failover.last_recovery().expect("a recovery report");
+        assert!(recovered >= 1_500, "the large fallback was replayed: {recovered}");
+        all_reports.push(report);
+    }
+    // Every create acknowledged before, during or after the recoveries is in Redis —
+    // unless the application deleted it afterwards, or a report names it.
+    let deleted: std::collections::HashSet<&str> = acked
+        .iter()
+        .filter_map(|a| match a {
+            Acked::Deleted(id, _) => Some(id.as_str()),
+            Acked::Created(_) => None,
+        })
+        .collect();
+    let reported: std::collections::HashSet<String> = all_reports
+        .iter()
+        .flat_map(|r| r.conflicts.iter().chain(&r.failed).cloned())
+        .collect();
+    let mut missing = Vec::new();
+    let mut resurrected = Vec::new();
+    for a in &acked {
+        let (id, in_redis) = match a {
+            Acked::Created(id) | Acked::Deleted(id, _) => (id, direct.get(id).await.unwrap().value.is_some()),
+        };
+        match a {
+            Acked::Created(_)
+                if !deleted.contains(id.as_str()) && !in_redis && !reported.contains(&s.key(id).unwrap()) =>
+            {
+                missing.push(id.clone())
+            }
+            Acked::Deleted(_, Provenance::Distributed) if in_redis => resurrected.push(id.clone()),
+            _ => {}
+        }
+    }
+    let created = acked.iter().filter(|a| matches!(a, Acked::Created(_))).count();
+    eprintln!(
+        "FIGURES recovery workload: {created} creates and {} deletes acknowledged over two outages; \
+         replayed {:?}; missing {}; resurrected {}",
+        deleted.len(),
+        all_reports.iter().map(|r| r.replayed.len()).collect::<Vec<_>>(),
+        missing.len(),
+        resurrected.len()
+    );
+    assert!(missing.is_empty(), "acknowledged records lost: {missing:?}");
+    assert!(resurrected.is_empty(), "deleted records came back: {resurrected:?}");
+    // The second recovery replayed only the second outage's records.
+    assert!(
+        all_reports[1].replayed.iter().all(|k| !k.contains("o0-")),
+        "the second outage replayed the first one's leftovers"
+    );
+}

@@ -5,12 +5,21 @@
 //! While Redis is down, records are read from and written to the local fallback, every
 //! answer tagged `LocalDegraded`. When a probe confirms Redis is back, every record held
 //! by the fallback is **replayed into Redis with create-if-absent** (all its fields,
-//! its timestamps, its remaining TTL) before service returns to Redis:
+//! its timestamps, its remaining TTL) before service returns to Redis — while the
+//! supervisor's switch gate is held, so no call is served by the fallback during the
+//! replay or after it, and nothing written while degraded is left behind (calls that
+//! arrive meanwhile wait for the switch and then go to Redis). The replay sends up to
+//! [`REPLAY_BATCH`] records at once; fred pipelines them, so 1,500 records take a few
+//! round trips, not 1,500:
 //!
 //! - a record Redis does not have is created there (**replayed**);
 //! - a record Redis already has is **not** overwritten (shared state wins): its id is
 //!   reported as a **conflict**;
-//! - a record whose replay failed (Redis died again) is reported as **failed**.
+//! - a record whose replay failed with an error reply is reported as **failed**;
+//! - if Redis fails again half-way (an outage error), the records not yet in Redis are
+//!   put back into the fallback, the outage goes on, and the next successful probe
+//!   replays them: a second outage never finds the first one's leftovers, because a
+//!   recovery either hands everything over or does not end the outage.
 //!
 //! The report ([`RecoveryReport`]) is logged at WARN under `palisade::security` with
 //! every id, kept on the wrapper ([`JobFailover::last_recovery`]), and the number of
@@ -33,16 +42,28 @@ use std::time::Duration;
 use palisade_cache_core::Strict;
 use palisade_cache_core::cache::BackendStatus;
 use palisade_cache_core::failover::{DegradedRouter, outage_key, split_outage_key};
-use palisade_cache_core::supervisor::{OnRecover, Supervisor, SupervisorContext};
+use palisade_cache_core::supervisor::{OnRecover, RecoveryContext, Supervisor, SupervisorContext};
 use palisade_cache_core::{BoxFuture, EVENT_TARGET, Error, Mode, Tagged};
 
 use crate::model::{FieldMap, JobStatus, field};
 use crate::store::{JobBackend, RawOutcome, StoredRecord};
 
+/// How many records the replay sends to Redis at once.
+pub const REPLAY_BATCH: usize = 256;
+
+/// The storage key of a fallback key (`<outage>#<key>`).
+fn original_key(fallback_key: &str) -> String {
+    split_outage_key(fallback_key)
+        .map_or(fallback_key, |(_, k)| k)
+        .to_owned()
+}
+
 /// A fallback that can hand over everything it holds (for the replay on recovery).
 pub trait JobFallback: JobBackend {
     /// Removes and returns every live record: key, fields, remaining TTL.
     fn drain(&self) -> Vec<(String, FieldMap, Duration)>;
+    /// Puts records back (a replay that Redis interrupted): key, fields, remaining TTL.
+    fn restore(&self, records: Vec<(String, FieldMap, Duration)>);
 }
 
 /// What happened to the records written while degraded, per id (storage keys).
@@ -80,22 +101,66 @@ struct Replay<P, F> {
 }
 
 impl<P: JobBackend, F: JobFallback> OnRecover for Replay<P, F> {
-    fn on_recover(&self) -> BoxFuture<'_, u64> {
+    fn on_recover<'a>(&'a self, ctx: &'a RecoveryContext) -> BoxFuture<'a, Result<u64, Error>> {
         Box::pin(async move {
             let mut report = RecoveryReport::default();
-            for (fallback_key, mut fields, ttl) in self.fallback.drain() {
-                let key = split_outage_key(&fallback_key)
-                    .map_or(fallback_key.as_str(), |(_, k)| k)
-                    .to_owned();
-                fields.remove(field::TTL_MS);
-                match self.primary.create(&key, &fields, ttl, true).await {
-                    Ok(t) if t.value => report.replayed.push(key),
-                    Ok(_) => report.conflicts.push(key),
-                    Err(e) => {
-                        tracing::warn!(target: EVENT_TARGET, key, error = %e.chain(), "job replay failed");
-                        report.failed.push(key);
+            // Emptied while no call uses the fallback; from the hand-over on, calls go
+            // to Redis, and a call on a record still on its way waits for it.
+            let mut pending = {
+                let _exclusive = ctx.gate.write().await;
+                let drained = self.fallback.drain();
+                ctx.handover
+                    .begin(ctx.outage, drained.iter().map(|(k, _, _)| original_key(k)));
+                drained
+            };
+            let mut interrupted = None;
+            while !pending.is_empty() {
+                let batch: Vec<_> = pending.drain(..pending.len().min(REPLAY_BATCH)).collect();
+                let mut tasks = tokio::task::JoinSet::new();
+                for (fallback_key, fields, ttl) in batch {
+                    let primary = self.primary.clone();
+                    tasks.spawn(async move {
+                        let key = original_key(&fallback_key);
+                        let mut replayed = fields.clone();
+                        replayed.remove(field::TTL_MS);
+                        let r = primary.create(&key, &replayed, ttl, true).await;
+                        (key, (fallback_key, fields, ttl), r)
+                    });
+                }
+                while let Some(done) = tasks.join_next().await {
+                    let Ok((key, record, r)) = done else { continue };
+                    if !matches!(&r, Err(e) if e.is_unavailable()) {
+                        ctx.handover.done(&key);
+                    }
+                    match r {
+                        Ok(t) if t.value => report.replayed.push(key),
+                        Ok(_) => report.conflicts.push(key),
+                        Err(e) if e.is_unavailable() => {
+                            interrupted.get_or_insert(e);
+                            pending.push(record);
+                        }
+                        Err(e) => {
+                            tracing::warn!(target: EVENT_TARGET, key, error = %e.chain(), "job replay failed");
+                            report.failed.push(key);
+                        }
                     }
                 }
+                if interrupted.is_some() {
+                    break;
+                }
+            }
+            if let Some(e) = interrupted {
+                // Nothing is lost: what Redis did not take goes back to the fallback,
+                // and the next recovery replays it.
+                let back = pending.len();
+                self.fallback.restore(pending);
+                tracing::warn!(
+                    target: EVENT_TARGET,
+                    replayed = report.replayed.len(),
+                    put_back = back,
+                    "Redis failed again during the job replay: the rest waits for the next recovery"
+                );
+                return Err(e);
             }
             if !(report.conflicts.is_empty() && report.failed.is_empty()) {
                 tracing::warn!(
@@ -108,7 +173,7 @@ impl<P: JobBackend, F: JobFallback> OnRecover for Replay<P, F> {
             }
             let replayed = report.replayed.len() as u64;
             *self.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
-            replayed
+            Ok(replayed)
         })
     }
 }
@@ -164,8 +229,9 @@ impl<P: JobBackend, F: JobFallback> JobBackend for JobFailover<P, F> {
         if_absent: bool,
     ) -> Result<Tagged<bool>, Error> {
         self.router
-            .route(
+            .route_keyed(
                 "jobs.create",
+                Some(key),
                 |p| async move { p.create(key, fields, ttl, if_absent).await },
                 |f, n| async move { f.create(&outage_key(n, key), fields, ttl, if_absent).await },
             )
@@ -173,8 +239,9 @@ impl<P: JobBackend, F: JobFallback> JobBackend for JobFailover<P, F> {
     }
     async fn update(&self, key: &str, fields: &FieldMap) -> Result<Tagged<bool>, Error> {
         self.router
-            .route(
+            .route_keyed(
                 "jobs.update",
+                Some(key),
                 |p| async move { p.update(key, fields).await },
                 |f, n| async move { f.update(&outage_key(n, key), fields).await },
             )
@@ -182,8 +249,9 @@ impl<P: JobBackend, F: JobFallback> JobBackend for JobFailover<P, F> {
     }
     async fn exists(&self, key: &str) -> Result<Tagged<bool>, Error> {
         self.router
-            .route(
+            .route_keyed(
                 "jobs.exists",
+                Some(key),
                 |p| async move { p.exists(key).await },
                 |f, n| async move { f.exists(&outage_key(n, key)).await },
             )
@@ -191,8 +259,9 @@ impl<P: JobBackend, F: JobFallback> JobBackend for JobFailover<P, F> {
     }
     async fn get(&self, key: &str) -> Result<Tagged<Option<StoredRecord>>, Error> {
         self.router
-            .route(
+            .route_keyed(
                 "jobs.get",
+                Some(key),
                 |p| async move { p.get(key).await },
                 |f, n| async move { f.get(&outage_key(n, key)).await },
             )
@@ -206,8 +275,9 @@ impl<P: JobBackend, F: JobFallback> JobBackend for JobFailover<P, F> {
         fields: &FieldMap,
     ) -> Result<Tagged<RawOutcome>, Error> {
         self.router
-            .route(
+            .route_keyed(
                 "jobs.transition",
+                Some(key),
                 |p| async move { p.transition(key, from, to, fields).await },
                 |f, n| async move { f.transition(&outage_key(n, key), from, to, fields).await },
             )
@@ -215,8 +285,9 @@ impl<P: JobBackend, F: JobFallback> JobBackend for JobFailover<P, F> {
     }
     async fn heartbeat(&self, key: &str) -> Result<Tagged<RawOutcome>, Error> {
         self.router
-            .route(
+            .route_keyed(
                 "jobs.heartbeat",
+                Some(key),
                 |p| async move { p.heartbeat(key).await },
                 |f, n| async move { f.heartbeat(&outage_key(n, key)).await },
             )
@@ -224,8 +295,9 @@ impl<P: JobBackend, F: JobFallback> JobBackend for JobFailover<P, F> {
     }
     async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
         self.router
-            .route(
+            .route_keyed(
                 "jobs.delete",
+                Some(key),
                 |p| async move { p.delete(key).await },
                 |f, n| async move { f.delete(&outage_key(n, key)).await },
             )
