@@ -11,7 +11,7 @@ use fred::prelude::*;
 use fred::types::Expiration;
 use palisade_benches::{CONCURRENCY, bench_in_flight, redis, runtime};
 use palisade_cache_core::{
-    Cache, CacheBackend, Component, Events, Failover, FailoverOptions, Mode, Namespace, SupervisorContext,
+    Backend, Cache, Component, Events, Failover, FailoverOptions, Mode, Namespace, Run, SupervisorContext, cache::op,
 };
 use palisade_cache_local::LocalCache;
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection};
@@ -73,12 +73,13 @@ fn bench(c: &mut Criterion) {
     // Degraded mode's wrapper over a healthy in-process primary: what the wrapper itself
     // (health check, routing) adds to every call, without a network round trip.
     let degraded = rt.block_on(async {
-        let ctx = SupervisorContext::new(Component::Cache, Mode::ExplicitDegraded, "tenant", Events::default());
+        let ctx = SupervisorContext::new(Component::Cache, Mode::ExplicitDegraded, Events::default());
         let failover = Failover::new(
             LocalCache::default(),
             LocalCache::default(),
             ctx,
             FailoverOptions::default(),
+            None,
         );
         Cache::new(failover.unwrap(), ns.clone())
     });
@@ -126,7 +127,7 @@ fn bench(c: &mut Criterion) {
         bench_in_flight(&mut g, &rt, "local_backend", n, |i| {
             let (local, keys) = (local.backend(), &keys);
             async move {
-                black_box(local.get(&keys[i % KEYS]).await.unwrap());
+                black_box(local.run(&op::Get::new(keys[i % KEYS].clone())).await.unwrap());
             }
         });
         bench_in_flight(&mut g, &rt, "moka_configured", n, |i| {

@@ -29,8 +29,14 @@ fn throttle_bench<B: ThrottleBackend>(
     let r = RateLimiter::new(backend, ns.sibling("rl").unwrap());
     let keys: Vec<String> = (0..KEYS).map(|i| format!("mx{i}.example.com")).collect();
     // Caps never bind: the bench measures the decision, not the waiting.
-    let policy = Policy::new(1_000_000, 1_000_000, Duration::ZERO, Duration::from_secs(30)).unwrap();
-    let rate = Rate::per_second(1_000_000, 1_000_000).unwrap();
+    let policy = Policy::builder()
+        .global_cap(1_000_000)
+        .key_cap(1_000_000)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let rate = Rate::per_second(1_000_000).burst(1_000_000).build().unwrap();
     let mut g = c.benchmark_group("throttle_acquire_release");
     bench_in_flight(&mut g, rt, name, n, |i| {
         let (t, keys) = (&t, &keys);

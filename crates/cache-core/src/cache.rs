@@ -20,15 +20,18 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::backend::Run;
 use crate::key::Contract;
-use crate::{BoxError, Codec, Error, ErrorKind, ErrorSummary, Health, Mode, Namespace, Provenance, Tagged};
+use crate::stats::{ErrorCounters, StatusSnapshot};
+use crate::supervisor::on_behalf_of;
+use crate::{BoxError, Codec, Error, Health, Mode, Namespace, Provenance, Tagged};
 
 /// The default limit on a stored value, in bytes (1 MiB).
 pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024;
@@ -50,47 +53,110 @@ impl BackendStatus {
     }
 }
 
-/// What a cache backend implements. Keys arrive encoded and validated (see [`Cache`]);
-/// values are bytes.
+crate::contract! {
+/// What a cache backend implements: [`Backend`] and [`Run`] for every operation of
+/// [`op`]. Keys arrive encoded and validated (see [`Cache`]); values are bytes.
 ///
 /// # Behavior
 ///
-/// - `get` returns the live value under `key`, or `None`; an expired entry is never
-///   returned. The value is immutable [`Bytes`]: nothing the caller or a later write
-///   does can change what another holder sees.
-/// - `set` stores `value` under `key` for `ttl`, replacing any value and its TTL.
-/// - `set_if_absent` stores only when no live value exists, atomically, and says
+/// - [`op::Get`] returns the live value under `key`, or `None`; an expired entry is
+///   never returned. The value is immutable [`Bytes`]: nothing the caller or a later
+///   write does can change what another holder sees.
+/// - [`op::Set`] stores `value` under `key` for `ttl`, replacing any value and its TTL.
+/// - [`op::SetIfAbsent`] stores only when no live value exists, atomically, and says
 ///   whether it stored.
-/// - `delete` removes the key and says whether a live value was there.
-/// - `contains` says whether a live value is there, without returning it.
-/// - `clear` removes every key that starts with `key_prefix` and returns how many live
-///   entries it removed (on Redis: `SCAN` with a glob-safe pattern, on every master of
-///   a cluster, deleting in batches — never `KEYS`).
+/// - [`op::Delete`] removes the key and says whether a live value was there.
+/// - [`op::Contains`] says whether a live value is there, without returning it.
+/// - [`op::Clear`] removes every key that starts with `prefix` and returns how many
+///   live entries it removed (on Redis: `SCAN` with a glob-safe pattern, on every
+///   master of a cluster, deleting in batches — never `KEYS`).
 /// - `probe` checks that the store answers (Redis: `PING`).
 /// - A backend that cannot reach its store returns [`Error::Unavailable`] or
 ///   [`Error::Timeout`], within its deadline.
-pub trait CacheBackend: Clone + Send + Sync + 'static {
-    /// See the trait's `# Behavior`.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Tagged<Option<Bytes>>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> impl Future<Output = Result<Tagged<()>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn set_if_absent(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn delete(&self, key: &str) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn contains(&self, key: &str) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn clear(&self, key_prefix: &str) -> impl Future<Output = Result<Tagged<u64>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn probe(&self) -> impl Future<Output = Result<(), Error>> + Send;
-    /// The mode and health.
-    fn status(&self) -> BackendStatus;
+pub trait CacheBackend: op::Get, op::Set, op::SetIfAbsent, op::Delete, op::Contains, op::Clear;
+}
+
+/// The operations of the cache contract. In degraded mode each runs on the outage's
+/// own fallback keys (`<outage>#<key>`), and a write's TTL is capped by
+/// [`FailoverOptions::degraded_ttl_cap`](crate::FailoverOptions).
+pub mod op {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    crate::keyed_op! {
+        /// The live value under `key`.
+        Get -> Option<Bytes>, "cache.get" {
+            /// The encoded key.
+            key
+        }
+    }
+    crate::keyed_op! {
+        /// Stores `value` under `key` for `ttl`.
+        Set -> (), "cache.set" {
+            /// The encoded key.
+            key,
+            /// The value.
+            value: Bytes,
+            /// Its TTL.
+            ttl: Duration,
+        }
+        degraded |op, ctx| { op.ttl = op.ttl.min(ctx.options.degraded_ttl_cap); }
+    }
+    crate::keyed_op! {
+        /// Stores `value` under `key` for `ttl` if no live value is there.
+        SetIfAbsent -> bool, "cache.set_if_absent" {
+            /// The encoded key.
+            key,
+            /// The value.
+            value: Bytes,
+            /// Its TTL.
+            ttl: Duration,
+        }
+        degraded |op, ctx| { op.ttl = op.ttl.min(ctx.options.degraded_ttl_cap); }
+    }
+    crate::keyed_op! {
+        /// Removes `key`.
+        Delete -> bool, "cache.delete" {
+            /// The encoded key.
+            key
+        }
+    }
+    crate::keyed_op! {
+        /// Whether a live value is under `key`.
+        Contains -> bool, "cache.contains" {
+            /// The encoded key.
+            key
+        }
+    }
+    crate::keyed_op! {
+        /// Removes every key that starts with `prefix`.
+        Clear -> u64, "cache.clear" {
+            /// The encoded key prefix (the namespace's head).
+            prefix
+        }
+    }
+}
+
+/// What a cache fallback does when the primary is back: drops everything it holds
+/// (never replayed over shared state), then hands the outage over. For
+/// [`Fallback::recover`](crate::Fallback::recover) implementations of cache backends.
+pub fn drop_fallback<'a, F: Run<op::Clear>>(
+    fallback: &'a F,
+    ctx: &'a crate::RecoveryContext,
+) -> crate::BoxFuture<'a, Result<u64, Error>> {
+    Box::pin(async move {
+        let _exclusive = ctx.gate.write().await;
+        let dropped = match fallback.run(&op::Clear::new(String::new())).await {
+            Ok(t) => t.value,
+            Err(e) => {
+                tracing::warn!(target: crate::EVENT_TARGET, error = %e.chain(), "cannot drop the degraded entries");
+                0
+            }
+        };
+        ctx.handover.begin(ctx.outage, []);
+        Ok(dropped)
+    })
 }
 
 /// Limits checked before any I/O.
@@ -129,27 +195,12 @@ pub struct CacheStats {
     pub sets: u64,
     /// `delete` calls that succeeded.
     pub deletes: u64,
-    /// Failed calls, by kind.
-    pub errors: Vec<(ErrorKind, u64)>,
     /// Reads answered by the degraded fallback.
     pub degraded_reads: u64,
     /// Writes (set, delete, clear) applied to the degraded fallback.
     pub degraded_writes: u64,
-    /// The mode.
-    pub mode: Mode,
-    /// The health of the shared store.
-    pub health: Health,
-    /// When the current outage began, if degraded.
-    pub degraded_since: Option<SystemTime>,
-    /// The last error (redacted).
-    pub last_error: Option<ErrorSummary>,
-}
-
-impl CacheStats {
-    /// The number of errors of `kind`.
-    pub fn errors_of(&self, kind: ErrorKind) -> u64 {
-        self.errors.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
-    }
+    /// Mode, health, errors by kind and the last error.
+    pub status: StatusSnapshot,
 }
 
 #[derive(Default)]
@@ -160,8 +211,7 @@ struct Counters {
     deletes: AtomicU64,
     degraded_reads: AtomicU64,
     degraded_writes: AtomicU64,
-    errors: [AtomicU64; ErrorKind::ALL.len()],
-    last_error: Mutex<Option<ErrorSummary>>,
+    errors: ErrorCounters,
 }
 
 type FlightResult = Result<Tagged<Vec<u8>>, Arc<Error>>;
@@ -180,6 +230,7 @@ struct Shared {
 pub struct Cache<B> {
     backend: B,
     ns: Arc<Namespace>,
+    tenant: Arc<str>,
     limits: CacheLimits,
     codec: Codec,
     shared: Arc<Shared>,
@@ -198,7 +249,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-enum Op {
+enum Access {
     Read,
     Write,
 }
@@ -208,6 +259,7 @@ impl<B: CacheBackend> Cache<B> {
     pub fn new(backend: B, namespace: Namespace) -> Self {
         Cache {
             backend,
+            tenant: Arc::from(namespace.tenant()),
             ns: Arc::new(namespace),
             limits: CacheLimits::default(),
             codec: Codec::new(1),
@@ -232,13 +284,26 @@ impl<B: CacheBackend> Cache<B> {
 
     /// The same cache (backend, counters, limits) for another namespace of the tenant.
     pub fn namespace(&self, name: &str) -> Result<Self, Error> {
-        Ok(Cache {
+        Ok(self.with_ns(self.ns.sibling(name)?))
+    }
+
+    /// The same cache (backend, counters, limits, namespace name) for another tenant:
+    /// what `palisade::Palisade::tenant` hands out. The tenant name is
+    /// validated and escaped like every key part.
+    pub fn for_tenant(&self, tenant: &str) -> Result<Self, Error> {
+        Ok(self.with_ns(self.ns.with_tenant(tenant)?))
+    }
+
+    /// The same backend, counters, limits and codec over `ns`.
+    fn with_ns(&self, ns: Namespace) -> Self {
+        Cache {
             backend: self.backend.clone(),
-            ns: Arc::new(self.ns.sibling(name)?),
+            tenant: Arc::from(ns.tenant()),
+            ns: Arc::new(ns),
             limits: self.limits,
             codec: self.codec,
             shared: Arc::clone(&self.shared),
-        })
+        }
     }
 
     /// The namespace.
@@ -270,13 +335,21 @@ impl<B: CacheBackend> Cache<B> {
         crate::limits::check_ttl(ttl)
     }
 
-    fn record<T>(&self, r: Result<Tagged<T>, Error>, op: Op) -> Result<Tagged<T>, Error> {
+    /// Runs `op` on the backend on behalf of the cache's tenant.
+    async fn run<O: crate::backend::Op>(&self, op: O) -> Result<Tagged<O::Output>, Error>
+    where
+        B: Run<O>,
+    {
+        on_behalf_of(&self.tenant, self.backend.run(&op)).await
+    }
+
+    fn record<T>(&self, r: Result<Tagged<T>, Error>, op: Access) -> Result<Tagged<T>, Error> {
         let c = &self.shared.counters;
         match &r {
             Ok(t) if t.provenance == Provenance::LocalDegraded => {
                 let n = match op {
-                    Op::Read => &c.degraded_reads,
-                    Op::Write => &c.degraded_writes,
+                    Access::Read => &c.degraded_reads,
+                    Access::Write => &c.degraded_writes,
                 };
                 n.fetch_add(1, Ordering::Relaxed);
             }
@@ -287,9 +360,7 @@ impl<B: CacheBackend> Cache<B> {
     }
 
     fn note_error(&self, e: &Error) {
-        let c = &self.shared.counters;
-        c.errors[e.kind().index()].fetch_add(1, Ordering::Relaxed);
-        *lock(&c.last_error) = Some(ErrorSummary::of(e));
+        self.shared.counters.errors.note(e);
     }
 
     fn count(&self, n: &AtomicU64, yes: bool) {
@@ -315,10 +386,10 @@ impl<B: CacheBackend> Cache<B> {
     ///   within the command deadline (strict), or the fallback's answer (degraded).
     pub async fn get(&self, key: &str) -> Result<Tagged<Option<Bytes>>, Error> {
         let r = match self.key(key) {
-            Ok(k) => self.backend.get(&k).await,
+            Ok(k) => self.run(op::Get::new(k)).await,
             Err(e) => Err(e),
         };
-        let r = self.record(r, Op::Read);
+        let r = self.record(r, Access::Read);
         if let Ok(t) = &r {
             let c = &self.shared.counters;
             self.count(if t.value.is_some() { &c.hits } else { &c.misses }, true);
@@ -341,10 +412,10 @@ impl<B: CacheBackend> Cache<B> {
             let k = self.key(key)?;
             self.check_value(value)?;
             Self::check_ttl(ttl)?;
-            self.backend.set(&k, value, ttl).await
+            self.run(op::Set::new(k, Bytes::copy_from_slice(value), ttl)).await
         }
         .await;
-        let r = self.record(r, Op::Write);
+        let r = self.record(r, Access::Write);
         self.count(&self.shared.counters.sets, r.is_ok());
         r
     }
@@ -363,10 +434,11 @@ impl<B: CacheBackend> Cache<B> {
             let k = self.key(key)?;
             self.check_value(value)?;
             Self::check_ttl(ttl)?;
-            self.backend.set_if_absent(&k, value, ttl).await
+            self.run(op::SetIfAbsent::new(k, Bytes::copy_from_slice(value), ttl))
+                .await
         }
         .await;
-        let r = self.record(r, Op::Write);
+        let r = self.record(r, Access::Write);
         self.count(&self.shared.counters.sets, matches!(&r, Ok(t) if t.value));
         r
     }
@@ -379,10 +451,10 @@ impl<B: CacheBackend> Cache<B> {
     /// - Deleting a missing key is not an error (returns `false`).
     pub async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
         let r = match self.key(key) {
-            Ok(k) => self.backend.delete(&k).await,
+            Ok(k) => self.run(op::Delete::new(k)).await,
             Err(e) => Err(e),
         };
-        let r = self.record(r, Op::Write);
+        let r = self.record(r, Access::Write);
         self.count(&self.shared.counters.deletes, r.is_ok());
         r
     }
@@ -395,10 +467,10 @@ impl<B: CacheBackend> Cache<B> {
     ///   counted.
     pub async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
         let r = match self.key(key) {
-            Ok(k) => self.backend.contains(&k).await,
+            Ok(k) => self.run(op::Contains::new(k)).await,
             Err(e) => Err(e),
         };
-        self.record(r, Op::Read)
+        self.record(r, Access::Read)
     }
 
     /// Removes every entry of this tenant and namespace.
@@ -411,8 +483,8 @@ impl<B: CacheBackend> Cache<B> {
     /// - On Redis it uses `SCAN` (never `KEYS`) with a glob-safe pattern, on every
     ///   master of a cluster, and deletes in batches.
     pub async fn clear(&self) -> Result<Tagged<u64>, Error> {
-        let r = self.backend.clear(self.ns.head(Contract::Cache)).await;
-        self.record(r, Op::Write)
+        let r = self.run(op::Clear::new(self.ns.head(Contract::Cache).to_owned())).await;
+        self.record(r, Access::Write)
     }
 
     /// Counters and state.
@@ -420,34 +492,22 @@ impl<B: CacheBackend> Cache<B> {
     /// # Behavior
     ///
     /// - `hits` and `misses` count `get` answers; `sets` counts values stored; `deletes`
-    ///   counts successful deletes; `errors` counts failures by kind; `degraded_reads`
-    ///   and `degraded_writes` count answers tagged `LocalDegraded`.
-    /// - `mode`, `health` and `degraded_since` come from the backend's supervisor;
-    ///   `last_error` is the last failure, redacted.
+    ///   counts successful deletes; `degraded_reads` and `degraded_writes` count answers
+    ///   tagged `LocalDegraded`.
+    /// - `status` holds the failures by kind and the last one (redacted), and the mode,
+    ///   health and outage start from the backend's supervisor.
     /// - Clones and [`Cache::namespace`] siblings share the counters.
     pub fn stats(&self) -> CacheStats {
         let c = &self.shared.counters;
-        let status = self.backend.status();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CacheStats {
             hits: load(&c.hits),
             misses: load(&c.misses),
             sets: load(&c.sets),
             deletes: load(&c.deletes),
-            errors: ErrorKind::ALL
-                .iter()
-                .map(|k| (*k, load(&c.errors[k.index()])))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
             degraded_reads: load(&c.degraded_reads),
             degraded_writes: load(&c.degraded_writes),
-            mode: status.mode,
-            health: status.health,
-            degraded_since: match status.health {
-                Health::Degraded { since } => Some(since),
-                _ => None,
-            },
-            last_error: lock(&c.last_error).clone(),
+            status: c.errors.snapshot(self.backend.status()),
         }
     }
 

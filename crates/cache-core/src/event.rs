@@ -83,8 +83,9 @@ impl EventKind {
 ///
 /// # Behavior
 ///
-/// - Carries the kind, the component, the configured mode, the tenant, the wall-clock
-///   time and, for outage events, the error that caused it.
+/// - Carries the kind, the component, the configured mode, the tenant whose call found
+///   the outage (none for startup and recovery: they are no tenant's call), the
+///   wall-clock time and, for outage events, the error that caused it.
 /// - Contains no credential: errors identify backends by a redacted
 ///   [`Endpoint`](crate::Endpoint).
 #[derive(Debug, Clone)]
@@ -96,8 +97,9 @@ pub struct Event {
     pub component: Component,
     /// The mode the component runs in.
     pub mode: Mode,
-    /// The tenant the component serves.
-    pub tenant: Arc<str>,
+    /// The tenant whose call found the outage; `None` for events no call caused
+    /// (startup, a probe's recovery).
+    pub tenant: Option<Arc<str>>,
     /// When it happened (from the component's [`Clock`](crate::Clock)).
     pub at: SystemTime,
     /// The error behind an outage event.
@@ -110,7 +112,7 @@ impl Event {
         kind: EventKind,
         component: Component,
         mode: Mode,
-        tenant: Arc<str>,
+        tenant: Option<Arc<str>>,
         at: SystemTime,
         error: Option<ErrorSummary>,
     ) -> Self {
@@ -127,14 +129,11 @@ impl Event {
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} (mode {}, tenant {})",
-            self.component,
-            self.kind.name(),
-            self.mode,
-            self.tenant
-        )?;
+        write!(f, "{} {} (mode {}", self.component, self.kind.name(), self.mode)?;
+        if let Some(t) = &self.tenant {
+            write!(f, ", tenant {t}")?;
+        }
+        f.write_str(")")?;
         if let EventKind::Recovered {
             outage,
             served_degraded,
@@ -202,7 +201,7 @@ impl Events {
                 kind = event.kind.name(),
                 component = event.component.as_str(),
                 mode = event.mode.as_str(),
-                tenant = &*event.tenant,
+                tenant = event.tenant.as_deref().unwrap_or(""),
                 outage_ms = outage.as_millis() as u64,
                 served_degraded,
                 dropped_or_replayed,
@@ -213,7 +212,7 @@ impl Events {
                 kind = event.kind.name(),
                 component = event.component.as_str(),
                 mode = event.mode.as_str(),
-                tenant = &*event.tenant,
+                tenant = event.tenant.as_deref().unwrap_or(""),
                 op,
                 error,
                 "{event}"
@@ -223,7 +222,7 @@ impl Events {
                 kind = event.kind.name(),
                 component = event.component.as_str(),
                 mode = event.mode.as_str(),
-                tenant = &*event.tenant,
+                tenant = event.tenant.as_deref().unwrap_or(""),
                 error,
                 "{event}"
             ),

@@ -16,6 +16,9 @@
 //! | [`Codec`] | serde + postcard inside a versioned envelope |
 //! | [`Clock`], [`SystemClock`], [`ManualClock`] | injectable time |
 //! | [`Supervisor`] | the health supervisor behind degraded mode |
+//! | [`Op`], [`Backend`], [`Run`] | operations as values, and the backends that run them |
+//! | [`Strict`], [`Failover`], [`ByMode`] | strict mode, degraded mode and mode dispatch, written once for every operation |
+//! | [`ErrorCounters`], [`StatusSnapshot`] | the error counters and health snapshot inside every contract's stats |
 //! | [`RedisUrl`], [`Secret`] | the one parser of Redis URLs; passwords that never print |
 //! | [`Endpoint`] | a backend's printable identity, built from parsed parts |
 //!
@@ -32,34 +35,36 @@
 //! - Keys are limited to [`key::DEFAULT_MAX_KEY_LEN`] encoded bytes unless configured;
 //!   durations to the [`limits`], the same in every backend, checked before any I/O.
 
+pub mod backend;
 pub mod cache;
 pub mod clock;
 pub mod codec;
 mod error;
 mod event;
-pub mod failover;
 pub mod key;
 pub mod limits;
 mod mode;
 mod provenance;
 mod redact;
+pub mod stats;
 pub mod supervisor;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod url;
 
+pub use backend::{Backend, ByMode, Failover, FailoverOptions, Fallback, FallbackCtx, Never, Op, Run, Strict};
 pub use cache::{BackendStatus, Cache, CacheBackend, CacheLimits, CacheStats};
 pub use clock::{BoxFuture, Clock, ManualClock, SharedClock, SystemClock, with_deadline};
 pub use codec::{Codec, CodecError};
 pub use error::{BoxError, Error, ErrorKind, ErrorSummary};
 pub use event::{Component, Event, EventKind, Events, TARGET as EVENT_TARGET};
-pub use failover::{Failover, FailoverOptions, Strict};
 pub use key::{Contract, KeyParts, Namespace};
 pub use mode::Mode;
 pub use provenance::{Provenance, Tagged};
 pub use redact::{Endpoint, REDACTED, redact_text};
+pub use stats::{ErrorCounters, StatusSnapshot};
 pub use supervisor::{
-    Handover, Health, OnRecover, Probe, RecoveryContext, Supervisor, SupervisorConfig, SupervisorContext,
+    Handover, Health, OnRecover, Probe, RecoveryContext, Supervisor, SupervisorConfig, SupervisorContext, on_behalf_of,
 };
 pub use url::{HostPort, RedisUrl, Secret, Topology};
 

@@ -4,13 +4,14 @@
 //! | what | smallest | largest |
 //! |---|---|---|
 //! | a TTL (cache entry, job record) | [`MIN_DURATION`] (1 ms) | [`MAX_TTL`] (10 years) |
+//! | a throttle lease, an extension | [`MIN_DURATION`] | [`MAX_LEASE`] (1 day) |
+//! | a throttle penalty | [`MIN_DURATION`] | [`MAX_PENALTY`] (1 year) |
 //!
 //! The smallest is the resolution of Redis's expiries (milliseconds): a shorter TTL
 //! would be rounded up on Redis and kept exact in memory, so it is refused instead. The
 //! largest keeps every deadline far from any integer's limit (`PEXPIRE` refuses
 //! expiries that overflow; an `Instant` panics when a duration added to it overflows),
-//! so no arithmetic on a duration can overflow anywhere. The throttle has its own,
-//! shorter limits (see `palisade-throttle`).
+//! so no arithmetic on a duration can overflow anywhere.
 
 use std::time::Duration;
 
@@ -21,6 +22,12 @@ pub const MIN_DURATION: Duration = Duration::from_millis(1);
 
 /// The longest TTL: 10 years (3,650 days).
 pub const MAX_TTL: Duration = Duration::from_secs(3_650 * 86_400);
+
+/// The longest throttle lease (and lease extension): one day.
+pub const MAX_LEASE: Duration = Duration::from_secs(86_400);
+
+/// The longest throttle penalty: one year.
+pub const MAX_PENALTY: Duration = Duration::from_secs(365 * 86_400);
 
 /// Checks that `d` is within `[min, max]`; `what` names it in the error.
 pub fn check_duration(what: &str, d: Duration, min: Duration, max: Duration) -> Result<(), Error> {

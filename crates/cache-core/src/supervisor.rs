@@ -16,6 +16,19 @@ use tokio::task::JoinHandle;
 use crate::clock::{BoxFuture, SharedClock, with_deadline};
 use crate::{Component, Error, ErrorSummary, Event, EventKind, Events, Mode};
 
+tokio::task_local! {
+    /// The tenant whose call is running (see [`on_behalf_of`]).
+    static TENANT: Arc<str>;
+}
+
+/// Runs `call` on behalf of `tenant`: an outage it finds is reported with that tenant
+/// in the event ([`Event::tenant`]). The user-facing wrappers run every backend call
+/// through it, so one supervisor shared by many tenants names the one that hit it.
+pub fn on_behalf_of<F: Future>(tenant: &Arc<str>, call: F) -> impl Future<Output = F::Output> {
+    // Not an `async fn`: that would hold `call` twice (argument and scope) in its state.
+    TENANT.scope(Arc::clone(tenant), call)
+}
+
 /// Checks whether the primary answers (for Redis: `PING`).
 pub trait Probe: Send + Sync + 'static {
     /// One check. The supervisor bounds it by [`SupervisorConfig::probe_deadline`].
@@ -193,19 +206,20 @@ impl SupervisorConfig {
 pub enum Health {
     /// The primary serves.
     Healthy,
-    /// The primary is down since `since` (wall clock); a probe loop is running.
-    Degraded {
+    /// The primary is down since `since` (wall clock); a probe loop is running. In
+    /// strict mode calls fail meanwhile; in degraded mode the fallback serves them.
+    Down {
         /// When the outage was detected.
         since: SystemTime,
     },
 }
 
 impl Health {
-    /// `healthy` or `degraded`.
+    /// `healthy` or `down`.
     pub fn as_str(self) -> &'static str {
         match self {
             Health::Healthy => "healthy",
-            Health::Degraded { .. } => "degraded",
+            Health::Down { .. } => "down",
         }
     }
 }
@@ -261,7 +275,6 @@ struct Inner {
     events: Events,
     component: Component,
     mode: Mode,
-    tenant: Arc<str>,
     probe: Box<dyn Probe>,
     on_recover: Option<Box<dyn OnRecover>>,
     runtime: Handle,
@@ -292,8 +305,6 @@ pub struct SupervisorContext {
     pub component: Component,
     /// The mode (decides which event a runtime outage emits).
     pub mode: Mode,
-    /// The tenant, for events.
-    pub tenant: Arc<str>,
     /// Where events go.
     pub events: Events,
     /// The clock used for backoff, deadlines and outage lengths.
@@ -304,11 +315,10 @@ pub struct SupervisorContext {
 
 impl SupervisorContext {
     /// A context with the system clock and default timing.
-    pub fn new(component: Component, mode: Mode, tenant: impl Into<Arc<str>>, events: Events) -> Self {
+    pub fn new(component: Component, mode: Mode, events: Events) -> Self {
         SupervisorContext {
             component,
             mode,
-            tenant: tenant.into(),
             events,
             clock: crate::SystemClock::shared(),
             config: SupervisorConfig::default(),
@@ -354,7 +364,6 @@ impl Supervisor {
                 events: ctx.events,
                 component: ctx.component,
                 mode: ctx.mode,
-                tenant: ctx.tenant,
                 probe: Box::new(probe),
                 on_recover,
                 runtime,
@@ -407,7 +416,7 @@ impl Supervisor {
     pub fn health(&self) -> Health {
         match *lock(&self.inner.state) {
             State::Healthy => Health::Healthy,
-            State::Down { since_system, .. } => Health::Degraded { since: since_system },
+            State::Down { since_system, .. } => Health::Down { since: since_system },
         }
     }
 
@@ -418,7 +427,7 @@ impl Supervisor {
 
     /// The switch gate: a call served by a fallback holds it shared; a recovery holds it
     /// exclusively while it takes the fallback's content. See
-    /// [`DegradedRouter`](crate::failover::DegradedRouter).
+    /// [`Failover`](crate::Failover).
     pub fn switch_gate(&self) -> &Arc<tokio::sync::RwLock<()>> {
         &self.inner.gate
     }
@@ -487,7 +496,7 @@ impl Inner {
             kind,
             self.component,
             self.mode,
-            Arc::clone(&self.tenant),
+            TENANT.try_with(Arc::clone).ok(),
             self.clock.system_time(),
             error.map(ErrorSummary::of),
         ));

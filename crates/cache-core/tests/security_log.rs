@@ -74,7 +74,7 @@ fn a_password_in_a_redis_url_never_appears_anywhere_printable() {
         EventKind::Degraded,
         Component::Cache,
         Mode::ExplicitDegraded,
-        Arc::from("tenant-a"),
+        Some(Arc::from("tenant-a")),
         SystemTime::now(),
         Some(ErrorSummary::of(&err)),
     );
@@ -115,7 +115,7 @@ fn events_are_logged_under_the_security_target_with_structured_fields() {
             },
             Component::JobStore,
             Mode::ExplicitDegraded,
-            Arc::from("t1"),
+            Some(Arc::from("t1")),
             SystemTime::now(),
             None,
         ));

@@ -90,7 +90,7 @@ fn harness(mode: Mode, script: &[Step], hook: Option<u64>, start_down: bool) -> 
         clock: clock.clone(),
         _token: Arc::clone(&token),
     };
-    let ctx = SupervisorContext::new(Component::Cache, mode, "tenant-a", events)
+    let ctx = SupervisorContext::new(Component::Cache, mode, events)
         .with_clock(clock.shared())
         .with_config(config());
     let hook = hook.map(|n| Box::new(Dropped(n)) as Box<dyn OnRecover>);
@@ -159,7 +159,10 @@ async fn a_burst_of_failures_gives_exactly_one_degraded_event() {
     let tasks: Vec<_> = (0..200)
         .map(|_| {
             let sup = Arc::clone(&h.sup);
-            tokio::spawn(async move { sup.report("cache.get", &unavailable()) })
+            let tenant: Arc<str> = Arc::from("tenant-a");
+            tokio::spawn(async move {
+                palisade_cache_core::on_behalf_of(&tenant, async { sup.report("cache.get", &unavailable()) }).await
+            })
         })
         .collect();
     let mut started = 0;
@@ -171,12 +174,16 @@ async fn a_burst_of_failures_gives_exactly_one_degraded_event() {
     assert_eq!(e.kind, EventKind::Degraded);
     assert_eq!(e.component, Component::Cache);
     assert_eq!(e.mode, Mode::ExplicitDegraded);
-    assert_eq!(&*e.tenant, "tenant-a");
+    assert_eq!(
+        e.tenant.as_deref(),
+        Some("tenant-a"),
+        "the event names the tenant whose call found the outage"
+    );
     assert_eq!(
         e.error.as_ref().unwrap().kind,
         palisade_cache_core::ErrorKind::Unavailable
     );
-    assert!(matches!(h.sup.health(), Health::Degraded { .. }));
+    assert!(matches!(h.sup.health(), Health::Down { .. }));
     assert!(!h.sup.is_healthy());
     assert_eq!(h.sup.outage_number(), 1);
     // More failures during the same outage: still nothing.
@@ -329,7 +336,7 @@ fn backoff_doubles_from_min_to_the_probe_period() {
 
 #[test]
 fn a_supervisor_needs_a_runtime() {
-    let ctx = SupervisorContext::new(Component::Cache, Mode::ExplicitDegraded, "t", Events::default());
+    let ctx = SupervisorContext::new(Component::Cache, Mode::ExplicitDegraded, Events::default());
     let err = Supervisor::new(ctx, || async { Ok(()) }, None).unwrap_err();
     assert_eq!(err.kind(), palisade_cache_core::ErrorKind::Config);
 }
@@ -372,7 +379,7 @@ async fn probes_start_at_most_one_period_apart_even_when_each_hangs_to_its_deadl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_to_back_outages_each_end_with_their_own_recovered() {
     let events = Events::new(16);
-    let ctx = SupervisorContext::new(Component::Cache, Mode::ExplicitDegraded, "t", events.clone()).with_config(
+    let ctx = SupervisorContext::new(Component::Cache, Mode::ExplicitDegraded, events.clone()).with_config(
         SupervisorConfig::default()
             .with_backoff_min(Duration::from_micros(1))
             .with_probe_period(Duration::from_micros(20))

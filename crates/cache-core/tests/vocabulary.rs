@@ -155,7 +155,7 @@ fn broadcast_is_bounded_and_a_lagging_subscriber_is_told() {
             EventKind::Degraded,
             Component::Throttle,
             Mode::ExplicitDegraded,
-            Arc::from("t"),
+            Some(Arc::from("t")),
             SystemTime::now(),
             None,
         ));
@@ -175,7 +175,7 @@ fn emit_without_subscribers_does_not_fail() {
         EventKind::UnavailableAtStartup,
         Component::Cache,
         Mode::StrictDistributed,
-        Arc::from("t"),
+        Some(Arc::from("t")),
         SystemTime::now(),
         None,
     ));

@@ -8,8 +8,10 @@ use moka::Expiry;
 use moka::future::Cache as Moka;
 use moka::ops::compute::{CompResult, Op};
 use moka::policy::EvictionPolicy;
-use palisade_cache_core::cache::{BackendStatus, CacheBackend};
-use palisade_cache_core::{Error, Health, Mode, Provenance, SharedClock, SystemClock, Tagged};
+use palisade_cache_core::cache::{drop_fallback, op};
+use palisade_cache_core::supervisor::RecoveryContext;
+use palisade_cache_core::{Backend, BoxFuture, Fallback, Run};
+use palisade_cache_core::{Error, Provenance, SharedClock, SystemClock, Tagged};
 
 /// The default capacity: 64 MiB of keys and values.
 pub const DEFAULT_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
@@ -159,7 +161,7 @@ impl LocalCache {
 
     /// The entry to store; a TTL outside the [limits](palisade_cache_core::limits) is
     /// refused, so the deadline's arithmetic cannot overflow.
-    fn entry(&self, value: &[u8], ttl: Duration) -> Result<Entry, Error> {
+    fn entry(&self, value: &Bytes, ttl: Duration) -> Result<Entry, Error> {
         palisade_cache_core::limits::check_ttl(ttl)?;
         let expires_at = self
             .inner
@@ -168,7 +170,7 @@ impl LocalCache {
             .checked_add(ttl)
             .ok_or_else(|| Error::invalid_input("the TTL reaches past the clock's range"))?;
         Ok(Entry {
-            value: Bytes::copy_from_slice(value),
+            value: value.clone(),
             expires_at,
             ttl,
         })
@@ -203,8 +205,17 @@ impl LocalCache {
     }
 }
 
-impl CacheBackend for LocalCache {
-    async fn get(&self, key: &str) -> Result<Tagged<Option<Bytes>>, Error> {
+/// As the fallback of degraded mode, the local cache drops everything it holds when
+/// Redis is back: what was written while degraded is never replayed over shared state.
+impl<P: Backend> Fallback<P> for LocalCache {
+    fn recover<'a>(&'a self, _: &'a P, ctx: &'a RecoveryContext) -> BoxFuture<'a, Result<u64, Error>> {
+        drop_fallback(self, ctx)
+    }
+}
+
+impl Run<op::Get> for LocalCache {
+    async fn run(&self, op: &op::Get) -> Result<Tagged<Option<Bytes>>, Error> {
+        let key = op.key.as_str();
         let value = self
             .inner
             .map
@@ -214,15 +225,21 @@ impl CacheBackend for LocalCache {
             .map(|e| e.value);
         Ok(self.tag(value))
     }
+}
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
+impl Run<op::Set> for LocalCache {
+    async fn run(&self, op: &op::Set) -> Result<Tagged<()>, Error> {
+        let (key, value, ttl) = (op.key.as_str(), &op.value, op.ttl);
         self.check_weight(key, value)?;
         let entry = self.entry(value, ttl)?;
         self.inner.map.insert(key.to_owned(), entry).await;
         Ok(self.tag(()))
     }
+}
 
-    async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<bool>, Error> {
+impl Run<op::SetIfAbsent> for LocalCache {
+    async fn run(&self, op: &op::SetIfAbsent) -> Result<Tagged<bool>, Error> {
+        let (key, value, ttl) = (op.key.as_str(), &op.value, op.ttl);
         self.check_weight(key, value)?;
         let fresh = self.entry(value, ttl)?;
         let result = self
@@ -240,18 +257,27 @@ impl CacheBackend for LocalCache {
         let stored = matches!(result, CompResult::Inserted(_) | CompResult::ReplacedWith(_));
         Ok(self.tag(stored))
     }
+}
 
-    async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+impl Run<op::Delete> for LocalCache {
+    async fn run(&self, op: &op::Delete) -> Result<Tagged<bool>, Error> {
+        let key = op.key.as_str();
         let removed = self.inner.map.remove(key).await;
         Ok(self.tag(removed.is_some_and(|e| self.live(&e))))
     }
+}
 
-    async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
+impl Run<op::Contains> for LocalCache {
+    async fn run(&self, op: &op::Contains) -> Result<Tagged<bool>, Error> {
+        let key = op.key.as_str();
         let live = self.inner.map.get(key).await.is_some_and(|e| self.live_read(&e));
         Ok(self.tag(live))
     }
+}
 
-    async fn clear(&self, key_prefix: &str) -> Result<Tagged<u64>, Error> {
+impl Run<op::Clear> for LocalCache {
+    async fn run(&self, op: &op::Clear) -> Result<Tagged<u64>, Error> {
+        let key_prefix = op.prefix.as_str();
         let keys: Vec<Arc<String>> = self
             .inner
             .map
@@ -266,13 +292,5 @@ impl CacheBackend for LocalCache {
             }
         }
         Ok(self.tag(removed))
-    }
-
-    async fn probe(&self) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::LocalOnly, Health::Healthy)
     }
 }

@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use palisade_cache_core::cache::BackendStatus;
-use palisade_cache_core::{Error, Health, Mode, Provenance, SharedClock, SystemClock, Tagged};
+use palisade_cache_core::supervisor::RecoveryContext;
+use palisade_cache_core::{BoxFuture, Error, Fallback, Provenance, Run, SharedClock, SystemClock, Tagged};
 use palisade_job_store::model::{field, millis_text};
-use palisade_job_store::{FieldMap, JobBackend, JobFallback, JobStatus, RawOutcome, StoredRecord};
+use palisade_job_store::{FieldMap, JobBackend, JobFallback, JobStatus, RawOutcome, RecoveryReport, StoredRecord, op};
 
 use crate::sweep::Swept;
 
@@ -22,6 +22,8 @@ struct Inner {
     map: Mutex<Swept<HashMap<String, Rec>>>,
     clock: SharedClock,
     provenance: Provenance,
+    /// The report of the last recovery, as the fallback of degraded mode.
+    report: Mutex<Option<RecoveryReport>>,
 }
 
 /// The in-memory job store. Cheap to clone; clones share the records.
@@ -61,6 +63,7 @@ impl LocalJobStore {
                 map: Mutex::new(Swept::new(HashMap::new())),
                 clock,
                 provenance: Provenance::Local,
+                report: Mutex::new(None),
             }),
         }
     }
@@ -125,14 +128,9 @@ fn cas<'r>(rec: Option<&'r mut Rec>, expect: &[u8]) -> Result<&'r mut Rec, RawOu
     }
 }
 
-impl JobBackend for LocalJobStore {
-    async fn create(
-        &self,
-        key: &str,
-        fields: &FieldMap,
-        ttl: Duration,
-        if_absent: bool,
-    ) -> Result<Tagged<bool>, Error> {
+impl Run<op::Create> for LocalJobStore {
+    async fn run(&self, op: &op::Create) -> Result<Tagged<bool>, Error> {
+        let (key, fields, ttl, if_absent) = (op.key.as_str(), &op.fields, op.ttl, op.if_absent);
         palisade_cache_core::limits::check_ttl(ttl)?;
         let expires_at = self
             .inner
@@ -164,8 +162,11 @@ impl JobBackend for LocalJobStore {
         );
         Ok(self.tag(true))
     }
+}
 
-    async fn update(&self, key: &str, fields: &FieldMap) -> Result<Tagged<bool>, Error> {
+impl Run<op::Update> for LocalJobStore {
+    async fn run(&self, op: &op::Update) -> Result<Tagged<bool>, Error> {
+        let (key, fields) = (op.key.as_str(), &op.fields);
         let now_text = self.now_text();
         let now = self.inner.clock.now();
         let mut map = self.map();
@@ -178,13 +179,19 @@ impl JobBackend for LocalJobStore {
         rec.expires_at = now + rec.ttl;
         Ok(self.tag(true))
     }
+}
 
-    async fn exists(&self, key: &str) -> Result<Tagged<bool>, Error> {
+impl Run<op::Exists> for LocalJobStore {
+    async fn run(&self, op: &op::Exists) -> Result<Tagged<bool>, Error> {
+        let key = op.key.as_str();
         let mut map = self.map();
         Ok(self.tag(self.live(&mut map, key).is_some()))
     }
+}
 
-    async fn get(&self, key: &str) -> Result<Tagged<Option<StoredRecord>>, Error> {
+impl Run<op::Get> for LocalJobStore {
+    async fn run(&self, op: &op::Get) -> Result<Tagged<Option<StoredRecord>>, Error> {
+        let key = op.key.as_str();
         let mut map = self.map();
         let now = self.inner.clock.system_time();
         let rec = self
@@ -192,14 +199,11 @@ impl JobBackend for LocalJobStore {
             .map(|r| StoredRecord::new(r.fields.clone(), now));
         Ok(self.tag(rec))
     }
+}
 
-    async fn transition(
-        &self,
-        key: &str,
-        from: JobStatus,
-        to: JobStatus,
-        fields: &FieldMap,
-    ) -> Result<Tagged<RawOutcome>, Error> {
+impl Run<op::Transition> for LocalJobStore {
+    async fn run(&self, op: &op::Transition) -> Result<Tagged<RawOutcome>, Error> {
+        let (key, from, to, fields) = (op.key.as_str(), op.from, op.to, &op.fields);
         let now_text = self.now_text();
         let now = self.inner.clock.now();
         let mut map = self.map();
@@ -218,8 +222,11 @@ impl JobBackend for LocalJobStore {
         rec.expires_at = now + rec.ttl;
         Ok(self.tag(RawOutcome::Applied))
     }
+}
 
-    async fn heartbeat(&self, key: &str) -> Result<Tagged<RawOutcome>, Error> {
+impl Run<op::Heartbeat> for LocalJobStore {
+    async fn run(&self, op: &op::Heartbeat) -> Result<Tagged<RawOutcome>, Error> {
+        let key = op.key.as_str();
         let now_text = self.now_text();
         let now = self.inner.clock.now();
         let mut map = self.map();
@@ -232,24 +239,36 @@ impl JobBackend for LocalJobStore {
         rec.expires_at = now + rec.ttl;
         Ok(self.tag(RawOutcome::Applied))
     }
+}
 
-    async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+impl Run<op::Delete> for LocalJobStore {
+    async fn run(&self, op: &op::Delete) -> Result<Tagged<bool>, Error> {
+        let key = op.key.as_str();
         let mut map = self.map();
         let was = self.live(&mut map, key).is_some();
         map.remove(key);
         Ok(self.tag(was))
     }
+}
 
-    async fn probe(&self) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::LocalOnly, Health::Healthy)
+/// As the fallback of degraded mode, the local job store replays its records into
+/// Redis when it is back (create-if-absent, reported per id): see
+/// [`palisade_job_store::recovery`].
+impl<P: JobBackend> Fallback<P> for LocalJobStore {
+    fn recover<'a>(&'a self, primary: &'a P, ctx: &'a RecoveryContext) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(palisade_job_store::replay(primary, self, ctx))
     }
 }
 
 impl JobFallback for LocalJobStore {
+    fn keep_report(&self, report: RecoveryReport) {
+        *self.inner.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+    }
+
+    fn last_recovery(&self) -> Option<RecoveryReport> {
+        self.inner.report.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn drain(&self) -> Vec<(String, FieldMap, Duration)> {
         let now = self.inner.clock.now();
         self.lock()

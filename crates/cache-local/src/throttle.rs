@@ -5,11 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use palisade_cache_core::cache::BackendStatus;
-use palisade_cache_core::{BoxFuture, Error, Health, Mode, Provenance, SharedClock, SystemClock, Tagged};
+use palisade_cache_core::{Backend, BoxFuture, Error, Fallback, Provenance, Run, SharedClock, SystemClock, Tagged};
+use palisade_throttle::op;
 use palisade_throttle::{
-    DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, Rate, RateDecision, RawDecision,
-    ScaledPolicy, Scope, ThrottleBackend,
+    DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, RateDecision, RawDecision, Scope,
 };
 
 use crate::sweep::Swept;
@@ -221,13 +220,14 @@ impl LeaseOps for LocalLeases {
     }
 }
 
-impl ThrottleBackend for LocalThrottle {
-    async fn acquire(
-        &self,
-        scope: &Scope,
-        key: &str,
-        policy: &ScaledPolicy,
-    ) -> Result<Tagged<(RawDecision, u64)>, Error> {
+/// As the fallback of degraded mode, the local throttle hands nothing over: its
+/// permits stay bound to it and end by release or expiry (capped by
+/// `degraded_lease_cap`).
+impl<P: Backend> Fallback<P> for LocalThrottle {}
+
+impl Run<op::Acquire> for LocalThrottle {
+    async fn run(&self, op: &op::Acquire) -> Result<Tagged<(RawDecision, u64)>, Error> {
+        let (scope, key, policy) = (&*op.scope, op.key.as_str(), &op.policy);
         policy.validate()?;
         let ops = self.ops_for(scope)?;
         let now = self.now();
@@ -270,8 +270,11 @@ impl ThrottleBackend for LocalThrottle {
         let lease = Lease::new(id, key.to_owned(), time(now), time(exp));
         Ok(tag((RawDecision::Acquired(lease, ops), reclaimed)))
     }
+}
 
-    async fn penalize(&self, scope: &Scope, key: &str, d: Duration) -> Result<Tagged<SystemTime>, Error> {
+impl Run<op::Penalize> for LocalThrottle {
+    async fn run(&self, op: &op::Penalize) -> Result<Tagged<SystemTime>, Error> {
+        let (scope, key, d) = (&*op.scope, op.key.as_str(), op.duration);
         palisade_cache_core::limits::check_duration("a penalty", d, MIN_DURATION, MAX_PENALTY)?;
         let now = self.now();
         let mut state = self.lock();
@@ -286,8 +289,11 @@ impl ThrottleBackend for LocalThrottle {
         k.keep_until = k.keep_until.max(k.pen.saturating_add(IDLE));
         Ok(tag(time(k.pen)))
     }
+}
 
-    async fn clear_penalty(&self, scope: &Scope, key: &str) -> Result<Tagged<bool>, Error> {
+impl Run<op::ClearPenalty> for LocalThrottle {
+    async fn run(&self, op: &op::ClearPenalty) -> Result<Tagged<bool>, Error> {
+        let (scope, key) = (&*op.scope, op.key.as_str());
         let now = self.now();
         let mut state = self.lock();
         let was = state
@@ -297,8 +303,11 @@ impl ThrottleBackend for LocalThrottle {
             .is_some_and(|k| std::mem::take(&mut k.pen) > now);
         Ok(tag(was))
     }
+}
 
-    async fn inspect(&self, scope: &Scope, key: &str) -> Result<Tagged<KeyState>, Error> {
+impl Run<op::Inspect> for LocalThrottle {
+    async fn run(&self, op: &op::Inspect) -> Result<Tagged<KeyState>, Error> {
+        let (scope, key) = (&*op.scope, op.key.as_str());
         let now = self.now();
         let state = self.lock();
         let ns = state.namespaces.get(&scope.global_key()?);
@@ -311,8 +320,11 @@ impl ThrottleBackend for LocalThrottle {
             time(now),
         )))
     }
+}
 
-    async fn limit(&self, scope: &Scope, key: &str, rate: &Rate) -> Result<Tagged<RateDecision>, Error> {
+impl Run<op::Limit> for LocalThrottle {
+    async fn run(&self, op: &op::Limit) -> Result<Tagged<RateDecision>, Error> {
+        let (scope, key, rate) = (&*op.scope, op.key.as_str(), &op.rate);
         let now = self.now();
         let rate_key = scope.rate_key(key)?;
         let emission = us(rate.emission).max(1);
@@ -337,13 +349,5 @@ impl ThrottleBackend for LocalThrottle {
         entry.insert_entry(u64::try_from(new_tat).unwrap_or(u64::MAX));
         let remaining = u32::try_from((now_wide - allow_at) / i128::from(emission)).unwrap_or(u32::MAX);
         Ok(tag(RateDecision::Allowed { remaining }))
-    }
-
-    async fn probe(&self) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::LocalOnly, Health::Healthy)
     }
 }

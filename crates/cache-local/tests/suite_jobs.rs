@@ -16,7 +16,8 @@ palisade_job_store::job_suite!(local);
 
 #[tokio::test]
 async fn expired_records_are_reclaimed_without_a_background_task() {
-    use palisade_job_store::{JobBackend, JobStatus};
+    use palisade_cache_core::Run;
+    use palisade_job_store::{JobStatus, op};
     let clock = ManualClock::new();
     let store = LocalJobStore::new(clock.shared());
     let fields: palisade_job_store::FieldMap = [(
@@ -26,7 +27,12 @@ async fn expired_records_are_reclaimed_without_a_background_task() {
     .into();
     for i in 0..100 {
         store
-            .create(&format!("k{i}"), &fields, Duration::from_secs(10), false)
+            .run(&op::Create::new(
+                format!("k{i}"),
+                fields.clone(),
+                Duration::from_secs(10),
+                false,
+            ))
             .await
             .unwrap();
     }
@@ -35,7 +41,7 @@ async fn expired_records_are_reclaimed_without_a_background_task() {
     assert_eq!(store.len(), 0, "expired records are not counted");
     // Operations sweep: max(256, records held) + 1 operations later every expired record is gone.
     for _ in 0..=256 {
-        store.exists("other").await.unwrap();
+        store.run(&op::Exists::new("other".to_owned())).await.unwrap();
     }
     assert_eq!(
         store.held(),

@@ -22,8 +22,14 @@ async fn idle_keys_are_evicted_so_memory_stays_bounded() {
     let ns = Namespace::new("p", "t", "mx").unwrap();
     let t = Throttle::new(backend.clone(), ns.clone());
     let r = RateLimiter::new(backend.clone(), ns.sibling("rl").unwrap());
-    let p = Policy::new(10_000, 1, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
-    let rate = palisade_throttle::Rate::per_second(10, 1).unwrap();
+    let p = Policy::builder()
+        .global_cap(10_000)
+        .key_cap(1)
+        .min_interval(Duration::from_secs(1))
+        .lease_ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let rate = palisade_throttle::Rate::per_second(10).burst(1).build().unwrap();
     for i in 0..1000 {
         let permit = t
             .acquire(&format!("host{i}"), &p)
@@ -83,8 +89,14 @@ async fn a_wall_clock_step_neither_frees_slots_nor_resets_rates() {
     let ns = Namespace::new("p", "t", "mx").unwrap();
     let t = Throttle::new(backend.clone(), ns.clone());
     let r = RateLimiter::new(backend, ns.sibling("rl").unwrap());
-    let p = Policy::new(10, 1, Duration::ZERO, Duration::from_secs(60)).unwrap();
-    let rate = palisade_throttle::Rate::per_second(1, 1).unwrap();
+    let p = Policy::builder()
+        .global_cap(10)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let rate = palisade_throttle::Rate::per_second(1).burst(1).build().unwrap();
     let _held = t.acquire("host", &p).await.unwrap().value.permit().unwrap();
     assert!(matches!(
         r.limit("ip", &rate).await.unwrap().value,

@@ -6,8 +6,8 @@ use fred::prelude::*;
 use fred::types::scan::Scanner;
 use fred::types::{Expiration, SetOptions};
 use futures_util::StreamExt;
-use palisade_cache_core::cache::{BackendStatus, CacheBackend};
-use palisade_cache_core::{Error, Health, Mode, Provenance, Tagged};
+use palisade_cache_core::cache::op;
+use palisade_cache_core::{Error, Provenance, Run, Tagged};
 
 use crate::RedisConnection;
 
@@ -88,25 +88,32 @@ impl RedisCache {
     }
 }
 
-impl CacheBackend for RedisCache {
-    async fn get(&self, key: &str) -> Result<Tagged<Option<fred::bytes::Bytes>>, Error> {
+impl Run<op::Get> for RedisCache {
+    async fn run(&self, op: &op::Get) -> Result<Tagged<Option<fred::bytes::Bytes>>, Error> {
+        let key = op.key.as_str();
         let v: Option<fred::bytes::Bytes> = self.conn.run("cache.get", self.conn.client().get(key)).await?;
         Ok(Self::tag(v))
     }
+}
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<()>, Error> {
+impl Run<op::Set> for RedisCache {
+    async fn run(&self, op: &op::Set) -> Result<Tagged<()>, Error> {
+        let (key, value, ttl) = (op.key.as_str(), &op.value, op.ttl);
         palisade_cache_core::limits::check_ttl(ttl)?;
         let _: () = self
             .conn
             .run(
                 "cache.set",
-                self.conn.client().set(key, value, Some(px(ttl)), None, false),
+                self.conn.client().set(key, value.clone(), Some(px(ttl)), None, false),
             )
             .await?;
         Ok(Self::tag(()))
     }
+}
 
-    async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Tagged<bool>, Error> {
+impl Run<op::SetIfAbsent> for RedisCache {
+    async fn run(&self, op: &op::SetIfAbsent) -> Result<Tagged<bool>, Error> {
+        let (key, value, ttl) = (op.key.as_str(), &op.value, op.ttl);
         palisade_cache_core::limits::check_ttl(ttl)?;
         let reply: Option<String> = self
             .conn
@@ -114,23 +121,32 @@ impl CacheBackend for RedisCache {
                 "cache.set_if_absent",
                 self.conn
                     .client()
-                    .set(key, value, Some(px(ttl)), Some(SetOptions::NX), false),
+                    .set(key, value.clone(), Some(px(ttl)), Some(SetOptions::NX), false),
             )
             .await?;
         Ok(Self::tag(reply.is_some()))
     }
+}
 
-    async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+impl Run<op::Delete> for RedisCache {
+    async fn run(&self, op: &op::Delete) -> Result<Tagged<bool>, Error> {
+        let key = op.key.as_str();
         let n: i64 = self.conn.run("cache.delete", self.conn.client().del(key)).await?;
         Ok(Self::tag(n > 0))
     }
+}
 
-    async fn contains(&self, key: &str) -> Result<Tagged<bool>, Error> {
+impl Run<op::Contains> for RedisCache {
+    async fn run(&self, op: &op::Contains) -> Result<Tagged<bool>, Error> {
+        let key = op.key.as_str();
         let n: i64 = self.conn.run("cache.contains", self.conn.client().exists(key)).await?;
         Ok(Self::tag(n > 0))
     }
+}
 
-    async fn clear(&self, key_prefix: &str) -> Result<Tagged<u64>, Error> {
+impl Run<op::Clear> for RedisCache {
+    async fn run(&self, op: &op::Clear) -> Result<Tagged<u64>, Error> {
+        let key_prefix = op.prefix.as_str();
         let pattern = match_pattern(key_prefix);
         let client = self.conn.client();
         let mut pages = if self.conn.is_cluster() {
@@ -157,14 +173,6 @@ impl CacheBackend for RedisCache {
             page.next();
         }
         Ok(Self::tag(removed))
-    }
-
-    async fn probe(&self) -> Result<(), Error> {
-        self.conn.ping().await
-    }
-
-    fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::StrictDistributed, Health::Healthy)
     }
 }
 

@@ -5,9 +5,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fred::prelude::*;
-use palisade_cache_core::cache::BackendStatus;
-use palisade_cache_core::{Error, Health, Mode, Provenance, Tagged};
-use palisade_job_store::{FieldMap, JobBackend, JobStatus, RawOutcome, StoredRecord};
+use palisade_cache_core::{Error, Provenance, Run, Tagged};
+use palisade_job_store::{FieldMap, RawOutcome, StoredRecord, op};
 
 use crate::{LuaScript, RedisConnection};
 
@@ -250,14 +249,9 @@ impl RedisJobStore {
     }
 }
 
-impl JobBackend for RedisJobStore {
-    async fn create(
-        &self,
-        key: &str,
-        fields: &FieldMap,
-        ttl: Duration,
-        if_absent: bool,
-    ) -> Result<Tagged<bool>, Error> {
+impl Run<op::Create> for RedisJobStore {
+    async fn run(&self, op: &op::Create) -> Result<Tagged<bool>, Error> {
+        let (key, fields, ttl, if_absent) = (op.key.as_str(), &op.fields, op.ttl, op.if_absent);
         palisade_cache_core::limits::check_ttl(ttl)?;
         let ttl_ms = ttl.as_nanos().div_ceil(1_000_000).to_string();
         let mut args = vec![
@@ -268,8 +262,11 @@ impl JobBackend for RedisJobStore {
         let v = self.scripts.create.run(&self.conn, "jobs.create", key, args).await?;
         Ok(Self::tag(self.flag("jobs.create", v)?))
     }
+}
 
-    async fn update(&self, key: &str, fields: &FieldMap) -> Result<Tagged<bool>, Error> {
+impl Run<op::Update> for RedisJobStore {
+    async fn run(&self, op: &op::Update) -> Result<Tagged<bool>, Error> {
+        let (key, fields) = (op.key.as_str(), &op.fields);
         let v = self
             .scripts
             .update
@@ -277,13 +274,19 @@ impl JobBackend for RedisJobStore {
             .await?;
         Ok(Self::tag(self.flag("jobs.update", v)?))
     }
+}
 
-    async fn exists(&self, key: &str) -> Result<Tagged<bool>, Error> {
+impl Run<op::Exists> for RedisJobStore {
+    async fn run(&self, op: &op::Exists) -> Result<Tagged<bool>, Error> {
+        let key = op.key.as_str();
         let n: i64 = self.conn.run("jobs.exists", self.conn.client().exists(key)).await?;
         Ok(Self::tag(n > 0))
     }
+}
 
-    async fn get(&self, key: &str) -> Result<Tagged<Option<StoredRecord>>, Error> {
+impl Run<op::Get> for RedisJobStore {
+    async fn run(&self, op: &op::Get) -> Result<Tagged<Option<StoredRecord>>, Error> {
+        let key = op.key.as_str();
         let v = self.scripts.get.run(&self.conn, "jobs.get", key, vec![]).await?;
         let bad = |what: String| bad_reply(&self.conn, "jobs.get", what);
         let Value::Array(mut parts) = v else {
@@ -315,14 +318,11 @@ impl JobBackend for RedisJobStore {
         }
         Ok(Self::tag(Some(StoredRecord::new(fields, now))))
     }
+}
 
-    async fn transition(
-        &self,
-        key: &str,
-        from: JobStatus,
-        to: JobStatus,
-        fields: &FieldMap,
-    ) -> Result<Tagged<RawOutcome>, Error> {
+impl Run<op::Transition> for RedisJobStore {
+    async fn run(&self, op: &op::Transition) -> Result<Tagged<RawOutcome>, Error> {
+        let (key, from, to, fields) = (op.key.as_str(), op.from, op.to, &op.fields);
         let mut args = vec![
             Value::String(from.as_str().into()),
             Value::String(to.as_str().into()),
@@ -336,8 +336,11 @@ impl JobBackend for RedisJobStore {
             .await?;
         Ok(Self::tag(self.outcome("jobs.transition", v)?))
     }
+}
 
-    async fn heartbeat(&self, key: &str) -> Result<Tagged<RawOutcome>, Error> {
+impl Run<op::Heartbeat> for RedisJobStore {
+    async fn run(&self, op: &op::Heartbeat) -> Result<Tagged<RawOutcome>, Error> {
+        let key = op.key.as_str();
         let v = self
             .scripts
             .heartbeat
@@ -345,17 +348,12 @@ impl JobBackend for RedisJobStore {
             .await?;
         Ok(Self::tag(self.outcome("jobs.heartbeat", v)?))
     }
+}
 
-    async fn delete(&self, key: &str) -> Result<Tagged<bool>, Error> {
+impl Run<op::Delete> for RedisJobStore {
+    async fn run(&self, op: &op::Delete) -> Result<Tagged<bool>, Error> {
+        let key = op.key.as_str();
         let n: i64 = self.conn.run("jobs.delete", self.conn.client().del(key)).await?;
         Ok(Self::tag(n > 0))
-    }
-
-    async fn probe(&self) -> Result<(), Error> {
-        self.conn.ping().await
-    }
-
-    fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::StrictDistributed, Health::Healthy)
     }
 }

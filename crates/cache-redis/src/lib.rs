@@ -28,3 +28,23 @@ pub fn all_scripts() -> Vec<(&'static LuaScript, usize)> {
     all.extend(throttle::scripts());
     all
 }
+
+/// What every Redis backend is: its probe is a `PING` through its connection, and it
+/// reports itself healthy (the strict and degraded wrappers own the mode and health).
+macro_rules! redis_backend {
+    ($($ty:ty),*) => {$(
+        impl palisade_cache_core::Backend for $ty {
+            async fn probe(&self) -> Result<(), palisade_cache_core::Error> {
+                self.connection().ping().await
+            }
+            fn status(&self) -> palisade_cache_core::BackendStatus {
+                palisade_cache_core::BackendStatus::new(
+                    palisade_cache_core::Mode::StrictDistributed,
+                    palisade_cache_core::Health::Healthy,
+                )
+            }
+        }
+    )*};
+}
+
+redis_backend!(RedisCache, RedisJobStore, RedisThrottle);

@@ -4,11 +4,10 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fred::prelude::*;
-use palisade_cache_core::cache::BackendStatus;
-use palisade_cache_core::{BoxFuture, Error, Health, Mode, Provenance, Tagged};
+use palisade_cache_core::{BoxFuture, Error, Provenance, Run, Tagged};
+use palisade_throttle::op;
 use palisade_throttle::{
-    DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, Rate, RateDecision, RawDecision,
-    ScaledPolicy, Scope, ThrottleBackend,
+    DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, RateDecision, RawDecision, Scope,
 };
 
 use crate::{LuaScript, RedisConnection};
@@ -383,13 +382,9 @@ impl LeaseOps for RedisLeases {
     }
 }
 
-impl ThrottleBackend for RedisThrottle {
-    async fn acquire(
-        &self,
-        scope: &Scope,
-        key: &str,
-        policy: &ScaledPolicy,
-    ) -> Result<Tagged<(RawDecision, u64)>, Error> {
+impl Run<op::Acquire> for RedisThrottle {
+    async fn run(&self, op: &op::Acquire) -> Result<Tagged<(RawDecision, u64)>, Error> {
+        let (scope, key, policy) = (&*op.scope, op.key.as_str(), &op.policy);
         policy.validate()?;
         let keys = vec![
             scope.global_key()?,
@@ -432,8 +427,11 @@ impl ThrottleBackend for RedisThrottle {
         };
         Ok(tag(decision))
     }
+}
 
-    async fn penalize(&self, scope: &Scope, key: &str, d: Duration) -> Result<Tagged<SystemTime>, Error> {
+impl Run<op::Penalize> for RedisThrottle {
+    async fn run(&self, op: &op::Penalize) -> Result<Tagged<SystemTime>, Error> {
+        let (scope, key, d) = (&*op.scope, op.key.as_str(), op.duration);
         palisade_cache_core::limits::check_duration("a penalty", d, MIN_DURATION, MAX_PENALTY)?;
         let args = vec![us(d).into(), (IDLE_US as i64).into()];
         let v = SCRIPTS
@@ -442,8 +440,11 @@ impl ThrottleBackend for RedisThrottle {
             .await?;
         Ok(tag(time(int(&self.conn, "throttle.penalize", v)?)))
     }
+}
 
-    async fn clear_penalty(&self, scope: &Scope, key: &str) -> Result<Tagged<bool>, Error> {
+impl Run<op::ClearPenalty> for RedisThrottle {
+    async fn run(&self, op: &op::ClearPenalty) -> Result<Tagged<bool>, Error> {
+        let (scope, key) = (&*op.scope, op.key.as_str());
         let v = SCRIPTS
             .clear_penalty
             .run_keys(
@@ -455,8 +456,11 @@ impl ThrottleBackend for RedisThrottle {
             .await?;
         Ok(tag(int(&self.conn, "throttle.clear_penalty", v)? == 1))
     }
+}
 
-    async fn inspect(&self, scope: &Scope, key: &str) -> Result<Tagged<KeyState>, Error> {
+impl Run<op::Inspect> for RedisThrottle {
+    async fn run(&self, op: &op::Inspect) -> Result<Tagged<KeyState>, Error> {
+        let (scope, key) = (&*op.scope, op.key.as_str());
         let keys = vec![scope.global_key()?, scope.leases_key(key)?, scope.state_key(key)?];
         let v = SCRIPTS
             .inspect
@@ -472,8 +476,11 @@ impl ThrottleBackend for RedisThrottle {
             time(now),
         )))
     }
+}
 
-    async fn limit(&self, scope: &Scope, key: &str, rate: &Rate) -> Result<Tagged<RateDecision>, Error> {
+impl Run<op::Limit> for RedisThrottle {
+    async fn run(&self, op: &op::Limit) -> Result<Tagged<RateDecision>, Error> {
+        let (scope, key, rate) = (&*op.scope, op.key.as_str(), &op.rate);
         let args = vec![us(rate.emission).max(1).into(), i64::from(rate.burst).into()];
         let v = SCRIPTS
             .limit
@@ -489,13 +496,5 @@ impl ThrottleBackend for RedisThrottle {
                 retry_after: Duration::from_micros(u64::try_from(r[1]).unwrap_or(0)),
             }
         }))
-    }
-
-    async fn probe(&self) -> Result<(), Error> {
-        self.conn.ping().await
-    }
-
-    fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::StrictDistributed, Health::Healthy)
     }
 }

@@ -26,7 +26,13 @@ async fn garbage_throttle_state_is_a_typed_error_or_treated_as_absent() {
     let ns = Namespace::new(&env::unique_prefix("bad-state"), "t", "mx").unwrap();
     let backend = RedisThrottle::new(conn).await.unwrap().with_restart_hold(false);
     let t = Throttle::new(backend.clone(), ns.clone());
-    let p = Policy::new(2, 2, Duration::ZERO, Duration::from_secs(5)).unwrap();
+    let p = Policy::builder()
+        .global_cap(2)
+        .key_cap(2)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
 
     // The key's state is a string, not a hash: WRONGTYPE inside the script.
     let state = t.scope().state_key("k").unwrap();
@@ -53,7 +59,7 @@ async fn garbage_throttle_state_is_a_typed_error_or_treated_as_absent() {
     // A rate key holding garbage is a fresh budget.
     let r = RateLimiter::new(backend, ns.sibling("rl").unwrap());
     raw(&url, &["SET", &r_key(&ns, "ip"), "abc"]);
-    let rate = Rate::per_second(1, 1).unwrap();
+    let rate = Rate::per_second(1).burst(1).build().unwrap();
     assert_eq!(
         r.limit("ip", &rate).await.unwrap().value,
         RateDecision::Allowed { remaining: 0 }

@@ -10,7 +10,7 @@ use fred::interfaces::ClientLike;
 use palisade_cache_core::testkit::env;
 use palisade_cache_core::testkit::resp::{self, Reply};
 use palisade_cache_core::testkit::server::RedisServer;
-use palisade_cache_core::{Cache, CacheBackend, Component, ErrorKind, EventKind, Events, Mode, Strict};
+use palisade_cache_core::{Backend, Cache, Component, ErrorKind, EventKind, Events, Mode, Strict};
 use palisade_cache_redis::fred;
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection};
 

@@ -29,6 +29,7 @@ async fn degraded_cache(server: &RedisServer, events: &Events, test: &str) -> Ca
         LocalCache::default(),
         fault_ctx(Component::Cache, Mode::ExplicitDegraded, events),
         FailoverOptions::default(),
+        None,
     )
     .unwrap();
     Cache::new(failover, fault_ns(test, "faults"))
@@ -160,7 +161,7 @@ async fn strict_after_a_kill_every_call_is_unavailable_within_the_deadline_and_n
     assert!(matches!(e.kind, EventKind::UnavailableAtRuntime { .. }), "{e:?}");
     assert_eq!(e.mode, Mode::StrictDistributed);
     no_event(&mut rx);
-    assert!(matches!(cache.stats().health, Health::Degraded { .. }));
+    assert!(matches!(cache.stats().status.health, Health::Down { .. }));
 
     server.start_again().unwrap();
     wait_until_served(&cache).await;
@@ -185,9 +186,9 @@ async fn strict_after_a_kill_every_call_is_unavailable_within_the_deadline_and_n
     assert_eq!(got.provenance, Provenance::Distributed);
     let s = cache.stats();
     assert_eq!((s.degraded_reads, s.degraded_writes), (0, 0));
-    assert_eq!(s.mode, Mode::StrictDistributed);
-    assert_eq!(s.health, Health::Healthy);
-    assert!(s.errors_of(ErrorKind::Unavailable) + s.errors_of(ErrorKind::Timeout) >= 18);
+    assert_eq!(s.status.mode, Mode::StrictDistributed);
+    assert_eq!(s.status.health, Health::Healthy);
+    assert!(s.status.errors_of(ErrorKind::Unavailable) + s.status.errors_of(ErrorKind::Timeout) >= 18);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,12 +259,12 @@ async fn degraded_down_at_startup_serves_locally_then_recovers_once() {
     // What the umbrella builder does in degraded mode: try, then start down.
     let err = RedisConnection::connect(&cfg).await.unwrap_err();
     let lazy = RedisConnection::connect_lazy(&cfg).unwrap();
-    let failover = Failover::start_down(
+    let failover = Failover::new(
         RedisCache::new(lazy),
         LocalCache::default(),
         fault_ctx(Component::Cache, Mode::ExplicitDegraded, &events),
         FailoverOptions::default(),
-        &err,
+        Some(&err),
     )
     .unwrap();
     let cache = Cache::new(failover.clone(), fault_ns("startup", "faults"));
@@ -282,8 +283,8 @@ async fn degraded_down_at_startup_serves_locally_then_recovers_once() {
     let got = cache.get("local").await.unwrap();
     assert_eq!(got.value.as_deref(), Some(&b"degraded"[..]));
     assert_eq!(got.provenance, Provenance::LocalDegraded);
-    assert!(matches!(cache.stats().health, Health::Degraded { .. }));
-    assert!(cache.stats().degraded_since.is_some());
+    assert!(matches!(cache.stats().status.health, Health::Down { .. }));
+    assert!(cache.stats().status.since.is_some());
 
     server.start_again().unwrap();
     let e = next_event(&mut rx, RECOVERY).await;
@@ -337,6 +338,7 @@ async fn degraded_killed_at_runtime_one_degraded_tagged_answers_one_recovered() 
         fallback.clone(),
         fault_ctx(Component::Cache, Mode::ExplicitDegraded, &events),
         FailoverOptions::default().with_degraded_ttl_cap(cap),
+        None,
     )
     .unwrap();
     let cache = Cache::new(failover, fault_ns("killed", "faults"));
@@ -395,7 +397,7 @@ async fn degraded_killed_at_runtime_one_degraded_tagged_answers_one_recovered() 
     );
     let s = cache.stats();
     assert!(s.degraded_reads >= 43 && s.degraded_writes >= 3, "{s:?}");
-    assert!(matches!(s.health, Health::Degraded { .. }) && s.mode == Mode::ExplicitDegraded);
+    assert!(matches!(s.status.health, Health::Down { .. }) && s.status.mode == Mode::ExplicitDegraded);
 
     server.start_again().unwrap();
     let e = next_event(&mut rx, RECOVERY).await;
@@ -419,7 +421,7 @@ async fn degraded_killed_at_runtime_one_degraded_tagged_answers_one_recovered() 
         (None, Provenance::Distributed),
         "degraded writes are not visible"
     );
-    assert_eq!(cache.stats().health, Health::Healthy);
+    assert_eq!(cache.stats().status.health, Health::Healthy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,7 +484,7 @@ async fn a_stored_value_that_does_not_decode_is_a_codec_error_with_no_mode_chang
     let e = cache.get("list").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Backend, "{e:?}");
     assert!(!e.is_unavailable());
-    assert_eq!(cache.stats().health, Health::Healthy);
+    assert_eq!(cache.stats().status.health, Health::Healthy);
     no_event(&mut rx);
     assert_eq!(cache.get("other").await.unwrap().provenance, Provenance::Distributed);
 }

@@ -13,7 +13,7 @@ use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::{Component, Event, EventKind, Events, Mode, Provenance};
 use palisade_cache_local::LocalJobStore;
 use palisade_cache_redis::{RedisConnection, RedisJobStore};
-use palisade_job_store::{JobFailover, JobRecord, JobStatus, JobStore, Outcome, Patch};
+use palisade_job_store::{JobFallback, JobRecord, JobStatus, JobStore, Outcome, Patch};
 use tokio::sync::broadcast;
 
 const TTL: Duration = Duration::from_secs(600);
@@ -30,14 +30,16 @@ async fn degraded_store(
     events: &Events,
     test: &str,
 ) -> (
-    JobStore<JobFailover<RedisJobStore, LocalJobStore>>,
-    JobFailover<RedisJobStore, LocalJobStore>,
+    JobStore<palisade_cache_core::Failover<RedisJobStore, LocalJobStore>>,
+    palisade_cache_core::Failover<RedisJobStore, LocalJobStore>,
 ) {
     let conn = RedisConnection::connect(&fault_config(server)).await.unwrap();
-    let failover = JobFailover::new(
+    let failover = palisade_cache_core::Failover::new(
         RedisJobStore::new(conn).await.unwrap(),
         LocalJobStore::default(),
         fault_ctx(Component::JobStore, Mode::ExplicitDegraded, events),
+        palisade_cache_core::FailoverOptions::default(),
+        None,
     )
     .unwrap();
     (JobStore::new(failover.clone(), fault_ns(test, "jobs")), failover)
@@ -89,7 +91,7 @@ async fn records_written_while_degraded_are_replayed_after_a_restart() {
         ),
         "{e:?}"
     );
-    let report = failover.last_recovery().unwrap();
+    let report = failover.fallback().last_recovery().unwrap();
     assert_eq!(report.replayed, vec![s.key("during").unwrap()]);
     assert!(report.conflicts.is_empty() && report.failed.is_empty());
 
@@ -153,7 +155,7 @@ async fn a_replay_never_overwrites_shared_state_and_reports_the_conflict() {
         ),
         "{e:?}"
     );
-    let report = failover.last_recovery().unwrap();
+    let report = failover.fallback().last_recovery().unwrap();
     assert_eq!(report.replayed, vec![s.key("fresh").unwrap()]);
     assert_eq!(report.conflicts, vec![s.key("shared").unwrap()]);
     let shared = s.get("shared").await.unwrap().value.unwrap();
@@ -173,7 +175,7 @@ async fn strict_job_calls_fail_within_the_deadline_and_recover() {
     let events = Events::new(64);
     let mut rx = events.subscribe();
     let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
-    let strict = palisade_job_store::failover::strict(
+    let strict = palisade_cache_core::Strict::new(
         RedisJobStore::new(conn).await.unwrap(),
         fault_ctx(Component::JobStore, Mode::StrictDistributed, &events),
     )
@@ -312,7 +314,7 @@ async fn no_write_acknowledged_around_a_recovery_is_lost_and_no_deleted_record_c
         for w in writers {
             acked.extend(w.await.unwrap());
         }
-        let report = failover.last_recovery().expect("a recovery report");
+        let report = failover.fallback().last_recovery().expect("a recovery report");
         assert!(recovered >= 1_500, "the large fallback was replayed: {recovered}");
         all_reports.push(report);
     }

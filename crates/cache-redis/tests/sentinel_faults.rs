@@ -17,7 +17,8 @@ use palisade_cache_core::testkit::resp::{self, Reply};
 use palisade_cache_core::testkit::sentinel::SentinelGroup;
 use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::{
-    Cache, CacheBackend, Component, Event, EventKind, Events, Failover, FailoverOptions, Mode, Provenance, Strict,
+    Backend, Cache, Component, Event, EventKind, Events, Failover, FailoverOptions, Mode, Provenance, Run, Strict,
+    cache::op,
 };
 use palisade_cache_local::LocalCache;
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection};
@@ -52,7 +53,14 @@ async fn connects_to_the_primary_the_sentinels_name() {
     assert_eq!(info.topology, "sentinel");
     assert_eq!(info.sentinel_service.as_deref(), Some("palisade"));
     let cache = RedisCache::new(conn);
-    cache.set("sentinel-k", b"v", Duration::from_secs(60)).await.unwrap();
+    cache
+        .run(&op::Set::new(
+            "sentinel-k".to_owned(),
+            bytes::Bytes::copy_from_slice(b"v"),
+            Duration::from_secs(60),
+        ))
+        .await
+        .unwrap();
     assert_eq!(
         resp::command(&format!("127.0.0.1:{primary}"), &["GET", "sentinel-k"])
             .unwrap()
@@ -84,7 +92,13 @@ async fn write_until(
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         let started = Instant::now();
-        let r = cache.set(&format!("w{n}"), b"x", Duration::from_secs(600)).await;
+        let r = cache
+            .run(&op::Set::new(
+                format!("w{n}"),
+                bytes::Bytes::copy_from_slice(b"x"),
+                Duration::from_secs(600),
+            ))
+            .await;
         if started.elapsed() > DEADLINE + SLACK {
             f.over_deadline += 1;
         }
@@ -222,7 +236,11 @@ async fn one_sentinel_killed_changes_nothing() {
     g.sentinels_mut()[0].kill();
     for i in 0..50 {
         cache
-            .set(&format!("k{i}"), b"v", Duration::from_secs(60))
+            .run(&op::Set::new(
+                format!("k{i}"),
+                bytes::Bytes::copy_from_slice(b"v"),
+                Duration::from_secs(60),
+            ))
             .await
             .unwrap();
     }
@@ -230,7 +248,12 @@ async fn one_sentinel_killed_changes_nothing() {
     let again = RedisConnection::connect(&config(&g)).await.unwrap();
     assert_eq!(again.role().await.unwrap(), "master");
     assert_eq!(
-        RedisCache::new(again).get("k49").await.unwrap().value.as_deref(),
+        RedisCache::new(again)
+            .run(&op::Get::new("k49".to_owned()))
+            .await
+            .unwrap()
+            .value
+            .as_deref(),
         Some(&b"v"[..])
     );
 }
@@ -243,7 +266,11 @@ async fn next_event(rx: &mut broadcast::Receiver<Event>, within: Duration) -> Ev
 }
 
 /// Calls `cache.get` until it answers with `provenance`, within `within`.
-async fn until_provenance<B: CacheBackend>(cache: &Cache<B>, provenance: Provenance, within: Duration) {
+async fn until_provenance<B: palisade_cache_core::CacheBackend>(
+    cache: &Cache<B>,
+    provenance: Provenance,
+    within: Duration,
+) {
     let until = Instant::now() + within;
     loop {
         if cache.get("p").await.is_ok_and(|t| t.provenance == provenance) {
@@ -268,6 +295,7 @@ async fn degraded_over_sentinel_one_degraded_local_answers_then_one_recovered_on
             LocalCache::default(),
             common::fault_ctx(Component::Cache, Mode::ExplicitDegraded, &events),
             FailoverOptions::default(),
+            None,
         )
         .unwrap(),
         common::fault_ns("sentinel_degraded", "c"),

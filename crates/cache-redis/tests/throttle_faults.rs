@@ -12,9 +12,7 @@ use palisade_cache_core::testkit::env;
 use palisade_cache_core::{Component, EventKind, Events, Mode, Provenance};
 use palisade_cache_local::LocalThrottle;
 use palisade_cache_redis::{RedisConnection, RedisThrottle};
-use palisade_throttle::{
-    Decision, DenyReason, Policy, Rate, RateDecision, RateLimiter, Throttle, ThrottleFailover, ThrottleFailoverOptions,
-};
+use palisade_throttle::{Decision, DenyReason, Policy, Rate, RateDecision, RateLimiter, Throttle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_an_unreachable_redis_is_an_error_never_a_fake_denial() {
@@ -23,14 +21,20 @@ async fn strict_an_unreachable_redis_is_an_error_never_a_fake_denial() {
     };
     let events = Events::new(16);
     let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
-    let backend = palisade_throttle::failover::strict(
+    let backend = palisade_cache_core::Strict::new(
         RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
         fault_ctx(Component::Throttle, Mode::StrictDistributed, &events),
     )
     .unwrap();
     let t = Throttle::new(backend.clone(), fault_ns("strict", "mx"));
     let r = RateLimiter::new(backend, fault_ns("strict-rl", "mx"));
-    let p = Policy::new(5, 5, Duration::ZERO, Duration::from_secs(60)).unwrap();
+    let p = Policy::builder()
+        .global_cap(5)
+        .key_cap(5)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let held = t.acquire("k", &p).await.unwrap().value.permit().unwrap();
     server.kill();
     for _ in 0..5 {
@@ -39,7 +43,7 @@ async fn strict_an_unreachable_redis_is_an_error_never_a_fake_denial() {
         assert!(e.is_unavailable(), "{e:?}");
         assert!(start.elapsed() <= DEADLINE + SLACK, "{:?}", start.elapsed());
         assert!(
-            r.limit("k", &Rate::per_second(10, 10).unwrap())
+            r.limit("k", &Rate::per_second(10).burst(10).build().unwrap())
                 .await
                 .unwrap_err()
                 .is_unavailable()
@@ -54,7 +58,7 @@ async fn strict_an_unreachable_redis_is_an_error_never_a_fake_denial() {
     assert!(held.release().await.unwrap_err().is_unavailable());
     let s = t.stats();
     assert_eq!((s.acquired, s.denied), (1, 0), "no fake denial was counted");
-    assert!(s.errors.iter().map(|(_, n)| n).sum::<u64>() >= 10);
+    assert!(s.status.errors.iter().map(|(_, n)| n).sum::<u64>() >= 10);
     server.start_again().unwrap();
     let give_up = Instant::now() + RECOVERY;
     while t.acquire("k", &p).await.is_err() {
@@ -72,11 +76,12 @@ async fn degraded_scales_local_limits_keeps_permits_bound_and_swaps_back_for_rea
     let mut rx = events.subscribe();
     let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let fallback = LocalThrottle::default();
-    let failover = ThrottleFailover::new(
+    let failover = palisade_cache_core::Failover::new(
         RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
         fallback.clone(),
         fault_ctx(Component::Throttle, Mode::ExplicitDegraded, &events),
-        ThrottleFailoverOptions::default().with_degraded_share(0.5),
+        palisade_cache_core::FailoverOptions::default().with_degraded_share(0.5),
+        None,
     )
     .unwrap();
     let namespace = fault_ns("swap", "mx");
@@ -90,7 +95,13 @@ async fn degraded_scales_local_limits_keeps_permits_bound_and_swaps_back_for_rea
         )
     };
     let local_view = Throttle::new(fallback.clone(), namespace.clone());
-    let p = Policy::new(4, 2, Duration::ZERO, Duration::from_secs(60)).unwrap();
+    let p = Policy::builder()
+        .global_cap(4)
+        .key_cap(2)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
 
     let from_redis = t.acquire("k", &p).await.unwrap();
     assert_eq!(from_redis.provenance, Provenance::Distributed);
@@ -118,7 +129,7 @@ async fn degraded_scales_local_limits_keeps_permits_bound_and_swaps_back_for_rea
     assert!(from_redis.release().await.unwrap_err().is_unavailable());
     // Rates are scaled too: burst 4 x 0.5 = 2.
     let rl = RateLimiter::new(failover.clone(), namespace.sibling("rl").unwrap());
-    let rate = Rate::per_second(1, 4).unwrap();
+    let rate = Rate::per_second(1).burst(4).build().unwrap();
     assert_eq!(
         rl.limit("ip", &rate).await.unwrap().value,
         RateDecision::Allowed { remaining: 1 }
@@ -176,7 +187,13 @@ async fn a_redis_restarted_empty_grants_no_lease_until_every_old_one_could_have_
     };
     let namespace = fault_ns("restart-hold", "mx");
     let lease = Duration::from_secs(3);
-    let p = Policy::new(5, 1, Duration::ZERO, lease).unwrap();
+    let p = Policy::builder()
+        .global_cap(5)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(lease)
+        .build()
+        .unwrap();
     // Process A took the key's only slot before the restart.
     let a = Throttle::new(
         RedisThrottle::new(RedisConnection::connect(&fault_config(&server)).await.unwrap())
@@ -238,17 +255,24 @@ async fn permits_granted_while_degraded_are_capped_and_end_after_recovery() {
     let mut rx = events.subscribe();
     let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let cap = Duration::from_secs(2);
-    let failover = ThrottleFailover::new(
+    let failover = palisade_cache_core::Failover::new(
         RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
         LocalThrottle::default(),
         fault_ctx(Component::Throttle, Mode::ExplicitDegraded, &events),
-        ThrottleFailoverOptions::default()
+        palisade_cache_core::FailoverOptions::default()
             .with_degraded_share(1.0)
             .with_degraded_lease_cap(cap),
+        None,
     )
     .unwrap();
     let t = Throttle::new(failover, fault_ns("degraded-cap", "mx"));
-    let p = Policy::new(4, 4, Duration::ZERO, Duration::from_secs(3600)).unwrap();
+    let p = Policy::builder()
+        .global_cap(4)
+        .key_cap(4)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(3600))
+        .build()
+        .unwrap();
     server.kill();
     let first = t.acquire("k", &p).await.unwrap();
     assert_eq!(first.provenance, Provenance::LocalDegraded);

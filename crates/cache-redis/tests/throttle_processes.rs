@@ -53,7 +53,13 @@ fn micros(t: std::time::SystemTime) -> u64 {
 /// A worker: 16 tasks acquire, hold 5–44 ms, release; one line per lease on stdout:
 /// `LEASE key id acquired_us end_us` (end = release time, or expiry if it expired).
 fn worker(url: &str, prefix: &str) {
-    let policy = Policy::new(GLOBAL_CAP, KEY_CAP, INTERVAL, Duration::from_secs(5)).unwrap();
+    let policy = Policy::builder()
+        .global_cap(GLOBAL_CAP)
+        .key_cap(KEY_CAP)
+        .min_interval(INTERVAL)
+        .lease_ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let lines = runtime().block_on(async {
         let t = throttle(url, prefix).await;
         let until = Instant::now() + RUN_FOR;
@@ -70,11 +76,12 @@ fn worker(url: &str, prefix: &str) {
                             Decision::Acquired(permit) => {
                                 // Holds longer than the interval, so that both caps are really contended.
                                 tokio::time::sleep(Duration::from_millis(5 + (n % 40) as u64)).await;
-                                let end = permit.release().await.unwrap().unwrap_or(permit.expires_at());
+                                let lease = permit.lease().clone();
+                                let end = permit.release().await.unwrap().unwrap_or(lease.expires_at);
                                 out.push(format!(
                                     "LEASE {key} {} {} {}",
-                                    permit.lease_id(),
-                                    micros(permit.acquired_at()),
+                                    lease.id,
+                                    micros(lease.acquired_at),
                                     micros(end)
                                 ));
                             }
@@ -102,7 +109,13 @@ fn worker(url: &str, prefix: &str) {
 
 /// A process that takes both slots of `victim`, says so, and waits to be killed.
 fn hog(url: &str, prefix: &str) {
-    let policy = Policy::new(GLOBAL_CAP, KEY_CAP, Duration::ZERO, HOG_LEASE).unwrap();
+    let policy = Policy::builder()
+        .global_cap(GLOBAL_CAP)
+        .key_cap(KEY_CAP)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(HOG_LEASE)
+        .build()
+        .unwrap();
     runtime().block_on(async {
         let t = throttle(url, prefix).await;
         let a = t
@@ -248,7 +261,13 @@ fn main() -> ExitCode {
     hog.wait().unwrap();
     let rt = runtime();
     let t = rt.block_on(throttle(&url, &prefix));
-    let policy = Policy::new(GLOBAL_CAP, KEY_CAP, Duration::ZERO, Duration::from_secs(5)).unwrap();
+    let policy = Policy::builder()
+        .global_cap(GLOBAL_CAP)
+        .key_cap(KEY_CAP)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let first = rt.block_on(t.acquire("victim", &policy)).unwrap().value;
     assert!(
         matches!(

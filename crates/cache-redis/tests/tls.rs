@@ -8,11 +8,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use palisade_cache_core::cache::op;
 use palisade_cache_core::testkit::env;
 use palisade_cache_core::testkit::resp;
 use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::testkit::tls::{ServerCert, TlsFiles, TlsServer};
-use palisade_cache_core::{Cache, CacheBackend, ErrorKind};
+use palisade_cache_core::{Backend, Cache, ErrorKind, Run};
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection, TlsOptions};
 
 const CONNECT: Duration = Duration::from_millis(1500);
@@ -60,7 +61,11 @@ async fn a_verified_tls_connection_serves_and_what_it_writes_lands_in_redis() {
     assert_eq!(info.tls_server_name.as_deref(), Some("127.0.0.1"));
     let cache = RedisCache::new(conn);
     cache
-        .set("tls-key", b"over tls", Duration::from_secs(60))
+        .run(&op::Set::new(
+            "tls-key".to_owned(),
+            bytes::Bytes::copy_from_slice(b"over tls"),
+            Duration::from_secs(60),
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -222,7 +227,11 @@ async fn every_node_of_a_cluster_is_reached_over_verified_tls() {
     // Keys of every master (their slots spread over the three).
     for i in 0..60 {
         cache
-            .set(&format!("tls-cluster-{i}"), b"v", Duration::from_secs(60))
+            .run(&op::Set::new(
+                format!("tls-cluster-{i}"),
+                bytes::Bytes::copy_from_slice(b"v"),
+                Duration::from_secs(60),
+            ))
             .await
             .unwrap();
     }
@@ -259,14 +268,21 @@ async fn sentinels_and_data_nodes_over_tls_are_followed_through_a_failover() {
     assert!(conn.info().tls);
     assert_eq!(conn.role().await.unwrap(), "master");
     let cache = RedisCache::new(conn.clone());
-    cache.set("tls-sentinel", b"v", Duration::from_secs(60)).await.unwrap();
+    cache
+        .run(&op::Set::new(
+            "tls-sentinel".to_owned(),
+            bytes::Bytes::copy_from_slice(b"v"),
+            Duration::from_secs(60),
+        ))
+        .await
+        .unwrap();
     let old = group.primary_port().unwrap();
     group.node_mut(old).unwrap().kill();
     let new = group.wait_new_primary(old, Duration::from_secs(20)).unwrap();
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         if cache
-            .get("tls-sentinel")
+            .run(&op::Get::new("tls-sentinel".to_owned()))
             .await
             .is_ok_and(|t| t.value.as_deref() == Some(&b"v"[..]))
         {

@@ -35,13 +35,19 @@ async fn every_key_written_by_every_contract_has_a_ttl() {
     jobs.heartbeat("j").await.unwrap();
     let throttle_backend = RedisThrottle::new(conn).await.unwrap().with_restart_hold(false);
     let t = Throttle::new(throttle_backend.clone(), ns("mx"));
-    let p = Policy::new(5, 5, Duration::from_millis(10), Duration::from_secs(30)).unwrap();
+    let p = Policy::builder()
+        .global_cap(5)
+        .key_cap(5)
+        .min_interval(Duration::from_millis(10))
+        .lease_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let mut permit = t.acquire("host", &p).await.unwrap().value.permit().unwrap();
     permit.extend(Duration::from_secs(60)).await.unwrap();
     t.acquire("host2", &p).await.unwrap();
     t.penalize("host3", Duration::from_secs(5)).await.unwrap();
     RateLimiter::new(throttle_backend, ns("rl"))
-        .limit("ip", &Rate::per_second(10, 5).unwrap())
+        .limit("ip", &Rate::per_second(10).burst(5).build().unwrap())
         .await
         .unwrap();
 

@@ -413,7 +413,13 @@ async fn jobs_role(w: &Worker, p: &Palisade, until: u64, worker: usize, task: us
 
 async fn throttle_role(w: &Worker, p: &Palisade, until: u64, task: usize) {
     let t = p.throttle();
-    let policy = match Policy::new(GLOBAL_CAP, KEY_CAP, INTERVAL, LEASE) {
+    let policy = match Policy::builder()
+        .global_cap(GLOBAL_CAP)
+        .key_cap(KEY_CAP)
+        .min_interval(INTERVAL)
+        .lease_ttl(LEASE)
+        .build()
+    {
         Ok(p) => p,
         Err(_) => return,
     };
@@ -431,6 +437,7 @@ async fn throttle_role(w: &Worker, p: &Palisade, until: u64, task: usize) {
         match d.value {
             Decision::Acquired(permit) => {
                 tokio::time::sleep(Duration::from_millis(5 + (n % 30) as u64)).await;
+                let acquired_at = permit.acquired_at();
                 let end = w
                     .timed("throttle.release", async {
                         permit.release().await.map(|r| palisade::Tagged::new(r, d.provenance))
@@ -440,9 +447,7 @@ async fn throttle_role(w: &Worker, p: &Palisade, until: u64, task: usize) {
                 let mut tally = w.tally.lock().unwrap_or_else(|p| p.into_inner());
                 // `None`: the release failed or the lease had expired; the analysis ends
                 // it at its expiry, or when its server died.
-                tally
-                    .leases
-                    .push((d.provenance, us(permit.acquired_at()), end.map(us), key));
+                tally.leases.push((d.provenance, us(acquired_at), end.map(us), key));
             }
             Decision::Denied { retry_after, .. } => tokio::time::sleep(retry_after.min(INTERVAL)).await,
         }
@@ -451,7 +456,9 @@ async fn throttle_role(w: &Worker, p: &Palisade, until: u64, task: usize) {
 
 async fn limit_role(w: &Worker, p: &Palisade, until: u64, task: usize) {
     let r = p.rate_limiter();
-    let Ok(rate) = Rate::per_second(200, 20) else { return };
+    let Ok(rate) = Rate::per_second(200).burst(20).build() else {
+        return;
+    };
     let mut n = task;
     while now_ms() < until {
         // A request handler waits on I/O between requests; without this a loop over an

@@ -229,7 +229,7 @@ fn parse_rate(s: &str, burst: u32) -> Result<Rate, Error> {
         "h" => Duration::from_secs(3600),
         other => parse_duration(other).map_err(Error::invalid_input)?,
     };
-    Rate::new(count, period, burst)
+    Rate::per(count, period).burst(burst).build()
 }
 
 /// What a command produced: its JSON, its human text, its exit code.
@@ -474,18 +474,19 @@ async fn cache(p: &Palisade, c: &CacheCmd) -> Result<Out, Error> {
         CacheCmd::Stats => {
             let s = p.cache().stats();
             let errors: serde_json::Map<String, Value> = s
+                .status
                 .errors
                 .iter()
                 .map(|(k, n)| (k.as_str().to_owned(), json!(n)))
                 .collect();
             Out::ok(
                 json!({"hits": s.hits, "misses": s.misses, "sets": s.sets, "deletes": s.deletes, "errors": errors,
-                    "degraded_reads": s.degraded_reads, "degraded_writes": s.degraded_writes, "mode": s.mode.as_str(),
-                    "state": s.health.as_str(), "degraded_since_ms": s.degraded_since.map(millis),
-                    "last_error": s.last_error.map(|e| e.message)}),
+                    "degraded_reads": s.degraded_reads, "degraded_writes": s.degraded_writes, "mode": s.status.mode.as_str(),
+                    "state": s.status.health.as_str(), "degraded_since_ms": s.status.since.map(millis),
+                    "last_error": s.status.last_error.map(|e| e.message)}),
                 format!(
                     "mode {} · state {} · {} hits · {} misses · {} sets · {} deletes",
-                    s.mode, s.health, s.hits, s.misses, s.sets, s.deletes
+                    s.status.mode, s.status.health, s.hits, s.misses, s.sets, s.deletes
                 ),
             )
         }
@@ -607,21 +608,27 @@ async fn throttle(p: &Palisade, c: &ThrottleCmd) -> Result<Out, Error> {
             lease,
             hold,
         } => {
-            let policy = Policy::new(*global_cap, *key_cap, *min_interval, *lease)?;
+            let policy = Policy::builder()
+                .global_cap(*global_cap)
+                .key_cap(*key_cap)
+                .min_interval(*min_interval)
+                .lease_ttl(*lease)
+                .build()?;
             let d = t.acquire(key, &policy).await?;
             let provenance = d.provenance;
             match d.value {
                 Decision::Acquired(permit) => {
                     tokio::time::sleep(*hold).await;
+                    let lease = permit.lease().clone();
                     let released = permit.release().await?;
                     Out::ok(
-                        json!({"key": key, "acquired": true, "lease_id": permit.lease_id(),
-                            "acquired_at_us": micros(permit.acquired_at()), "expires_at_us": micros(permit.expires_at()),
+                        json!({"key": key, "acquired": true, "lease_id": lease.id,
+                            "acquired_at_us": micros(lease.acquired_at), "expires_at_us": micros(lease.expires_at),
                             "released_at_us": released.map(micros), "provenance": provenance.as_str()}),
                         format!(
                             "acquired lease {} at {} µs, released at {} ({provenance})",
-                            permit.lease_id(),
-                            micros(permit.acquired_at()),
+                            lease.id,
+                            micros(lease.acquired_at),
                             released.map_or("expiry".to_owned(), |r| format!("{} µs", micros(r)))
                         ),
                     )

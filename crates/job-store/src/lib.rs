@@ -1,11 +1,12 @@
 #![doc = include_str!("../README.md")]
 
-pub mod failover;
 pub mod model;
+pub mod op;
+pub mod recovery;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use failover::{JobFailover, JobFallback, RecoveryReport, StrictJobs};
 pub use model::{FieldMap, JobRecord, JobStatus, Patch};
-pub use store::{JobBackend, JobStore, JobStoreConfig, Outcome, RawOutcome, StoredRecord};
+pub use recovery::{JobFallback, RecoveryReport, replay};
+pub use store::{JobBackend, JobStats, JobStore, JobStoreConfig, Outcome, RawOutcome, StoredRecord};

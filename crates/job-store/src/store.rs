@@ -1,14 +1,14 @@
 //! The job-store contract: [`JobBackend`] for implementors, [`JobStore`] for users.
 
-use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use palisade_cache_core::cache::BackendStatus;
-use palisade_cache_core::{Error, Namespace, Tagged};
+use palisade_cache_core::{Error, ErrorCounters, Namespace, Op, Provenance, Run, StatusSnapshot, Tagged, on_behalf_of};
 
 use crate::model::{self, FieldMap, JobRecord, JobStatus, Patch};
+use crate::op;
 
 /// What a record looked like when the backend read it, with the backend's clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,55 +39,37 @@ pub enum RawOutcome {
     Refused(Option<Bytes>),
 }
 
-/// What a backend implements. Keys arrive encoded and validated; fields arrive encoded.
+palisade_cache_core::contract! {
+/// What a job backend implements: [`Backend`] and [`Run`] for every operation of
+/// [`op`](crate::op). Keys arrive encoded and validated; fields arrive encoded.
 ///
 /// # Behavior
 ///
-/// - `create` replaces any record under the key in one atomic step: delete, write all
-///   fields plus `created_at`, `updated_at` and `ttl_ms`, set the expiry. With
-///   `if_absent` it writes nothing and returns `false` when a live record exists.
-/// - `update` writes the fields and `updated_at`, and refreshes the expiry to the
-///   record's TTL, atomically and only if the record exists; returns whether it did.
-/// - `exists` says whether a live record is there.
-/// - `get` returns every field of the live record and the backend's time.
-/// - `transition` compares the stored status with `from` and, if equal, writes `to`,
-///   the fields, `updated_at` (and `finished_at` when `to` is terminal) and refreshes
-///   the expiry, in one atomic step.
-/// - `heartbeat` sets `heartbeat_at` (backend time) and refreshes the expiry, only if
-///   the stored status is `running`.
-/// - `delete` removes the record and says whether it was there.
+/// - [`Create`](crate::op::Create) replaces any record under the key in one atomic
+///   step: delete, write all fields plus `created_at`, `updated_at` and `ttl_ms`, set
+///   the expiry. With `if_absent` it writes nothing and returns `false` when a live
+///   record exists.
+/// - [`Update`](crate::op::Update) writes the fields and `updated_at`, and refreshes
+///   the expiry to the record's TTL, atomically and only if the record exists; returns
+///   whether it did.
+/// - [`Exists`](crate::op::Exists) says whether a live record is there.
+/// - [`Get`](crate::op::Get) returns every field of the live record and the backend's
+///   time.
+/// - [`Transition`](crate::op::Transition) compares the stored status with `from`
+///   and, if equal, writes `to`, the fields, `updated_at` (and `finished_at` when `to`
+///   is terminal) and refreshes the expiry, in one atomic step.
+/// - [`Heartbeat`](crate::op::Heartbeat) sets `heartbeat_at` (backend time) and
+///   refreshes the expiry, only if the stored status is `running`.
+/// - [`Delete`](crate::op::Delete) removes the record and says whether it was there.
 /// - Expired records behave as absent everywhere.
-pub trait JobBackend: Clone + Send + Sync + 'static {
-    /// See the trait's `# Behavior`.
-    fn create(
-        &self,
-        key: &str,
-        fields: &FieldMap,
-        ttl: Duration,
-        if_absent: bool,
-    ) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn update(&self, key: &str, fields: &FieldMap) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn exists(&self, key: &str) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Tagged<Option<StoredRecord>>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn transition(
-        &self,
-        key: &str,
-        from: JobStatus,
-        to: JobStatus,
-        fields: &FieldMap,
-    ) -> impl Future<Output = Result<Tagged<RawOutcome>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn heartbeat(&self, key: &str) -> impl Future<Output = Result<Tagged<RawOutcome>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn delete(&self, key: &str) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
-    /// Checks that the store answers.
-    fn probe(&self) -> impl Future<Output = Result<(), Error>> + Send;
-    /// The mode and health.
-    fn status(&self) -> BackendStatus;
+pub trait JobBackend:
+        op::Create,
+        op::Update,
+        op::Exists,
+        op::Get,
+        op::Transition,
+        op::Heartbeat,
+        op::Delete;
 }
 
 /// The answer of [`JobStore::transition`] and [`JobStore::heartbeat`].
@@ -163,12 +145,42 @@ impl JobStoreConfig {
     }
 }
 
-/// A tenant's job records over a backend. Cheap to clone.
+/// A snapshot of a job store's counters and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobStats {
+    /// Records created.
+    pub created: u64,
+    /// Updates that found their record.
+    pub updated: u64,
+    /// Transitions applied.
+    pub transitions: u64,
+    /// Records deleted.
+    pub deleted: u64,
+    /// Answers served by the degraded fallback.
+    pub degraded: u64,
+    /// Mode, health, errors by kind and the last error.
+    pub status: StatusSnapshot,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    created: AtomicU64,
+    updated: AtomicU64,
+    transitions: AtomicU64,
+    deleted: AtomicU64,
+    degraded: AtomicU64,
+    errors: ErrorCounters,
+}
+
+/// A tenant's job records over a backend. Cheap to clone; clones share the counters.
 #[derive(Clone)]
 pub struct JobStore<B> {
     backend: B,
     ns: Arc<Namespace>,
+    tenant: Arc<str>,
     config: JobStoreConfig,
+    counters: Arc<Counters>,
 }
 
 impl<B> std::fmt::Debug for JobStore<B> {
@@ -185,9 +197,81 @@ impl<B: JobBackend> JobStore<B> {
     pub fn new(backend: B, namespace: Namespace) -> Self {
         JobStore {
             backend,
+            tenant: Arc::from(namespace.tenant()),
             ns: Arc::new(namespace),
             config: JobStoreConfig::default(),
+            counters: Arc::default(),
         }
+    }
+
+    /// The same store (backend, counters, configuration) for another namespace of the
+    /// tenant.
+    pub fn namespace(&self, name: &str) -> Result<Self, Error> {
+        Ok(self.with_ns(self.ns.sibling(name)?))
+    }
+
+    /// The same store (backend, counters, configuration) for another tenant.
+    pub fn for_tenant(&self, tenant: &str) -> Result<Self, Error> {
+        Ok(self.with_ns(self.ns.with_tenant(tenant)?))
+    }
+
+    /// The same backend, configuration and counters over `ns`.
+    fn with_ns(&self, ns: Namespace) -> Self {
+        JobStore {
+            backend: self.backend.clone(),
+            tenant: Arc::from(ns.tenant()),
+            ns: Arc::new(ns),
+            config: self.config,
+            counters: Arc::clone(&self.counters),
+        }
+    }
+
+    /// Counters and state.
+    ///
+    /// # Behavior
+    ///
+    /// - `created`, `updated`, `transitions` and `deleted` count writes that took
+    ///   effect; `degraded` counts answers tagged `LocalDegraded`.
+    /// - `status` holds the failures by kind and the last one (redacted), and the mode,
+    ///   health and outage start from the backend's supervisor.
+    /// - Clones and [`JobStore::namespace`] siblings share the counters.
+    pub fn stats(&self) -> JobStats {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        JobStats {
+            created: load(&c.created),
+            updated: load(&c.updated),
+            transitions: load(&c.transitions),
+            deleted: load(&c.deleted),
+            degraded: load(&c.degraded),
+            status: c.errors.snapshot(self.backend.status()),
+        }
+    }
+
+    /// Runs `op` on the backend on behalf of the store's tenant, and counts its answer.
+    async fn run<O: Op>(&self, op: O) -> Result<Tagged<O::Output>, Error>
+    where
+        B: Run<O>,
+    {
+        let r = on_behalf_of(&self.tenant, self.backend.run(&op)).await;
+        if let Ok(t) = &r {
+            if t.provenance == Provenance::LocalDegraded {
+                self.counters.degraded.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    /// Counts `r`'s error, or `n` when `r` took effect.
+    fn count<T>(&self, r: Result<T, Error>, n: &AtomicU64, took_effect: impl FnOnce(&T) -> bool) -> Result<T, Error> {
+        match &r {
+            Ok(v) if took_effect(v) => {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => self.counters.errors.note(e),
+        }
+        r
     }
 
     /// Replaces the configuration.
@@ -291,11 +375,15 @@ impl<B: JobBackend> JobStore<B> {
     /// - A call that fails has written nothing: every input that could make the
     ///   backend fail half-way is checked before its first write.
     pub async fn create(&self, id: &str, record: &JobRecord, ttl: Duration) -> Result<Tagged<()>, Error> {
-        let key = self.key(id)?;
-        Self::check_ttl(ttl)?;
-        let fields = model::encode_record(record)?;
-        self.check_fields(&fields)?;
-        Ok(self.backend.create(&key, &fields, ttl, false).await?.map(drop))
+        let r = async {
+            let key = self.key(id)?;
+            Self::check_ttl(ttl)?;
+            let fields = model::encode_record(record)?;
+            self.check_fields(&fields)?;
+            Ok(self.run(op::Create::new(key, fields, ttl, false)).await?.map(drop))
+        }
+        .await;
+        self.count(r, &self.counters.created, |_| true)
     }
 
     /// Creates the record `id` only if none exists.
@@ -306,16 +394,20 @@ impl<B: JobBackend> JobStore<B> {
     ///   unchanged. An expired record counts as absent.
     /// - Otherwise as [`JobStore::create`].
     pub async fn create_if_absent(&self, id: &str, record: &JobRecord, ttl: Duration) -> Result<Tagged<()>, Error> {
-        let key = self.key(id)?;
-        Self::check_ttl(ttl)?;
-        let fields = model::encode_record(record)?;
-        self.check_fields(&fields)?;
-        let created = self.backend.create(&key, &fields, ttl, true).await?;
-        if created.value {
-            Ok(created.map(drop))
-        } else {
-            Err(Error::conflict(format!("job {id:?} already exists")))
+        let r = async {
+            let key = self.key(id)?;
+            Self::check_ttl(ttl)?;
+            let fields = model::encode_record(record)?;
+            self.check_fields(&fields)?;
+            let created = self.run(op::Create::new(key, fields, ttl, true)).await?;
+            if created.value {
+                Ok(created.map(drop))
+            } else {
+                Err(Error::conflict(format!("job {id:?} already exists")))
+            }
         }
+        .await;
+        self.count(r, &self.counters.created, |_| true)
     }
 
     /// Writes the patch's fields into the record `id`.
@@ -332,13 +424,17 @@ impl<B: JobBackend> JobStore<B> {
     ///   record exists.
     /// - The status cannot be patched: use [`JobStore::transition`].
     pub async fn update(&self, id: &str, patch: &Patch) -> Result<Tagged<bool>, Error> {
-        let key = self.key(id)?;
-        if patch.is_empty() {
-            return self.backend.exists(&key).await;
+        let r = async {
+            let key = self.key(id)?;
+            if patch.is_empty() {
+                return self.run(op::Exists::new(key)).await;
+            }
+            let fields = model::encode_patch(patch)?;
+            self.check_fields(&fields)?;
+            self.run(op::Update::new(key, fields)).await
         }
-        let fields = model::encode_patch(patch)?;
-        self.check_fields(&fields)?;
-        self.backend.update(&key, &fields).await
+        .await;
+        self.count(r, &self.counters.updated, |t| t.value && !patch.is_empty())
     }
 
     /// The whole record `id`, or `None`.
@@ -353,10 +449,14 @@ impl<B: JobBackend> JobStore<B> {
     /// - `presumed_dead` is set for a running job whose last heartbeat (or update) is
     ///   older than `heartbeat_timeout` by the store's clock.
     pub async fn get(&self, id: &str) -> Result<Tagged<Option<JobRecord>>, Error> {
-        let key = self.key(id)?;
-        let stored = self.backend.get(&key).await?;
-        let timeout = self.config.heartbeat_timeout;
-        stored.try_map(|s| s.map(|s| model::decode_record(&s.fields, s.now, timeout)).transpose())
+        let r = async {
+            let key = self.key(id)?;
+            let stored = self.run(op::Get::new(key)).await?;
+            let timeout = self.config.heartbeat_timeout;
+            stored.try_map(|s| s.map(|s| model::decode_record(&s.fields, s.now, timeout)).transpose())
+        }
+        .await;
+        self.counters.errors.watch(r)
     }
 
     /// Moves the record `id` from `from` to `to`, writing `patch` in the same step.
@@ -377,18 +477,21 @@ impl<B: JobBackend> JobStore<B> {
         to: JobStatus,
         patch: &Patch,
     ) -> Result<Tagged<Outcome>, Error> {
-        let key = self.key(id)?;
-        if !from.can_become(to) {
-            return Err(Error::invalid_input(format!(
-                "{from} → {to} is not a transition of the job lifecycle"
-            )));
+        let r = async {
+            let key = self.key(id)?;
+            if !from.can_become(to) {
+                return Err(Error::invalid_input(format!(
+                    "{from} → {to} is not a transition of the job lifecycle"
+                )));
+            }
+            let fields = model::encode_patch(patch)?;
+            self.check_fields(&fields)?;
+            self.run(op::Transition::new(key, from, to, fields))
+                .await?
+                .try_map(Self::outcome)
         }
-        let fields = model::encode_patch(patch)?;
-        self.check_fields(&fields)?;
-        self.backend
-            .transition(&key, from, to, &fields)
-            .await?
-            .try_map(Self::outcome)
+        .await;
+        self.count(r, &self.counters.transitions, |t| t.value == Outcome::Applied)
     }
 
     /// Records that the hand-off of a queued job to its queue failed: Queued→Failed with
@@ -406,8 +509,12 @@ impl<B: JobBackend> JobStore<B> {
     ///   expiry, only if the job is `Running`; otherwise [`Outcome::Refused`] with the
     ///   status found, or [`Outcome::NotFound`].
     pub async fn heartbeat(&self, id: &str) -> Result<Tagged<Outcome>, Error> {
-        let key = self.key(id)?;
-        self.backend.heartbeat(&key).await?.try_map(Self::outcome)
+        let r = async {
+            let key = self.key(id)?;
+            self.run(op::Heartbeat::new(key)).await?.try_map(Self::outcome)
+        }
+        .await;
+        self.counters.errors.watch(r)
     }
 
     /// Deletes the record `id`.
@@ -417,7 +524,7 @@ impl<B: JobBackend> JobStore<B> {
     /// - Returns whether a record was there; afterwards `get` returns `None` and
     ///   `update` applies nothing.
     pub async fn delete(&self, id: &str) -> Result<Tagged<bool>, Error> {
-        let key = self.key(id)?;
-        self.backend.delete(&key).await
+        let r = async { self.run(op::Delete::new(self.key(id)?)).await }.await;
+        self.count(r, &self.counters.deleted, |t| t.value)
     }
 }

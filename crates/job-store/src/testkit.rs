@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use palisade_cache_core::testkit::Fixture;
-use palisade_cache_core::{ErrorKind, Namespace};
+use palisade_cache_core::{ErrorKind, Namespace, Run};
 use proptest::prelude::*;
 
 use crate::model::{FIELD_CODEC, field};
@@ -311,7 +311,10 @@ pub async fn get_decodes_text_and_envelope_forms<F: Fixture<Backend: JobBackend>
     );
     fields.insert(format!("{}env", field::USER_PREFIX), env(&b"enveloped".to_vec()));
     fields.insert("unknown-future-field".into(), Bytes::from_static(b"ignored"));
-    s.backend().create(&key, &fields, LONG_TTL, false).await.unwrap();
+    s.backend()
+        .run(&crate::op::Create::new(key.clone(), fields.clone(), LONG_TTL, false))
+        .await
+        .unwrap();
     let got = get(&s, "raw").await.unwrap();
     assert_eq!(got.status, JobStatus::Running);
     assert_eq!((got.progress, got.attempts), (Some(42), 3));
@@ -366,7 +369,10 @@ pub async fn undecodable_fields_are_codec_errors_naming_the_field<F: Fixture<Bac
             .into_iter()
             .map(|(k, v)| (k.to_owned(), Bytes::copy_from_slice(v)))
             .collect();
-        s.backend().create(&key, &fields, LONG_TTL, false).await.unwrap();
+        s.backend()
+            .run(&crate::op::Create::new(key.clone(), fields.clone(), LONG_TTL, false))
+            .await
+            .unwrap();
         let e = s.get(id).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Codec, "{id}");
         assert!(e.to_string().contains(named), "{id}: {e}");
@@ -588,6 +594,28 @@ pub async fn delete_reports_presence<F: Fixture<Backend: JobBackend>>(fx: &F) {
     assert!(get(&s, "j").await.is_none());
 }
 
+/// Two tenants with the same id never see each other's records (through
+/// [`JobStore::for_tenant`], what `Palisade::tenant` hands out), and the stats of
+/// both count together.
+pub async fn tenants_never_see_each_other<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let a = store_for(fx);
+    let b = a.for_tenant("tenant-other").unwrap();
+    a.create("j", &JobRecord::queued().with_field("owner", "a"), LONG_TTL)
+        .await
+        .unwrap();
+    assert!(get(&b, "j").await.is_none(), "another tenant sees nothing");
+    assert!(!b.update("j", &Patch::new().progress(5)).await.unwrap().value);
+    b.create("j", &JobRecord::queued().with_field("owner", "b"), LONG_TTL)
+        .await
+        .unwrap();
+    let owner = |r: Option<JobRecord>| r.and_then(|r| r.fields.get("owner").cloned());
+    assert_eq!(owner(get(&a, "j").await).as_deref(), Some(&b"a"[..]));
+    assert_eq!(owner(get(&b, "j").await).as_deref(), Some(&b"b"[..]));
+    assert!(b.delete("j").await.unwrap().value);
+    assert!(get(&a, "j").await.is_some(), "a delete of one tenant leaves the other");
+    assert_eq!(a.stats().created, 2, "tenant handles share the counters");
+}
+
 /// Every answer carries the backend's provenance.
 pub async fn answers_carry_the_backend_provenance<F: Fixture<Backend: JobBackend>>(fx: &F) {
     let s = store_for(fx);
@@ -792,6 +820,7 @@ macro_rules! job_suite {
             heartbeat_applies_only_to_running_jobs,
             a_silent_running_job_is_presumed_dead,
             delete_reports_presence,
+            tenants_never_see_each_other,
             answers_carry_the_backend_provenance
         );
 
@@ -918,7 +947,15 @@ async fn check_failed_calls<F: Fixture<Backend: JobBackend>>(fx: &F, ops: &[BadJ
             BadJobOp::Heartbeat => s.heartbeat(id).await.map(drop),
             BadJobOp::BackendCreate(t) => {
                 let fields = crate::model::encode_record(&JobRecord::queued()).unwrap();
-                s.backend().create(&key, &fields, TTL_EDGES[t], false).await.map(drop)
+                s.backend()
+                    .run(&crate::op::Create::new(
+                        key.clone(),
+                        fields.clone(),
+                        TTL_EDGES[t],
+                        false,
+                    ))
+                    .await
+                    .map(drop)
             }
         };
         if let Err(e) = r {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use palisade::{Palisade, Rate, RateDecision, RateLimiter};
 
 /// What an HTTP handler would answer.
-async fn handle<B: palisade::contracts::throttle::ThrottleBackend>(limiter: &RateLimiter<B>, client: &str) -> u16 {
-    let rate = match Rate::per_second(5, 5) {
+async fn handle(limiter: &RateLimiter, client: &str) -> u16 {
+    let rate = match Rate::per_second(5).burst(5).build() {
         Ok(r) => r,
         Err(_) => return 500,
     };

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use palisade::{JobRecord, JobStatus, JobStore, Outcome, Palisade, Patch};
 
-async fn worker<B: palisade::contracts::jobs::JobBackend>(jobs: &JobStore<B>, id: &str) -> Result<(), palisade::Error> {
+async fn worker(jobs: &JobStore, id: &str) -> Result<(), palisade::Error> {
     if jobs
         .transition(id, JobStatus::Queued, JobStatus::Running, &Patch::new())
         .await?
@@ -38,7 +38,7 @@ async fn worker<B: palisade::contracts::jobs::JobBackend>(jobs: &JobStore<B>, id
     Ok(())
 }
 
-async fn api<B: palisade::contracts::jobs::JobBackend>(jobs: &JobStore<B>, id: &str) -> Result<(), palisade::Error> {
+async fn api(jobs: &JobStore, id: &str) -> Result<(), palisade::Error> {
     for i in 0..5 {
         jobs.update(id, &Patch::new().field(format!("note{i}"), "from the api"))
             .await?;

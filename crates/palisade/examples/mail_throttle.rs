@@ -14,8 +14,13 @@ use palisade::{Decision, Palisade, Policy};
 #[tokio::main]
 async fn main() -> Result<(), palisade::Error> {
     let p = Palisade::from_env()?.build().await?;
-    let throttle = p.throttle_ns("smtp")?;
-    let policy = Policy::new(6, 2, Duration::from_millis(100), Duration::from_secs(30))?;
+    let throttle = p.throttle().namespace("smtp")?;
+    let policy = Policy::builder()
+        .global_cap(6)
+        .key_cap(2)
+        .min_interval(Duration::from_millis(100))
+        .lease_ttl(Duration::from_secs(30))
+        .build()?;
     let hosts = ["mx1.example.com", "mx2.example.net", "mx.example.org"];
     let mut tasks = Vec::new();
     for worker in 0..8usize {

@@ -15,7 +15,7 @@ async fn main() -> Result<(), palisade::Error> {
     // Shows palisade's `palisade::security` log lines (mode at startup, outages).
     tracing_subscriber::fmt().with_target(true).init();
     let p = Palisade::from_env()?.build().await?;
-    println!("mode: {} (tenant {})", p.mode(), p.tenant());
+    println!("mode: {} (tenant {})", p.mode(), p.tenant_name());
 
     // Cache: every read says where it came from.
     let cache = p.cache();
@@ -69,13 +69,18 @@ async fn main() -> Result<(), palisade::Error> {
 
     // Throttle: one atomic decision over penalty, spacing and two caps.
     let throttle = p.throttle();
-    let policy = Policy::new(6, 2, Duration::from_millis(50), Duration::from_secs(30))?;
+    let policy = Policy::builder()
+        .global_cap(6)
+        .key_cap(2)
+        .min_interval(Duration::from_millis(50))
+        .lease_ttl(Duration::from_secs(30))
+        .build()?;
     match throttle.acquire("mx.example.com", &policy).await?.value {
         Decision::Acquired(permit) => {
             println!(
-                "throttle: acquired lease {} until {:?}",
-                permit.lease_id(),
-                permit.expires_at()
+                "throttle: acquired {} (fencing token {})",
+                permit.lease(),
+                permit.lease_id()
             );
             permit.release().await?;
         }
@@ -87,7 +92,7 @@ async fn main() -> Result<(), palisade::Error> {
 
     // Rate limiter: GCRA.
     let limiter = p.rate_limiter();
-    let rate = Rate::per_second(10, 3)?;
+    let rate = Rate::per_second(10).burst(3).build()?;
     for _ in 0..4 {
         match limiter.limit("client-1", &rate).await?.value {
             RateDecision::Allowed { remaining } => println!("limit: allowed, {remaining} left"),

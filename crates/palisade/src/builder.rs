@@ -4,13 +4,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use palisade_cache_core::{
-    Cache, Endpoint, Error, Events, Health, Mode, Namespace, RedisUrl, Secret, key::DEFAULT_PREFIX,
-};
-use palisade_job_store::JobStore;
-use palisade_throttle::{RateLimiter, Throttle};
+use palisade_cache_core::{Endpoint, Error, Events, Health, Mode, Namespace, Secret, key::DEFAULT_PREFIX};
+
+use palisade_cache_core::{Backend, ByMode};
 
 use crate::backends::{AnyCache, AnyJobs, AnyThrottle};
+use crate::{JobStore, RateLimiter, Throttle};
 
 /// `PALISADE_MODE`: `strict`, `degraded` or `local`.
 pub const ENV_MODE: &str = "PALISADE_MODE";
@@ -33,15 +32,13 @@ pub const ENV_SENTINEL_USER: &str = "PALISADE_REDIS_SENTINEL_USER";
 /// `PALISADE_REDIS_SENTINEL_PASSWORD_FILE`: a file holding the sentinels' password.
 pub const ENV_SENTINEL_PASSWORD_FILE: &str = "PALISADE_REDIS_SENTINEL_PASSWORD_FILE";
 
-/// Where Redis is, as given to the builder (parsed by [`RedisUrl::parse`] at `build()`).
+/// Where Redis is, as given to the builder (parsed by [`RedisUrl::parse`](palisade_cache_core::RedisUrl::parse) at `build()`).
 #[derive(Clone, Default)]
 enum Target {
     #[default]
     None,
     /// One URL, or several comma-separated.
     Url(Secret),
-    /// Seeds of a cluster.
-    Cluster(Vec<Secret>),
     /// A Sentinel service and its sentinels.
     Sentinel { service: String, seeds: Vec<Secret> },
 }
@@ -53,17 +50,9 @@ impl Target {
 
     /// The printable endpoint (parsed parts; `<unparseable URL>` when it does not parse).
     fn endpoint(&self) -> Option<Endpoint> {
-        let join = |seeds: &[Secret]| seeds.iter().map(Secret::expose).collect::<Vec<_>>().join(",");
         match self {
             Target::None => None,
             Target::Url(u) => Some(Endpoint::url(u.expose())),
-            Target::Cluster(seeds) => Some(match RedisUrl::parse(&join(seeds)) {
-                Ok(mut u) => {
-                    u.topology = palisade_cache_core::Topology::Cluster;
-                    u.endpoint()
-                }
-                Err(_) => Endpoint::url(""),
-            }),
             Target::Sentinel { service, seeds } => {
                 let tls = seeds
                     .first()
@@ -88,10 +77,8 @@ impl Target {
     fn wants_tls(&self) -> bool {
         match self {
             Target::None => false,
-            Target::Url(u) => RedisUrl::parse(u.expose()).is_ok_and(|u| u.tls),
-            Target::Cluster(seeds) | Target::Sentinel { seeds, .. } => {
-                seeds.iter().any(|s| s.expose().trim_start().starts_with("rediss://"))
-            }
+            Target::Url(u) => palisade_cache_core::RedisUrl::parse(u.expose()).is_ok_and(|u| u.tls),
+            Target::Sentinel { seeds, .. } => seeds.iter().any(|s| s.expose().trim_start().starts_with("rediss://")),
         }
     }
 }
@@ -193,8 +180,9 @@ impl Builder {
         self.mode = Some(mode);
         self
     }
-    /// Where Redis is: one URL in any form [`RedisUrl`] accepts (standalone, `rediss://`,
-    /// cluster seeds, `redis-sentinel://`). Parsed at `build()`: a URL that does not parse
+    /// Where Redis is: one URL in any form [`RedisUrl`](palisade_cache_core::RedisUrl) accepts (standalone, `rediss://`,
+    /// a cluster's seeds as `redis-cluster://h1:p1,h2:p2` or `rediss-cluster://…`,
+    /// `redis-sentinel://`). The one URL parser of palisade reads it. Parsed at `build()`: a URL that does not parse
     /// is [`Error::Config`] then.
     pub fn redis_url(mut self, url: &str) -> Self {
         self.target = if url.trim().is_empty() {
@@ -202,11 +190,6 @@ impl Builder {
         } else {
             Target::Url(Secret::new(url))
         };
-        self
-    }
-    /// The seed nodes of a Redis Cluster (`host:port` or URLs; one is enough).
-    pub fn redis_cluster<S: AsRef<str>>(mut self, seeds: &[S]) -> Self {
-        self.target = Target::Cluster(seeds.iter().map(|s| Secret::new(s.as_ref())).collect());
         self
     }
     /// A primary managed by Redis Sentinel: the service name and the sentinels
@@ -372,7 +355,7 @@ impl Builder {
         // times a queued PING out itself (and never sends it late), and a PING queued
         // while fred reconnects is answered the moment the server is back.
         let probe_deadline = self.command_timeout + 2 * palisade_cache_redis::BACKSTOP;
-        palisade_cache_core::SupervisorContext::new(component, mode, self.tenant.as_str(), events.clone()).with_config(
+        palisade_cache_core::SupervisorContext::new(component, mode, events.clone()).with_config(
             palisade_cache_core::SupervisorConfig::default()
                 .with_probe_period(self.probe_period)
                 .with_probe_deadline(probe_deadline),
@@ -401,7 +384,13 @@ impl Builder {
         let backends = match mode {
             Mode::LocalOnly => self.local(),
             Mode::StrictDistributed => self.strict(&events).await,
-            _ => self.degraded(&events).await,
+            Mode::ExplicitDegraded => self.degraded(&events).await,
+            // A mode added later must be wired here on purpose: it never starts as
+            // another mode.
+            #[allow(unreachable_patterns)]
+            other => Err(Error::config(format!(
+                "mode `{other}` is not supported by this build of palisade"
+            ))),
         }?;
         Palisade::assemble(mode, &self, base, events, backends)
     }
@@ -416,9 +405,9 @@ impl Builder {
             "palisade runs in local mode: state is per process, not shared between nodes"
         );
         Ok(Backends {
-            cache: AnyCache::Local(LocalCache::default()),
-            jobs: AnyJobs::Local(LocalJobStore::default()),
-            throttle: AnyThrottle::Local(LocalThrottle::default()),
+            cache: ByMode::Local(LocalCache::default()),
+            jobs: ByMode::Local(LocalJobStore::default()),
+            throttle: ByMode::Local(LocalThrottle::default()),
             #[cfg(feature = "redis")]
             connection: None,
         })
@@ -440,7 +429,6 @@ impl Builder {
                 )));
             }
             Target::Url(u) => RedisConfig::from_url(u.expose())?,
-            Target::Cluster(seeds) => RedisConfig::cluster(&expose(seeds))?,
             Target::Sentinel { service, seeds } => RedisConfig::sentinel(service, &expose(seeds))?,
         }
         .with_connect_timeout(self.connect_timeout)
@@ -472,7 +460,7 @@ impl Builder {
     #[cfg(not(feature = "redis"))]
     fn check_redis_settings(&self) -> Result<(), Error> {
         if let Target::Url(u) = &self.target {
-            RedisUrl::parse(u.expose())?;
+            palisade_cache_core::RedisUrl::parse(u.expose())?;
         }
         if self.target.wants_tls() || self.security.tls_is_set() {
             return Err(Error::config(
@@ -493,19 +481,11 @@ impl Builder {
         let throttle = RedisThrottle::new(conn.clone())
             .await?
             .with_restart_hold(self.restart_hold);
+        let ctx = |c| self.ctx(c, mode, events);
         Ok(Backends {
-            cache: AnyCache::Strict(Strict::new(
-                RedisCache::new(conn.clone()),
-                self.ctx(Component::Cache, mode, events),
-            )?),
-            jobs: AnyJobs::Strict(palisade_job_store::failover::strict(
-                jobs,
-                self.ctx(Component::JobStore, mode, events),
-            )?),
-            throttle: AnyThrottle::Strict(palisade_throttle::failover::strict(
-                throttle,
-                self.ctx(Component::Throttle, mode, events),
-            )?),
+            cache: ByMode::Strict(Strict::new(RedisCache::new(conn.clone()), ctx(Component::Cache))?),
+            jobs: ByMode::Strict(Strict::new(jobs, ctx(Component::JobStore))?),
+            throttle: ByMode::Strict(Strict::new(throttle, ctx(Component::Throttle))?),
             connection: Some(conn),
         })
     }
@@ -520,72 +500,57 @@ impl Builder {
         use palisade_cache_core::{Component, Failover, FailoverOptions};
         use palisade_cache_local::{LocalCache, LocalJobStore, LocalThrottle};
         use palisade_cache_redis::{RedisCache, RedisConnection, RedisJobStore, RedisThrottle};
-        use palisade_job_store::JobFailover;
-        use palisade_throttle::{ThrottleFailover, ThrottleFailoverOptions};
         let mode = Mode::ExplicitDegraded;
         let config = self.redis_config()?;
-        let cache_opts = FailoverOptions::default().with_degraded_ttl_cap(self.degraded_ttl_cap);
-        let throttle_opts = ThrottleFailoverOptions::default()
+        let options = FailoverOptions::default()
+            .with_degraded_ttl_cap(self.degraded_ttl_cap)
             .with_degraded_share(self.degraded_share)
             .with_degraded_lease_cap(self.degraded_lease_cap);
         let ctx = |c| self.ctx(c, mode, events);
-        let connected = match RedisConnection::connect(&config).await {
-            Ok(conn) => Ok(conn),
-            // Refused credentials are a misconfiguration: degraded mode must not start
-            // serving local state on them.
-            Err(e) if e.kind() == palisade_cache_core::ErrorKind::Auth => return Err(e),
-            Err(e) if e.is_unavailable() => Err(e),
+        // Refused credentials (or any error that is not an outage) are a
+        // misconfiguration: degraded mode must not start serving local state on them.
+        let (conn, jobs, throttle, down) = match RedisConnection::connect(&config).await {
+            Ok(conn) => (
+                conn.clone(),
+                RedisJobStore::new(conn.clone()).await?,
+                RedisThrottle::new(conn).await?,
+                None,
+            ),
+            Err(e) if e.is_unavailable() && e.kind() != palisade_cache_core::ErrorKind::Auth => {
+                let lazy = RedisConnection::connect_lazy(&config)?;
+                (
+                    lazy.clone(),
+                    RedisJobStore::lazy(lazy.clone()),
+                    RedisThrottle::lazy(lazy),
+                    Some(e),
+                )
+            }
             Err(e) => return Err(e),
         };
-        Ok(match connected {
-            Ok(conn) => Backends {
-                cache: AnyCache::Degraded(Failover::new(
-                    RedisCache::new(conn.clone()),
-                    LocalCache::default(),
-                    ctx(Component::Cache),
-                    cache_opts,
-                )?),
-                jobs: AnyJobs::Degraded(JobFailover::new(
-                    RedisJobStore::new(conn.clone()).await?,
-                    LocalJobStore::default(),
-                    ctx(Component::JobStore),
-                )?),
-                throttle: AnyThrottle::Degraded(ThrottleFailover::new(
-                    RedisThrottle::new(conn.clone())
-                        .await?
-                        .with_restart_hold(self.restart_hold),
-                    LocalThrottle::default(),
-                    ctx(Component::Throttle),
-                    throttle_opts,
-                )?),
-                connection: Some(conn),
-            },
-            Err(down) => {
-                let lazy = RedisConnection::connect_lazy(&config)?;
-                Backends {
-                    cache: AnyCache::Degraded(Failover::start_down(
-                        RedisCache::new(lazy.clone()),
-                        LocalCache::default(),
-                        ctx(Component::Cache),
-                        cache_opts,
-                        &down,
-                    )?),
-                    jobs: AnyJobs::Degraded(JobFailover::start_down(
-                        RedisJobStore::lazy(lazy.clone()),
-                        LocalJobStore::default(),
-                        ctx(Component::JobStore),
-                        &down,
-                    )?),
-                    throttle: AnyThrottle::Degraded(ThrottleFailover::start_down(
-                        RedisThrottle::lazy(lazy.clone()).with_restart_hold(self.restart_hold),
-                        LocalThrottle::default(),
-                        ctx(Component::Throttle),
-                        throttle_opts,
-                        &down,
-                    )?),
-                    connection: Some(lazy),
-                }
-            }
+        let down = down.as_ref();
+        Ok(Backends {
+            cache: ByMode::Degraded(Failover::new(
+                RedisCache::new(conn.clone()),
+                LocalCache::default(),
+                ctx(Component::Cache),
+                options,
+                down,
+            )?),
+            jobs: ByMode::Degraded(Failover::new(
+                jobs,
+                LocalJobStore::default(),
+                ctx(Component::JobStore),
+                options,
+                down,
+            )?),
+            throttle: ByMode::Degraded(Failover::new(
+                throttle.with_restart_hold(self.restart_hold),
+                LocalThrottle::default(),
+                ctx(Component::Throttle),
+                options,
+                down,
+            )?),
+            connection: Some(conn),
         })
     }
 
@@ -657,16 +622,21 @@ pub struct ContractCheck {
 /// The namespace `doctor` tries every contract's operations in.
 pub const DOCTOR_NAMESPACE: &str = "palisade-doctor";
 
-/// Shared state for one tenant: a cache, a job store, a throttle and a rate limiter, in
-/// one explicit mode.
+/// Shared state: a cache, a job store, a throttle and a rate limiter, in one explicit
+/// mode, for the configured tenant and — through [`Palisade::tenant`] — for any other.
+///
+/// # Behavior
+///
+/// - One connection, one supervisor per contract and one event stream serve every
+///   tenant; [`Palisade::tenant`] builds no connection and starts no task.
+/// - [`Palisade::cache`], [`Palisade::jobs`], [`Palisade::throttle`] and
+///   [`Palisade::rate_limiter`] are the configured tenant's ([`Builder::tenant`]).
+/// - Stats count every tenant of the process together (one counter set per
+///   contract); events name the tenant whose call found the outage.
 pub struct Palisade {
     mode: Mode,
-    tenant: String,
     endpoint: Option<Endpoint>,
-    cache: Cache<AnyCache>,
-    jobs: JobStore<AnyJobs>,
-    throttle: Throttle<AnyThrottle>,
-    rate_limiter: RateLimiter<AnyThrottle>,
+    default: Tenant,
     events: Events,
     #[cfg(feature = "redis")]
     connection: Option<palisade_cache_redis::RedisConnection>,
@@ -676,9 +646,75 @@ impl fmt::Debug for Palisade {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Palisade")
             .field("mode", &self.mode)
-            .field("tenant", &self.tenant)
+            .field("tenant", &self.default.name)
             .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
+    }
+}
+
+/// One tenant's cache, job store, throttle and rate limiter, sharing the
+/// [`Palisade`]'s connection, supervisors, events and counters. Cheap to make and to
+/// clone: make one per request if that is where the tenant is known.
+///
+/// # Behavior
+///
+/// - A tenant's keys are disjoint from every other tenant's, whatever characters the
+///   names contain (they are escaped); an empty tenant name, or one too long for a key,
+///   is [`Error::InvalidInput`].
+/// - `clear` and every other operation reach only that tenant's keys.
+#[derive(Clone)]
+pub struct Tenant {
+    name: std::sync::Arc<str>,
+    cache: crate::Cache,
+    jobs: JobStore,
+    throttle: Throttle,
+    rate_limiter: RateLimiter,
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenant {
+    /// The tenant's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cache (namespace `cache`; [`Cache::namespace`](palisade_cache_core::Cache::namespace)
+    /// gives others).
+    pub fn cache(&self) -> crate::Cache {
+        self.cache.clone()
+    }
+
+    /// The job store (namespace `jobs`).
+    pub fn jobs(&self) -> JobStore {
+        self.jobs.clone()
+    }
+
+    /// The throttle (namespace `throttle`; [`Throttle::namespace`](palisade_throttle::Throttle::namespace)
+    /// gives others, each with its own global cap on its own cluster slot).
+    pub fn throttle(&self) -> Throttle {
+        self.throttle.clone()
+    }
+
+    /// The GCRA rate limiter (namespace `ratelimit`).
+    pub fn rate_limiter(&self) -> RateLimiter {
+        self.rate_limiter.clone()
+    }
+
+    fn other(&self, name: &str) -> Result<Tenant, Error> {
+        Ok(Tenant {
+            name: std::sync::Arc::from(name),
+            cache: self.cache.for_tenant(name)?,
+            jobs: self.jobs.for_tenant(name)?,
+            throttle: self.throttle.for_tenant(name)?,
+            rate_limiter: self.rate_limiter.for_tenant(name)?,
+        })
     }
 }
 
@@ -688,8 +724,8 @@ impl Palisade {
         Builder::default()
     }
 
-    /// A builder configured from `PALISADE_MODE`, `PALISADE_REDIS_URL` and
-    /// `PALISADE_TENANT` (see [`Builder::with_env`]).
+    /// A builder configured from the `PALISADE_*` environment variables (see
+    /// [`Builder::with_env`]); `Palisade::from_env()?.build().await?` starts it.
     pub fn from_env() -> Result<Builder, Error> {
         Builder::default().with_env()
     }
@@ -697,12 +733,14 @@ impl Palisade {
     fn assemble(mode: Mode, b: &Builder, base: Namespace, events: Events, backends: Backends) -> Result<Self, Error> {
         Ok(Palisade {
             mode,
-            tenant: b.tenant.clone(),
             endpoint: b.target.endpoint().filter(|_| mode.needs_redis()),
-            cache: Cache::new(backends.cache, base.clone()),
-            jobs: JobStore::new(backends.jobs, base.sibling("jobs")?),
-            throttle: Throttle::new(backends.throttle.clone(), base.sibling("throttle")?),
-            rate_limiter: RateLimiter::new(backends.throttle, base.sibling("ratelimit")?),
+            default: Tenant {
+                name: std::sync::Arc::from(b.tenant.as_str()),
+                cache: crate::Cache::new(backends.cache, base.clone()),
+                jobs: JobStore::new(backends.jobs, base.sibling("jobs")?),
+                throttle: Throttle::new(backends.throttle.clone(), base.sibling("throttle")?),
+                rate_limiter: RateLimiter::new(backends.throttle, base.sibling("ratelimit")?),
+            },
             events,
             #[cfg(feature = "redis")]
             connection: backends.connection,
@@ -714,38 +752,35 @@ impl Palisade {
         self.mode
     }
 
-    /// The tenant.
-    pub fn tenant(&self) -> &str {
-        &self.tenant
+    /// The configured tenant's name.
+    pub fn tenant_name(&self) -> &str {
+        &self.default.name
     }
 
-    /// The cache (namespace `cache`; [`Cache::namespace`] gives others).
-    pub fn cache(&self) -> Cache<AnyCache> {
-        self.cache.clone()
+    /// Another tenant's handles, over the same connection, supervisors and events. See
+    /// [`Tenant`].
+    pub fn tenant(&self, name: &str) -> Result<Tenant, Error> {
+        self.default.other(name)
     }
 
-    /// The job store (namespace `jobs`).
-    pub fn jobs(&self) -> JobStore<AnyJobs> {
-        self.jobs.clone()
+    /// The configured tenant's cache (namespace `cache`).
+    pub fn cache(&self) -> crate::Cache {
+        self.default.cache()
     }
 
-    /// The throttle (namespace `throttle`).
-    pub fn throttle(&self) -> Throttle<AnyThrottle> {
-        self.throttle.clone()
+    /// The configured tenant's job store (namespace `jobs`).
+    pub fn jobs(&self) -> JobStore {
+        self.default.jobs()
     }
 
-    /// A throttle for another namespace (each namespace has its own global cap and
-    /// lives on one cluster shard).
-    pub fn throttle_ns(&self, name: &str) -> Result<Throttle<AnyThrottle>, Error> {
-        Ok(Throttle::new(
-            self.throttle.backend().clone(),
-            self.throttle.scope().ns().sibling(name)?,
-        ))
+    /// The configured tenant's throttle (namespace `throttle`).
+    pub fn throttle(&self) -> Throttle {
+        self.default.throttle()
     }
 
-    /// The GCRA rate limiter (namespace `ratelimit`).
-    pub fn rate_limiter(&self) -> RateLimiter<AnyThrottle> {
-        self.rate_limiter.clone()
+    /// The configured tenant's GCRA rate limiter (namespace `ratelimit`).
+    pub fn rate_limiter(&self) -> RateLimiter {
+        self.default.rate_limiter()
     }
 
     /// Outage and recovery events of every contract.
@@ -755,10 +790,10 @@ impl Palisade {
 
     /// Probes the shared store: version, cluster or not, PING round trip.
     pub async fn doctor(&self) -> Doctor {
-        use palisade_cache_core::CacheBackend;
+        let cache = &self.default.cache;
         let mut d = Doctor {
             mode: self.mode,
-            health: self.cache.backend().status().health,
+            health: cache.backend().status().health,
             can_serve: true,
             endpoint: self.endpoint.as_ref().map(ToString::to_string),
             server_version: None,
@@ -778,7 +813,7 @@ impl Palisade {
             return d;
         }
         let started = Instant::now();
-        match self.cache.backend().probe().await {
+        match cache.backend().probe().await {
             Ok(()) => d.round_trip = Some(started.elapsed()),
             Err(e) => d.error = Some(e.chain()),
         }
@@ -824,7 +859,7 @@ impl Palisade {
             error: r.err().map(|e| e.chain()),
         };
         let cache = async {
-            let c = self.cache.namespace(DOCTOR_NAMESPACE)?;
+            let c = self.default.cache.namespace(DOCTOR_NAMESPACE)?;
             c.set("probe", b"1", ttl).await?;
             c.get("probe").await?;
             c.set_if_absent("probe", b"1", ttl).await?;
@@ -834,7 +869,7 @@ impl Palisade {
             Ok(())
         };
         let jobs = async {
-            let j = JobStore::new(self.jobs.backend().clone(), self.jobs.ns().sibling(DOCTOR_NAMESPACE)?);
+            let j = self.default.jobs.namespace(DOCTOR_NAMESPACE)?;
             j.create("probe", &palisade_job_store::JobRecord::queued(), ttl).await?;
             j.update("probe", &palisade_job_store::Patch::new().progress(1)).await?;
             j.transition(
@@ -850,11 +885,13 @@ impl Palisade {
             Ok(())
         };
         let throttle = async {
-            let t = Throttle::new(
-                self.throttle.backend().clone(),
-                self.throttle.scope().ns().sibling(DOCTOR_NAMESPACE)?,
-            );
-            let policy = palisade_throttle::Policy::new(1, 1, Duration::ZERO, Duration::from_secs(1))?;
+            let t = self.default.throttle.namespace(DOCTOR_NAMESPACE)?;
+            let policy = palisade_throttle::Policy::builder()
+                .global_cap(1)
+                .key_cap(1)
+                .min_interval(Duration::ZERO)
+                .lease_ttl(Duration::from_secs(1))
+                .build()?;
             if let palisade_throttle::Decision::Acquired(p) = t.acquire("probe", &policy).await?.value {
                 p.release().await?;
             }
@@ -864,11 +901,8 @@ impl Palisade {
             Ok(())
         };
         let limit = async {
-            let r = RateLimiter::new(
-                self.throttle.backend().clone(),
-                self.throttle.scope().ns().sibling(DOCTOR_NAMESPACE)?,
-            );
-            r.limit("probe", &palisade_throttle::Rate::per_second(1000, 1000)?)
+            let r = self.default.rate_limiter.namespace(DOCTOR_NAMESPACE)?;
+            r.limit("probe", &palisade_throttle::Rate::per_second(1000).burst(1000).build()?)
                 .await?;
             Ok(())
         };

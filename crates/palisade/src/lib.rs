@@ -3,23 +3,33 @@
 #[cfg(not(any(feature = "local", feature = "redis")))]
 compile_error!("palisade needs at least one backend: enable the `local` or the `redis` feature");
 
-mod backends;
+pub mod backends;
 mod builder;
 
 pub use backends::{AnyCache, AnyJobs, AnyThrottle};
 pub use builder::{
     Builder, ContractCheck, DOCTOR_NAMESPACE, Doctor, ENV_CA_FILE, ENV_CLIENT_CERT_FILE, ENV_CLIENT_KEY_FILE, ENV_MODE,
     ENV_PASSWORD_FILE, ENV_REDIS_URL, ENV_SENTINEL_PASSWORD_FILE, ENV_SENTINEL_USER, ENV_TENANT, ENV_TLS_SERVER_NAME,
-    Palisade,
+    Palisade, Tenant,
 };
 pub use palisade_cache_core::{
-    BoxError, Cache, CacheStats, Codec, Component, Error, ErrorKind, Event, EventKind, Events, Health, Mode,
-    Provenance, Tagged,
+    BoxError, CacheLimits, CacheStats, Codec, CodecError, Component, Error, ErrorKind, ErrorSummary, Event, EventKind,
+    Events, Health, Mode, Namespace, Provenance, StatusSnapshot, Tagged,
 };
-pub use palisade_job_store::{JobRecord, JobStatus, JobStore, Outcome, Patch};
+pub use palisade_job_store::{JobRecord, JobStats, JobStatus, JobStoreConfig, Outcome, Patch, RecoveryReport};
 pub use palisade_throttle::{
-    Decision, DenyReason, Permit, Policy, Rate, RateDecision, RateLimiter, Throttle, ThrottleStats,
+    Decision, DenyReason, KeyState, Lease, Permit, Policy, PolicyBuilder, Rate, RateBuilder, RateDecision,
+    ThrottleStats,
 };
+
+/// The cache of a [`Palisade`], whatever its mode.
+pub type Cache = palisade_cache_core::Cache<AnyCache>;
+/// The job store of a [`Palisade`], whatever its mode.
+pub type JobStore = palisade_job_store::JobStore<AnyJobs>;
+/// The throttle of a [`Palisade`], whatever its mode.
+pub type Throttle = palisade_throttle::Throttle<AnyThrottle>;
+/// The rate limiter of a [`Palisade`], whatever its mode.
+pub type RateLimiter = palisade_throttle::RateLimiter<AnyThrottle>;
 
 /// The contract crates, for what the umbrella does not re-export.
 pub mod contracts {

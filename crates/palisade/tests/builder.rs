@@ -30,7 +30,13 @@ async fn no_url_and_no_mode_runs_local_only() {
         p.jobs().get("j").await.unwrap().value.unwrap().status,
         JobStatus::Queued
     );
-    let policy = Policy::new(1, 1, Duration::ZERO, Duration::from_secs(5)).unwrap();
+    let policy = Policy::builder()
+        .global_cap(1)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
     assert!(matches!(
         p.throttle().acquire("h", &policy).await.unwrap().value,
         Decision::Acquired(_)
@@ -112,7 +118,7 @@ async fn strict_on_a_live_redis_serves_distributed_answers() {
     assert_eq!(j.get("j").await.unwrap().provenance, Provenance::Distributed);
     let r = p
         .rate_limiter()
-        .limit("ip", &palisade::Rate::per_second(10, 2).unwrap())
+        .limit("ip", &palisade::Rate::per_second(10).burst(2).build().unwrap())
         .await
         .unwrap();
     assert_eq!(r.provenance, Provenance::Distributed);
@@ -125,14 +131,20 @@ async fn strict_on_a_live_cluster_serves_distributed_answers() {
         return;
     };
     let p = Palisade::builder()
-        .redis_cluster(&nodes)
+        .redis_url(&format!("redis-cluster://{}", nodes.join(",")))
         .tenant(&env::unique_prefix("umbrella"))
         .build()
         .await
         .unwrap();
     let doctor = p.doctor().await;
     assert_eq!(doctor.cluster, Some(true), "{doctor:?}");
-    let policy = Policy::new(2, 1, Duration::ZERO, Duration::from_secs(5)).unwrap();
+    let policy = Policy::builder()
+        .global_cap(2)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let t = p.throttle().acquire("mx", &policy).await.unwrap();
     assert_eq!(t.provenance, Provenance::Distributed);
 }
@@ -172,7 +184,7 @@ async fn degraded_with_redis_down_starts_locally_and_moves_to_redis_when_it_answ
             palisade::Component::Throttle
         ]
     );
-    assert!(matches!(p.cache().stats().health, palisade::Health::Degraded { .. }));
+    assert!(matches!(p.cache().stats().status.health, palisade::Health::Down { .. }));
     let t = p.cache().set("k", b"local", Duration::from_secs(60)).await.unwrap();
     assert_eq!(t.provenance, Provenance::LocalDegraded);
     let doctor = p.doctor().await;

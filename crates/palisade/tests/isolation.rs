@@ -8,8 +8,7 @@ use std::time::Duration;
 
 #[cfg(feature = "redis")]
 use palisade::Mode;
-use palisade::contracts::core::Namespace;
-use palisade::{Decision, JobRecord, JobStatus, JobStore, Palisade, Patch, Policy, Rate, RateDecision, RateLimiter};
+use palisade::{Decision, JobRecord, JobStatus, Palisade, Patch, Policy, Rate, RateDecision};
 use palisade_cache_core::testkit::env;
 
 const NS: &str = "jobs";
@@ -18,13 +17,17 @@ const KEY: &str = "k1";
 async fn check_isolation(p: Palisade) {
     let ttl = Duration::from_secs(60);
     let cache = p.cache().namespace(NS).unwrap();
-    let store = p.jobs();
-    let base: &Namespace = store.ns();
-    let jobs = JobStore::new(p.jobs().backend().clone(), base.sibling(NS).unwrap());
-    let throttle = p.throttle_ns(NS).unwrap();
-    let limiter = RateLimiter::new(p.rate_limiter().backend().clone(), base.sibling(NS).unwrap());
-    let policy = Policy::new(5, 1, Duration::ZERO, Duration::from_secs(30)).unwrap();
-    let rate = Rate::new(1, Duration::from_secs(3600), 3).unwrap();
+    let jobs = p.jobs().namespace(NS).unwrap();
+    let throttle = p.throttle().namespace(NS).unwrap();
+    let limiter = p.rate_limiter().namespace(NS).unwrap();
+    let policy = Policy::builder()
+        .global_cap(5)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let rate = Rate::per(1, Duration::from_secs(3600)).burst(3).build().unwrap();
 
     // One item of each contract under the same tenant, namespace and key.
     jobs.create(KEY, &JobRecord::queued(), ttl).await.unwrap();
@@ -109,7 +112,7 @@ async fn contracts_never_share_keys_on_a_cluster() {
         return;
     };
     let p = Palisade::builder()
-        .redis_cluster(&nodes)
+        .redis_url(&format!("redis-cluster://{}", nodes.join(",")))
         .tenant(&env::unique_prefix("iso"))
         .build()
         .await

@@ -1,19 +1,19 @@
 //! Policies, decisions, permits and the backend contract.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use palisade_cache_core::cache::BackendStatus;
-use palisade_cache_core::{BoxFuture, Contract, Error, Namespace, Tagged};
+use palisade_cache_core::{BoxFuture, Contract, Error, Namespace};
+
+use crate::op;
 
 /// The longest lease, lease extension and minimum interval: one day.
-pub const MAX_LEASE: Duration = Duration::from_secs(86_400);
+pub const MAX_LEASE: Duration = palisade_cache_core::limits::MAX_LEASE;
 
 /// The longest penalty: 365 days.
-pub const MAX_PENALTY: Duration = Duration::from_secs(365 * 86_400);
+pub const MAX_PENALTY: Duration = palisade_cache_core::limits::MAX_PENALTY;
 
 /// The shortest lease, extension or penalty: 1 ms (a shorter lease would expire as it
 /// is granted).
@@ -33,9 +33,13 @@ fn div_share(d: Duration, share: f64) -> Option<Duration> {
 ///
 /// # Behavior
 ///
-/// - [`Policy::new`] refuses a zero `global_cap` or `key_cap`, a `lease_ttl` outside
-///   1 ms to one day, and a `min_interval` longer than one day with
-///   [`Error::InvalidInput`]; a zero `min_interval` turns spacing off.
+/// - Built with named steps: `Policy::builder().global_cap(6).key_cap(2)
+///   .min_interval(d).lease_ttl(d).build()`. The global cap is required; the key cap
+///   defaults to the global cap, the minimum interval to zero (no spacing) and the
+///   lease TTL to 30 s.
+/// - [`PolicyBuilder::build`] refuses a missing or zero `global_cap`, a zero
+///   `key_cap`, a `lease_ttl` outside 1 ms to one day, and a `min_interval` longer than
+///   one day with [`Error::InvalidInput`]; a zero `min_interval` turns spacing off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Policy {
@@ -68,17 +72,60 @@ impl ScaledPolicy {
     }
 }
 
-impl Policy {
-    /// A checked policy.
-    pub fn new(global_cap: u32, key_cap: u32, min_interval: Duration, lease_ttl: Duration) -> Result<Self, Error> {
+/// Builds a [`Policy`] step by step; see its `# Behavior`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use = "a policy builder does nothing until `build`"]
+pub struct PolicyBuilder {
+    global_cap: Option<u32>,
+    key_cap: Option<u32>,
+    min_interval: Duration,
+    lease_ttl: Option<Duration>,
+}
+
+impl PolicyBuilder {
+    /// Leases held at once across every key of the namespace (required).
+    pub fn global_cap(mut self, n: u32) -> Self {
+        self.global_cap = Some(n);
+        self
+    }
+    /// Leases held at once on one key (default: the global cap).
+    pub fn key_cap(mut self, n: u32) -> Self {
+        self.key_cap = Some(n);
+        self
+    }
+    /// The least time between two acquisitions on one key (default: zero, no spacing).
+    pub fn min_interval(mut self, d: Duration) -> Self {
+        self.min_interval = d;
+        self
+    }
+    /// How long a lease lives unless released or extended (default 30 s).
+    pub fn lease_ttl(mut self, d: Duration) -> Self {
+        self.lease_ttl = Some(d);
+        self
+    }
+    /// The checked policy.
+    pub fn build(self) -> Result<Policy, Error> {
+        let Some(global_cap) = self.global_cap else {
+            return Err(Error::invalid_input("a throttle policy needs a global cap"));
+        };
         let p = Policy {
             global_cap,
-            key_cap,
-            min_interval,
-            lease_ttl,
+            key_cap: self.key_cap.unwrap_or(global_cap),
+            min_interval: self.min_interval,
+            lease_ttl: self.lease_ttl.unwrap_or(Policy::DEFAULT_LEASE_TTL),
         };
         p.validate()?;
         Ok(p)
+    }
+}
+
+impl Policy {
+    /// The lease TTL of a policy that does not set one: 30 s.
+    pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+    /// A policy, step by step (see the type's `# Behavior`).
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder::default()
     }
 
     /// Checks the policy (see the type's `# Behavior`).
@@ -201,6 +248,17 @@ pub struct Lease {
     pub expires_at: SystemTime,
 }
 
+impl fmt::Display for Lease {
+    /// `lease 17 on "k", expires in 29.9s` (by this machine's clock).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let left = self
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        write!(f, "lease {} on {:?}, expires in {:.1?}", self.id, self.key, left)
+    }
+}
+
 impl Lease {
     /// A lease.
     pub fn new(id: u64, key: String, acquired_at: SystemTime, expires_at: SystemTime) -> Self {
@@ -290,6 +348,10 @@ impl KeyState {
 ///
 /// # Behavior
 ///
+/// - Built with named steps: [`Rate::per_second`], [`Rate::per_minute`],
+///   [`Rate::per_hour`] or [`Rate::per`], then optionally
+///   [`burst`](RateBuilder::burst) (default: the count of one period), then
+///   [`build`](RateBuilder::build).
 /// - A zero count, a zero period or a zero burst is [`Error::InvalidInput`]; so is an
 ///   emission interval (`period / count`) under 1 µs or over one day, and a burst that
 ///   takes longer than [`MAX_RATE_WINDOW`] (200 years) to refill.
@@ -302,13 +364,29 @@ pub struct Rate {
     pub burst: u32,
 }
 
-impl Rate {
-    /// `count` requests per `period`, with `burst` at once.
-    pub fn new(count: u32, period: Duration, burst: u32) -> Result<Self, Error> {
-        if count == 0 || period.is_zero() || burst == 0 {
+/// Builds a [`Rate`]: `Rate::per_second(10).burst(3).build()`; see its `# Behavior`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a rate builder does nothing until `build`"]
+pub struct RateBuilder {
+    count: u32,
+    period: Duration,
+    burst: Option<u32>,
+}
+
+impl RateBuilder {
+    /// How many requests may pass at once (default: the count of one period).
+    pub fn burst(mut self, n: u32) -> Self {
+        self.burst = Some(n);
+        self
+    }
+
+    /// The checked rate.
+    pub fn build(self) -> Result<Rate, Error> {
+        let burst = self.burst.unwrap_or(self.count);
+        if self.count == 0 || self.period.is_zero() || burst == 0 {
             return Err(Error::invalid_input("a rate needs a positive count, period and burst"));
         }
-        let emission = period / count;
+        let emission = self.period / self.count;
         if emission < Duration::from_micros(1) || emission > MAX_LEASE {
             return Err(Error::invalid_input(
                 "a rate's interval (period / count) must be between 1 µs and one day",
@@ -321,10 +399,31 @@ impl Rate {
         }
         Ok(Rate { emission, burst })
     }
+}
 
-    /// `count` per second with `burst` at once.
-    pub fn per_second(count: u32, burst: u32) -> Result<Self, Error> {
-        Rate::new(count, Duration::from_secs(1), burst)
+impl Rate {
+    /// `count` requests per `period`.
+    pub fn per(count: u32, period: Duration) -> RateBuilder {
+        RateBuilder {
+            count,
+            period,
+            burst: None,
+        }
+    }
+
+    /// `count` requests per second.
+    pub fn per_second(count: u32) -> RateBuilder {
+        Rate::per(count, Duration::from_secs(1))
+    }
+
+    /// `count` requests per minute.
+    pub fn per_minute(count: u32) -> RateBuilder {
+        Rate::per(count, Duration::from_secs(60))
+    }
+
+    /// `count` requests per hour.
+    pub fn per_hour(count: u32) -> RateBuilder {
+        Rate::per(count, Duration::from_secs(3600))
     }
 
     /// This rate for one node of a degraded fleet: `share` of the sustained rate and of
@@ -409,51 +508,27 @@ impl Scope {
     }
 }
 
-/// What a throttle backend implements.
+palisade_cache_core::contract! {
+/// What a throttle backend implements: [`Backend`] and [`Run`] for every operation of
+/// [`op`](crate::op).
 ///
 /// # Behavior
 ///
-/// - `acquire` checks, in one atomic step: penalty, minimum interval since the last
-///   acquisition of the key, global cap, key cap — after reclaiming expired leases —
-///   and on success takes a lease in the global and the key accounting and records the
-///   acquisition time. Refusals name the first failing gate and the earliest moment
-///   every gate could pass. Time is the backend's (the Redis server's `TIME`, µs).
-/// - `penalize` blocks the key until `now + d`, or keeps a longer running penalty.
-/// - `clear_penalty` ends a penalty and says whether one was running.
-/// - `inspect` reports the key's live leases, the namespace's, the penalty and the last
-///   acquisition.
-/// - `limit` is one GCRA step for the key.
+/// - [`Acquire`](crate::op::Acquire) checks, in one atomic step: penalty, minimum
+///   interval since the last acquisition of the key, global cap, key cap — after
+///   reclaiming expired leases — and on success takes a lease in the global and the key
+///   accounting and records the acquisition time. Refusals name the first failing gate
+///   and the earliest moment every gate could pass. Time is the backend's (the Redis
+///   server's `TIME`, µs). It also answers the expired leases it reclaimed.
+/// - [`Penalize`](crate::op::Penalize) blocks the key until `now + d`, or keeps a
+///   longer running penalty.
+/// - [`ClearPenalty`](crate::op::ClearPenalty) ends a penalty and says whether one was
+///   running.
+/// - [`Inspect`](crate::op::Inspect) reports the key's live leases, the namespace's,
+///   the penalty and the last acquisition.
+/// - [`Limit`](crate::op::Limit) is one GCRA step for the key.
 /// - Every stored item expires (bounded memory).
-pub trait ThrottleBackend: Clone + Send + Sync + 'static {
-    /// See the trait's `# Behavior`. Also returns the expired leases it reclaimed.
-    fn acquire(
-        &self,
-        scope: &Scope,
-        key: &str,
-        policy: &ScaledPolicy,
-    ) -> impl Future<Output = Result<Tagged<(RawDecision, u64)>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn penalize(
-        &self,
-        scope: &Scope,
-        key: &str,
-        d: Duration,
-    ) -> impl Future<Output = Result<Tagged<SystemTime>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn clear_penalty(&self, scope: &Scope, key: &str) -> impl Future<Output = Result<Tagged<bool>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn inspect(&self, scope: &Scope, key: &str) -> impl Future<Output = Result<Tagged<KeyState>, Error>> + Send;
-    /// See the trait's `# Behavior`.
-    fn limit(
-        &self,
-        scope: &Scope,
-        key: &str,
-        rate: &Rate,
-    ) -> impl Future<Output = Result<Tagged<RateDecision>, Error>> + Send;
-    /// Checks that the store answers.
-    fn probe(&self) -> impl Future<Output = Result<(), Error>> + Send;
-    /// The mode and health.
-    fn status(&self) -> BackendStatus;
+pub trait ThrottleBackend: op::Acquire, op::Penalize, op::ClearPenalty, op::Inspect, op::Limit;
 }
 
 /// A granted lease. Release it when done; a permit dropped without release is
@@ -462,10 +537,10 @@ pub trait ThrottleBackend: Clone + Send + Sync + 'static {
 ///
 /// # Behavior
 ///
-/// - [`Permit::release`] is idempotent: the first call releases on the backend that
-///   granted the permit (also after a degraded ↔ distributed swap) and returns the
-///   backend's time of release (`None` if the lease had already expired); later calls
-///   do nothing and return `None`.
+/// - [`Permit::release`] consumes the permit, so it runs once: it releases on the
+///   backend that granted the permit (also after a degraded ↔ distributed swap) and
+///   returns the backend's time of release (`None` if the lease had already expired).
+///   A permit is released exactly once, by `release` or by its drop.
 /// - [`Permit::extend`] makes the lease live at least `d` more; `None` if it is gone.
 ///   `d` outside 1 ms to one day ([`MAX_LEASE`]) is [`Error::InvalidInput`] before any
 ///   I/O, on every backend: a crashed holder blocks its slot at most a day after its
@@ -488,8 +563,8 @@ impl fmt::Debug for Permit {
 
 impl Permit {
     /// A permit for `lease`, released through `ops`; `on_done` runs once when it is
-    /// released or dropped (stats).
-    pub fn new(lease: Lease, ops: Arc<dyn LeaseOps>, on_done: Option<Arc<dyn Fn() + Send + Sync>>) -> Self {
+    /// released or dropped (stats). Made by [`Throttle::acquire`](crate::Throttle::acquire).
+    pub(crate) fn new(lease: Lease, ops: Arc<dyn LeaseOps>, on_done: Option<Arc<dyn Fn() + Send + Sync>>) -> Self {
         Permit {
             lease,
             ops,
@@ -523,6 +598,15 @@ impl Permit {
         &self.lease
     }
 
+    /// How long the lease still lives unless released or extended, by this machine's
+    /// clock against the backend's expiry (zero once it has passed).
+    pub fn expires_in(&self) -> Duration {
+        self.lease
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    }
+
     fn mark_released(&self) -> bool {
         let first = !self.released.swap(true, Ordering::AcqRel);
         if first {
@@ -534,10 +618,11 @@ impl Permit {
     }
 
     /// Releases the lease (see the type's `# Behavior`).
-    pub async fn release(&self) -> Result<Option<SystemTime>, Error> {
+    pub async fn release(self) -> Result<Option<SystemTime>, Error> {
         if !self.mark_released() {
             return Ok(None);
         }
+        // Marked released: the drop at the end of this call releases nothing.
         self.ops.release(&self.lease.key, self.lease.id).await
     }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use palisade_cache_core::testkit::Fixture;
-use palisade_cache_core::{ErrorKind, Namespace};
+use palisade_cache_core::{Backend, ErrorKind, Namespace, Run};
 use proptest::prelude::*;
 
 use crate::{Decision, DenyReason, Permit, Policy, Rate, RateDecision, RateLimiter, Throttle, ThrottleBackend};
@@ -32,7 +32,13 @@ pub fn throttle_for<F: Fixture<Backend: ThrottleBackend>>(fx: &F) -> Throttle<F:
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn policy(global: u32, key: u32, interval: Duration, ttl: Duration) -> Policy {
-    Policy::new(global, key, interval, ttl).unwrap()
+    Policy::builder()
+        .global_cap(global)
+        .key_cap(key)
+        .min_interval(interval)
+        .lease_ttl(ttl)
+        .build()
+        .unwrap()
 }
 
 async fn acquire<B: ThrottleBackend>(t: &Throttle<B>, key: &str, p: &Policy) -> Decision {
@@ -70,24 +76,42 @@ fn within(actual: Duration, expected: Duration, exact: bool) {
 pub async fn invalid_policies_and_rates_are_refused<F: Fixture<Backend: ThrottleBackend>>(_fx: &F) {
     for (g, k, ttl) in [(0, 1, HOUR), (1, 0, HOUR), (1, 1, Duration::ZERO)] {
         assert_eq!(
-            Policy::new(g, k, Duration::ZERO, ttl).unwrap_err().kind(),
+            Policy::builder()
+                .global_cap(g)
+                .key_cap(k)
+                .min_interval(Duration::ZERO)
+                .lease_ttl(ttl)
+                .build()
+                .unwrap_err()
+                .kind(),
             ErrorKind::InvalidInput
         );
     }
     assert_eq!(
-        Policy::new(1, 1, Duration::from_secs(2 * 86_400), HOUR)
+        Policy::builder()
+            .global_cap(1)
+            .key_cap(1)
+            .min_interval(Duration::from_secs(2 * 86_400))
+            .lease_ttl(HOUR)
+            .build()
             .unwrap_err()
             .kind(),
         ErrorKind::InvalidInput
     );
     assert!(
-        Policy::new(1, 1, Duration::ZERO, HOUR).is_ok(),
+        Policy::builder()
+            .global_cap(1)
+            .key_cap(1)
+            .min_interval(Duration::ZERO)
+            .lease_ttl(HOUR)
+            .build()
+            .is_ok(),
         "a zero interval turns spacing off"
     );
     for r in [
-        Rate::new(0, HOUR, 1),
-        Rate::new(1, Duration::ZERO, 1),
-        Rate::new(1, HOUR, 0),
+        Rate::per(0, HOUR).burst(1).build(),
+        Rate::per(1, Duration::ZERO).burst(1).build(),
+        Rate::per(1, HOUR).burst(0).build(),
     ] {
         assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidInput);
     }
@@ -105,7 +129,10 @@ pub async fn bad_keys_are_invalid_input<F: Fixture<Backend: ThrottleBackend>>(fx
         assert_eq!(t.inspect(key).await.unwrap_err().kind(), ErrorKind::InvalidInput);
         assert_eq!(t.clear_penalty(key).await.unwrap_err().kind(), ErrorKind::InvalidInput);
         assert_eq!(
-            r.limit(key, &Rate::per_second(1, 1).unwrap()).await.unwrap_err().kind(),
+            r.limit(key, &Rate::per_second(1).burst(1).build().unwrap())
+                .await
+                .unwrap_err()
+                .kind(),
             ErrorKind::InvalidInput
         );
     }
@@ -113,7 +140,7 @@ pub async fn bad_keys_are_invalid_input<F: Fixture<Backend: ThrottleBackend>>(fx
         t.penalize("k", Duration::ZERO).await.unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
-    assert_eq!(t.stats().errors.iter().map(|(_, n)| n).sum::<u64>(), 9);
+    assert_eq!(t.stats().status.errors.iter().map(|(_, n)| n).sum::<u64>(), 9);
 }
 
 // ---- acquire -------------------------------------------------------------------------
@@ -241,7 +268,7 @@ pub async fn concurrent_acquisitions_never_exceed_the_caps<F: Fixture<Backend: T
 
 // ---- permits -----------------------------------------------------------------------
 
-/// Release frees the slot and is idempotent; fencing tokens strictly increase.
+/// Release frees the slot, once; fencing tokens strictly increase.
 pub async fn release_is_idempotent_and_tokens_increase<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
     let t = throttle_for(fx);
     let p = policy(1, 1, Duration::ZERO, HOUR);
@@ -251,9 +278,11 @@ pub async fn release_is_idempotent_and_tokens_increase<F: Fixture<Backend: Throt
         assert!(permit.lease_id() > last, "fencing tokens strictly increase");
         last = permit.lease_id();
         assert_eq!(denied(acquire(&t, "k", &p).await).0, DenyReason::GlobalCap);
+        let acquired_at = permit.acquired_at();
         let at = permit.release().await.unwrap().expect("released while held");
-        assert!(at >= permit.acquired_at());
-        assert_eq!(permit.release().await.unwrap(), None, "a second release does nothing");
+        assert!(at >= acquired_at);
+        // `release` consumed the permit; its drop must not count (or release) again.
+        assert_eq!(t.stats().held_permits, 0, "a released permit is released once");
     }
     assert_eq!(t.stats().held_permits, 0);
 }
@@ -316,8 +345,9 @@ pub async fn extend_keeps_a_lease_alive<F: Fixture<Backend: ThrottleBackend>>(fx
         "still held"
     );
     assert!(permit.release().await.unwrap().is_some());
-    assert_eq!(permit.extend(ttl).await.unwrap(), None);
-    granted(acquire(&t, "k", &p).await);
+    let mut next = granted(acquire(&t, "k", &p).await);
+    fx.advance(ttl + ttl / 2).await;
+    assert_eq!(next.extend(ttl).await.unwrap(), None, "an expired lease is gone");
 }
 
 // ---- rate limiter ------------------------------------------------------------------
@@ -326,7 +356,7 @@ pub async fn extend_keeps_a_lease_alive<F: Fixture<Backend: ThrottleBackend>>(fx
 /// nothing.
 pub async fn the_rate_limiter_allows_a_burst_then_the_rate<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
     let r = RateLimiter::new(fx.backend(), ns_for(fx, "rl"));
-    let rate = Rate::new(1, fx.short_ttl(), 3).unwrap();
+    let rate = Rate::per(1, fx.short_ttl()).burst(3).build().unwrap();
     for remaining in [2, 1, 0] {
         assert_eq!(
             r.limit("k", &rate).await.unwrap().value,
@@ -373,17 +403,16 @@ pub async fn stats_count_denials_by_reason<F: Fixture<Backend: ThrottleBackend>>
     assert_eq!(s.denials_of(DenyReason::GlobalCap), 1);
     assert_eq!(s.denials_of(DenyReason::KeyCap), 0);
     assert_eq!(s.held_permits, 2);
-    assert_eq!(s.mode, t.backend().status().mode);
+    assert_eq!(s.status.mode, t.backend().status().mode);
 }
 
 /// Every answer carries the backend's provenance; tenants never share gates.
 pub async fn answers_carry_provenance_and_tenants_are_isolated<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
     let a = Throttle::new(fx.backend(), ns_for(fx, "tenant-a"));
     let b = Throttle::new(a.backend().clone(), a.scope().ns().sibling("mx").unwrap());
-    let other_tenant = Throttle::new(
-        fx.backend(),
-        Namespace::new(a.scope().ns().prefix(), "tenant-b", "mx").unwrap(),
-    );
+    // What `Palisade::tenant` hands out: the same backend and counters, another tenant.
+    let other_tenant = a.for_tenant("tenant-b").unwrap();
+    assert_eq!(other_tenant.scope().ns().tenant(), "tenant-b");
     let p = policy(1, 1, Duration::ZERO, HOUR);
     let t = a.acquire("k", &p).await.unwrap();
     assert_eq!(t.provenance, fx.provenance());
@@ -399,7 +428,31 @@ pub async fn answers_carry_provenance_and_tenants_are_isolated<F: Fixture<Backen
     );
     assert_eq!(a.inspect("k").await.unwrap().provenance, fx.provenance());
     assert_eq!(a.penalize("k", HOUR).await.unwrap().provenance, fx.provenance());
+    assert!(
+        other_tenant.inspect("k").await.unwrap().value.penalty_until.is_none(),
+        "a penalty of one tenant is not another's"
+    );
     assert_eq!(a.clear_penalty("k").await.unwrap().provenance, fx.provenance());
+    // The rate limiter's tenants are isolated the same way.
+    let rl = RateLimiter::new(fx.backend(), ns_for(fx, "rl-tenant-a"));
+    let rl_other = rl.for_tenant("rl-tenant-b").unwrap();
+    let rate = Rate::per(1, HOUR).burst(1).build().unwrap();
+    assert!(matches!(
+        rl.limit("k", &rate).await.unwrap().value,
+        RateDecision::Allowed { .. }
+    ));
+    assert!(matches!(
+        rl.limit("k", &rate).await.unwrap().value,
+        RateDecision::Limited { .. }
+    ));
+    assert!(
+        matches!(
+            rl_other.limit("k", &rate).await.unwrap().value,
+            RateDecision::Allowed { .. }
+        ),
+        "another tenant has its own rate"
+    );
+    assert_eq!(rl.stats().limited, 1, "tenant handles share the counters");
 }
 
 // ---- the model -----------------------------------------------------------------------
@@ -679,7 +732,7 @@ async fn check_failed_calls<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &
         scope.seq_key().unwrap(),
         scope.rate_key(key).unwrap(),
     ];
-    let long = Rate::new(1, HOUR, 1).unwrap();
+    let long = Rate::per(1, HOUR).burst(1).build().unwrap();
     for op in ops {
         // Long-lived rate state: a valid rate with a millisecond window before this
         // call would otherwise let the key expire under the comparison.
@@ -695,7 +748,13 @@ async fn check_failed_calls<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &
             lease_ttl: EDGES[i],
         };
         let r: Result<(), palisade_cache_core::Error> = match *op {
-            BadThrottleOp::Acquire(i, j) => match Policy::new(5, 5, EDGES[j], EDGES[i]) {
+            BadThrottleOp::Acquire(i, j) => match Policy::builder()
+                .global_cap(5)
+                .key_cap(5)
+                .min_interval(EDGES[j])
+                .lease_ttl(EDGES[i])
+                .build()
+            {
                 Ok(_) => continue, // a valid policy takes a lease: not this test's business
                 Err(e) => Err(e),
             },
@@ -703,11 +762,18 @@ async fn check_failed_calls<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &
                 if make(i, j).validate().is_ok() {
                     continue;
                 }
-                t.backend().acquire(&scope, key, &make(i, j)).await.map(drop)
+                t.backend()
+                    .run(&crate::op::Acquire::new(
+                        std::sync::Arc::new(scope.clone()),
+                        key.to_owned(),
+                        make(i, j),
+                    ))
+                    .await
+                    .map(drop)
             }
             BadThrottleOp::Penalize(i) => t.penalize(key, EDGES[i]).await.map(drop),
             BadThrottleOp::Extend(i) => held.extend(EDGES[i]).await.map(drop),
-            BadThrottleOp::Limit(c, i, b) => match Rate::new(c, EDGES[i], b) {
+            BadThrottleOp::Limit(c, i, b) => match Rate::per(c, EDGES[i]).burst(b).build() {
                 Ok(rate) => rl.limit(key, &rate).await.map(drop),
                 Err(e) => Err(e),
             },
@@ -777,7 +843,7 @@ async fn check_rate_model<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &[R
             }
             RateOp::Limit(k, r) => {
                 let (count, period, burst) = RATES[r];
-                let rate = Rate::new(count, period, burst).unwrap();
+                let rate = Rate::per(count, period).burst(burst).build().unwrap();
                 let e = rate.emission.as_micros() as i128;
                 let got = rl.limit(&format!("r{r}-k{k}"), &rate).await.unwrap().value;
                 let t = tat.get(&(k, r)).copied().unwrap_or(now).max(now);

@@ -1,12 +1,13 @@
 //! The user-facing [`Throttle`] and [`RateLimiter`].
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use palisade_cache_core::{Error, ErrorKind, ErrorSummary, Health, Mode, Namespace, Tagged};
+use palisade_cache_core::{Error, ErrorCounters, Namespace, Op, Run, StatusSnapshot, Tagged, on_behalf_of};
 
 use crate::model::{DenyReason, KeyState, Permit, Policy, Rate, RateDecision, RawDecision, Scope, ThrottleBackend};
+use crate::op;
 
 /// The answer of [`Throttle::acquire`]: granted or refused, nothing else (hence not
 /// `#[non_exhaustive]`: a `match` needs no wildcard).
@@ -51,16 +52,8 @@ pub struct ThrottleStats {
     pub held_permits: u64,
     /// Expired leases the backend reclaimed during this process's acquisitions.
     pub reclaimed: u64,
-    /// Failed calls, by kind.
-    pub errors: Vec<(ErrorKind, u64)>,
-    /// The mode.
-    pub mode: Mode,
-    /// The health of the shared store.
-    pub health: Health,
-    /// When the current outage began, if degraded.
-    pub degraded_since: Option<SystemTime>,
-    /// The last error (redacted).
-    pub last_error: Option<ErrorSummary>,
+    /// Mode, health, errors by kind and the last error.
+    pub status: StatusSnapshot,
 }
 
 impl ThrottleStats {
@@ -78,45 +71,83 @@ struct Counters {
     limited: AtomicU64,
     held: AtomicU64,
     reclaimed: AtomicU64,
-    errors: [AtomicU64; ErrorKind::ALL.len()],
-    last_error: Mutex<Option<ErrorSummary>>,
+    errors: ErrorCounters,
 }
 
-impl Counters {
-    fn error<T>(&self, r: Result<T, Error>) -> Result<T, Error> {
-        if let Err(e) = &r {
-            self.errors[e.kind().index()].fetch_add(1, Ordering::Relaxed);
-            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(ErrorSummary::of(e));
+/// What a [`Throttle`] and a [`RateLimiter`] hold: the backend, the scope, the tenant
+/// and the counters shared by clones and namespace siblings.
+#[derive(Clone)]
+struct Handle<B> {
+    backend: B,
+    scope: Arc<Scope>,
+    tenant: Arc<str>,
+    counters: Arc<Counters>,
+}
+
+impl<B: Clone> Handle<B> {
+    fn new(backend: B, ns: Namespace) -> Self {
+        Handle {
+            backend,
+            tenant: Arc::from(ns.tenant()),
+            scope: Arc::new(Scope::new(ns)),
+            counters: Arc::default(),
         }
-        r
     }
 
-    fn snapshot(&self, mode: Mode, health: Health) -> ThrottleStats {
+    /// The same backend and counters over `ns`.
+    fn with_ns(&self, ns: Namespace) -> Self {
+        Handle {
+            backend: self.backend.clone(),
+            tenant: Arc::from(ns.tenant()),
+            scope: Arc::new(Scope::new(ns)),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+
+    /// Runs `op` on behalf of the tenant and counts its error.
+    async fn run<O: Op>(&self, op: O) -> Result<Tagged<O::Output>, Error>
+    where
+        B: Run<O>,
+    {
+        let r = on_behalf_of(&self.tenant, self.backend.run(&op)).await;
+        self.counters.errors.watch(r)
+    }
+
+    /// Runs the operation `make` builds when `checked` (the input checks) passed;
+    /// otherwise counts and returns the check's error, before any I/O.
+    async fn run_checked<O: Op>(
+        &self,
+        checked: Result<(), Error>,
+        make: impl FnOnce(Arc<Scope>) -> O,
+    ) -> Result<Tagged<O::Output>, Error>
+    where
+        B: Run<O>,
+    {
+        match checked {
+            Ok(()) => self.run(make(Arc::clone(&self.scope))).await,
+            Err(e) => self.counters.errors.watch(Err(e)),
+        }
+    }
+
+    fn stats(&self) -> ThrottleStats
+    where
+        B: palisade_cache_core::Backend,
+    {
+        let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let denials: Vec<_> = DenyReason::ALL
             .iter()
-            .map(|r| (*r, load(&self.denied[r.gate()])))
+            .map(|r| (*r, load(&c.denied[r.gate()])))
             .collect();
         ThrottleStats {
-            acquired: load(&self.acquired),
+            acquired: load(&c.acquired),
             denied: denials.iter().map(|(_, n)| n).sum(),
             denials,
-            allowed: load(&self.allowed),
-            limited: load(&self.limited),
-            held_permits: load(&self.held),
-            reclaimed: load(&self.reclaimed),
-            errors: ErrorKind::ALL
-                .iter()
-                .map(|k| (*k, load(&self.errors[k.index()])))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
-            mode,
-            health,
-            degraded_since: match health {
-                Health::Degraded { since } => Some(since),
-                _ => None,
-            },
-            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            allowed: load(&c.allowed),
+            limited: load(&c.limited),
+            held_permits: load(&c.held),
+            reclaimed: load(&c.reclaimed),
+            status: c.errors.snapshot(self.backend.status()),
         }
     }
 }
@@ -125,15 +156,13 @@ impl Counters {
 /// Cheap to clone; clones share the counters.
 #[derive(Clone)]
 pub struct Throttle<B> {
-    backend: B,
-    scope: Arc<Scope>,
-    counters: Arc<Counters>,
+    h: Handle<B>,
 }
 
 impl<B> std::fmt::Debug for Throttle<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Throttle")
-            .field("scope", &self.scope)
+            .field("scope", &self.h.scope)
             .finish_non_exhaustive()
     }
 }
@@ -142,25 +171,38 @@ impl<B: ThrottleBackend> Throttle<B> {
     /// The throttle namespace `ns` over `backend`.
     pub fn new(backend: B, ns: Namespace) -> Self {
         Throttle {
-            backend,
-            scope: Arc::new(Scope::new(ns)),
-            counters: Arc::default(),
+            h: Handle::new(backend, ns),
         }
+    }
+
+    /// The same throttle (backend, counters) for another namespace of the tenant: its
+    /// own global cap, on its own cluster slot.
+    pub fn namespace(&self, name: &str) -> Result<Self, Error> {
+        Ok(Throttle {
+            h: self.h.with_ns(self.h.scope.ns().sibling(name)?),
+        })
+    }
+
+    /// The same throttle (backend, counters, namespace name) for another tenant.
+    pub fn for_tenant(&self, tenant: &str) -> Result<Self, Error> {
+        Ok(Throttle {
+            h: self.h.with_ns(self.h.scope.ns().with_tenant(tenant)?),
+        })
     }
 
     /// The backend.
     pub fn backend(&self) -> &B {
-        &self.backend
+        &self.h.backend
     }
 
     /// The scope (namespace and key layout).
     pub fn scope(&self) -> &Scope {
-        &self.scope
+        &self.h.scope
     }
 
     fn check_key(&self, key: &str) -> Result<(), Error> {
         // Every key the backends build for `key` must fit: the longest is the state key.
-        self.scope.state_key(key).map(drop)
+        self.h.scope.state_key(key).map(drop)
     }
 
     /// Tries to take a lease on `key` under `policy`.
@@ -179,28 +221,27 @@ impl<B: ThrottleBackend> Throttle<B> {
     ///   before any I/O.
     /// - In strict mode an unreachable Redis is an error, never a fake denial.
     pub async fn acquire(&self, key: &str, policy: &Policy) -> Result<Tagged<Decision>, Error> {
-        let r = async {
-            policy.validate()?;
-            self.check_key(key)?;
-            self.backend.acquire(&self.scope, key, &policy.effective()).await
-        }
-        .await;
-        let t = self.counters.error(r)?;
+        let checked = policy.validate().and_then(|()| self.check_key(key));
+        let t = self
+            .h
+            .run_checked(checked, |s| op::Acquire::new(s, key.to_owned(), policy.effective()))
+            .await?;
+        let c = &self.h.counters;
         let provenance = t.provenance;
         let (raw, reclaimed) = t.value;
-        self.counters.reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
+        c.reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
         let decision = match raw {
             RawDecision::Acquired(lease, ops) => {
-                self.counters.acquired.fetch_add(1, Ordering::Relaxed);
-                self.counters.held.fetch_add(1, Ordering::Relaxed);
-                let counters = Arc::clone(&self.counters);
+                c.acquired.fetch_add(1, Ordering::Relaxed);
+                c.held.fetch_add(1, Ordering::Relaxed);
+                let counters = Arc::clone(c);
                 let done: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
                     counters.held.fetch_sub(1, Ordering::Relaxed);
                 });
                 Decision::Acquired(Permit::new(lease, ops, Some(done)))
             }
             RawDecision::Denied { reason, retry_after } => {
-                self.counters.denied[reason.gate()].fetch_add(1, Ordering::Relaxed);
+                c.denied[reason.gate()].fetch_add(1, Ordering::Relaxed);
                 Decision::Denied { reason, retry_after }
             }
         };
@@ -215,13 +256,12 @@ impl<B: ThrottleBackend> Throttle<B> {
     ///   penalty ends; the longer penalty wins (a shorter one never shortens it).
     /// - Returns when the penalty ends (backend time).
     pub async fn penalize(&self, key: &str, d: Duration) -> Result<Tagged<SystemTime>, Error> {
-        let r = async {
-            palisade_cache_core::limits::check_duration("a penalty", d, crate::MIN_DURATION, crate::MAX_PENALTY)?;
-            self.check_key(key)?;
-            self.backend.penalize(&self.scope, key, d).await
-        }
-        .await;
-        self.counters.error(r)
+        let checked =
+            palisade_cache_core::limits::check_duration("a penalty", d, crate::MIN_DURATION, crate::MAX_PENALTY)
+                .and_then(|()| self.check_key(key));
+        self.h
+            .run_checked(checked, |s| op::Penalize::new(s, key.to_owned(), d))
+            .await
     }
 
     /// Ends the penalty of `key`; says whether one was running.
@@ -230,12 +270,9 @@ impl<B: ThrottleBackend> Throttle<B> {
     ///
     /// - Afterwards the penalty gate passes for the key.
     pub async fn clear_penalty(&self, key: &str) -> Result<Tagged<bool>, Error> {
-        let r = async {
-            self.check_key(key)?;
-            self.backend.clear_penalty(&self.scope, key).await
-        }
-        .await;
-        self.counters.error(r)
+        self.h
+            .run_checked(self.check_key(key), |s| op::ClearPenalty::new(s, key.to_owned()))
+            .await
     }
 
     /// The state of `key`.
@@ -245,12 +282,9 @@ impl<B: ThrottleBackend> Throttle<B> {
     /// - Live (unexpired) leases of the key and of the namespace, the running penalty's
     ///   end, and the last acquisition of the key.
     pub async fn inspect(&self, key: &str) -> Result<Tagged<KeyState>, Error> {
-        let r = async {
-            self.check_key(key)?;
-            self.backend.inspect(&self.scope, key).await
-        }
-        .await;
-        self.counters.error(r)
+        self.h
+            .run_checked(self.check_key(key), |s| op::Inspect::new(s, key.to_owned()))
+            .await
     }
 
     /// Counters and state.
@@ -258,25 +292,24 @@ impl<B: ThrottleBackend> Throttle<B> {
     /// # Behavior
     ///
     /// - Decisions by outcome, denials by reason, permits held by this process, leases
-    ///   reclaimed after expiry, errors by kind, mode, health and the last error.
+    ///   reclaimed after expiry; `status`: errors by kind, the last error, mode and
+    ///   health.
+    /// - Clones and [`Throttle::namespace`] siblings share the counters.
     pub fn stats(&self) -> ThrottleStats {
-        let s = self.backend.status();
-        self.counters.snapshot(s.mode, s.health)
+        self.h.stats()
     }
 }
 
 /// GCRA rate limiting per key, under the same modes and events as the throttle.
 #[derive(Clone)]
 pub struct RateLimiter<B> {
-    backend: B,
-    scope: Arc<Scope>,
-    counters: Arc<Counters>,
+    h: Handle<B>,
 }
 
 impl<B> std::fmt::Debug for RateLimiter<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
-            .field("scope", &self.scope)
+            .field("scope", &self.h.scope)
             .finish_non_exhaustive()
     }
 }
@@ -285,20 +318,32 @@ impl<B: ThrottleBackend> RateLimiter<B> {
     /// The rate-limit namespace `ns` over `backend`.
     pub fn new(backend: B, ns: Namespace) -> Self {
         RateLimiter {
-            backend,
-            scope: Arc::new(Scope::new(ns)),
-            counters: Arc::default(),
+            h: Handle::new(backend, ns),
         }
+    }
+
+    /// The same limiter (backend, counters) for another namespace of the tenant.
+    pub fn namespace(&self, name: &str) -> Result<Self, Error> {
+        Ok(RateLimiter {
+            h: self.h.with_ns(self.h.scope.ns().sibling(name)?),
+        })
+    }
+
+    /// The same limiter (backend, counters, namespace name) for another tenant.
+    pub fn for_tenant(&self, tenant: &str) -> Result<Self, Error> {
+        Ok(RateLimiter {
+            h: self.h.with_ns(self.h.scope.ns().with_tenant(tenant)?),
+        })
     }
 
     /// The backend.
     pub fn backend(&self) -> &B {
-        &self.backend
+        &self.h.backend
     }
 
     /// The scope (namespace and key layout).
     pub fn scope(&self) -> &Scope {
-        &self.scope
+        &self.h.scope
     }
 
     /// One request for `key` at `rate`.
@@ -312,18 +357,20 @@ impl<B: ThrottleBackend> RateLimiter<B> {
     /// - An empty or oversized key is [`Error::InvalidInput`] before any I/O.
     pub async fn limit(&self, key: &str, rate: &Rate) -> Result<Tagged<RateDecision>, Error> {
         // The backends build (and so check) the key before any I/O.
-        let r = self.backend.limit(&self.scope, key, rate).await;
-        let t = self.counters.error(r)?;
+        let t = self
+            .h
+            .run_checked(Ok(()), |s| op::Limit::new(s, key.to_owned(), *rate))
+            .await?;
+        let c = &self.h.counters;
         match t.value {
-            RateDecision::Allowed { .. } => self.counters.allowed.fetch_add(1, Ordering::Relaxed),
-            RateDecision::Limited { .. } => self.counters.limited.fetch_add(1, Ordering::Relaxed),
+            RateDecision::Allowed { .. } => c.allowed.fetch_add(1, Ordering::Relaxed),
+            RateDecision::Limited { .. } => c.limited.fetch_add(1, Ordering::Relaxed),
         };
         Ok(t)
     }
 
-    /// Counters and state.
+    /// Counters and state (see [`Throttle::stats`]).
     pub fn stats(&self) -> ThrottleStats {
-        let s = self.backend.status();
-        self.counters.snapshot(s.mode, s.health)
+        self.h.stats()
     }
 }

@@ -16,7 +16,8 @@ use proptest::prelude::*;
 use tokio::sync::Notify;
 
 use super::Fixture;
-use crate::cache::{Cache, CacheBackend};
+use crate::backend::{Backend, Run};
+use crate::cache::{Cache, CacheBackend, op};
 use crate::{ErrorKind, Health, Namespace, Provenance};
 
 /// A long TTL: nothing expires during a case.
@@ -42,12 +43,9 @@ pub fn cache_for<F: Fixture<Backend: CacheBackend>>(fx: &F, tenant: &str, namesp
 /// tenant's same namespace (the isolation cases).
 fn neighbours<F: Fixture<Backend: CacheBackend>>(fx: &F, tenant: &str, namespace: &str) -> [Cache<F::Backend>; 3] {
     let base = cache_for(fx, tenant, namespace);
-    let ns = base.ns();
     let sibling = base.namespace(&format!("{namespace}-other")).expect("sibling");
-    let other_tenant = Cache::new(
-        fx.backend(),
-        Namespace::new(ns.prefix(), &format!("{tenant}-other"), namespace).expect("ns"),
-    );
+    // What `Palisade::tenant` hands out: the same backend and counters, another tenant.
+    let other_tenant = base.for_tenant(&format!("{tenant}-other")).expect("tenant");
     [base, sibling, other_tenant]
 }
 
@@ -341,11 +339,14 @@ pub async fn stats_count_every_outcome<F: Fixture<Backend: CacheBackend>>(fx: &F
     let _ = c.get("").await;
     let s = c.stats();
     assert_eq!((s.hits, s.misses, s.sets, s.deletes), (2, 1, 2, 1));
-    assert_eq!(s.errors_of(ErrorKind::InvalidInput), 1);
-    assert_eq!(s.last_error.as_ref().map(|e| e.kind), Some(ErrorKind::InvalidInput));
-    assert_eq!(s.health, Health::Healthy);
-    assert_eq!(s.degraded_since, None);
-    assert_eq!(s.mode, c.backend().status().mode);
+    assert_eq!(s.status.errors_of(ErrorKind::InvalidInput), 1);
+    assert_eq!(
+        s.status.last_error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::InvalidInput)
+    );
+    assert_eq!(s.status.health, Health::Healthy);
+    assert_eq!(s.status.since, None);
+    assert_eq!(s.status.mode, c.backend().status().mode);
     let expect_degraded = u64::from(fx.provenance() == Provenance::LocalDegraded);
     assert_eq!(s.degraded_reads, 3 * expect_degraded);
     // Siblings share the counters.
@@ -374,8 +375,8 @@ pub async fn typed_values_round_trip_and_garbage_is_a_codec_error<F: Fixture<Bac
         ErrorKind::Codec
     );
     let s = c.stats();
-    assert_eq!(s.health, Health::Healthy, "a decode error is not an outage");
-    assert_eq!(s.errors_of(ErrorKind::Codec), 2);
+    assert_eq!(s.status.health, Health::Healthy, "a decode error is not an outage");
+    assert_eq!(s.status.errors_of(ErrorKind::Codec), 2);
 }
 
 // ---- get_or_load ------------------------------------------------------------------------
@@ -743,7 +744,15 @@ async fn check_failed_calls<F: Fixture<Backend: CacheBackend>>(fx: &F, ops: &[Ba
                 .await
                 .map(drop),
             BadCacheOp::SetIfAbsent(t) => c.set_if_absent("k", b"after", TTL_EDGES[t]).await.map(drop),
-            BadCacheOp::BackendSet(t) => c.backend().set(&key, b"after", TTL_EDGES[t]).await.map(drop),
+            BadCacheOp::BackendSet(t) => c
+                .backend()
+                .run(&op::Set::new(
+                    key.clone(),
+                    bytes::Bytes::from_static(b"after"),
+                    TTL_EDGES[t],
+                ))
+                .await
+                .map(drop),
         };
         if let Err(e) = r {
             assert_eq!(e.kind(), ErrorKind::InvalidInput, "{op:?}: {e:?}");

@@ -138,7 +138,7 @@ fn ctx(
     component: palisade_cache_core::Component,
     mode: palisade_cache_core::Mode,
 ) -> palisade_cache_core::SupervisorContext {
-    palisade_cache_core::SupervisorContext::new(component, mode, "t", palisade_cache_core::Events::default())
+    palisade_cache_core::SupervisorContext::new(component, mode, palisade_cache_core::Events::default())
 }
 
 /// The cache over `conn`: plain.
@@ -168,6 +168,7 @@ pub fn degraded_cache(
         palisade_cache_local::LocalCache::default(),
         ctx(Component::Cache, Mode::ExplicitDegraded),
         FailoverOptions::default(),
+        None,
     )
     .unwrap();
     fixture_on(&conn, backend, test)
@@ -186,11 +187,10 @@ pub async fn plain_jobs(conn: RedisConnection, test: &str) -> RedisFixture<Redis
 pub async fn strict_jobs(
     conn: RedisConnection,
     test: &str,
-) -> RedisFixture<palisade_job_store::StrictJobs<RedisJobStore>> {
+) -> RedisFixture<palisade_cache_core::Strict<RedisJobStore>> {
     use palisade_cache_core::{Component, Mode};
     let store = RedisJobStore::new(conn.clone()).await.expect("scripts load");
-    let backend =
-        palisade_job_store::failover::strict(store, ctx(Component::JobStore, Mode::StrictDistributed)).unwrap();
+    let backend = palisade_cache_core::Strict::new(store, ctx(Component::JobStore, Mode::StrictDistributed)).unwrap();
     fixture_on(&conn, backend, test)
 }
 
@@ -198,13 +198,15 @@ pub async fn strict_jobs(
 pub async fn degraded_jobs(
     conn: RedisConnection,
     test: &str,
-) -> RedisFixture<palisade_job_store::JobFailover<RedisJobStore, palisade_cache_local::LocalJobStore>> {
+) -> RedisFixture<palisade_cache_core::Failover<RedisJobStore, palisade_cache_local::LocalJobStore>> {
     use palisade_cache_core::{Component, Mode};
     let store = RedisJobStore::new(conn.clone()).await.expect("scripts load");
-    let backend = palisade_job_store::JobFailover::new(
+    let backend = palisade_cache_core::Failover::new(
         store,
         palisade_cache_local::LocalJobStore::default(),
         ctx(Component::JobStore, Mode::ExplicitDegraded),
+        palisade_cache_core::FailoverOptions::default(),
+        None,
     )
     .unwrap();
     fixture_on(&conn, backend, test)
@@ -223,13 +225,13 @@ pub async fn plain_throttle(conn: RedisConnection, test: &str) -> RedisFixture<p
 pub async fn strict_throttle(
     conn: RedisConnection,
     test: &str,
-) -> RedisFixture<palisade_throttle::StrictThrottle<palisade_cache_redis::RedisThrottle>> {
+) -> RedisFixture<palisade_cache_core::Strict<palisade_cache_redis::RedisThrottle>> {
     use palisade_cache_core::{Component, Mode};
     let t = palisade_cache_redis::RedisThrottle::new(conn.clone())
         .await
         .expect("scripts load")
         .with_restart_hold(false);
-    let backend = palisade_throttle::failover::strict(t, ctx(Component::Throttle, Mode::StrictDistributed)).unwrap();
+    let backend = palisade_cache_core::Strict::new(t, ctx(Component::Throttle, Mode::StrictDistributed)).unwrap();
     fixture_on(&conn, backend, test)
 }
 
@@ -237,19 +239,19 @@ pub async fn strict_throttle(
 pub async fn degraded_throttle(
     conn: RedisConnection,
     test: &str,
-) -> RedisFixture<
-    palisade_throttle::ThrottleFailover<palisade_cache_redis::RedisThrottle, palisade_cache_local::LocalThrottle>,
-> {
+) -> RedisFixture<palisade_cache_core::Failover<palisade_cache_redis::RedisThrottle, palisade_cache_local::LocalThrottle>>
+{
     use palisade_cache_core::{Component, Mode};
     let t = palisade_cache_redis::RedisThrottle::new(conn.clone())
         .await
         .expect("scripts load")
         .with_restart_hold(false);
-    let backend = palisade_throttle::ThrottleFailover::new(
+    let backend = palisade_cache_core::Failover::new(
         t,
         palisade_cache_local::LocalThrottle::default(),
         ctx(Component::Throttle, Mode::ExplicitDegraded),
-        palisade_throttle::ThrottleFailoverOptions::default(),
+        palisade_cache_core::FailoverOptions::default(),
+        None,
     )
     .unwrap();
     fixture_on(&conn, backend, test)
@@ -270,15 +272,15 @@ macro_rules! deployment_suites {
         crate::common::deployment_suites!(@one $connect, jobs_plain, job_suite, palisade_job_store, plain_jobs, async,
             palisade_cache_redis::RedisJobStore);
         crate::common::deployment_suites!(@one $connect, jobs_strict, job_suite, palisade_job_store, strict_jobs, async,
-            palisade_job_store::StrictJobs<palisade_cache_redis::RedisJobStore>);
+            palisade_cache_core::Strict<palisade_cache_redis::RedisJobStore>);
         crate::common::deployment_suites!(@one $connect, jobs_degraded, job_suite, palisade_job_store, degraded_jobs, async,
-            palisade_job_store::JobFailover<palisade_cache_redis::RedisJobStore, palisade_cache_local::LocalJobStore>);
+            palisade_cache_core::Failover<palisade_cache_redis::RedisJobStore, palisade_cache_local::LocalJobStore>);
         crate::common::deployment_suites!(@one $connect, throttle_plain, throttle_suite, palisade_throttle, plain_throttle, async,
             palisade_cache_redis::RedisThrottle);
         crate::common::deployment_suites!(@one $connect, throttle_strict, throttle_suite, palisade_throttle, strict_throttle, async,
-            palisade_throttle::StrictThrottle<palisade_cache_redis::RedisThrottle>);
+            palisade_cache_core::Strict<palisade_cache_redis::RedisThrottle>);
         crate::common::deployment_suites!(@one $connect, throttle_degraded, throttle_suite, palisade_throttle, degraded_throttle, async,
-            palisade_throttle::ThrottleFailover<palisade_cache_redis::RedisThrottle, palisade_cache_local::LocalThrottle>);
+            palisade_cache_core::Failover<palisade_cache_redis::RedisThrottle, palisade_cache_local::LocalThrottle>);
     };
     (@one $connect:path, $module:ident, $suite:ident, $krate:ident, $wrap:ident, sync, $ty:ty) => {
         mod $module {
@@ -358,7 +360,7 @@ pub fn fault_ctx(
     mode: palisade_cache_core::Mode,
     events: &palisade_cache_core::Events,
 ) -> palisade_cache_core::SupervisorContext {
-    palisade_cache_core::SupervisorContext::new(component, mode, "tenant-a", events.clone()).with_config(
+    palisade_cache_core::SupervisorContext::new(component, mode, events.clone()).with_config(
         palisade_cache_core::SupervisorConfig::default()
             .with_backoff_min(Duration::from_millis(50))
             .with_probe_period(Duration::from_millis(250))
