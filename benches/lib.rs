@@ -10,7 +10,7 @@ use std::future::Future;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Throughput};
 use futures_util::future::join_all;
-use palisade_cache_core::testkit::server::RedisServer;
+use palisade_redis_server::server::RedisServer;
 
 /// Operations in flight at once, per measurement.
 pub const CONCURRENCY: [usize; 2] = [1, 50];

@@ -16,10 +16,10 @@
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use palisade_cache_core::testkit::env as test_env;
-use palisade_cache_core::testkit::sentinel::SentinelGroup;
-use palisade_cache_core::testkit::server::{self, RedisCluster, RedisServer};
-use palisade_cache_core::testkit::tls::{TlsFiles, TlsServer};
+use palisade_redis_server::env as test_env;
+use palisade_redis_server::sentinel::SentinelGroup;
+use palisade_redis_server::server::{self, RedisCluster, RedisServer};
+use palisade_redis_server::tls::{TlsFiles, TlsServer};
 
 type Result<T = ()> = std::result::Result<T, String>;
 

@@ -54,7 +54,7 @@ impl BackendStatus {
 }
 
 crate::contract! {
-/// What a cache backend implements: [`Backend`] and [`Run`] for every operation of
+/// What a cache backend implements: [`Backend`](crate::Backend) and [`Run`] for every operation of
 /// [`op`]. Keys arrive encoded and validated (see [`Cache`]); values are bytes.
 ///
 /// # Behavior

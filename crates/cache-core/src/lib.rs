@@ -22,9 +22,11 @@
 //! | [`RedisUrl`], [`Secret`] | the one parser of Redis URLs; passwords that never print |
 //! | [`Endpoint`] | a backend's printable identity, built from parsed parts |
 //!
-//! The `testkit` feature adds test helpers (a private `redis-server` per test that can
-//! be killed, paused and restarted) and the behaviour suites run against every backend.
-//! It is not API-stable; enable it only from `[dev-dependencies]`.
+//! The `testkit` feature adds the behaviour suite run against every backend (and the
+//! model-check helpers the job-store and throttle suites share). It starts no server
+//! and depends on nothing of the project: servers, clusters, Sentinel and TLS for tests
+//! are `palisade-redis-server`'s. It is not API-stable; enable it only from
+//! `[dev-dependencies]`.
 //!
 //! ## Decisions
 //!

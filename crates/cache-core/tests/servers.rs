@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use palisade_cache_core::testkit::env;
-use palisade_cache_core::testkit::resp::{self, Conn, Reply};
+use palisade_redis_server::env;
+use palisade_redis_server::resp::{self, Conn, Reply};
 
 fn ping(addr: &str, timeout: Duration) -> std::io::Result<Reply> {
     Conn::connect(addr, timeout)?.command(&["PING"])

@@ -84,7 +84,7 @@ impl Expiry<String, Entry> for PerEntryTtl {
 ///
 /// # Behavior
 ///
-/// Implements every sentence of [`CacheBackend`]'s `# Behavior`, plus:
+/// Implements every sentence of [`CacheBackend`](palisade_cache_core::CacheBackend)'s `# Behavior`, plus:
 /// - answers are tagged [`Provenance::Local`];
 /// - [`LocalCache::len`] counts live entries only;
 /// - a value heavier than the capacity is [`Error::InvalidInput`].

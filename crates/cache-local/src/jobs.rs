@@ -30,7 +30,7 @@ struct Inner {
 ///
 /// # Behavior
 ///
-/// Implements every sentence of [`JobBackend`]'s `# Behavior`; answers are tagged
+/// Implements every sentence of [`JobBackend`](palisade_job_store::JobBackend)'s `# Behavior`; answers are tagged
 /// [`Provenance::Local`]. See the crate docs for reclamation.
 #[derive(Clone)]
 pub struct LocalJobStore {

@@ -59,7 +59,7 @@ struct Inner {
 ///
 /// # Behavior
 ///
-/// Implements every sentence of [`ThrottleBackend`]'s `# Behavior` with the same
+/// Implements every sentence of [`ThrottleBackend`](palisade_throttle::ThrottleBackend)'s `# Behavior` with the same
 /// algorithm as the Redis scripts; answers are tagged [`Provenance::Local`]. Time is the
 /// clock's monotonic time, expressed as wall time read once at construction: a step of
 /// the wall clock (NTP, an operator) neither frees held slots nor refills rates, and the

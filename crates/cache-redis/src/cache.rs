@@ -18,7 +18,7 @@ const SCAN_PAGE: u32 = 500;
 ///
 /// # Behavior
 ///
-/// Implements every sentence of [`CacheBackend`]'s `# Behavior` with one round trip
+/// Implements every sentence of [`CacheBackend`](palisade_cache_core::CacheBackend)'s `# Behavior` with one round trip
 /// per call (`GET`, `SET … PX`, `SET … NX PX`, `DEL`, `EXISTS`, `PING`), plus:
 /// - answers are tagged [`Provenance::Distributed`];
 /// - TTLs outside the [limits](palisade_cache_core::limits) are
@@ -29,7 +29,7 @@ const SCAN_PAGE: u32 = 500;
 ///   under the command deadline; the prefix is glob-escaped;
 /// - every key is its own key (no hash tag): entries spread over a cluster's masters.
 ///
-/// Alone it reports [`Mode::StrictDistributed`] and always-healthy; wrap it in
+/// Alone it reports [`Mode::StrictDistributed`](palisade_cache_core::Mode::StrictDistributed) and always-healthy; wrap it in
 /// [`Strict`](palisade_cache_core::Strict) for outage events or in
 /// [`Failover`](palisade_cache_core::Failover) for degraded mode.
 #[derive(Clone, Debug)]

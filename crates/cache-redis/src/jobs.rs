@@ -145,7 +145,7 @@ pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
 ///
 /// # Behavior
 ///
-/// Implements every sentence of [`JobBackend`]'s `# Behavior`:
+/// Implements every sentence of [`JobBackend`](palisade_job_store::JobBackend)'s `# Behavior`:
 /// - one hash per job, one key per record (no hash tag: records spread over a cluster);
 /// - a call that fails has written nothing: each script checks its arguments (a TTL of
 ///   1 ms to 10 years, fields in pairs), the key's type and the stored `ttl_ms` before

@@ -233,7 +233,7 @@ pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
 ///
 /// # Behavior
 ///
-/// Implements every sentence of [`ThrottleBackend`]'s `# Behavior`:
+/// Implements every sentence of [`ThrottleBackend`](palisade_throttle::ThrottleBackend)'s `# Behavior`:
 /// - one Lua script per decision (acquire, release, extend, penalize, clear, inspect,
 ///   limit), loaded by [`RedisThrottle::new`], run with `EVALSHA`, reloaded on
 ///   `NOSCRIPT`: one round trip each, under the command deadline;

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use palisade_cache_core::testkit::env;
-use palisade_cache_core::testkit::resp::{self, Reply};
 use palisade_cache_core::{ErrorKind, Namespace};
 use palisade_cache_redis::{RedisConfig, RedisConnection, RedisJobStore, RedisThrottle};
 use palisade_job_store::{JobStatus, JobStore, Outcome, Patch};
+use palisade_redis_server::env;
+use palisade_redis_server::resp::{self, Reply};
 use palisade_throttle::{Decision, Policy, Rate, RateDecision, RateLimiter, Throttle};
 
 fn raw(url: &str, args: &[&str]) -> Reply {

@@ -7,12 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use fred::interfaces::ClientLike;
-use palisade_cache_core::testkit::env;
-use palisade_cache_core::testkit::resp::{self, Reply};
-use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::{Backend, Cache, Component, ErrorKind, EventKind, Events, Mode, Strict};
 use palisade_cache_redis::fred;
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection};
+use palisade_redis_server::env;
+use palisade_redis_server::resp::{self, Reply};
+use palisade_redis_server::server::RedisServer;
 
 const PW: &str = "r1ght-Pw";
 

@@ -9,16 +9,16 @@ use common::{DEADLINE, RECOVERY, SLACK, fault_config, fault_ctx, fault_ns};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use palisade_cache_core::testkit::env;
-use palisade_cache_core::testkit::not_redis::NotRedis;
-use palisade_cache_core::testkit::resp::{self, Reply};
-use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::{
     Cache, CacheBackend, Component, ErrorKind, Event, EventKind, Events, Failover, FailoverOptions, Health,
     ManualClock, Mode, Provenance, Strict,
 };
 use palisade_cache_local::{LocalCache, LocalCacheConfig};
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection};
+use palisade_redis_server::env;
+use palisade_redis_server::not_redis::NotRedis;
+use palisade_redis_server::resp::{self, Reply};
+use palisade_redis_server::server::RedisServer;
 use tokio::sync::broadcast;
 
 /// Degraded mode (default options) over a private server, with quick probes.
@@ -530,8 +530,8 @@ async fn no_password_in_errors_from_a_real_connection_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_in_flight_when_the_connection_drops_is_not_sent_again() {
-    use palisade_cache_core::testkit::resp::Conn;
     use palisade_cache_redis::fred::prelude::*;
+    use palisade_redis_server::resp::Conn;
     let Some(server) = env::private_server("not_sent_again") else {
         return;
     };

@@ -8,12 +8,12 @@ use common::{DEADLINE, RECOVERY, SLACK, fault_config, fault_ctx, fault_ns};
 
 use std::time::{Duration, Instant};
 
-use palisade_cache_core::testkit::env;
-use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::{Component, Event, EventKind, Events, Mode, Provenance};
 use palisade_cache_local::LocalJobStore;
 use palisade_cache_redis::{RedisConnection, RedisJobStore};
 use palisade_job_store::{JobFallback, JobRecord, JobStatus, JobStore, Outcome, Patch};
+use palisade_redis_server::env;
+use palisade_redis_server::server::RedisServer;
 use tokio::sync::broadcast;
 
 const TTL: Duration = Duration::from_secs(600);

@@ -8,9 +8,9 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use palisade_cache_core::Namespace;
-use palisade_cache_core::testkit::env;
 use palisade_cache_redis::{RedisConfig, RedisConnection, RedisJobStore};
 use palisade_job_store::{JobRecord, JobStore, Patch};
+use palisade_redis_server::env;
 
 const ROLE: &str = "PALISADE_WRITER_ROLE";
 const PREFIX: &str = "PALISADE_WRITER_PREFIX";

@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use palisade_cache_core::ErrorKind;
-use palisade_cache_core::testkit::not_redis::Recorder;
 use palisade_cache_redis::{RedisConfig, RedisConnection};
+use palisade_redis_server::not_redis::Recorder;
 
 const PASSWORD: &str = "s3cretPW-never-in-clear";
 const CONNECT: Duration = Duration::from_millis(600);

@@ -9,9 +9,9 @@
 mod common;
 
 use fred::prelude::*;
-use palisade_cache_core::testkit::env;
 use palisade_cache_redis::fred;
 use palisade_cache_redis::{LuaScript, RedisConnection};
+use palisade_redis_server::env;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

@@ -12,16 +12,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use palisade_cache_core::testkit::env;
-use palisade_cache_core::testkit::resp::{self, Reply};
-use palisade_cache_core::testkit::sentinel::SentinelGroup;
-use palisade_cache_core::testkit::server::RedisServer;
 use palisade_cache_core::{
     Backend, Cache, Component, Event, EventKind, Events, Failover, FailoverOptions, Mode, Provenance, Run, Strict,
     cache::op,
 };
 use palisade_cache_local::LocalCache;
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection};
+use palisade_redis_server::env;
+use palisade_redis_server::resp::{self, Reply};
+use palisade_redis_server::sentinel::SentinelGroup;
+use palisade_redis_server::server::RedisServer;
 use tokio::sync::broadcast;
 
 const DEADLINE: Duration = Duration::from_millis(300);

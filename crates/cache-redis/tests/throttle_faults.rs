@@ -8,10 +8,10 @@ use common::{DEADLINE, RECOVERY, SLACK, fault_config, fault_ctx, fault_ns};
 
 use std::time::{Duration, Instant};
 
-use palisade_cache_core::testkit::env;
 use palisade_cache_core::{Component, EventKind, Events, Mode, Provenance};
 use palisade_cache_local::LocalThrottle;
 use palisade_cache_redis::{RedisConnection, RedisThrottle};
+use palisade_redis_server::env;
 use palisade_throttle::{Decision, DenyReason, Policy, Rate, RateDecision, RateLimiter, Throttle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use palisade_cache_core::Namespace;
-use palisade_cache_core::testkit::env;
 use palisade_cache_redis::{RedisConfig, RedisConnection, RedisThrottle};
+use palisade_redis_server::env;
 use palisade_throttle::{Decision, DenyReason, Policy, Throttle};
 
 const ROLE: &str = "PALISADE_THROTTLE_ROLE";

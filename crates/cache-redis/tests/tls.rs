@@ -9,12 +9,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use palisade_cache_core::cache::op;
-use palisade_cache_core::testkit::env;
-use palisade_cache_core::testkit::resp;
-use palisade_cache_core::testkit::server::RedisServer;
-use palisade_cache_core::testkit::tls::{ServerCert, TlsFiles, TlsServer};
 use palisade_cache_core::{Backend, Cache, ErrorKind, Run};
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection, TlsOptions};
+use palisade_redis_server::env;
+use palisade_redis_server::resp;
+use palisade_redis_server::server::RedisServer;
+use palisade_redis_server::tls::{ServerCert, TlsFiles, TlsServer};
 
 const CONNECT: Duration = Duration::from_millis(1500);
 const SLACK: Duration = Duration::from_millis(400);
@@ -212,7 +212,7 @@ async fn a_certificate_replaced_at_runtime_by_one_that_does_not_verify_is_named_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_of_a_cluster_is_reached_over_verified_tls() {
-    use palisade_cache_core::testkit::server::RedisCluster;
+    use palisade_redis_server::server::RedisCluster;
     let files = TlsFiles::generate().unwrap();
     if !(RedisServer::binary_available() || env::required()) {
         env::skip("tls_cluster", "no redis-server binary");
@@ -254,7 +254,7 @@ async fn every_node_of_a_cluster_is_reached_over_verified_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinels_and_data_nodes_over_tls_are_followed_through_a_failover() {
-    use palisade_cache_core::testkit::sentinel::{SentinelGroup, SentinelOptions};
+    use palisade_redis_server::sentinel::{SentinelGroup, SentinelOptions};
     let files = TlsFiles::generate().unwrap();
     if !(RedisServer::binary_available() || env::required()) {
         env::skip("tls_sentinel", "no redis-server binary");

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use palisade_cache_core::testkit::env;
-use palisade_cache_core::testkit::resp::{self, Reply};
 use palisade_cache_core::{Cache, Namespace};
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection, RedisJobStore, RedisThrottle};
 use palisade_job_store::{JobRecord, JobStatus, JobStore, Patch};
+use palisade_redis_server::env;
+use palisade_redis_server::resp::{self, Reply};
 use palisade_throttle::{Policy, Rate, RateLimiter, Throttle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use palisade_cache_core::testkit::env;
+use palisade_redis_server::env;
 use serde_json::Value;
 
 fn palisade(url: Option<&str>, tenant: &str, args: &[&str]) -> Output {
@@ -237,7 +237,7 @@ fn local_mode_and_usage_errors() {
 
 #[test]
 fn doctor_with_a_tls_url_at_a_plain_listener_sends_no_credential_in_clear() {
-    let listener = palisade_cache_core::testkit::not_redis::Recorder::start().unwrap();
+    let listener = palisade_redis_server::not_redis::Recorder::start().unwrap();
     let url = format!("rediss://alice:s3cretPW@127.0.0.1:{}", listener.port());
     for args in [
         &["--mode", "strict", "doctor"][..],

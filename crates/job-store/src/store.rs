@@ -40,7 +40,7 @@ pub enum RawOutcome {
 }
 
 palisade_cache_core::contract! {
-/// What a job backend implements: [`Backend`] and [`Run`] for every operation of
+/// What a job backend implements: [`Backend`](palisade_cache_core::Backend) and [`Run`](palisade_cache_core::Run) for every operation of
 /// [`op`](crate::op). Keys arrive encoded and validated; fields arrive encoded.
 ///
 /// # Behavior

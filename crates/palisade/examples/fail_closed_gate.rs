@@ -30,7 +30,7 @@ async fn handle(limiter: &RateLimiter, client: &str) -> u16 {
 
 #[tokio::main]
 async fn main() -> Result<(), palisade::Error> {
-    let p = Palisade::from_env()?.build().await?;
+    let p = Palisade::from_env().await?;
     println!("mode: {}", p.mode());
     let limiter = p.rate_limiter();
     let rounds: u32 = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);

@@ -48,7 +48,7 @@ async fn api(jobs: &JobStore, id: &str) -> Result<(), palisade::Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), palisade::Error> {
-    let p = Palisade::from_env()?.build().await?;
+    let p = Palisade::from_env().await?;
     let jobs = p.jobs();
     let id = std::env::args()
         .nth(2)

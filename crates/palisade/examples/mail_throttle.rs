@@ -13,7 +13,7 @@ use palisade::{Decision, Palisade, Policy};
 
 #[tokio::main]
 async fn main() -> Result<(), palisade::Error> {
-    let p = Palisade::from_env()?.build().await?;
+    let p = Palisade::from_env().await?;
     let throttle = p.throttle().namespace("smtp")?;
     let policy = Policy::builder()
         .global_cap(6)

@@ -14,7 +14,7 @@ use palisade::{Decision, JobRecord, JobStatus, Palisade, Patch, Policy, Rate, Ra
 async fn main() -> Result<(), palisade::Error> {
     // Shows palisade's `palisade::security` log lines (mode at startup, outages).
     tracing_subscriber::fmt().with_target(true).init();
-    let p = Palisade::from_env()?.build().await?;
+    let p = Palisade::from_env().await?;
     println!("mode: {} (tenant {})", p.mode(), p.tenant_name());
 
     // Cache: every read says where it came from.

@@ -38,7 +38,7 @@ async fn verify(p: &Palisade, tenant: &str, token: &str) -> Result<String, palis
 
 #[tokio::main]
 async fn main() -> Result<(), palisade::Error> {
-    let p = Palisade::from_env()?.build().await?;
+    let p = Palisade::from_env().await?;
     println!("mode: {}", p.mode());
     for (tenant, token) in [
         ("org-1", "tok-a"),

@@ -724,10 +724,11 @@ impl Palisade {
         Builder::default()
     }
 
-    /// A builder configured from the `PALISADE_*` environment variables (see
-    /// [`Builder::with_env`]); `Palisade::from_env()?.build().await?` starts it.
-    pub fn from_env() -> Result<Builder, Error> {
-        Builder::default().with_env()
+    /// Builds from the `PALISADE_*` environment variables alone (see
+    /// [`Builder::with_env`]): `Palisade::from_env().await?`. To set more in code,
+    /// `Palisade::builder().with_env()?` gives the builder.
+    pub async fn from_env() -> Result<Palisade, Error> {
+        Builder::default().with_env()?.build().await
     }
 
     fn assemble(mode: Mode, b: &Builder, base: Namespace, events: Events, backends: Backends) -> Result<Self, Error> {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use palisade::EventKind;
 use palisade::{Decision, ErrorKind, JobRecord, JobStatus, Mode, Palisade, Policy, Provenance};
 #[cfg(feature = "redis")]
-use palisade_cache_core::testkit::env;
+use palisade_redis_server::env;
 
 #[tokio::test]
 async fn no_url_and_no_mode_runs_local_only() {
@@ -226,7 +226,7 @@ async fn a_mode_whose_backend_is_not_compiled_in_is_a_config_error_naming_the_fe
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_that_reaches_something_else_than_redis_fails_strict_and_degrades_degraded() {
-    let peer = palisade_cache_core::testkit::not_redis::NotRedis::start().unwrap();
+    let peer = palisade_redis_server::not_redis::NotRedis::start().unwrap();
     let builder = || {
         Palisade::builder()
             .redis_url(&peer.url())
@@ -258,7 +258,7 @@ async fn a_url_that_reaches_something_else_than_redis_fails_strict_and_degrades_
 /// Every mode, with a TLS URL pointing at a listener that records and answers nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_url_never_becomes_a_plain_connection_in_any_mode() {
-    let listener = palisade_cache_core::testkit::not_redis::Recorder::start().unwrap();
+    let listener = palisade_redis_server::not_redis::Recorder::start().unwrap();
     let url = format!("rediss://alice:S3cret-pw@127.0.0.1:{}", listener.port());
     for mode in [Mode::StrictDistributed, Mode::ExplicitDegraded, Mode::LocalOnly] {
         let built = Palisade::builder()
@@ -303,7 +303,7 @@ async fn a_tls_url_never_becomes_a_plain_connection_in_any_mode() {
 #[cfg(all(feature = "redis", feature = "local"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_fail_build_in_strict_and_in_degraded_mode() {
-    use palisade_cache_core::testkit::resp;
+    use palisade_redis_server::resp;
     let Some(server) = env::private_server("umbrella_refused_credentials") else {
         return;
     };
@@ -342,7 +342,7 @@ async fn refused_credentials_fail_build_in_strict_and_in_degraded_mode() {
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_names_the_contracts_a_narrow_acl_user_cannot_serve() {
-    use palisade_cache_core::testkit::resp;
+    use palisade_redis_server::resp;
     let Some(server) = env::private_server("umbrella_doctor_acl") else {
         return;
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 #[cfg(feature = "redis")]
 use palisade::Mode;
 use palisade::{Decision, JobRecord, JobStatus, Palisade, Patch, Policy, Rate, RateDecision};
-use palisade_cache_core::testkit::env;
+use palisade_redis_server::env;
 
 const NS: &str = "jobs";
 const KEY: &str = "k1";

@@ -29,7 +29,7 @@ async fn tenant_names_are_validated_and_keys_stay_apart() {
 
 #[cfg(feature = "redis")]
 fn clients(addr: &str) -> usize {
-    let list = palisade_cache_core::testkit::resp::command(addr, &["CLIENT", "LIST"])
+    let list = palisade_redis_server::resp::command(addr, &["CLIENT", "LIST"])
         .unwrap()
         .text()
         .unwrap();
@@ -41,7 +41,7 @@ fn clients(addr: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_share_one_connection_and_one_supervisor() {
     use palisade::{Component, EventKind};
-    use palisade_cache_core::testkit::env;
+    use palisade_redis_server::env;
     let Some(mut server) = env::private_server("tenants_one_connection") else {
         return;
     };

@@ -509,7 +509,7 @@ impl Scope {
 }
 
 palisade_cache_core::contract! {
-/// What a throttle backend implements: [`Backend`] and [`Run`] for every operation of
+/// What a throttle backend implements: [`Backend`](palisade_cache_core::Backend) and [`Run`](palisade_cache_core::Run) for every operation of
 /// [`op`](crate::op).
 ///
 /// # Behavior

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use palisade_cache_core::testkit::Fixture;
-use palisade_cache_core::testkit::env;
 use palisade_cache_core::{BoxFuture, Provenance};
 use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection, RedisJobStore};
+use palisade_redis_server::env;
 
 /// A fixture over any Redis-backed cache backend, with real time.
 pub struct RedisFixture<B> {
@@ -100,10 +100,10 @@ pub async fn least_privilege(test: &str) -> Option<(RedisConnection, String)> {
     ]);
     args.extend(palisade_cache_redis::ACL_COMMANDS.iter().map(|c| (*c).to_owned()));
     let addr = url.trim_start_matches("redis://").to_owned();
-    let reply = palisade_cache_core::testkit::resp::command(&addr, &args).expect("ACL SETUSER");
+    let reply = palisade_redis_server::resp::command(&addr, &args).expect("ACL SETUSER");
     assert_eq!(
         reply,
-        palisade_cache_core::testkit::resp::Reply::Simple("OK".into()),
+        palisade_redis_server::resp::Reply::Simple("OK".into()),
         "{reply:?}"
     );
     let url = format!("redis://{user}:lp-pw@{addr}");
@@ -347,7 +347,7 @@ pub const SLACK: std::time::Duration = std::time::Duration::from_millis(300);
 pub const RECOVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A connection config for a private server: the fault tests' deadlines.
-pub fn fault_config(server: &palisade_cache_core::testkit::server::RedisServer) -> RedisConfig {
+pub fn fault_config(server: &palisade_redis_server::server::RedisServer) -> RedisConfig {
     RedisConfig::from_url(&server.url())
         .expect("a valid Redis URL")
         .with_command_timeout(DEADLINE)

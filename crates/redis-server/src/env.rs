@@ -3,10 +3,14 @@
 //! Under `cargo xtask ci` ([`REQUIRE`] is set) a Redis-backed test never skips: a
 //! missing server is a failure. Under a plain `cargo test` with no server, each such
 //! test prints one `skip` line on stderr and returns.
+//!
+//! These run inside tests only: a setup that cannot work fails the test (a panic).
+
+#![allow(clippy::panic)]
 
 use std::io::Write as _;
 
-use super::server::RedisServer;
+use crate::server::RedisServer;
 
 /// `redis://127.0.0.1:PORT` of the shared standalone server.
 pub const REDIS_URL: &str = "PALISADE_TEST_REDIS_URL";
