@@ -45,6 +45,8 @@ use palisade_redis_server::sentinel::SentinelGroup;
 use palisade_redis_server::server::RedisServer;
 use serde_json::{Value, json};
 
+use crate::chart::Call;
+
 const ENV_WORKER: &str = "PALISADE_LOAD_WORKER";
 const SLACK: Duration = Duration::from_millis(250);
 const GLOBAL_CAP: u32 = 6;
@@ -169,6 +171,52 @@ impl Target {
     /// Whether a kill loses the server's data (no persistence, no replica).
     fn kill_loses_data(&self) -> bool {
         matches!(self, Target::Standalone(_))
+    }
+}
+
+/// Why a load run failed: the machine (a process, a file, the server it starts) or
+/// palisade. An I/O failure is not a configuration error.
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    /// Starting, signalling or reading a process, or writing a report file.
+    Io(std::io::Error),
+    /// A worker failed, or answered what the orchestrator cannot read.
+    Worker(String),
+    /// The arguments (e.g. a mode load does not run).
+    Palisade(Error),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Io(e) => write!(f, "load: {e}"),
+            LoadError::Worker(why) => write!(f, "load: {why}"),
+            LoadError::Palisade(e) => write!(f, "load: {}", e.chain()),
+        }
+    }
+}
+
+impl From<std::io::Error> for LoadError {
+    fn from(e: std::io::Error) -> Self {
+        LoadError::Io(e)
+    }
+}
+
+impl From<Error> for LoadError {
+    fn from(e: Error) -> Self {
+        LoadError::Palisade(e)
+    }
+}
+
+impl LoadError {
+    /// sysexits: `EX_IOERR` (74) for I/O, `EX_SOFTWARE` (70) for a failed worker, and
+    /// the usual code of a palisade error.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            LoadError::Io(_) => 74,
+            LoadError::Worker(_) => 70,
+            LoadError::Palisade(e) => crate::exit_code(e),
+        }
     }
 }
 
@@ -471,7 +519,9 @@ async fn limit_role(w: &Worker, p: &Palisade, until: u64, task: usize) {
 }
 
 /// Runs one worker process; writes its tally as JSON on stdout.
-pub(crate) async fn worker_main(mode: Mode, url: &str) -> Result<(), Error> {
+/// One worker process: runs its share of the load and answers its tally (one JSON
+/// line on stdout, which the orchestrator reads).
+pub(crate) async fn worker_main(mode: Mode, url: &str) -> Result<Value, Error> {
     let var = |k: &str| std::env::var(format!("PALISADE_LOAD_{k}")).unwrap_or_default();
     let args = WorkerArgs {
         index: var("WORKER").parse().unwrap_or(0),
@@ -546,8 +596,7 @@ pub(crate) async fn worker_main(mode: Mode, url: &str) -> Result<(), Error> {
         "job_rounds_checked": t.job_rounds_checked,
         "markers": t.markers.iter().map(|(c, k, at)| json!([c, k, at])).collect::<Vec<_>>(),
     });
-    println!("{out}");
-    Ok(())
+    Ok(out)
 }
 
 // ---- orchestrator --------------------------------------------------------------------
@@ -664,10 +713,9 @@ fn check_markers(
     (before, after)
 }
 
-fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, Error> {
-    let io = |e: std::io::Error| Error::config(format!("load: {e}"));
-    let mut server = Target::start(&args.topology).map_err(io)?;
-    let exe = std::env::current_exe().map_err(io)?;
+fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, LoadError> {
+    let mut server = Target::start(&args.topology)?;
+    let exe = std::env::current_exe()?;
     let start_ms = now_ms() + 1500;
     let duration_ms = args.duration.as_millis() as u64;
     let prefix = format!("load{}", std::process::id());
@@ -694,8 +742,7 @@ fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, Error> {
                     },
                 )
                 .stdout(Stdio::piped())
-                .spawn()
-                .map_err(io)?,
+                .spawn()?,
         );
     }
     let at = |f: f64| start_ms + (duration_ms as f64 * f) as u64;
@@ -708,28 +755,28 @@ fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, Error> {
     let mut faults = BTreeMap::new();
     wait_until(at(0.25));
     faults.insert("kill", now_ms());
-    server.kill().map_err(io)?;
+    server.kill()?;
     // A write that started before this instant may have been applied and lost with
     // the server; one that started after it cannot have been.
     faults.insert("killed", now_ms());
     wait_until(at(0.45));
-    server.restart().map_err(io)?;
+    server.restart()?;
     faults.insert("restarted", now_ms());
     wait_until(at(0.65));
-    server.pause().map_err(io)?;
+    server.pause()?;
     faults.insert("pause", now_ms());
     wait_until(at(0.80));
-    server.resume().map_err(io)?;
+    server.resume()?;
     faults.insert("resumed", now_ms());
     let mut workers = Vec::new();
     for child in children {
-        let out = child.wait_with_output().map_err(io)?;
+        let out = child.wait_with_output()?;
         if !out.status.success() {
-            return Err(Error::config(format!("a load worker failed: {}", out.status)));
+            return Err(LoadError::Worker(format!("a load worker failed: {}", out.status)));
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().last().unwrap_or("{}");
-        workers.push(serde_json::from_str(line).map_err(|e| Error::codec("a worker's tally", e))?);
+        workers.push(serde_json::from_str(line).map_err(|e| LoadError::Worker(format!("a worker's tally: {e}")))?);
     }
     let lost_markers = match &server {
         Target::Sentinel { group, .. } => match group.primary_port() {
@@ -750,13 +797,16 @@ fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, Error> {
 }
 
 fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
-    let mut samples: Vec<(u64, u64, String, String)> = Vec::new();
+    let mut samples: Vec<Call> = Vec::new();
     let mut distributed: Vec<(u64, u64, String)> = Vec::new();
     let mut local_violations = 0u64;
     let mut uncertain = 0u64;
     let mut counters: BTreeMap<&str, u64> = BTreeMap::new();
     let mut unmatched = 0u64;
     let (mut detect, mut recover): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+    // For the chart: per fault, the first detection and the last recovery of any
+    // process (ms since the epoch).
+    let (mut detected_at, mut recovered_at) = (BTreeMap::<u64, u64>::new(), BTreeMap::<u64, u64>::new());
     let kill = run.faults["kill"];
     let restarted = run.faults["restarted"];
     let pause = run.faults["pause"];
@@ -764,12 +814,11 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
     let share = 1.0 / args.processes as f64;
     for w in &run.workers {
         for s in w["samples"].as_array().into_iter().flatten() {
-            samples.push((
-                s[0].as_u64().unwrap_or(0),
-                s[1].as_u64().unwrap_or(0),
-                s[2].as_str().unwrap_or("").to_owned(),
-                s[3].as_str().unwrap_or("").to_owned(),
-            ));
+            samples.push(Call {
+                at_ms: s[0].as_u64().unwrap_or(0),
+                latency_us: s[1].as_u64().unwrap_or(0),
+                outcome: s[3].as_str().unwrap_or("").to_owned(),
+            });
         }
         let mut local = Vec::new();
         for l in w["leases"].as_array().into_iter().flatten() {
@@ -846,6 +895,8 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
                         (false, false) => kill,
                     };
                     recover.push(at.saturating_sub(back));
+                    let last = recovered_at.entry(back).or_insert(*at);
+                    *last = (*last).max(*at);
                 }
             }
         }
@@ -860,6 +911,8 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
                 .min();
             if let Some(d) = first {
                 detect.push(d);
+                let earliest = detected_at.entry(fault).or_insert(fault + d);
+                *earliest = (*earliest).min(fault + d);
             }
         }
     }
@@ -876,14 +929,12 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
             let mut lat: Vec<u64> = Vec::new();
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut ok = 0u64;
-            for (at, l, _, outcome) in &samples {
-                if *at >= a && *at < b {
-                    lat.push(*l);
-                    if matches!(outcome.as_str(), "distributed" | "local_degraded" | "local") {
-                        ok += 1;
-                    } else {
-                        *errors.entry(outcome.clone()).or_default() += 1;
-                    }
+            for c in samples.iter().filter(|c| c.at_ms >= a && c.at_ms < b) {
+                lat.push(c.latency_us);
+                if c.is_ok() {
+                    ok += 1;
+                } else {
+                    *errors.entry(c.outcome.clone()).or_default() += 1;
                 }
             }
             lat.sort_unstable();
@@ -930,59 +981,32 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
         "job_rounds_checked": counters["job_rounds_checked"],
         "detect_ms_max": detect.iter().max(),
         "recover_ms_max": recover.iter().max(),
-        "chart": chart(run, &samples),
+        "chart": chart(run, &samples, &detected_at, &recovered_at),
     })
 }
 
-/// An SVG of the max latency per 100 ms over time, phases shaded.
-fn chart(run: &ModeRun, samples: &[(u64, u64, String, String)]) -> String {
-    let (w, h, pad) = (900.0, 300.0, 40.0);
-    let buckets = (run.duration_ms / 100).max(1) as usize;
-    let mut max = vec![0u64; buckets];
-    for (at, l, _, _) in samples {
-        if *at >= run.start_ms {
-            let i = ((at - run.start_ms) / 100) as usize;
-            if i < buckets {
-                max[i] = max[i].max(*l);
-            }
-        }
-    }
-    let top = (*max.iter().max().unwrap_or(&1)).max(1) as f64;
-    let x = |i: f64| pad + (w - 2.0 * pad) * i;
-    let y = |v: f64| h - pad - (h - 2.0 * pad) * ((v + 1.0).ln() / (top + 1.0).ln());
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
-    );
-    let colors = ["#e8f5e9", "#ffebee", "#fff8e1", "#e3f2fd", "#f3e5f5", "#e3f2fd"];
-    for ((name, from, to), color) in PHASES.iter().zip(colors) {
-        let _ = write!(
-            svg,
-            r#"<rect x="{:.1}" y="{pad}" width="{:.1}" height="{:.1}" fill="{color}"/><text x="{:.1}" y="{:.1}">{name}</text>"#,
-            x(*from),
-            x(*to) - x(*from),
-            h - 2.0 * pad,
-            x(*from) + 3.0,
-            pad + 12.0
-        );
-    }
-    let points: Vec<String> = max
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", x(i as f64 / buckets as f64), y(*v as f64)))
+/// The outage chart (see [`crate::chart`]), with the first detection and the last
+/// recovery of each fault marked.
+fn chart(
+    run: &ModeRun,
+    samples: &[Call],
+    detected_at: &BTreeMap<u64, u64>,
+    recovered_at: &BTreeMap<u64, u64>,
+) -> String {
+    let marks: Vec<(u64, &'static str)> = detected_at
+        .values()
+        .map(|t| (*t, "detected"))
+        .chain(recovered_at.values().map(|t| (*t, "recovered")))
         .collect();
-    let _ = write!(
-        svg,
-        r##"<polyline fill="none" stroke="#c62828" stroke-width="1.2" points="{}"/>"##,
-        points.join(" ")
-    );
-    let _ = write!(
-        svg,
-        r#"<text x="{pad}" y="{:.1}">max latency per 100 ms (log scale, top {:.1} ms) — palisade load, mode {}</text></svg>"#,
-        h - 12.0,
-        top / 1000.0,
-        run.mode
-    );
-    svg
+    crate::chart::render(&crate::chart::ChartInput {
+        mode: run.mode.as_str(),
+        start_ms: run.start_ms,
+        duration_ms: run.duration_ms,
+        calls: samples,
+        phases: &PHASES,
+        marks: &marks,
+    })
+    .unwrap_or_else(|e| format!("<!-- the chart could not be drawn: {e} -->"))
 }
 
 fn markdown(report: &Value) -> String {
@@ -1030,26 +1054,23 @@ fn markdown(report: &Value) -> String {
 }
 
 /// Runs `palisade load`; returns the report and whether every invariant is 0.
-pub(crate) fn orchestrate(args: &LoadArgs) -> Result<(Value, bool), Error> {
-    let io = |e: std::io::Error| Error::config(format!("load: {e}"));
-    std::fs::create_dir_all(&args.out).map_err(io)?;
+pub(crate) fn orchestrate(args: &LoadArgs) -> Result<(Value, bool), LoadError> {
+    std::fs::create_dir_all(&args.out)?;
     let mut modes = Vec::new();
     for m in args.modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
         let mode: Mode = m.parse()?;
         if !mode.needs_redis() {
-            return Err(Error::invalid_input(
-                "load runs the modes that use Redis: strict, degraded",
-            ));
+            return Err(Error::invalid_input("load runs the modes that use Redis: strict, degraded").into());
         }
         let run = run_mode(args, mode)?;
         for (i, w) in run.workers.iter().enumerate() {
             let file = args.out.join(format!("worker-{}-{i}.json", mode.as_str()));
-            std::fs::write(file, w.to_string()).map_err(io)?;
+            std::fs::write(file, w.to_string())?;
         }
         let mut analysis = analyse(&run, args);
         let svg = analysis["chart"].take();
         let file = args.out.join(format!("latency-{}.svg", mode.as_str()));
-        std::fs::write(&file, svg.as_str().unwrap_or("")).map_err(io)?;
+        std::fs::write(&file, svg.as_str().unwrap_or(""))?;
         analysis["chart"] = json!(file_name(&file));
         modes.push(analysis);
     }
@@ -1070,9 +1091,8 @@ pub(crate) fn orchestrate(args: &LoadArgs) -> Result<(Value, bool), Error> {
     std::fs::write(
         args.out.join("report.json"),
         serde_json::to_string_pretty(&report).unwrap_or_default(),
-    )
-    .map_err(io)?;
-    std::fs::write(args.out.join("summary.md"), markdown(&report)).map_err(io)?;
+    )?;
+    std::fs::write(args.out.join("summary.md"), markdown(&report))?;
     Ok((report, clean))
 }
 

@@ -9,6 +9,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod chart;
 mod load;
 
 use clap::{Args, Parser, Subcommand};
@@ -400,40 +401,38 @@ async fn doctor(cli: &Cli) -> Result<Out, Error> {
     })
 }
 
+/// The one dispatch of every command that runs on the runtime: `doctor` reports even
+/// when the build fails, `load` (in a worker process) answers its tally, every other
+/// command builds a `Palisade` first.
 async fn run(cli: &Cli) -> Result<Out, Error> {
-    if let Command::Doctor = cli.command {
-        return doctor(cli).await;
-    }
-    let p = build(cli).await?;
-    Ok(match &cli.command {
-        Command::Doctor | Command::Load(_) => unreachable_doctor(),
-        Command::Cache(c) => cache(&p, c).await?,
-        Command::Jobs(c) => jobs(&p, c).await?,
-        Command::Throttle(c) => throttle(&p, c).await?,
-        Command::Limit { key, rate, burst } => {
-            let rate = parse_rate(rate, *burst)?;
-            let t = p.rate_limiter().limit(key, &rate).await?;
-            match t.value {
-                RateDecision::Allowed { remaining } => Out::ok(
-                    json!({"key": key, "allowed": true, "remaining": remaining, "provenance": prov(&t)}),
-                    format!("allowed, {remaining} remaining ({})", t.provenance),
-                ),
-                RateDecision::Limited { retry_after } => Out::negative(
-                    json!({"key": key, "allowed": false, "retry_after_ms": retry_after.as_millis() as u64, "provenance": prov(&t)}),
-                    format!("limited, retry after {retry_after:?} ({})", t.provenance),
-                ),
-            }
+    match &cli.command {
+        Command::Doctor => doctor(cli).await,
+        Command::Load(_) => {
+            let url = cli.url().unwrap_or_default().to_owned();
+            let mode = cli.mode()?.unwrap_or(Mode::StrictDistributed);
+            let tally = load::worker_main(mode, &url).await?;
+            Ok(Out::ok(tally.clone(), tally.to_string()))
         }
-    })
+        Command::Cache(c) => cache(&build(cli).await?, c).await,
+        Command::Jobs(c) => jobs(&build(cli).await?, c).await,
+        Command::Throttle(c) => throttle(&build(cli).await?, c).await,
+        Command::Limit { key, rate, burst } => limit(&build(cli).await?, key, rate, *burst).await,
+    }
 }
 
-/// `doctor` and `load` are answered before a `Palisade` is built; this arm cannot run.
-fn unreachable_doctor() -> Out {
-    Out {
-        json: json!({}),
-        text: String::new(),
-        code: 0,
-    }
+async fn limit(p: &Palisade, key: &str, rate: &str, burst: u32) -> Result<Out, Error> {
+    let rate = parse_rate(rate, burst)?;
+    let t = p.rate_limiter().limit(key, &rate).await?;
+    Ok(match t.value {
+        RateDecision::Allowed { remaining } => Out::ok(
+            json!({"key": key, "allowed": true, "remaining": remaining, "provenance": prov(&t)}),
+            format!("allowed, {remaining} remaining ({})", t.provenance),
+        ),
+        RateDecision::Limited { retry_after } => Out::negative(
+            json!({"key": key, "allowed": false, "retry_after_ms": retry_after.as_millis() as u64, "provenance": prov(&t)}),
+            format!("limited, retry after {retry_after:?} ({})", t.provenance),
+        ),
+    })
 }
 
 async fn cache(p: &Palisade, c: &CacheCmd) -> Result<Out, Error> {
@@ -703,17 +702,6 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    if let (Command::Load(_), true) = (&cli.command, load::is_worker()) {
-        let url = cli.url().unwrap_or_default().to_owned();
-        let mode = cli.mode().ok().flatten().unwrap_or(Mode::StrictDistributed);
-        return match runtime.block_on(load::worker_main(mode, &url)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("load worker: {}", e.chain());
-                ExitCode::from(exit_code(&e))
-            }
-        };
-    }
     match runtime.block_on(run(&cli)) {
         Ok(out) => {
             if cli.json {
@@ -761,8 +749,12 @@ fn load_orchestrator(cli: &Cli, args: &load::LoadArgs) -> ExitCode {
             ExitCode::from(if clean { 0 } else { 1 })
         }
         Err(e) => {
-            eprintln!("error: {}", e.chain());
-            ExitCode::from(exit_code(&e))
+            if cli.json {
+                eprintln!("{}", json!({"error": {"kind": "load", "message": e.to_string()}}));
+            } else {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(e.exit_code())
         }
     }
 }
