@@ -253,9 +253,11 @@ impl<P: Backend, F: Fallback<P>> OnRecover for Recover<P, F> {
 ///   recovery takes it exclusively while it empties the fallback, then hands the outage
 ///   over to the primary ([`Handover`](crate::supervisor::Handover)): from then on
 ///   every call of that outage goes to the primary — a call on a key still on its way
-///   there waits for it — so nothing written while degraded is left behind for a later
-///   outage. A call that waited for the switch after failing on the primary returns
-///   that failure.
+///   there waits for it, at most
+///   [`handover_wait`](crate::SupervisorConfig::handover_wait), and then fails with
+///   [`Error::Timeout`] having written nothing — so nothing written while degraded is
+///   left behind for a later outage. A call that waited for the switch after failing
+///   on the primary returns that failure.
 /// - A write that timed out is not known to have failed: a paused or overloaded Redis
 ///   may still apply a command it had received. The call that detects the outage is
 ///   also served by the fallback, so after recovery Redis may hold that value.
@@ -365,7 +367,17 @@ impl<P: Run<O>, F: Run<O>, O: Op> Run<O> for Failover<P, F> {
             return Err(e);
         }
         if let Some(k) = op.handover_key() {
-            Box::pin(sup.handover().wait(k, sup.handover_wait())).await;
+            let within = sup.handover_wait();
+            if !Box::pin(sup.handover().wait(k, within)).await {
+                // Sent now, it could act on a record the primary does not have yet
+                // (an update lost under the replay); so it fails, having written
+                // nothing, within its deadline.
+                return Err(Error::Timeout {
+                    backend: crate::Endpoint::named("the hand-over to the primary"),
+                    op: O::NAME,
+                    after: within,
+                });
+            }
         }
         let r = Box::pin(self.primary.run(op)).await;
         if let Err(e) = &r {

@@ -89,19 +89,20 @@ impl Handover {
         outage != 0 && self.outage.load(Ordering::Acquire) == outage
     }
 
-    /// Waits, at most `within`, until `key` is not pending.
-    pub async fn wait(&self, key: &str, within: Duration) {
+    /// Waits, at most `within`, until `key` is not pending. `false`: it still was
+    /// when `within` ran out.
+    pub async fn wait(&self, key: &str, within: Duration) -> bool {
         let notified = {
             let map = lock(&self.pending);
-            let Some(n) = map.get(key) else { return };
+            let Some(n) = map.get(key) else { return true };
             // Created under the lock: a `done` after it wakes it.
             Arc::clone(n)
         };
         let wakeup = notified.notified();
         if !lock(&self.pending).contains_key(key) {
-            return;
+            return true;
         }
-        let _ = tokio::time::timeout(within, wakeup).await;
+        tokio::time::timeout(within, wakeup).await.is_ok()
     }
 }
 
@@ -142,6 +143,10 @@ pub struct SupervisorConfig {
     pub backoff_min: Duration,
     /// The longest wait between probes: the probe period (default 1 s).
     pub backoff_max: Duration,
+    /// How long a call on a record still on its way back to the primary waits for it
+    /// before it fails with [`Error::Timeout`], having written nothing (default 250 ms;
+    /// the `palisade` builder uses the command deadline, so no call outlives it).
+    pub handover_wait: Duration,
     /// Each wait is multiplied by a random factor in `[1 - jitter, 1]` (default 0.2), so
     /// that a fleet does not probe in lockstep; jitter only shortens a wait, so probes
     /// never start further apart than the probe period.
@@ -154,6 +159,7 @@ impl Default for SupervisorConfig {
             probe_deadline: Duration::from_millis(250),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
+            handover_wait: Duration::from_millis(250),
             jitter: 0.2,
         }
     }
@@ -170,6 +176,12 @@ impl SupervisorConfig {
     /// Sets the deadline of one probe.
     pub fn with_probe_deadline(mut self, deadline: Duration) -> Self {
         self.probe_deadline = deadline;
+        self
+    }
+
+    /// Sets how long a call waits for its record during a hand-over.
+    pub fn with_handover_wait(mut self, wait: Duration) -> Self {
+        self.handover_wait = wait;
         self
     }
 
@@ -437,10 +449,10 @@ impl Supervisor {
         &self.inner.handover
     }
 
-    /// How long a call may wait for a record on its way to the primary: the probe
-    /// deadline (at least one command deadline).
+    /// How long a call may wait for a record on its way to the primary
+    /// ([`SupervisorConfig::handover_wait`]).
     pub fn handover_wait(&self) -> Duration {
-        self.inner.config.probe_deadline
+        self.inner.config.handover_wait
     }
 
     /// The number of the current (or last) outage, starting at 1; 0 before any.

@@ -142,13 +142,6 @@ fn draw(input: &ChartInput<'_>, out: &mut String) -> Result<(), Box<dyn std::err
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..dur_s, (0.01f64..top).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("latency (ms, log)")
-        .y_label_formatter(&|v| format!("{v}"))
-        .light_line_style(RGBColor(240, 240, 240))
-        .draw()?;
     for ((name, from, to), color) in input.phases.iter().zip(PHASE_COLORS) {
         let (a, b) = (from * dur_s, to * dur_s);
         chart.draw_series(std::iter::once(Rectangle::new([(a, 0.01), (b, top)], color.filled())))?;
@@ -158,6 +151,14 @@ fn draw(input: &ChartInput<'_>, out: &mut String) -> Result<(), Box<dyn std::err
             ("sans-serif", 12),
         )))?;
     }
+    // The grid over the shaded phases.
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("latency (ms, log)")
+        .y_label_formatter(&|v| format!("{v}"))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()?;
     let series: [(&str, usize, RGBColor); 3] = [
         ("p50", 0, RGBColor(46, 125, 50)),
         ("p99", 1, RGBColor(21, 101, 192)),
@@ -209,18 +210,18 @@ fn draw(input: &ChartInput<'_>, out: &mut String) -> Result<(), Box<dyn std::err
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..dur_s, 0f64..err_top)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("errors / s")
-        .light_line_style(RGBColor(240, 240, 240))
-        .draw()?;
     for ((_, from, to), color) in input.phases.iter().zip(PHASE_COLORS) {
         chart.draw_series(std::iter::once(Rectangle::new(
             [(from * dur_s, 0.0), (to * dur_s, err_top)],
             color.filled(),
         )))?;
     }
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("errors / s")
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()?;
     for (i, (kind, per_s)) in errors.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let points = per_s.iter().enumerate().map(|(s, n)| (s as f64 + 0.5, *n as f64));

@@ -64,13 +64,13 @@ pub(crate) struct LoadArgs {
     #[arg(long, default_value_t = 8)]
     tasks: usize,
     /// Length of the run of each mode.
-    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::args::parse_duration)]
     duration: Duration,
     /// Modes to run, comma-separated.
     #[arg(long, default_value = "strict,degraded")]
     modes: String,
     /// The command deadline of the workers.
-    #[arg(long, default_value = "300ms", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "300ms", value_parser = crate::args::parse_duration)]
     command_timeout: Duration,
     /// Where to write report.json, summary.md and the charts.
     #[arg(long, default_value = "target/load")]

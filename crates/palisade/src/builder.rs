@@ -358,7 +358,10 @@ impl Builder {
         palisade_cache_core::SupervisorContext::new(component, mode, events.clone()).with_config(
             palisade_cache_core::SupervisorConfig::default()
                 .with_probe_period(self.probe_period)
-                .with_probe_deadline(probe_deadline),
+                .with_probe_deadline(probe_deadline)
+                // A call waiting for its record during a recovery's hand-over fails
+                // at the command deadline like any other call.
+                .with_handover_wait(self.command_timeout),
         )
     }
 
