@@ -578,11 +578,8 @@ impl Inner {
                         continue;
                     }
                 },
-                None => {
-                    let _exclusive = self.gate.write().await;
-                    self.handover.begin(outage, []);
-                    0
-                }
+                // No fallback (strict mode): nothing to hand over.
+                None => 0,
             };
             let mut state = lock(&self.state);
             if let State::Down {

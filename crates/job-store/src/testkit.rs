@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use palisade_cache_core::testkit::Fixture;
-use palisade_cache_core::{ErrorKind, Namespace, Run};
+use palisade_cache_core::{Backend, ErrorKind, Namespace, Provenance, Run};
 use proptest::prelude::*;
 
 use crate::model::{FIELD_CODEC, field};
@@ -616,6 +616,55 @@ pub async fn tenants_never_see_each_other<F: Fixture<Backend: JobBackend>>(fx: &
     assert_eq!(a.stats().created, 2, "tenant handles share the counters");
 }
 
+/// `stats` counts writes that took effect and errors by kind; clones and namespace
+/// siblings share the counters.
+pub async fn stats_count_writes_that_took_effect_and_errors<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    let sibling = s.namespace("jobs-other").unwrap();
+    s.create("j", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    sibling.create("j", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    assert!(s.update("j", &Patch::new().progress(1)).await.unwrap().value);
+    assert!(!s.update("gone", &Patch::new().progress(1)).await.unwrap().value);
+    assert!(
+        s.update("j", &Patch::new()).await.unwrap().value,
+        "an empty patch only says the record exists"
+    );
+    let applied = s
+        .transition("j", JobStatus::Queued, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap();
+    assert_eq!(applied.value, Outcome::Applied);
+    let refused = s
+        .transition("j", JobStatus::Queued, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap();
+    assert!(matches!(refused.value, Outcome::Refused { .. }));
+    assert!(s.delete("j").await.unwrap().value);
+    assert!(!s.delete("j").await.unwrap().value);
+    assert_eq!(
+        s.create("", &JobRecord::queued(), LONG_TTL).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    let st = s.clone().stats();
+    assert_eq!(
+        (st.created, st.updated, st.transitions, st.deleted),
+        (2, 1, 1, 1),
+        "only writes that took effect count: {st:?}"
+    );
+    assert_eq!(
+        st.degraded > 0,
+        fx.provenance() == Provenance::LocalDegraded,
+        "answers from a degraded fallback are counted"
+    );
+    assert_eq!(st.status.errors_of(ErrorKind::InvalidInput), 1);
+    assert_eq!(
+        st.status.last_error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::InvalidInput)
+    );
+    assert_eq!(st.status.mode, fx.backend().status().mode);
+    assert_eq!(sibling.stats(), st, "siblings share the counters");
+}
+
 /// Every answer carries the backend's provenance.
 pub async fn answers_carry_the_backend_provenance<F: Fixture<Backend: JobBackend>>(fx: &F) {
     let s = store_for(fx);
@@ -821,6 +870,7 @@ macro_rules! job_suite {
             a_silent_running_job_is_presumed_dead,
             delete_reports_presence,
             tenants_never_see_each_other,
+            stats_count_writes_that_took_effect_and_errors,
             answers_carry_the_backend_provenance
         );
 

@@ -1,19 +1,17 @@
 //! One backend type per contract, whatever the mode, so that [`Palisade`](crate::Palisade)
 //! hands out the same types in every mode: [`ByMode`] over the compiled-in backends
-//! ([`Never`] for a backend whose feature is off). Nothing here is written per method:
+//! ([`Never`](palisade_cache_core::Never) for a backend whose feature is off). Nothing here is written per method:
 //! [`ByMode`], [`Strict`](palisade_cache_core::Strict) and
 //! [`Failover`](palisade_cache_core::Failover) run every operation of every contract.
 
 use palisade_cache_core::ByMode;
-#[allow(unused_imports)]
-use palisade_cache_core::Never;
 
-/// The local backends (or [`Never`] without the `local` feature).
+/// The local backends (or [`Never`](palisade_cache_core::Never) without the `local` feature).
 #[cfg(feature = "local")]
 pub mod local {
     pub use palisade_cache_local::{LocalCache as Cache, LocalJobStore as Jobs, LocalThrottle as Throttle};
 }
-/// The local backends (or [`Never`] without the `local` feature).
+/// The local backends (or [`Never`](palisade_cache_core::Never) without the `local` feature).
 #[cfg(not(feature = "local"))]
 pub mod local {
     /// Compiled out.
@@ -24,7 +22,7 @@ pub mod local {
     pub type Throttle = palisade_cache_core::Never;
 }
 
-/// The strict-mode backends (or [`Never`] without the `redis` feature).
+/// The strict-mode backends (or [`Never`](palisade_cache_core::Never) without the `redis` feature).
 #[cfg(feature = "redis")]
 pub mod strict {
     use palisade_cache_core::Strict;
@@ -36,7 +34,7 @@ pub mod strict {
     /// Redis, strict.
     pub type Throttle = Strict<RedisThrottle>;
 }
-/// The strict-mode backends (or [`Never`] without the `redis` feature).
+/// The strict-mode backends (or [`Never`](palisade_cache_core::Never) without the `redis` feature).
 #[cfg(not(feature = "redis"))]
 pub mod strict {
     /// Compiled out.
@@ -47,7 +45,7 @@ pub mod strict {
     pub type Throttle = palisade_cache_core::Never;
 }
 
-/// The degraded-mode backends (or [`Never`] without both `redis` and `local`).
+/// The degraded-mode backends (or [`Never`](palisade_cache_core::Never) without both `redis` and `local`).
 #[cfg(all(feature = "redis", feature = "local"))]
 pub mod degraded {
     use palisade_cache_core::Failover;
@@ -60,7 +58,7 @@ pub mod degraded {
     /// Redis, with a local fallback.
     pub type Throttle = Failover<RedisThrottle, LocalThrottle>;
 }
-/// The degraded-mode backends (or [`Never`] without both `redis` and `local`).
+/// The degraded-mode backends (or [`Never`](palisade_cache_core::Never) without both `redis` and `local`).
 #[cfg(not(all(feature = "redis", feature = "local")))]
 pub mod degraded {
     /// Compiled out.

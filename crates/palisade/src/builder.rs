@@ -390,7 +390,6 @@ impl Builder {
             Mode::ExplicitDegraded => self.degraded(&events).await,
             // A mode added later must be wired here on purpose: it never starts as
             // another mode.
-            #[allow(unreachable_patterns)]
             other => Err(Error::config(format!(
                 "mode `{other}` is not supported by this build of palisade"
             ))),

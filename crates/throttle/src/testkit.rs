@@ -72,8 +72,31 @@ fn within(actual: Duration, expected: Duration, exact: bool) {
 
 // ---- policy ------------------------------------------------------------------------
 
-/// Zero caps or a zero lease are `InvalidInput`; so are bad rates.
+/// Zero caps or a zero lease are `InvalidInput`; so are bad rates and a policy without
+/// a global cap. The defaults: key cap = global cap, no spacing, 30 s leases; a rate's
+/// burst is its count of one period.
 pub async fn invalid_policies_and_rates_are_refused<F: Fixture<Backend: ThrottleBackend>>(_fx: &F) {
+    assert_eq!(
+        Policy::builder().key_cap(1).build().unwrap_err().kind(),
+        ErrorKind::InvalidInput,
+        "the global cap is required"
+    );
+    let p = Policy::builder().global_cap(3).build().unwrap();
+    assert_eq!(
+        (p.key_cap, p.min_interval, p.lease_ttl),
+        (3, Duration::ZERO, Policy::DEFAULT_LEASE_TTL)
+    );
+    assert_eq!(Policy::DEFAULT_LEASE_TTL, Duration::from_secs(30));
+    let r = Rate::per_minute(120).build().unwrap();
+    assert_eq!((r.emission, r.burst), (Duration::from_millis(500), 120));
+    assert_eq!(
+        Rate::per_hour(3600).burst(1).build().unwrap().emission,
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        Rate::per_second(4).build().unwrap().emission,
+        Duration::from_millis(250)
+    );
     for (g, k, ttl) in [(0, 1, HOUR), (1, 0, HOUR), (1, 1, Duration::ZERO)] {
         assert_eq!(
             Policy::builder()
@@ -409,7 +432,8 @@ pub async fn stats_count_denials_by_reason<F: Fixture<Backend: ThrottleBackend>>
 /// Every answer carries the backend's provenance; tenants never share gates.
 pub async fn answers_carry_provenance_and_tenants_are_isolated<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
     let a = Throttle::new(fx.backend(), ns_for(fx, "tenant-a"));
-    let b = Throttle::new(a.backend().clone(), a.scope().ns().sibling("mx").unwrap());
+    // `namespace` with the same name: the same gates, and the same counters.
+    let b = a.namespace("mx").unwrap();
     // What `Palisade::tenant` hands out: the same backend and counters, another tenant.
     let other_tenant = a.for_tenant("tenant-b").unwrap();
     assert_eq!(other_tenant.scope().ns().tenant(), "tenant-b");
@@ -421,6 +445,7 @@ pub async fn answers_carry_provenance_and_tenants_are_isolated<F: Fixture<Backen
         DenyReason::GlobalCap,
         "same namespace"
     );
+    assert_eq!(a.stats().denied, 1, "a namespace sibling counts into the same stats");
     let elsewhere = other_tenant.acquire("k", &p).await.unwrap();
     assert!(
         matches!(elsewhere.value, Decision::Acquired(_)),

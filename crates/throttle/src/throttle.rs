@@ -359,7 +359,7 @@ impl<B: ThrottleBackend> RateLimiter<B> {
         // The backends build (and so check) the key before any I/O.
         let t = self
             .h
-            .run_checked(Ok(()), |s| op::Limit::new(s, key.to_owned(), *rate))
+            .run(op::Limit::new(Arc::clone(&self.h.scope), key.to_owned(), *rate))
             .await?;
         let c = &self.h.counters;
         match t.value {
