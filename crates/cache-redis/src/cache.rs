@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::scan::Scanner;
-use fred::types::{Expiration, SetOptions};
 use futures_util::StreamExt;
 use palisade_cache_core::cache::op;
 use palisade_cache_core::{Error, Provenance, Run, Tagged};
@@ -24,9 +23,11 @@ const SCAN_PAGE: u32 = 500;
 /// - TTLs outside the [limits](palisade_cache_core::limits) are
 ///   [`Error::InvalidInput`] before any I/O; the others are sent in milliseconds,
 ///   rounded up;
-/// - `clear` walks `SCAN … MATCH <prefix>* COUNT 500` on every master (fred's
-///   `scan_cluster` on a cluster) and `UNLINK`s each page in one pipeline, each page
-///   under the command deadline; the prefix is glob-escaped;
+/// - `clear` walks `SCAN … MATCH <prefix>* COUNT 500` on every master and `UNLINK`s
+///   each page in one pipeline on that master, each page under the command deadline;
+///   the prefix is glob-escaped. On a cluster with slots that have no reachable master
+///   it fails before deleting anything, naming those slots: a partial clear is never
+///   reported as complete;
 /// - every key is its own key (no hash tag): entries spread over a cluster's masters.
 ///
 /// Alone it reports [`Mode::StrictDistributed`](palisade_cache_core::Mode::StrictDistributed) and always-healthy; wrap it in
@@ -37,12 +38,11 @@ pub struct RedisCache {
     conn: RedisConnection,
 }
 
-fn px(ttl: Duration) -> Expiration {
-    Expiration::PX(
-        i64::try_from(ttl.as_nanos().div_ceil(1_000_000))
-            .unwrap_or(i64::MAX)
-            .max(1),
-    )
+/// `ttl` in whole milliseconds, rounded up, at least 1.
+fn px(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(i64::MAX)
+        .max(1)
 }
 
 /// Escapes the glob characters of `prefix` and appends `*`.
@@ -73,11 +73,10 @@ impl RedisCache {
         Tagged::new(v, Provenance::Distributed)
     }
 
-    async fn unlink_page(&self, keys: Vec<Key>) -> Result<u64, Error> {
+    async fn unlink_page(&self, client: &Client, keys: Vec<Key>) -> Result<u64, Error> {
         if keys.is_empty() {
             return Ok(0);
         }
-        let client = self.conn.client();
         let pipeline = client.pipeline();
         for k in keys {
             // One key per command: a page from a cluster node spans many slots.
@@ -88,89 +87,96 @@ impl RedisCache {
     }
 }
 
+fn key(k: &str) -> Value {
+    Value::String(k.into())
+}
+
 impl Run<op::Get> for RedisCache {
     async fn run(&self, op: &op::Get) -> Result<Tagged<Option<fred::bytes::Bytes>>, Error> {
-        let key = op.key.as_str();
-        let v: Option<fred::bytes::Bytes> = self.conn.run("cache.get", self.conn.client().get(key)).await?;
+        let k = op.key.as_str();
+        let v: Option<fred::bytes::Bytes> = self.conn.command("cache.get", k, "GET", vec![key(k)]).await?;
         Ok(Self::tag(v))
     }
 }
 
+/// `SET key value PX ms [NX]`.
+fn set_args(k: &str, value: &fred::bytes::Bytes, ttl: Duration, nx: bool) -> Vec<Value> {
+    let mut args = vec![
+        key(k),
+        Value::Bytes(value.clone()),
+        "PX".into(),
+        Value::Integer(px(ttl)),
+    ];
+    if nx {
+        args.push("NX".into());
+    }
+    args
+}
+
 impl Run<op::Set> for RedisCache {
     async fn run(&self, op: &op::Set) -> Result<Tagged<()>, Error> {
-        let (key, value, ttl) = (op.key.as_str(), &op.value, op.ttl);
-        palisade_cache_core::limits::check_ttl(ttl)?;
-        let _: () = self
-            .conn
-            .run(
-                "cache.set",
-                self.conn.client().set(key, value.clone(), Some(px(ttl)), None, false),
-            )
-            .await?;
+        palisade_cache_core::limits::check_ttl(op.ttl)?;
+        let args = set_args(&op.key, &op.value, op.ttl, false);
+        let _: () = self.conn.command("cache.set", &op.key, "SET", args).await?;
         Ok(Self::tag(()))
     }
 }
 
 impl Run<op::SetIfAbsent> for RedisCache {
     async fn run(&self, op: &op::SetIfAbsent) -> Result<Tagged<bool>, Error> {
-        let (key, value, ttl) = (op.key.as_str(), &op.value, op.ttl);
-        palisade_cache_core::limits::check_ttl(ttl)?;
-        let reply: Option<String> = self
-            .conn
-            .run(
-                "cache.set_if_absent",
-                self.conn
-                    .client()
-                    .set(key, value.clone(), Some(px(ttl)), Some(SetOptions::NX), false),
-            )
-            .await?;
+        palisade_cache_core::limits::check_ttl(op.ttl)?;
+        let args = set_args(&op.key, &op.value, op.ttl, true);
+        let reply: Option<String> = self.conn.command("cache.set_if_absent", &op.key, "SET", args).await?;
         Ok(Self::tag(reply.is_some()))
     }
 }
 
 impl Run<op::Delete> for RedisCache {
     async fn run(&self, op: &op::Delete) -> Result<Tagged<bool>, Error> {
-        let key = op.key.as_str();
-        let n: i64 = self.conn.run("cache.delete", self.conn.client().del(key)).await?;
+        let n: i64 = self
+            .conn
+            .command("cache.delete", &op.key, "DEL", vec![key(&op.key)])
+            .await?;
         Ok(Self::tag(n > 0))
     }
 }
 
 impl Run<op::Contains> for RedisCache {
     async fn run(&self, op: &op::Contains) -> Result<Tagged<bool>, Error> {
-        let key = op.key.as_str();
-        let n: i64 = self.conn.run("cache.contains", self.conn.client().exists(key)).await?;
+        let n: i64 = self
+            .conn
+            .command("cache.contains", &op.key, "EXISTS", vec![key(&op.key)])
+            .await?;
         Ok(Self::tag(n > 0))
     }
 }
 
 impl Run<op::Clear> for RedisCache {
     async fn run(&self, op: &op::Clear) -> Result<Tagged<u64>, Error> {
-        let key_prefix = op.prefix.as_str();
-        let pattern = match_pattern(key_prefix);
-        let client = self.conn.client();
-        let mut pages = if self.conn.is_cluster() {
-            client.scan_cluster(pattern, Some(SCAN_PAGE), None).boxed()
-        } else {
-            client.scan(pattern, Some(SCAN_PAGE), None).boxed()
-        };
+        let pattern = match_pattern(op.prefix.as_str());
+        // Every master, or an error naming the slots that have none reachable: a clear
+        // that would skip them is not started.
+        let masters = self.conn.every_master("cache.clear")?;
         let mut removed = 0;
-        loop {
-            let next = tokio::time::timeout(self.conn.command_timeout(), pages.next()).await;
-            let mut page = match next {
-                Ok(Some(page)) => self.conn.run("cache.clear", std::future::ready(page)).await?,
-                Ok(None) => break,
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        backend: self.conn.endpoint().clone(),
-                        op: "cache.clear",
-                        after: self.conn.command_timeout(),
-                    });
-                }
-            };
-            let keys = page.take_results().unwrap_or_default();
-            removed += self.unlink_page(keys).await?;
-            page.next();
+        for client in masters {
+            let mut pages = client.scan(pattern.clone(), Some(SCAN_PAGE), None).boxed();
+            loop {
+                let next = tokio::time::timeout(self.conn.command_timeout(), pages.next()).await;
+                let mut page = match next {
+                    Ok(Some(page)) => self.conn.run("cache.clear", std::future::ready(page)).await?,
+                    Ok(None) => break,
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            backend: self.conn.endpoint().clone(),
+                            op: "cache.clear",
+                            after: self.conn.command_timeout(),
+                        });
+                    }
+                };
+                let keys = page.take_results().unwrap_or_default();
+                removed += self.unlink_page(&client, keys).await?;
+                page.next();
+            }
         }
         Ok(Self::tag(removed))
     }
@@ -182,10 +188,10 @@ mod tests {
 
     #[test]
     fn ttl_is_rounded_up_to_whole_milliseconds() {
-        assert_eq!(px(Duration::from_micros(1)), Expiration::PX(1));
-        assert_eq!(px(Duration::from_micros(1500)), Expiration::PX(2));
-        assert_eq!(px(Duration::from_secs(2)), Expiration::PX(2000));
-        assert_eq!(px(Duration::MAX), Expiration::PX(i64::MAX));
+        assert_eq!(px(Duration::from_micros(1)), 1);
+        assert_eq!(px(Duration::from_micros(1500)), 2);
+        assert_eq!(px(Duration::from_secs(2)), 2000);
+        assert_eq!(px(Duration::MAX), i64::MAX);
     }
 
     #[test]

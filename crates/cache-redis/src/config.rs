@@ -376,6 +376,20 @@ impl RedisConfig {
         })
     }
 
+    /// fred's configuration for one cluster node at `addr` (palisade's own cluster
+    /// routing: a plain client per node, with the cluster's credentials and TLS).
+    pub(crate) fn fred_node_config(
+        &self,
+        addr: &HostPort,
+        provider: Option<Arc<FileCredentials>>,
+    ) -> Result<Config, Error> {
+        let mut config = self.fred_config_with(provider)?;
+        config.server = ServerConfig::Centralized {
+            server: self.server(addr),
+        };
+        Ok(config)
+    }
+
     /// A fred builder with palisade's connection policy.
     pub(crate) fn builder(&self, config: Config, fail_fast: bool) -> Builder {
         let command_timeout = self.command_timeout;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fred::bytes_utils::Str;
 use fred::error::{Error as FredError, ErrorKind as FredKind};
 use fred::prelude::*;
 use fred::types::ConnectHandle;
@@ -88,13 +89,20 @@ pub struct RedisConnection {
 
 /// Why the last (re)connect attempt failed, when it was TLS or the credentials.
 #[derive(Clone)]
-enum ConnectFailure {
+pub(crate) enum ConnectFailure {
     Auth(FredError),
     Tls(FredError),
 }
 
+/// Where commands go: one fred client (standalone, Sentinel), or palisade's cluster
+/// router over one client per node.
+enum Route {
+    One(Client),
+    Cluster(crate::cluster::Router),
+}
+
 struct Inner {
-    client: Client,
+    route: Route,
     endpoint: Endpoint,
     command_timeout: Duration,
     info: ConnectionInfo,
@@ -125,7 +133,9 @@ impl Drop for Inner {
         for w in lock(&self.watchers).drain(..) {
             w.abort();
         }
-        let client = self.client.clone();
+        // The router's nodes close themselves when it drops.
+        let Route::One(client) = &self.route else { return };
+        let client = client.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
@@ -173,7 +183,7 @@ fn is_tls_failure(e: &FredError) -> bool {
     *e.kind() == FredKind::IO && TLS_MESSAGES.iter().any(|m| e.details().contains(m))
 }
 
-fn failure_of(e: &FredError) -> Option<ConnectFailure> {
+pub(crate) fn failure_of(e: &FredError) -> Option<ConnectFailure> {
     if *e.kind() == FredKind::Auth {
         Some(ConnectFailure::Auth(e.clone()))
     } else if is_tls_failure(e) {
@@ -184,15 +194,27 @@ fn failure_of(e: &FredError) -> Option<ConnectFailure> {
 }
 
 impl RedisConnection {
-    /// Connects and PINGs within `config.connect_timeout`.
+    /// Connects and PINGs within `config.connect_timeout`. A cluster connects once a
+    /// seed answered and the slot table is known: a master that is down at startup
+    /// costs only its own slots (see the crate docs).
     pub async fn connect(config: &RedisConfig) -> Result<Self, Error> {
         let started = Instant::now();
         let conn = RedisConnection::build(config, true)?;
+        let deadline = config.connect_timeout;
+        let client = match &conn.inner.route {
+            Route::Cluster(router) => {
+                return match router.start(deadline).await {
+                    Ok(()) => Ok(conn),
+                    Err(e) if *e.kind() == FredKind::Timeout => Err(conn.connect_timeout(deadline)),
+                    Err(e) => Err(conn.connect_error(config, e)),
+                };
+            }
+            Route::One(client) => client.clone(),
+        };
         // Listening before the first connect: its TLS or credential failure, and the
         // server it reached, are seen too.
-        conn.start_watchers();
-        let deadline = config.connect_timeout;
-        let init = tokio::time::timeout(deadline, conn.inner.client.init()).await;
+        conn.start_watchers(&client);
+        let init = tokio::time::timeout(deadline, client.init()).await;
         let handle = match init {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => return Err(conn.connect_error(config, e)),
@@ -200,7 +222,7 @@ impl RedisConnection {
         };
         *lock(&conn.inner.task) = Some(handle);
         let left = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-        match tokio::time::timeout(left, conn.inner.client.ping::<String>(None)).await {
+        match tokio::time::timeout(left, client.ping::<String>(None)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(conn.connect_error(config, e)),
             Err(_) => return Err(conn.connect_timeout(deadline)),
@@ -209,24 +231,39 @@ impl RedisConnection {
     }
 
     /// A connection that keeps trying in the background; commands fail with
-    /// [`Error::Timeout`] until it is up. Fails only on an invalid configuration.
+    /// [`Error::Timeout`] (a cluster: [`Error::Unavailable`]) until it is up. Fails only
+    /// on an invalid configuration.
     pub fn connect_lazy(config: &RedisConfig) -> Result<Self, Error> {
         let conn = RedisConnection::build(config, false)?;
-        conn.start_watchers();
-        let handle = conn.inner.client.connect();
-        *lock(&conn.inner.task) = Some(handle);
+        if let Route::One(client) = &conn.inner.route {
+            conn.start_watchers(client);
+            let handle = client.connect();
+            *lock(&conn.inner.task) = Some(handle);
+        }
         Ok(conn)
     }
 
     fn build(config: &RedisConfig, fail_fast: bool) -> Result<Self, Error> {
         let endpoint = config.endpoint();
         let provider = config.credential_provider();
-        let fred_config = config.fred_config_with(provider.clone())?;
-        let client = config
-            .builder(fred_config, fail_fast)
-            .build()
-            .map_err(|e| map_error(&endpoint, "connect", config.connect_timeout, e))?;
+        let last_failure = Arc::new(Mutex::new(None));
         let url = config.url();
+        let route = match &url.topology {
+            Topology::Cluster => Route::Cluster(crate::cluster::Router::new(
+                config,
+                provider.clone(),
+                Arc::clone(&last_failure),
+            )?),
+            _ => {
+                let fred_config = config.fred_config_with(provider.clone())?;
+                Route::One(
+                    config
+                        .builder(fred_config, fail_fast)
+                        .build()
+                        .map_err(|e| map_error(&endpoint, "connect", config.connect_timeout, e))?,
+                )
+            }
+        };
         let info = ConnectionInfo {
             endpoint: endpoint.clone(),
             topology: url.topology.as_str(),
@@ -251,12 +288,12 @@ impl RedisConnection {
         };
         Ok(RedisConnection {
             inner: Arc::new(Inner {
-                client,
+                route,
                 endpoint,
                 command_timeout: config.command_timeout,
                 info,
                 task: Mutex::new(None),
-                last_failure: Arc::new(Mutex::new(None)),
+                last_failure,
                 watchers: Mutex::new(Vec::new()),
                 sentinel,
             }),
@@ -264,9 +301,9 @@ impl RedisConnection {
     }
 
     /// Records why reconnects fail (TLS, credentials) and forgets it once connected.
-    fn start_watchers(&self) {
+    fn start_watchers(&self, client: &Client) {
         let failures = Arc::clone(&self.inner.last_failure);
-        let on_error = self.inner.client.on_error(move |(e, _server)| {
+        let on_error = client.on_error(move |(e, _server)| {
             let failures = Arc::clone(&failures);
             async move {
                 if let Some(f) = failure_of(&e) {
@@ -276,7 +313,7 @@ impl RedisConnection {
             }
         });
         let failures = Arc::clone(&self.inner.last_failure);
-        let on_reconnect = self.inner.client.on_reconnect(move |_| {
+        let on_reconnect = client.on_reconnect(move |_| {
             let failures = Arc::clone(&failures);
             async move {
                 *lock(&failures) = None;
@@ -290,7 +327,7 @@ impl RedisConnection {
             }));
         }
         if let Some(sentinel) = &self.inner.sentinel {
-            watchers.extend(sentinel.start(self.inner.client.clone()));
+            watchers.extend(sentinel.start(client.clone()));
         }
     }
 
@@ -314,10 +351,16 @@ impl RedisConnection {
         }
     }
 
-    /// The fred client (for commands palisade does not wrap). Calls made on it directly
-    /// are bounded only by fred's `default_command_timeout`.
-    pub fn client(&self) -> &Client {
-        &self.inner.client
+    /// The fred client of the node that serves `key` (standalone, Sentinel: the one
+    /// client), for commands palisade does not wrap; `None` while a cluster knows no
+    /// master for its slot. Calls made on it directly are not routed (a cluster's
+    /// `MOVED` is returned as an error) and are bounded only by fred's
+    /// `default_command_timeout`.
+    pub fn client_for(&self, key: &str) -> Option<Client> {
+        match &self.inner.route {
+            Route::One(c) => Some(c.clone()),
+            Route::Cluster(r) => r.client_for(crate::cluster::slot_of(key)),
+        }
     }
 
     /// The redacted endpoint.
@@ -332,21 +375,43 @@ impl RedisConnection {
 
     /// Whether this is a cluster connection.
     pub fn is_cluster(&self) -> bool {
-        self.inner.info.topology == "cluster"
+        matches!(self.inner.route, Route::Cluster(_))
+    }
+
+    /// The hash slot `key` lives on, on a cluster (`None` otherwise).
+    pub fn slot_of(&self, key: &str) -> Option<u16> {
+        self.is_cluster().then(|| crate::cluster::slot_of(key))
+    }
+
+    /// Whether the master of `slot` is known and reachable now (always true off a
+    /// cluster). Decided from the router's state, without I/O.
+    pub fn reaches(&self, slot: u16) -> bool {
+        match &self.inner.route {
+            Route::One(_) => true,
+            Route::Cluster(r) => r.reaches(slot),
+        }
+    }
+
+    /// A counter bumped at every change of a cluster's slot table (a promoted replica,
+    /// a resharding); `None` off a cluster.
+    pub fn topology_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match &self.inner.route {
+            Route::One(_) => None,
+            Route::Cluster(r) => Some(r.changes()),
+        }
     }
 
     /// What this connection is connected to (see [`ConnectionInfo`]).
     pub fn info(&self) -> ConnectionInfo {
         let mut info = self.inner.info.clone();
-        info.connected_to = match &self.inner.sentinel {
-            Some(s) => s.current(),
-            None => self
-                .inner
-                .client
+        info.connected_to = match (&self.inner.sentinel, &self.inner.route) {
+            (Some(s), _) => s.current(),
+            (None, Route::One(client)) => client
                 .active_connections()
                 .into_iter()
                 .next()
                 .map(|s| HostPort::new(s.host.to_string(), s.port)),
+            (None, Route::Cluster(r)) => r.masters().into_iter().next().map(|(addr, _, _)| addr),
         };
         info
     }
@@ -359,34 +424,152 @@ impl RedisConnection {
     /// first, dropping fred's future before fred marked the command, fred would have
     /// sent the command after reconnecting — a write reported as failed, applied
     /// seconds later (found by the strict kill test).
-    pub async fn run<T>(&self, op: &'static str, fut: impl Future<Output = Result<T, FredError>>) -> Result<T, Error> {
+    ///
+    /// Not an `async fn`: the future it returns holds `fut` once (an `async fn` taking a
+    /// future holds it twice in a debug build, and every call goes through here).
+    pub fn run<'a, T: 'a>(
+        &'a self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, FredError>> + 'a,
+    ) -> impl Future<Output = Result<T, Error>> + 'a {
+        use futures_util::FutureExt;
+        self.bounded(op, fut.map(move |r| r.map_err(|e| self.fred_error(op, e))))
+    }
+
+    /// A fred error of the one client as palisade's; a Sentinel deployment moves on a
+    /// reply that says the node is no longer the primary.
+    fn fred_error(&self, op: &'static str, e: FredError) -> Error {
+        if let (Some(sentinel), Route::One(client)) = (&self.inner.sentinel, &self.inner.route) {
+            sentinel.on_reply_error(client, &e);
+        }
+        map_error(&self.inner.endpoint, op, self.inner.command_timeout, e)
+    }
+
+    /// The deadline, the Sentinel gate and the naming of TLS / credential failures,
+    /// around a call whose errors are already palisade's.
+    fn bounded<'a, T: 'a>(
+        &'a self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, Error>> + 'a,
+    ) -> impl Future<Output = Result<T, Error>> + 'a {
+        use futures_util::FutureExt;
+        use futures_util::future::{Either, ready};
+        // Combinators, not an `async` block, for the same reason as `run`.
         if let Some(why) = self.inner.sentinel.as_ref().and_then(crate::sentinel::Watcher::gate) {
-            return Err(Error::Unavailable {
+            return Either::Left(ready(Err(Error::Unavailable {
                 backend: self.inner.endpoint.clone(),
                 op,
                 source: why.into(),
-            });
+            })));
         }
-        let r = match tokio::time::timeout(self.inner.command_timeout + BACKSTOP, fut).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => {
-                if let Some(sentinel) = &self.inner.sentinel {
-                    sentinel.on_reply_error(&self.inner.client, &e);
-                }
-                map_error(&self.inner.endpoint, op, self.inner.command_timeout, e)
+        let timed = tokio::time::timeout(self.inner.command_timeout + BACKSTOP, fut);
+        Either::Right(timed.map(move |r| {
+            let e = match r {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e,
+                Err(_) => timeout(&self.inner.endpoint, op, self.inner.command_timeout),
+            };
+            Err(self.named_failure(op, e))
+        }))
+    }
+
+    /// Runs `name args…` on the node that serves `key` (its hash slot on a cluster,
+    /// following one `MOVED` or `ASK`), under the command deadline. `args` is the whole
+    /// argument list, the key included.
+    pub async fn command<R: FromValue>(
+        &self,
+        op: &'static str,
+        key: &str,
+        name: &'static str,
+        args: Vec<Value>,
+    ) -> Result<R, Error> {
+        self.execute(op, key, &crate::cluster::Cmd::new(name, args)).await
+    }
+
+    /// Runs `cmd` on the node serving `key`, converting the reply.
+    pub(crate) async fn execute<R: FromValue>(
+        &self,
+        op: &'static str,
+        key: &str,
+        cmd: &crate::cluster::Cmd,
+    ) -> Result<R, Error> {
+        let v = match &self.inner.route {
+            Route::One(client) => self.run(op, crate::cluster::send(client, cmd)).await?,
+            Route::Cluster(router) => {
+                let slot = crate::cluster::slot_of(key);
+                // Boxed: the router's future (a redirection, a script reload) must not
+                // grow every call's future, whichever topology it runs on.
+                let call = Box::pin(router.call(slot, cmd));
+                self.bounded(op, async { call.await.map_err(|e| self.route_error(op, e)) })
+                    .await?
             }
-            Err(_) => timeout(&self.inner.endpoint, op, self.inner.command_timeout),
         };
-        Err(self.named_failure(op, r))
+        R::from_value(v).map_err(|e| map_error(&self.inner.endpoint, op, self.inner.command_timeout, e))
+    }
+
+    fn route_error(&self, op: &'static str, e: crate::cluster::RouteError) -> Error {
+        use crate::cluster::{RouteError, node_endpoint};
+        match e {
+            RouteError::Unreachable { node, slots, cause } => Error::Unavailable {
+                backend: node_endpoint(&self.inner.endpoint, node.as_ref(), &slots),
+                op,
+                source: match cause {
+                    Some(c) => Box::new(c),
+                    None => "the master of these slots is unreachable".into(),
+                },
+            },
+            RouteError::Node { node, slots, error } => map_error(
+                &node_endpoint(&self.inner.endpoint, Some(&node), &slots),
+                op,
+                self.inner.command_timeout,
+                error,
+            ),
+        }
+    }
+
+    /// Every master's client (one client off a cluster), to walk every key. Fails,
+    /// naming the slots, when a slot has no reachable master: a walk that would skip
+    /// them is not started.
+    pub(crate) fn every_master(&self, op: &'static str) -> Result<Vec<Client>, Error> {
+        match &self.inner.route {
+            Route::One(client) => Ok(vec![client.clone()]),
+            Route::Cluster(router) => {
+                let (unreachable, _) = router.unreachable();
+                if !unreachable.0.is_empty() {
+                    return Err(self.route_error(
+                        op,
+                        crate::cluster::RouteError::Unreachable {
+                            node: None,
+                            slots: unreachable,
+                            cause: None,
+                        },
+                    ));
+                }
+                Ok(router.masters().into_iter().map(|(_, c, _)| c).collect())
+            }
+        }
+    }
+
+    /// Loads a script on the server (every node of a cluster, and every node that
+    /// joins later), under the command deadline.
+    pub(crate) async fn load_script(&self, op: &'static str, lua: Str) -> Result<(), Error> {
+        match &self.inner.route {
+            Route::One(client) => self.run(op, client.script_load::<String, _>(lua)).await.map(drop),
+            Route::Cluster(router) => self.run(op, router.load_script(lua)).await,
+        }
     }
 
     /// An outage while the last reconnect failed on TLS or the credentials is reported
     /// as that failure.
     fn named_failure(&self, op: &'static str, e: Error) -> Error {
+        let connected = match &self.inner.route {
+            Route::One(client) => client.is_connected(),
+            Route::Cluster(_) => false,
+        };
         if !matches!(
             e.kind(),
             palisade_cache_core::ErrorKind::Timeout | palisade_cache_core::ErrorKind::Unavailable
-        ) || self.inner.client.is_connected()
+        ) || connected
         {
             return e;
         }
@@ -396,15 +579,50 @@ impl RedisConnection {
         }
     }
 
-    /// `PING` under the command deadline.
+    /// `PING` under the command deadline. On a cluster: every master answers, and
+    /// every slot has one; otherwise the error names the slots without one.
     pub async fn ping(&self) -> Result<(), Error> {
-        self.run("ping", self.inner.client.ping::<String>(None)).await.map(drop)
+        match &self.inner.route {
+            Route::One(client) => self.run("ping", client.ping::<String>(None)).await.map(drop),
+            Route::Cluster(router) => {
+                let masters = self.every_master("ping")?;
+                let pings = masters.iter().map(|c| self.run("ping", c.ping::<String>(None)));
+                for r in futures_util::future::join_all(pings).await {
+                    if let Err(e) = r {
+                        router.wake();
+                        return Err(e);
+                    }
+                }
+                // A master may have failed while we pinged the others.
+                self.every_master("ping").map(drop)
+            }
+        }
+    }
+
+    /// Any master's client (the one client off a cluster).
+    fn any_client(&self, op: &'static str) -> Result<Client, Error> {
+        match &self.inner.route {
+            Route::One(client) => Ok(client.clone()),
+            Route::Cluster(router) => {
+                router
+                    .masters()
+                    .into_iter()
+                    .next()
+                    .map(|(_, c, _)| c)
+                    .ok_or_else(|| Error::Unavailable {
+                        backend: self.inner.endpoint.clone(),
+                        op,
+                        source: "no cluster master is known".into(),
+                    })
+            }
+        }
     }
 
     /// The server's version and whether it is a cluster (`INFO server`).
     pub async fn server_info(&self) -> Result<ServerInfo, Error> {
+        let client = self.any_client("info")?;
         let info: String = self
-            .run("info", self.inner.client.info(Some(fred::types::InfoKind::Server)))
+            .run("info", client.info(Some(fred::types::InfoKind::Server)))
             .await?;
         let field = |name: &str| {
             info.lines()
@@ -417,13 +635,11 @@ impl RedisConnection {
         })
     }
 
-    /// The server's `ROLE` (`master`, `slave`, `sentinel`).
+    /// The server's `ROLE` (`master`, `slave`, `sentinel`); a cluster: any master's.
     pub async fn role(&self) -> Result<String, Error> {
+        let client = self.any_client("role")?;
         let v: Value = self
-            .run(
-                "role",
-                self.inner.client.custom(fred::cmd!("ROLE"), Vec::<Value>::new()),
-            )
+            .run("role", client.custom(fred::cmd!("ROLE"), Vec::<Value>::new()))
             .await?;
         Ok(match v {
             Value::Array(items) => items.first().and_then(|r| r.as_string()).unwrap_or_default(),
@@ -479,6 +695,11 @@ const FRED_CONNECTION_FAILURES: [&str; 5] = [
     "Missing expected connection",
     "Max attempts exceeded",
 ];
+
+/// Whether `e` is one of fred's connection-state failures it reports as `Unknown`.
+pub(crate) fn is_connection_failure(e: &FredError) -> bool {
+    FRED_CONNECTION_FAILURES.iter().any(|p| e.details().starts_with(p))
+}
 
 /// Maps a fred error to palisade's: decided once, here.
 pub(crate) fn map_error(endpoint: &Endpoint, op: &'static str, after: Duration, e: FredError) -> Error {
@@ -577,5 +798,24 @@ mod tests {
             kind_of(FredKind::Unknown, "NOREPLICAS Not enough good replicas"),
             K::Unavailable
         );
+    }
+}
+#[cfg(test)]
+mod future_size {
+    use super::*;
+
+    /// Every call goes through `run` and `execute`: they must hold the command's future
+    /// once, not once per layer (an `async fn` taking a future held it twice, and the
+    /// debug-build futures of the job suite overflowed a test thread's stack).
+    #[tokio::test]
+    async fn the_deadline_layers_do_not_copy_the_command_future() {
+        let conn = RedisConnection::connect_lazy(&RedisConfig::from_url("redis://127.0.0.1:1").unwrap()).unwrap();
+        let client = conn.client_for("k").unwrap();
+        let cmd = crate::cluster::Cmd::new("GET", vec![]);
+        let send = std::mem::size_of_val(&crate::cluster::send(&client, &cmd));
+        let run = std::mem::size_of_val(&conn.run("get", crate::cluster::send(&client, &cmd)));
+        let execute = std::mem::size_of_val(&conn.execute::<Value>("get", "k", &cmd));
+        assert!(run < send + 1024, "run {run} B over a {send} B command");
+        assert!(execute < send + 1024, "execute {execute} B over a {send} B command");
     }
 }

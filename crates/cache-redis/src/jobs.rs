@@ -279,7 +279,10 @@ impl Run<op::Update> for RedisJobStore {
 impl Run<op::Exists> for RedisJobStore {
     async fn run(&self, op: &op::Exists) -> Result<Tagged<bool>, Error> {
         let key = op.key.as_str();
-        let n: i64 = self.conn.run("jobs.exists", self.conn.client().exists(key)).await?;
+        let n: i64 = self
+            .conn
+            .command("jobs.exists", key, "EXISTS", vec![key.into()])
+            .await?;
         Ok(Self::tag(n > 0))
     }
 }
@@ -353,7 +356,7 @@ impl Run<op::Heartbeat> for RedisJobStore {
 impl Run<op::Delete> for RedisJobStore {
     async fn run(&self, op: &op::Delete) -> Result<Tagged<bool>, Error> {
         let key = op.key.as_str();
-        let n: i64 = self.conn.run("jobs.delete", self.conn.client().del(key)).await?;
+        let n: i64 = self.conn.command("jobs.delete", key, "DEL", vec![key.into()]).await?;
         Ok(Self::tag(n > 0))
     }
 }

@@ -2,6 +2,7 @@
 
 mod acl;
 mod cache;
+mod cluster;
 mod config;
 mod connection;
 mod jobs;
@@ -13,6 +14,7 @@ mod tls;
 
 pub use acl::{ACL_COMMANDS, acl_rule};
 pub use cache::RedisCache;
+pub use cluster::{CLUSTER_REFRESH, CLUSTER_REFRESH_URGENT, SLOTS, slot_of};
 pub use config::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SENTINEL_POLL, RedisConfig, TlsOptions};
 pub use connection::{BACKSTOP, ConnectionInfo, RedisConnection, ServerInfo};
 pub use fred;

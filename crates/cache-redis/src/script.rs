@@ -1,18 +1,20 @@
 //! Lua scripts: loaded at connect, run with `EVALSHA`, reloaded on `NOSCRIPT`.
 
-use fred::error::Error as FredError;
+use fred::bytes_utils::Str;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use palisade_cache_core::Error;
 
 use crate::RedisConnection;
+use crate::cluster::Cmd;
 
 /// One Lua script of palisade's.
 ///
 /// # Behavior
 ///
-/// - [`LuaScript::load`] sends `SCRIPT LOAD` (to every master of a cluster); backends
-///   call it before their constructor returns.
+/// - [`LuaScript::load`] sends `SCRIPT LOAD` (on a cluster: to every node, and to every
+///   node whenever it (re)connects, so that a promoted replica or a new master has it);
+///   backends call it before their constructor returns.
 /// - [`LuaScript::run`] sends `EVALSHA`; if the server answers `NOSCRIPT` (restarted,
 ///   flushed, failed over) it loads the script and sends `EVALSHA` once more. The whole
 ///   call, reload included, is bounded by the command deadline.
@@ -41,18 +43,13 @@ impl LuaScript {
         self.name
     }
 
-    async fn load_raw(&self, conn: &RedisConnection) -> Result<(), FredError> {
-        let src = self.script.lua().cloned().unwrap_or_default();
-        if conn.is_cluster() {
-            conn.client().script_load_cluster::<(), _>(src).await
-        } else {
-            conn.client().script_load::<String, _>(src).await.map(drop)
-        }
+    fn lua(&self) -> Str {
+        self.script.lua().cloned().unwrap_or_default()
     }
 
     /// Loads the script, under the command deadline.
     pub async fn load(&self, conn: &RedisConnection) -> Result<(), Error> {
-        conn.run(self.name, self.load_raw(conn)).await
+        conn.load_script(self.name, self.lua()).await
     }
 
     /// Runs the script on one key.
@@ -66,7 +63,8 @@ impl LuaScript {
         self.run_keys(conn, op, vec![key.to_owned()], args).await
     }
 
-    /// Runs the script on several keys (of one hash slot on a cluster).
+    /// Runs the script on several keys (of one hash slot on a cluster: the first key's
+    /// slot decides where it goes).
     pub async fn run_keys(
         &self,
         conn: &RedisConnection,
@@ -74,19 +72,14 @@ impl LuaScript {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, Error> {
-        conn.run(op, async {
-            let first: Result<Value, FredError> = conn
-                .client()
-                .evalsha(self.script.sha1().clone(), keys.clone(), args.clone())
-                .await;
-            match first {
-                Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    self.load_raw(conn).await?;
-                    conn.client().evalsha(self.script.sha1().clone(), keys, args).await
-                }
-                other => other,
-            }
-        })
-        .await
+        let route = keys.first().cloned().unwrap_or_default();
+        let mut all = Vec::with_capacity(2 + keys.len() + args.len());
+        all.push(Value::from(self.script.sha1().clone()));
+        all.push(Value::Integer(keys.len() as i64));
+        all.extend(keys.into_iter().map(Value::from));
+        all.extend(args);
+        let mut cmd = Cmd::new("EVALSHA", all);
+        cmd.script = Some(self.lua());
+        conn.execute(op, &route, &cmd).await
     }
 }

@@ -60,7 +60,10 @@ async fn an_acl_user_connects_with_its_password_from_the_url_or_a_file() {
         .unwrap();
     assert_eq!(conn.info().user.as_deref(), Some("alice"));
     let whoami: String = conn
-        .run("whoami", conn.client().custom(fred::cmd!("ACL"), vec!["WHOAMI"]))
+        .run(
+            "whoami",
+            conn.client_for("").unwrap().custom(fred::cmd!("ACL"), vec!["WHOAMI"]),
+        )
         .await
         .unwrap();
     assert_eq!(whoami, "alice");

@@ -546,8 +546,11 @@ async fn a_command_in_flight_when_the_connection_drops_is_not_sent_again() {
     let call = {
         let (conn, key) = (conn.clone(), key.clone());
         tokio::spawn(async move {
-            conn.run("append", conn.client().append::<i64, _, _>(key.as_str(), "x"))
-                .await
+            conn.run(
+                "append",
+                conn.client_for("").unwrap().append::<i64, _, _>(key.as_str(), "x"),
+            )
+            .await
         })
     };
     let give_up = Instant::now() + Duration::from_secs(5);
@@ -572,13 +575,16 @@ async fn a_command_in_flight_when_the_connection_drops_is_not_sent_again() {
     );
     // Give a would-be retry time to reach the server through the new connection.
     let give_up = Instant::now() + RECOVERY;
-    while conn.client().state() != ClientState::Connected {
+    while conn.client_for("").unwrap().state() != ClientState::Connected {
         assert!(Instant::now() < give_up, "never reconnected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let list = side.command(&["CLIENT", "LIST"]).unwrap().text().unwrap();
     side.command(&["CLIENT", "UNPAUSE"]).unwrap();
-    let stored: Option<String> = conn.run("get", conn.client().get(key.as_str())).await.unwrap();
+    let stored: Option<String> = conn
+        .run("get", conn.client_for("").unwrap().get(key.as_str()))
+        .await
+        .unwrap();
     assert_eq!(
         stored, None,
         "the APPEND was re-sent after the reconnect; clients: {list}"

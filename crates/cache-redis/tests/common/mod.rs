@@ -39,13 +39,12 @@ impl<B: Clone + Send + Sync + 'static> Fixture for RedisFixture<B> {
         false
     }
     fn snapshot<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Vec<u8>>> {
-        use palisade_cache_redis::fred::prelude::*;
         Box::pin(async move {
             let conn = self.conn.as_ref()?;
-            let dump: Option<palisade_cache_redis::fred::bytes::Bytes> = conn.client().dump(key).await.ok()?;
+            let dump: Option<palisade_cache_redis::fred::bytes::Bytes> =
+                conn.command("dump", key, "DUMP", vec![key.into()]).await.ok()?;
             let expiry: i64 = conn
-                .client()
-                .custom(palisade_cache_redis::fred::cmd!("PEXPIRETIME"), vec![key])
+                .command("pexpiretime", key, "PEXPIRETIME", vec![key.into()])
                 .await
                 .ok()?;
             let mut out = dump.map(|b| b.to_vec()).unwrap_or_default();
