@@ -111,7 +111,7 @@ fn ci_steps(steps: &mut Steps) -> Result {
         )
     })?;
     let servers = steps.run_value(
-        "start Redis (standalone, TLS, Sentinel: primary + replica + 3 sentinels, 3-master cluster)",
+        "start Redis (standalone, TLS, Sentinel: primary + replica + 3 sentinels, 3-master cluster with a replica each)",
         Servers::start,
     )?;
     let env = servers.env();
@@ -252,7 +252,9 @@ impl Servers {
         let tls =
             RedisServer::start_tls(&tls_files, TlsServer::good(), &[]).map_err(|e| format!("TLS redis-server: {e}"))?;
         let sentinel = SentinelGroup::start_default().map_err(|e| format!("Sentinel topology: {e}"))?;
-        let cluster = RedisCluster::start(3).map_err(|e| format!("redis cluster: {e}"))?;
+        // A replica per master: the router's suites and a failover must find one.
+        let cluster = RedisCluster::start_with(3, 1, std::time::Duration::from_millis(2000))
+            .map_err(|e| format!("redis cluster: {e}"))?;
         eprintln!(
             "xtask: standalone {} ; TLS {} ; Sentinel {} ; cluster {}",
             standalone.url(),

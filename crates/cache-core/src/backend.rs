@@ -65,6 +65,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn probe(&self) -> impl Future<Output = Result<(), Error>> + Send;
     /// The mode and health.
     fn status(&self) -> BackendStatus;
+    /// Whether the store serves `slot` right now, decided without I/O (a Redis Cluster:
+    /// the slot's master is known and not failing). Only asked for the slots
+    /// [`Run::slot`] names. Default: yes.
+    fn reaches(&self, _slot: u16) -> bool {
+        true
+    }
+    /// Resolves at the next change of the store's topology (a promoted replica, a
+    /// resharding): a supervisor then probes at once instead of at its next backoff
+    /// step. Default: never.
+    fn topology_changed(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// A backend that runs operation `O`.
@@ -72,6 +84,13 @@ pub trait Run<O: Op>: Backend {
     /// Runs `op`. A backend that cannot reach its store returns
     /// [`Error::Unavailable`] or [`Error::Timeout`], within its deadline.
     fn run(&self, op: &O) -> impl Future<Output = Result<Tagged<O::Output>, Error>> + Send;
+    /// The slot of a partitioned store that `op` runs on (a Redis Cluster: the hash slot
+    /// of its key), or `None` when the store is one part or `op` spans them all. In
+    /// degraded mode an outage then moves to the fallback only the slots found
+    /// unreachable ([`Failover`]). Default: `None`.
+    fn slot(&self, _op: &O) -> Option<u16> {
+        None
+    }
 }
 
 /// What [`Op::degraded`] knows about the outage it runs in.
@@ -109,7 +128,10 @@ pub fn split_outage_key(key: &str) -> Option<(u64, &str)> {
 ///   [`UnavailableAtRuntime`](crate::EventKind::UnavailableAtRuntime); a probe emits
 ///   [`Recovered`](crate::EventKind::Recovered) when the primary answers again.
 /// - Calls keep going to the primary during an outage (each bounded by its deadline),
-///   so service resumes with the first call after Redis is back.
+///   so service resumes with the first call after Redis is back. On a partitioned
+///   primary (a Redis Cluster with one master down) calls on the other slots succeed
+///   throughout; the outage (one `UnavailableAtRuntime`, one `Recovered`) lasts until
+///   every slot is served again, and a topology change starts a probe at once.
 #[derive(Clone)]
 pub struct Strict<P> {
     primary: P,
@@ -146,6 +168,12 @@ impl<P: Backend> Backend for Strict<P> {
     fn status(&self) -> BackendStatus {
         BackendStatus::new(Mode::StrictDistributed, self.supervisor.health())
     }
+    fn reaches(&self, slot: u16) -> bool {
+        self.primary.reaches(slot)
+    }
+    fn topology_changed(&self) -> BoxFuture<'static, ()> {
+        self.primary.topology_changed()
+    }
 }
 
 impl<P: Run<O>, O: Op> Run<O> for Strict<P> {
@@ -155,6 +183,9 @@ impl<P: Run<O>, O: Op> Run<O> for Strict<P> {
             self.supervisor.report(O::NAME, e);
         }
         r
+    }
+    fn slot(&self, op: &O) -> Option<u16> {
+        self.primary.slot(op)
     }
 }
 
@@ -243,6 +274,16 @@ impl<P: Backend, F: Fallback<P>> OnRecover for Recover<P, F> {
 /// - While down, calls go straight to the fallback (the dead primary is not hammered),
 ///   as [`Op::degraded`] makes them for the current outage, and their answers are
 ///   tagged [`Provenance::LocalDegraded`] and counted as served degraded.
+/// - A partitioned primary (one whose [`Run::slot`] names a slot: a Redis Cluster)
+///   falls back per slot: while down, a call whose slot has not gone to the fallback in
+///   this outage and which the primary [`reaches`](Backend::reaches) still goes to the
+///   primary, answered [`Provenance::Distributed`]. A slot goes to the fallback the
+///   first time a call on it fails or finds it unreachable, and stays there until the
+///   outage is handed over, so what the fallback holds for it is never shadowed by the
+///   primary. The outage is still one `Degraded` and one `Recovered` event, and the
+///   probe ends it only when every slot is served.
+/// - A [topology change](Backend::topology_changed) of the primary (a promoted
+///   replica) starts a probe at once.
 /// - Errors that are not outages (bad input, codec, error replies) are returned and
 ///   change nothing.
 /// - When a probe confirms the primary is back, the fallback's
@@ -326,11 +367,18 @@ impl<P: Backend, F: Backend> Backend for Failover<P, F> {
     fn status(&self) -> BackendStatus {
         BackendStatus::new(Mode::ExplicitDegraded, self.supervisor.health())
     }
+    fn reaches(&self, slot: u16) -> bool {
+        self.primary.reaches(slot)
+    }
+    fn topology_changed(&self) -> BoxFuture<'static, ()> {
+        self.primary.topology_changed()
+    }
 }
 
 impl<P: Run<O>, F: Run<O>, O: Op> Run<O> for Failover<P, F> {
     async fn run(&self, op: &O) -> Result<Tagged<O::Output>, Error> {
         let sup = &self.supervisor;
+        let slot = self.primary.slot(op);
         let mut failed = None;
         if sup.is_healthy() {
             match self.primary.run(op).await {
@@ -343,8 +391,29 @@ impl<P: Run<O>, F: Run<O>, O: Op> Run<O> for Failover<P, F> {
         }
         let outage = sup.outage_number();
         if !sup.is_healthy() && !sup.handover().active(outage) {
+            // A partitioned store: a slot that has not failed in this outage and whose
+            // part still answers stays on the primary. A slot leaves it the first time
+            // a call finds it unreachable, and stays on the fallback until the outage is
+            // handed over: what the fallback holds for it is never shadowed.
+            if let Some(slot) = slot {
+                if failed.is_none() && !sup.slot_degraded(outage, slot) && self.primary.reaches(slot) {
+                    match Box::pin(self.primary.run(op)).await {
+                        Err(e) if e.is_unavailable() => {
+                            sup.report(O::NAME, &e);
+                            failed = Some(e);
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }
+        let outage = sup.outage_number();
+        if !sup.is_healthy() && !sup.handover().active(outage) {
             let gate = sup.switch_gate().read().await;
             if !sup.is_healthy() && !sup.handover().active(outage) {
+                if let Some(slot) = slot {
+                    sup.degrade_slot(outage, slot);
+                }
                 sup.note_served_degraded();
                 let ctx = FallbackCtx {
                     outage,
@@ -400,30 +469,38 @@ pub enum ByMode<L, S, D> {
     Degraded(D),
 }
 
+/// `$body` with `$b` bound to whichever backend a [`ByMode`] holds.
+macro_rules! each_mode {
+    ($self:ident, $b:ident => $body:expr) => {
+        match $self {
+            ByMode::Local($b) => $body,
+            ByMode::Strict($b) => $body,
+            ByMode::Degraded($b) => $body,
+        }
+    };
+}
+
 impl<L: Backend, S: Backend, D: Backend> Backend for ByMode<L, S, D> {
     async fn probe(&self) -> Result<(), Error> {
-        match self {
-            ByMode::Local(b) => b.probe().await,
-            ByMode::Strict(b) => b.probe().await,
-            ByMode::Degraded(b) => b.probe().await,
-        }
+        each_mode!(self, b => b.probe().await)
     }
     fn status(&self) -> BackendStatus {
-        match self {
-            ByMode::Local(b) => b.status(),
-            ByMode::Strict(b) => b.status(),
-            ByMode::Degraded(b) => b.status(),
-        }
+        each_mode!(self, b => b.status())
+    }
+    fn reaches(&self, slot: u16) -> bool {
+        each_mode!(self, b => b.reaches(slot))
+    }
+    fn topology_changed(&self) -> BoxFuture<'static, ()> {
+        each_mode!(self, b => b.topology_changed())
     }
 }
 
 impl<O: Op, L: Run<O>, S: Run<O>, D: Run<O>> Run<O> for ByMode<L, S, D> {
     async fn run(&self, op: &O) -> Result<Tagged<O::Output>, Error> {
-        match self {
-            ByMode::Local(b) => b.run(op).await,
-            ByMode::Strict(b) => b.run(op).await,
-            ByMode::Degraded(b) => b.run(op).await,
-        }
+        each_mode!(self, b => b.run(op).await)
+    }
+    fn slot(&self, op: &O) -> Option<u16> {
+        each_mode!(self, b => b.slot(op))
     }
 }
 

@@ -33,6 +33,32 @@ pub fn on_behalf_of<F: Future>(tenant: &Arc<str>, call: F) -> impl Future<Output
 pub trait Probe: Send + Sync + 'static {
     /// One check. The supervisor bounds it by [`SupervisorConfig::probe_deadline`].
     fn probe(&self) -> BoxFuture<'_, Result<(), Error>>;
+    /// Resolves when the primary's topology changed: the next probe starts at once.
+    /// Default: never.
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The probe of a [`Backend`](crate::Backend): `probe(primary)`, woken by its
+/// [topology changes](crate::Backend::topology_changed).
+struct Watched<P, F> {
+    primary: P,
+    probe: F,
+}
+
+impl<P, F, Fut> Probe for Watched<P, F>
+where
+    P: crate::Backend,
+    F: Fn(P) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    fn probe(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin((self.probe)(self.primary.clone()))
+    }
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        self.primary.topology_changed()
+    }
 }
 
 impl<F, Fut> Probe for F
@@ -255,6 +281,14 @@ enum State {
     },
 }
 
+/// Slots of a partitioned store the supervisor tracks: a Redis Cluster's 16384.
+const SLOT_WORDS: usize = 16_384 / 64;
+
+fn slot_bit(slot: u16) -> (usize, u64) {
+    let slot = usize::from(slot) % (SLOT_WORDS * 64);
+    (slot / 64, 1u64 << (slot % 64))
+}
+
 /// Watches the primary and decides every healthy ↔ degraded transition.
 ///
 /// # Behavior
@@ -297,6 +331,10 @@ struct Inner {
     /// exclusively by a recovery while it takes the fallback's content.
     gate: Arc<tokio::sync::RwLock<()>>,
     handover: Arc<Handover>,
+    /// The slots of a partitioned primary sent to the fallback in the current outage
+    /// (one bit per slot), and the outage they belong to.
+    degraded_slots: Box<[AtomicU64]>,
+    slots_outage: AtomicU64,
 }
 
 impl fmt::Debug for Supervisor {
@@ -384,6 +422,8 @@ impl Supervisor {
                 served_degraded: AtomicU64::new(0),
                 gate: Arc::new(tokio::sync::RwLock::new(())),
                 handover: Arc::default(),
+                degraded_slots: (0..SLOT_WORDS).map(|_| AtomicU64::new(0)).collect(),
+                slots_outage: AtomicU64::new(0),
             }),
         })
     }
@@ -412,12 +452,14 @@ impl Supervisor {
         down: Option<&Error>,
     ) -> Result<Self, Error>
     where
-        P: Clone + Send + Sync + 'static,
+        P: crate::Backend,
         F: Fn(P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Error>> + Send + 'static,
     {
-        let target = primary.clone();
-        let probe = move || probe(target.clone());
+        let probe = Watched {
+            primary: primary.clone(),
+            probe,
+        };
         match down {
             None => Supervisor::new(ctx, probe, on_recover),
             Some(e) => Supervisor::start_down(ctx, probe, on_recover, e),
@@ -473,6 +515,26 @@ impl Supervisor {
         self.inner.go_down(kind, error)
     }
 
+    /// Whether `slot` of a partitioned primary went to the fallback in outage
+    /// `outage` (see [`Failover`](crate::Failover)).
+    pub fn slot_degraded(&self, outage: u64, slot: u16) -> bool {
+        let inner = &self.inner;
+        if inner.slots_outage.load(Ordering::Acquire) != outage {
+            return false;
+        }
+        let (word, bit) = slot_bit(slot);
+        inner.degraded_slots[word].load(Ordering::Acquire) & bit != 0
+    }
+
+    /// Records that `slot` goes to the fallback until outage `outage` is handed over.
+    pub fn degrade_slot(&self, outage: u64, slot: u16) {
+        let inner = &self.inner;
+        if inner.slots_outage.load(Ordering::Acquire) == outage {
+            let (word, bit) = slot_bit(slot);
+            inner.degraded_slots[word].fetch_or(bit, Ordering::AcqRel);
+        }
+    }
+
     /// Counts one call served by the fallback during the current outage.
     pub fn note_served_degraded(&self) {
         self.inner.served_degraded.fetch_add(1, Ordering::Relaxed);
@@ -520,6 +582,13 @@ impl Inner {
         if let State::Down { .. } = *state {
             return false;
         }
+        // The previous outage's degraded slots are forgotten before the new outage's
+        // number is visible, so no slot recorded for the new one is lost.
+        for w in self.degraded_slots.iter() {
+            w.store(0, Ordering::Release);
+        }
+        let outage = self.outages.load(Ordering::Acquire) + 1;
+        self.slots_outage.store(outage, Ordering::Release);
         let outage = self.outages.fetch_add(1, Ordering::AcqRel) + 1;
         self.served_degraded.store(0, Ordering::Relaxed);
         // Spawned and stored under the lock, with the state it belongs to: a late
@@ -541,7 +610,11 @@ impl Inner {
         let mut attempt = 0u32;
         let mut next = self.clock.now() + self.config.jittered(attempt);
         loop {
-            self.clock.sleep_until(next).await;
+            // A topology change (a promoted replica) is worth a probe now.
+            tokio::select! {
+                () = self.clock.sleep_until(next) => {}
+                () = self.probe.changed() => {}
+            }
             let started = self.clock.now();
             attempt = attempt.saturating_add(1);
             // Start to start: a slow probe is part of the wait for the next one.

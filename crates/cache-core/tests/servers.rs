@@ -91,25 +91,35 @@ fn shared_standalone_server_answers() {
 }
 
 #[test]
-fn shared_cluster_has_three_masters_covering_every_slot() {
-    let Some(nodes) = env::cluster_nodes("shared_cluster_has_three_masters_covering_every_slot") else {
+fn shared_cluster_has_three_masters_with_a_replica_each_covering_every_slot() {
+    let Some(nodes) = env::cluster_nodes("shared_cluster_has_three_masters_with_a_replica_each_covering_every_slot")
+    else {
         return;
     };
-    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes.len(), 6, "3 masters + 3 replicas");
     for node in &nodes {
         let info = resp::command(node, &["CLUSTER", "INFO"]).unwrap().text().unwrap();
         assert!(info.contains("cluster_state:ok"), "{node}: {info}");
         assert!(info.contains("cluster_slots_assigned:16384"), "{node}: {info}");
-        assert!(info.contains("cluster_known_nodes:3\r"), "{node}: {info}");
+        assert!(info.contains("cluster_known_nodes:6\r"), "{node}: {info}");
         let Reply::Array(shards) = resp::command(node, &["CLUSTER", "SLOTS"]).unwrap() else {
             panic!("CLUSTER SLOTS is an array")
         };
         assert_eq!(shards.len(), 3, "three masters, each owning one slot range");
+        for shard in &shards {
+            let Reply::Array(parts) = shard else {
+                panic!("a slot range is an array")
+            };
+            assert_eq!(parts.len(), 4, "start, end, master, one replica: {parts:?}");
+        }
+        let coverage = resp::command(node, &["CONFIG", "GET", "cluster-require-full-coverage"]).unwrap();
+        assert!(format!("{coverage:?}").contains("no"), "{node}: {coverage:?}");
     }
-    // Keys in different slots really live on different nodes: MOVED from the wrong one.
+    // Keys in different slots really live on different nodes: MOVED from every node but
+    // the one master that owns the key (a replica redirects too).
     let moved = nodes
         .iter()
         .filter(|n| matches!(resp::command(n, &["GET", "palisade-probe-key"]).unwrap(), Reply::Error(e) if e.starts_with("MOVED")))
         .count();
-    assert_eq!(moved, 2, "exactly one master owns a key");
+    assert_eq!(moved, 5, "exactly one master owns a key");
 }

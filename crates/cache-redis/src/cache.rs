@@ -97,6 +97,9 @@ impl Run<op::Get> for RedisCache {
         let v: Option<fred::bytes::Bytes> = self.conn.command("cache.get", k, "GET", vec![key(k)]).await?;
         Ok(Self::tag(v))
     }
+    fn slot(&self, op: &op::Get) -> Option<u16> {
+        self.conn.slot_of(&op.key)
+    }
 }
 
 /// `SET key value PX ms [NX]`.
@@ -120,6 +123,9 @@ impl Run<op::Set> for RedisCache {
         let _: () = self.conn.command("cache.set", &op.key, "SET", args).await?;
         Ok(Self::tag(()))
     }
+    fn slot(&self, op: &op::Set) -> Option<u16> {
+        self.conn.slot_of(&op.key)
+    }
 }
 
 impl Run<op::SetIfAbsent> for RedisCache {
@@ -128,6 +134,9 @@ impl Run<op::SetIfAbsent> for RedisCache {
         let args = set_args(&op.key, &op.value, op.ttl, true);
         let reply: Option<String> = self.conn.command("cache.set_if_absent", &op.key, "SET", args).await?;
         Ok(Self::tag(reply.is_some()))
+    }
+    fn slot(&self, op: &op::SetIfAbsent) -> Option<u16> {
+        self.conn.slot_of(&op.key)
     }
 }
 
@@ -139,6 +148,9 @@ impl Run<op::Delete> for RedisCache {
             .await?;
         Ok(Self::tag(n > 0))
     }
+    fn slot(&self, op: &op::Delete) -> Option<u16> {
+        self.conn.slot_of(&op.key)
+    }
 }
 
 impl Run<op::Contains> for RedisCache {
@@ -148,6 +160,9 @@ impl Run<op::Contains> for RedisCache {
             .command("cache.contains", &op.key, "EXISTS", vec![key(&op.key)])
             .await?;
         Ok(Self::tag(n > 0))
+    }
+    fn slot(&self, op: &op::Contains) -> Option<u16> {
+        self.conn.slot_of(&op.key)
     }
 }
 

@@ -262,6 +262,9 @@ impl Run<op::Create> for RedisJobStore {
         let v = self.scripts.create.run(&self.conn, "jobs.create", key, args).await?;
         Ok(Self::tag(self.flag("jobs.create", v)?))
     }
+    fn slot(&self, op: &op::Create) -> Option<u16> {
+        self.conn.slot_of(&op.key)
+    }
 }
 
 impl Run<op::Update> for RedisJobStore {
@@ -274,6 +277,9 @@ impl Run<op::Update> for RedisJobStore {
             .await?;
         Ok(Self::tag(self.flag("jobs.update", v)?))
     }
+    fn slot(&self, op: &op::Update) -> Option<u16> {
+        self.conn.slot_of(&op.key)
+    }
 }
 
 impl Run<op::Exists> for RedisJobStore {
@@ -284,6 +290,9 @@ impl Run<op::Exists> for RedisJobStore {
             .command("jobs.exists", key, "EXISTS", vec![key.into()])
             .await?;
         Ok(Self::tag(n > 0))
+    }
+    fn slot(&self, op: &op::Exists) -> Option<u16> {
+        self.conn.slot_of(&op.key)
     }
 }
 
@@ -321,6 +330,9 @@ impl Run<op::Get> for RedisJobStore {
         }
         Ok(Self::tag(Some(StoredRecord::new(fields, now))))
     }
+    fn slot(&self, op: &op::Get) -> Option<u16> {
+        self.conn.slot_of(&op.key)
+    }
 }
 
 impl Run<op::Transition> for RedisJobStore {
@@ -339,6 +351,9 @@ impl Run<op::Transition> for RedisJobStore {
             .await?;
         Ok(Self::tag(self.outcome("jobs.transition", v)?))
     }
+    fn slot(&self, op: &op::Transition) -> Option<u16> {
+        self.conn.slot_of(&op.key)
+    }
 }
 
 impl Run<op::Heartbeat> for RedisJobStore {
@@ -351,6 +366,9 @@ impl Run<op::Heartbeat> for RedisJobStore {
             .await?;
         Ok(Self::tag(self.outcome("jobs.heartbeat", v)?))
     }
+    fn slot(&self, op: &op::Heartbeat) -> Option<u16> {
+        self.conn.slot_of(&op.key)
+    }
 }
 
 impl Run<op::Delete> for RedisJobStore {
@@ -358,5 +376,8 @@ impl Run<op::Delete> for RedisJobStore {
         let key = op.key.as_str();
         let n: i64 = self.conn.command("jobs.delete", key, "DEL", vec![key.into()]).await?;
         Ok(Self::tag(n > 0))
+    }
+    fn slot(&self, op: &op::Delete) -> Option<u16> {
+        self.conn.slot_of(&op.key)
     }
 }

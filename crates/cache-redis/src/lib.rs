@@ -31,8 +31,10 @@ pub fn all_scripts() -> Vec<(&'static LuaScript, usize)> {
     all
 }
 
-/// What every Redis backend is: its probe is a `PING` through its connection, and it
-/// reports itself healthy (the strict and degraded wrappers own the mode and health).
+/// What every Redis backend is: its probe is a `PING` through its connection (on a
+/// cluster: every master, every slot owned), it reports itself healthy (the strict and
+/// degraded wrappers own the mode and health), and on a cluster it says which slots it
+/// reaches and when the slot table changed.
 macro_rules! redis_backend {
     ($($ty:ty),*) => {$(
         impl palisade_cache_core::Backend for $ty {
@@ -44,6 +46,22 @@ macro_rules! redis_backend {
                     palisade_cache_core::Mode::StrictDistributed,
                     palisade_cache_core::Health::Healthy,
                 )
+            }
+            fn reaches(&self, slot: u16) -> bool {
+                self.connection().reaches(slot)
+            }
+            fn topology_changed(&self) -> palisade_cache_core::BoxFuture<'static, ()> {
+                let changes = self.connection().topology_changes();
+                Box::pin(async move {
+                    match changes {
+                        Some(mut rx) => {
+                            if rx.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                        None => std::future::pending().await,
+                    }
+                })
             }
         }
     )*};

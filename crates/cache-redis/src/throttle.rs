@@ -340,6 +340,15 @@ impl RedisThrottle {
     pub fn connection(&self) -> &RedisConnection {
         &self.conn
     }
+
+    /// The slot every key of a throttle namespace lives on (its hash tag's), on a
+    /// cluster.
+    fn namespace_slot(&self, scope: &Scope) -> Option<u16> {
+        if !self.conn.is_cluster() {
+            return None;
+        }
+        self.conn.slot_of(&scope.global_key().ok()?)
+    }
 }
 
 struct RedisLeases {
@@ -427,6 +436,9 @@ impl Run<op::Acquire> for RedisThrottle {
         };
         Ok(tag(decision))
     }
+    fn slot(&self, op: &op::Acquire) -> Option<u16> {
+        self.namespace_slot(&op.scope)
+    }
 }
 
 impl Run<op::Penalize> for RedisThrottle {
@@ -439,6 +451,9 @@ impl Run<op::Penalize> for RedisThrottle {
             .run_keys(&self.conn, "throttle.penalize", vec![scope.state_key(key)?], args)
             .await?;
         Ok(tag(time(int(&self.conn, "throttle.penalize", v)?)))
+    }
+    fn slot(&self, op: &op::Penalize) -> Option<u16> {
+        self.namespace_slot(&op.scope)
     }
 }
 
@@ -455,6 +470,9 @@ impl Run<op::ClearPenalty> for RedisThrottle {
             )
             .await?;
         Ok(tag(int(&self.conn, "throttle.clear_penalty", v)? == 1))
+    }
+    fn slot(&self, op: &op::ClearPenalty) -> Option<u16> {
+        self.namespace_slot(&op.scope)
     }
 }
 
@@ -476,6 +494,9 @@ impl Run<op::Inspect> for RedisThrottle {
             time(now),
         )))
     }
+    fn slot(&self, op: &op::Inspect) -> Option<u16> {
+        self.namespace_slot(&op.scope)
+    }
 }
 
 impl Run<op::Limit> for RedisThrottle {
@@ -496,5 +517,9 @@ impl Run<op::Limit> for RedisThrottle {
                 retry_after: Duration::from_micros(u64::try_from(r[1]).unwrap_or(0)),
             }
         }))
+    }
+    fn slot(&self, op: &op::Limit) -> Option<u16> {
+        // A rate key has no hash tag: its own slot.
+        self.conn.slot_of(&op.scope.rate_key(&op.key).ok()?)
     }
 }

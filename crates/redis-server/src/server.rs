@@ -352,62 +352,140 @@ fn free_port(bus: bool) -> io::Result<u16> {
     Err(io::Error::other("no free loopback port pair for a cluster node"))
 }
 
-/// A Redis Cluster of masters only, each a [`RedisServer`].
+/// A Redis Cluster, each node a [`RedisServer`]: masters, and optionally replicas.
 ///
 /// # Behavior
 ///
 /// - [`RedisCluster::start`] starts `masters` servers with cluster mode on and
 ///   `cluster-require-full-coverage no`, splits the 16384 slots evenly, joins them
 ///   and returns once every node reports `cluster_state:ok` and knows every node.
+/// - [`RedisCluster::start_with`] also gives every master `replicas` replicas, with the
+///   given `cluster-node-timeout`, and returns once every replica's link to its master
+///   is up. The first `masters` nodes are the masters, then the replicas of master 0,
+///   of master 1, …
 /// - Dropping it kills every node.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    masters: usize,
 }
 
 impl RedisCluster {
     /// Number of hash slots in a Redis Cluster.
     pub const SLOTS: u32 = 16_384;
 
-    /// The arguments of every cluster node.
-    const NODE_ARGS: [&'static str; 8] = [
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "2000",
-        "--cluster-require-full-coverage",
-        "no",
-    ];
-
-    /// A cluster of `masters` nodes.
+    /// A cluster of `masters` nodes, no replicas, `cluster-node-timeout 2000`.
     pub fn start(masters: usize) -> io::Result<RedisCluster> {
-        Self::start_nodes(masters, RedisServer::start_with)
+        Self::start_with(masters, 0, Duration::from_millis(2000))
+    }
+
+    /// A cluster of `masters` masters with `replicas` replicas each.
+    pub fn start_with(masters: usize, replicas: usize, node_timeout: Duration) -> io::Result<RedisCluster> {
+        let args = Self::node_args(node_timeout);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_nodes(masters, replicas, RedisServer::start_with, &args)
+    }
+
+    /// The arguments of every cluster node.
+    fn node_args(node_timeout: Duration) -> Vec<String> {
+        [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            &node_timeout.as_millis().to_string(),
+            "--cluster-require-full-coverage",
+            "no",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
     }
 
     /// A cluster of `masters` nodes whose clients and cluster bus speak TLS
     /// (`tls-cluster yes`): a TLS client is told the nodes' TLS ports. Each node keeps a
     /// plain port for setup and inspection.
     pub fn start_tls(masters: usize, files: &TlsFiles) -> io::Result<RedisCluster> {
-        Self::start_nodes(masters, |args| {
-            let mut all = args.to_vec();
-            all.extend(["--tls-cluster", "yes", "--tls-replication", "yes"]);
-            RedisServer::start_tls(files, TlsServer::good(), &all)
-        })
+        let args = Self::node_args(Duration::from_millis(2000));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_nodes(
+            masters,
+            0,
+            |extra| {
+                let mut all = extra.to_vec();
+                all.extend(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+                RedisServer::start_tls(files, TlsServer::good(), &all)
+            },
+            &args,
+        )
     }
 
-    fn start_nodes(masters: usize, start: impl Fn(&[&str]) -> io::Result<RedisServer>) -> io::Result<RedisCluster> {
-        let mut nodes = Vec::with_capacity(masters);
-        for _ in 0..masters {
-            nodes.push(start(&Self::NODE_ARGS)?);
+    fn start_nodes(
+        masters: usize,
+        replicas: usize,
+        start: impl Fn(&[&str]) -> io::Result<RedisServer>,
+        args: &[&str],
+    ) -> io::Result<RedisCluster> {
+        let total = masters * (1 + replicas);
+        let mut nodes = Vec::with_capacity(total);
+        for _ in 0..total {
+            nodes.push(start(args)?);
         }
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, masters };
         cluster.form()?;
+        cluster.attach_replicas(replicas)?;
         Ok(cluster)
     }
 
+    /// `CLUSTER MYID` of node `i`.
+    pub fn node_id(&self, i: usize) -> io::Result<String> {
+        resp::command(&self.nodes[i].addr(), &["CLUSTER", "MYID"])?
+            .text()
+            .ok_or_else(|| io::Error::other("CLUSTER MYID gave no text"))
+    }
+
+    fn attach_replicas(&self, replicas: usize) -> io::Result<()> {
+        if replicas == 0 {
+            return Ok(());
+        }
+        for m in 0..self.masters {
+            let id = self.node_id(m)?;
+            for r in 0..replicas {
+                let node = &self.nodes[self.masters + m * replicas + r];
+                if let Reply::Error(e) = resp::command(&node.addr(), &["CLUSTER", "REPLICATE", &id])? {
+                    return Err(io::Error::other(format!("CLUSTER REPLICATE: {e}")));
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let up = self.nodes[self.masters..].iter().all(|n| {
+                resp::command(&n.addr(), &["INFO", "replication"])
+                    .ok()
+                    .and_then(|r| r.text())
+                    .is_some_and(|i| i.contains("master_link_status:up"))
+            });
+            if up {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the replicas did not link to their masters within 20 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// How many of the nodes are masters at start.
+    pub fn masters(&self) -> usize {
+        self.masters
+    }
+
     fn form(&self) -> io::Result<()> {
-        let n = self.nodes.len() as u32;
+        let n = self.masters as u32;
+        let total = self.nodes.len();
         let check = |r: io::Result<Reply>, what: &str| -> io::Result<()> {
             match r? {
                 Reply::Error(e) => Err(io::Error::other(format!("{what}: {e}"))),
@@ -416,6 +494,9 @@ impl RedisCluster {
         };
         for (i, node) in self.nodes.iter().enumerate() {
             let i = i as u32;
+            if i >= n {
+                break;
+            }
             let lo = Self::SLOTS * i / n;
             let hi = Self::SLOTS * (i + 1) / n - 1;
             check(
@@ -446,7 +527,7 @@ impl RedisCluster {
                     .and_then(|r| r.text())
                     .is_some_and(|info| {
                         info.contains("cluster_state:ok")
-                            && info.contains(&format!("cluster_known_nodes:{n}\r"))
+                            && info.contains(&format!("cluster_known_nodes:{total}\r"))
                             && info.contains("cluster_slots_assigned:16384")
                     })
             });
