@@ -44,6 +44,8 @@ pub const ACL_COMMANDS: &[&str] = &[
     "+cluster|slots",
     "+cluster|shards",
     "+cluster|info",
+    // Following a slot migration (`ASK`).
+    "+asking",
 ];
 
 /// The `ACL SETUSER <user> on >PASSWORD …` rules of a least-privilege palisade user for

@@ -466,6 +466,60 @@ impl Router {
         Err(error.unwrap_or_else(|| FredError::new(FredKind::IO, "no master is connected")))
     }
 
+    /// What an operator must fix for the cluster to survive a failed master: each
+    /// master's `cluster-require-full-coverage` (must be `no`), masters without an
+    /// online replica, slots without a reachable master.
+    pub(crate) async fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let (unreachable, down) = self.unreachable();
+        if !unreachable.0.is_empty() {
+            let nodes: Vec<String> = down.iter().map(ToString::to_string).collect();
+            out.push(format!(
+                "slots {unreachable} have no reachable master (down: {})",
+                if nodes.is_empty() {
+                    "none known".to_owned()
+                } else {
+                    nodes.join(", ")
+                }
+            ));
+        }
+        let masters = self.masters();
+        for (addr, client, _) in &masters {
+            let cmd = CustomCommand::new_static("CONFIG", ClusterHash::Random, false);
+            let r: Result<Vec<String>, FredError> = tokio::time::timeout(
+                ASK_NODE * 4,
+                client.custom(cmd, vec!["GET", "cluster-require-full-coverage"]),
+            )
+            .await
+            .unwrap_or_else(|_| Err(FredError::new(FredKind::Timeout, "no answer")));
+            match r.as_deref() {
+                Ok([_, v]) if v == "no" => {}
+                Ok([_, v]) => out.push(format!(
+                    "{addr}: cluster-require-full-coverage is {v}: one failed master then stops every \
+                     master; set it to no"
+                )),
+                Ok(_) | Err(_) => out.push(format!(
+                    "{addr}: could not read cluster-require-full-coverage (CONFIG GET refused or no \
+                     answer); it must be no"
+                )),
+            }
+        }
+        if let Some((_, client, _)) = masters.first() {
+            let cmd = CustomCommand::new_static("CLUSTER", ClusterHash::Random, false);
+            if let Ok(Ok(v)) = tokio::time::timeout(ASK_NODE * 4, client.custom::<Value, _>(cmd, vec!["SHARDS"])).await
+            {
+                for (master, replicas) in replicas_per_shard(&v, self.shared.tls) {
+                    if replicas == 0 {
+                        out.push(format!(
+                            "{master} has no online replica: its slots are unavailable until it is back"
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// A counter bumped at every change of the slot table.
     pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.changed.subscribe()
@@ -820,6 +874,44 @@ fn parse_shards(v: &Value, tls: bool) -> (View, Vec<HostPort>) {
         }
     }
     (view, all)
+}
+
+/// Each shard's online master and how many online replicas it has.
+fn replicas_per_shard(v: &Value, tls: bool) -> Vec<(HostPort, usize)> {
+    let Value::Array(shards) = v else { return Vec::new() };
+    let mut out = Vec::new();
+    for shard in shards {
+        let shard = fields(shard);
+        let Some(Value::Array(nodes)) = field(&shard, "nodes") else {
+            continue;
+        };
+        let mut master = None;
+        let mut replicas = 0;
+        for node in nodes {
+            let node = fields(node);
+            let text = |name| field(&node, name).and_then(Value::as_string);
+            let online = text("health").as_deref() == Some("online");
+            match text("role").as_deref() {
+                Some("master") if online => {
+                    let port = if tls {
+                        field(&node, "tls-port").or_else(|| field(&node, "port"))
+                    } else {
+                        field(&node, "port")
+                    }
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(0);
+                    master = Some(HostPort::new(text("ip").unwrap_or_default(), port));
+                }
+                Some("replica") if online => replicas += 1,
+                _ => {}
+            }
+        }
+        if let Some(m) = master {
+            out.push((m, replicas));
+        }
+    }
+    out
 }
 
 fn parse_slots(v: &Value) -> (View, Vec<HostPort>) {

@@ -599,6 +599,16 @@ impl RedisConnection {
         }
     }
 
+    /// What an operator must fix for a cluster to survive a failed master (see the
+    /// crate docs: `cluster-require-full-coverage no`, a replica per master, every slot
+    /// served); empty off a cluster and on a well-configured one.
+    pub async fn cluster_warnings(&self) -> Vec<String> {
+        match &self.inner.route {
+            Route::One(_) => Vec::new(),
+            Route::Cluster(router) => router.warnings().await,
+        }
+    }
+
     /// Any master's client (the one client off a cluster).
     fn any_client(&self, op: &'static str) -> Result<Client, Error> {
         match &self.inner.route {

@@ -581,3 +581,81 @@ async fn degraded_over_a_dead_master_falls_back_only_for_its_slots_with_one_degr
     assert_eq!(errors, 0, "degraded mode answers every call");
     assert!(failover.probe().await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_master_down_at_startup_the_others_serve_and_clear_refuses_naming_the_slots() {
+    let test = "with_a_master_down_at_startup";
+    let Some(mut c) = tokio::task::spawn_blocking(move || cluster(test, 0)).await.unwrap() else {
+        return;
+    };
+    c.nodes_mut()[0].kill();
+    let conn = RedisConnection::connect(&config(&c)).await.unwrap();
+    let cache = RedisCache::new(conn);
+    let keys = keys_per_master(test, 4);
+    for k in keys[1].iter().chain(&keys[2]) {
+        let set = op::Set::new(k.clone(), "v".into(), Duration::from_secs(60));
+        cache.run(&set).await.unwrap();
+    }
+    let started = Instant::now();
+    let err = cache
+        .run(&op::Set::new(keys[0][0].clone(), "v".into(), Duration::from_secs(60)))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() <= DEADLINE + SLACK, "{:?}", started.elapsed());
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        err.to_string().contains("slots 0-5460"),
+        "the error names the slots: {err}"
+    );
+    // A clear would skip the dead master's slots: it refuses before deleting anything.
+    let err = cache.run(&op::Clear::new(env::unique_prefix(test))).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(err.to_string().contains("0-5460"), "the error names the slots: {err}");
+    for k in keys[1].iter().chain(&keys[2]) {
+        let got = cache.run(&op::Get::new(k.clone())).await.unwrap();
+        assert!(got.value.is_some(), "{k} survived the refused clear");
+    }
+    assert!(cache.probe().await.is_err(), "the probe fails while slots are unserved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_warnings_name_full_coverage_missing_replicas_and_unserved_slots() {
+    let test = "the_cluster_warnings";
+    let Some(mut c) = tokio::task::spawn_blocking(move || cluster(test, 0)).await.unwrap() else {
+        return;
+    };
+    let conn = RedisConnection::connect(&config(&c)).await.unwrap();
+    let warnings = conn.cluster_warnings().await;
+    assert_eq!(
+        warnings.iter().filter(|w| w.contains("no online replica")).count(),
+        3,
+        "{warnings:?}"
+    );
+    assert!(!warnings.iter().any(|w| w.contains("full-coverage")), "{warnings:?}");
+    ok(
+        resp::command(
+            &c.nodes()[1].addr(),
+            &["CONFIG", "SET", "cluster-require-full-coverage", "yes"],
+        ),
+        "CONFIG SET",
+    );
+    let port = c.nodes()[1].port().to_string();
+    let warnings = conn.cluster_warnings().await;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&port) && w.contains("cluster-require-full-coverage is yes")),
+        "{warnings:?}"
+    );
+    c.nodes_mut()[0].kill();
+    // A call finds the dead master; the warnings then name its slots.
+    let key = keys_per_master(test, 1)[0][0].clone();
+    assert!(RedisCache::new(conn.clone()).run(&op::Get::new(key)).await.is_err());
+    let warnings = conn.cluster_warnings().await;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("slots 0-5460 have no reachable master")),
+        "{warnings:?}"
+    );
+}

@@ -609,6 +609,10 @@ pub struct Doctor {
     /// Every contract's operations tried on a doctor namespace (when Redis answered):
     /// what the connected user may not run shows here.
     pub contracts: Vec<ContractCheck>,
+    /// What would make a failure worse than it needs to be (a cluster with
+    /// `cluster-require-full-coverage yes`, a master without a replica, slots with no
+    /// reachable master). Warnings do not change [`Doctor::can_serve`].
+    pub warnings: Vec<String>,
 }
 
 /// Whether one contract's operations ran, as [`Palisade::doctor`] tried them.
@@ -811,6 +815,7 @@ impl Palisade {
             connected_to: None,
             role: None,
             contracts: Vec::new(),
+            warnings: Vec::new(),
         };
         if !self.mode.needs_redis() {
             return d;
@@ -841,6 +846,7 @@ impl Palisade {
             if d.error.is_none() && !conn.is_cluster() {
                 d.role = conn.role().await.ok();
             }
+            d.warnings = conn.cluster_warnings().await;
         }
         if d.error.is_none() {
             d.contracts = self.check_contracts().await;

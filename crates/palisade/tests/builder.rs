@@ -138,6 +138,9 @@ async fn strict_on_a_live_cluster_serves_distributed_answers() {
         .unwrap();
     let doctor = p.doctor().await;
     assert_eq!(doctor.cluster, Some(true), "{doctor:?}");
+    // The shared cluster is set up as the docs require: nothing to warn about.
+    assert!(doctor.warnings.is_empty(), "{:?}", doctor.warnings);
+    assert!(doctor.can_serve, "{doctor:?}");
     let policy = Policy::builder()
         .global_cap(2)
         .key_cap(1)

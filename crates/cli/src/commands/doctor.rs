@@ -58,6 +58,7 @@ pub(crate) async fn doctor(cli: &Cli) -> Result<Out, Error> {
                 "can_serve": d.can_serve,
                 "error": d.error,
                 "contracts": d.contracts.iter().map(|c| json!({"contract": c.contract, "ok": c.error.is_none(), "error": c.error})).collect::<Vec<_>>(),
+                "warnings": d.warnings,
             });
             let tls = match (d.tls, &d.tls_server_name) {
                 (Some(true), Some(name)) => format!("TLS on (verified name {name})"),
@@ -82,8 +83,9 @@ pub(crate) async fn doctor(cli: &Cli) -> Result<Out, Error> {
                         .map(|e| format!("\n  {} cannot be served: {e}", c.contract))
                 })
                 .collect();
+            let warnings: String = d.warnings.iter().map(|w| format!("\n  warning: {w}")).collect();
             let text = format!(
-                "mode {} · state {} · {} · {} · {} · user {} · redis {}{} · round trip {} · {}{refused}",
+                "mode {} · state {} · {} · {} · {} · user {} · redis {}{} · round trip {} · {}{refused}{warnings}",
                 d.mode,
                 d.health,
                 d.endpoint.as_deref().unwrap_or("no network"),
