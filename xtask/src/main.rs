@@ -170,7 +170,7 @@ fn ci_steps(steps: &mut Steps) -> Result {
     })?;
     let pids = servers.pids();
     drop(servers);
-    for topology in ["standalone", "sentinel"] {
+    for topology in ["standalone", "sentinel", "cluster"] {
         steps.run(
             &format!(
                 "palisade load --topology {topology}: 2 processes x 8 tasks, strict and degraded, 15 s each \

@@ -425,15 +425,39 @@ impl RedisConnection {
     /// sent the command after reconnecting — a write reported as failed, applied
     /// seconds later (found by the strict kill test).
     ///
-    /// Not an `async fn`: the future it returns holds `fut` once (an `async fn` taking a
-    /// future holds it twice in a debug build, and every call goes through here).
-    pub fn run<'a, T: 'a>(
-        &'a self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, FredError>> + 'a,
-    ) -> impl Future<Output = Result<T, Error>> + 'a {
-        use futures_util::FutureExt;
-        self.bounded(op, fut.map(move |r| r.map_err(|e| self.fred_error(op, e))))
+    /// Not an `async fn`: the [`Bounded`] future it returns holds `fut` once and adds
+    /// one type level (an `async fn` taking a future holds it twice in a debug build;
+    /// combinators nest so deep that a caller's `async fn` overflows rustc's layout
+    /// depth limit).
+    pub fn run<'a, T, F>(&'a self, op: &'static str, fut: F) -> Bounded<'a, F>
+    where
+        F: Future<Output = Result<T, FredError>> + 'a,
+    {
+        self.bounded(op, fut)
+    }
+
+    /// The deadline, the Sentinel gate and the naming of TLS / credential failures,
+    /// around a call whose errors are fred's or already palisade's.
+    fn bounded<'a, T, E: IntoError, F>(&'a self, op: &'static str, fut: F) -> Bounded<'a, F>
+    where
+        F: Future<Output = Result<T, E>> + 'a,
+    {
+        let gated = self
+            .inner
+            .sentinel
+            .as_ref()
+            .and_then(crate::sentinel::Watcher::gate)
+            .map(|why| Error::Unavailable {
+                backend: self.inner.endpoint.clone(),
+                op,
+                source: why.into(),
+            });
+        Bounded {
+            conn: self,
+            op,
+            gated,
+            timed: tokio::time::timeout(self.inner.command_timeout + BACKSTOP, fut),
+        }
     }
 
     /// A fred error of the one client as palisade's; a Sentinel deployment moves on a
@@ -443,34 +467,6 @@ impl RedisConnection {
             sentinel.on_reply_error(client, &e);
         }
         map_error(&self.inner.endpoint, op, self.inner.command_timeout, e)
-    }
-
-    /// The deadline, the Sentinel gate and the naming of TLS / credential failures,
-    /// around a call whose errors are already palisade's.
-    fn bounded<'a, T: 'a>(
-        &'a self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, Error>> + 'a,
-    ) -> impl Future<Output = Result<T, Error>> + 'a {
-        use futures_util::FutureExt;
-        use futures_util::future::{Either, ready};
-        // Combinators, not an `async` block, for the same reason as `run`.
-        if let Some(why) = self.inner.sentinel.as_ref().and_then(crate::sentinel::Watcher::gate) {
-            return Either::Left(ready(Err(Error::Unavailable {
-                backend: self.inner.endpoint.clone(),
-                op,
-                source: why.into(),
-            })));
-        }
-        let timed = tokio::time::timeout(self.inner.command_timeout + BACKSTOP, fut);
-        Either::Right(timed.map(move |r| {
-            let e = match r {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => e,
-                Err(_) => timeout(&self.inner.endpoint, op, self.inner.command_timeout),
-            };
-            Err(self.named_failure(op, e))
-        }))
     }
 
     /// Runs `name args…` on the node that serves `key` (its hash slot on a cluster,
@@ -655,6 +651,58 @@ impl RedisConnection {
             Value::Array(items) => items.first().and_then(|r| r.as_string()).unwrap_or_default(),
             other => other.as_string().unwrap_or_default(),
         })
+    }
+}
+
+/// An error a bounded call can end with: fred's (mapped by the connection) or
+/// palisade's (as is).
+pub trait IntoError {
+    /// The error as palisade's.
+    #[doc(hidden)]
+    fn into_error(self, conn: &RedisConnection, op: &'static str) -> Error;
+}
+
+impl IntoError for FredError {
+    fn into_error(self, conn: &RedisConnection, op: &'static str) -> Error {
+        conn.fred_error(op, self)
+    }
+}
+
+impl IntoError for Error {
+    fn into_error(self, _: &RedisConnection, _: &'static str) -> Error {
+        self
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RedisConnection::run`]: the call under the command deadline
+    /// (plus [`BACKSTOP`]), its error mapped.
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Bounded<'a, F> {
+        conn: &'a RedisConnection,
+        op: &'static str,
+        gated: Option<Error>,
+        #[pin]
+        timed: tokio::time::Timeout<F>,
+    }
+}
+
+impl<T, E: IntoError, F: Future<Output = Result<T, E>>> Future for Bounded<'_, F> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.project();
+        if let Some(e) = this.gated.take() {
+            return Poll::Ready(Err(e));
+        }
+        let (conn, op) = (*this.conn, *this.op);
+        let e = match std::task::ready!(this.timed.poll(cx)) {
+            Ok(Ok(v)) => return Poll::Ready(Ok(v)),
+            Ok(Err(e)) => e.into_error(conn, op),
+            Err(_) => timeout(&conn.inner.endpoint, op, conn.inner.command_timeout),
+        };
+        Poll::Ready(Err(conn.named_failure(op, e)))
     }
 }
 

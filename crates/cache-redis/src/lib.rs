@@ -16,7 +16,7 @@ pub use acl::{ACL_COMMANDS, acl_rule};
 pub use cache::RedisCache;
 pub use cluster::{CLUSTER_REFRESH, CLUSTER_REFRESH_URGENT, SLOTS, slot_of};
 pub use config::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SENTINEL_POLL, RedisConfig, TlsOptions};
-pub use connection::{BACKSTOP, ConnectionInfo, RedisConnection, ServerInfo};
+pub use connection::{BACKSTOP, Bounded, ConnectionInfo, IntoError, RedisConnection, ServerInfo};
 pub use fred;
 pub use jobs::RedisJobStore;
 pub use script::LuaScript;

@@ -19,6 +19,11 @@
 //! component, and calls that outlived their deadline (+ 250 ms of scheduling slack).
 //! It writes `report.json`, `summary.md` and one `latency-<mode>.svg` per mode.
 //!
+//! With `--topology cluster` it runs against 3 masters with a replica each
+//! (`cluster-node-timeout 1000`): master 0 is killed (its replica is promoted), later
+//! restarted (it rejoins as a replica), and master 1 is paused and resumed; the report
+//! gains per-node spans from each node's own `total_commands_processed` and role.
+//!
 //! With `--topology sentinel` the same schedule runs against a Sentinel topology (a
 //! primary, a replica, three sentinels): the primary is killed (a failover follows),
 //! the old primary restarted (it comes back as a replica), the new primary paused (a
@@ -42,7 +47,7 @@ use palisade::{
 };
 use palisade_redis_server::resp;
 use palisade_redis_server::sentinel::SentinelGroup;
-use palisade_redis_server::server::RedisServer;
+use palisade_redis_server::server::{RedisCluster, RedisServer};
 use serde_json::{Value, json};
 
 use crate::chart::Call;
@@ -75,8 +80,9 @@ pub(crate) struct LoadArgs {
     /// Where to write report.json, summary.md and the charts.
     #[arg(long, default_value = "target/load")]
     out: PathBuf,
-    /// `standalone` (one server) or `sentinel` (primary, replica, three sentinels).
-    #[arg(long, default_value = "standalone", value_parser = ["standalone", "sentinel"])]
+    /// `standalone` (one server), `sentinel` (primary, replica, three sentinels) or
+    /// `cluster` (3 masters with a replica each).
+    #[arg(long, default_value = "standalone", value_parser = ["standalone", "sentinel", "cluster"])]
     topology: String,
 }
 
@@ -90,7 +96,18 @@ enum Target {
         /// The node paused (the primary after the first failover).
         paused: Option<u16>,
     },
+    /// 3 masters + 3 replicas: master 0 is killed (its replica is promoted) and later
+    /// restarted (it rejoins as a replica); master 1 is paused and resumed.
+    Cluster(RedisCluster),
 }
+
+/// How long before a failover fault an acknowledged write may still be lost to
+/// asynchronous replication (reported, not counted as palisade's).
+const REPLICATION_WINDOW_MS: u64 = 1000;
+
+/// The cluster's master that is killed, and the one paused.
+const CLUSTER_KILLED: usize = 0;
+const CLUSTER_PAUSED: usize = 1;
 
 impl Target {
     fn start(topology: &str) -> std::io::Result<Target> {
@@ -100,14 +117,25 @@ impl Target {
                 killed: None,
                 paused: None,
             },
+            "cluster" => Target::Cluster(RedisCluster::start_with(3, 1, Duration::from_millis(1000))?),
             _ => Target::Standalone(RedisServer::start()?),
         })
+    }
+
+    /// Every node's `host:port` (one for standalone).
+    fn nodes(&self) -> Vec<String> {
+        match self {
+            Target::Standalone(s) => vec![s.addr()],
+            Target::Sentinel { .. } => Vec::new(),
+            Target::Cluster(c) => c.nodes().iter().map(RedisServer::addr).collect(),
+        }
     }
 
     fn url(&self) -> String {
         match self {
             Target::Standalone(s) => s.url(),
             Target::Sentinel { group, .. } => group.url(),
+            Target::Cluster(c) => format!("redis-cluster://{}", c.seeds()),
         }
     }
 
@@ -128,6 +156,7 @@ impl Target {
                 }
                 *killed = Some(port);
             }
+            Target::Cluster(c) => c.nodes_mut()[CLUSTER_KILLED].kill(),
         }
         Ok(())
     }
@@ -140,6 +169,7 @@ impl Target {
                 Some(port) => group.rejoin(*port),
                 None => Ok(()),
             },
+            Target::Cluster(c) => c.nodes_mut()[CLUSTER_KILLED].start_again(),
         }
     }
 
@@ -155,6 +185,7 @@ impl Target {
                     .ok_or_else(|| std::io::Error::other("the primary is not a node of the group"))?
                     .pause()
             }
+            Target::Cluster(c) => c.nodes_mut()[CLUSTER_PAUSED].pause(),
         }
     }
 
@@ -165,6 +196,7 @@ impl Target {
                 Some(node) => node.resume(),
                 None => Ok(()),
             },
+            Target::Cluster(c) => c.nodes_mut()[CLUSTER_PAUSED].resume(),
         }
     }
 
@@ -245,7 +277,8 @@ struct Tally {
     samples: Vec<Sample>,
     leases: Vec<(Provenance, u64, Option<u64>, String)>,
     cross_tenant: u64,
-    lost_updates: u64,
+    /// When each acknowledged update that a later read did not find was acknowledged.
+    lost_updates: Vec<u64>,
     resurrected: u64,
     local_in_strict: u64,
     over_deadline: u64,
@@ -410,7 +443,7 @@ async fn jobs_role(w: &Worker, p: &Palisade, until: u64, worker: usize, task: us
                         .await
                     {
                         if t.value {
-                            acked.push((field, t.provenance));
+                            acked.push((field, t.provenance, now_ms()));
                         }
                     }
                 }
@@ -435,11 +468,12 @@ async fn jobs_role(w: &Worker, p: &Palisade, until: u64, worker: usize, task: us
                 let acked: Vec<_> = acked_a
                     .iter()
                     .chain(&acked_b)
-                    .filter(|(_, p)| *p == read.provenance && *p == origin)
+                    .filter(|(_, p, _)| *p == read.provenance && *p == origin)
                     .collect();
-                let lost = acked.iter().filter(|(f, _)| !r.fields.contains_key(f)).count() as u64;
                 let mut t = w.tally.lock().unwrap_or_else(|p| p.into_inner());
-                t.lost_updates += lost;
+                for (_, _, at) in acked.iter().filter(|(f, _, _)| !r.fields.contains_key(f)) {
+                    t.lost_updates.push(*at);
+                }
                 t.job_rounds_checked += 1;
             }
         }
@@ -589,7 +623,7 @@ pub(crate) async fn worker_main(mode: Mode, url: &str) -> Result<Value, Error> {
         "leases": t.leases.iter().map(|(p, a, e, k)| json!([p.as_str(), a, e, k])).collect::<Vec<_>>(),
         "events": events.iter().map(|(at, k, c)| json!([at, k, c])).collect::<Vec<_>>(),
         "cross_tenant": t.cross_tenant,
-        "lost_updates": t.lost_updates,
+        "lost_update_acks": t.lost_updates,
         "resurrected": t.resurrected,
         "local_in_strict": t.local_in_strict,
         "over_deadline": t.over_deadline,
@@ -658,6 +692,35 @@ struct ModeRun {
     /// (acknowledged markers lost before the first fault, lost after it), looked up
     /// on the final primary.
     lost_markers: (u64, u64),
+    /// Cluster: at each phase boundary (ms since the epoch), every node's
+    /// `total_commands_processed` and role (`None`: it did not answer — killed or
+    /// paused). Per-master phases come from Redis's own counters.
+    node_counts: Vec<(u64, Vec<NodeCount>)>,
+}
+
+/// One node's `total_commands_processed` and `ROLE`, or `None` if it did not answer.
+type NodeCount = Option<(u64, String)>;
+
+/// Every node's `total_commands_processed` and `ROLE`, each within 200 ms.
+fn node_counts(nodes: &[String]) -> Vec<NodeCount> {
+    nodes
+        .iter()
+        .map(|addr| {
+            let mut conn = resp::Conn::connect(addr, Duration::from_millis(200)).ok()?;
+            let info = conn.command(&["INFO", "stats"]).ok()?.text()?;
+            let n = info
+                .lines()
+                .find_map(|l| l.strip_prefix("total_commands_processed:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            let role = match conn.command(&["ROLE"]).ok()? {
+                resp::Reply::Array(items) => items.first().and_then(resp::Reply::text)?,
+                _ => return None,
+            };
+            Some((n, role))
+        })
+        .collect()
 }
 
 /// Looks every acknowledged marker up on `addr` (the final primary): how many are
@@ -753,21 +816,37 @@ fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, LoadError> {
         }
     };
     let mut faults = BTreeMap::new();
+    let cluster = matches!(server, Target::Cluster(_));
+    let nodes = server.nodes();
+    let mut counts = Vec::new();
+    let count = |counts: &mut Vec<_>| {
+        if cluster {
+            counts.push((now_ms(), node_counts(&nodes)));
+        }
+    };
+    wait_until(at(0.0));
+    count(&mut counts);
     wait_until(at(0.25));
+    count(&mut counts);
     faults.insert("kill", now_ms());
     server.kill()?;
     // A write that started before this instant may have been applied and lost with
     // the server; one that started after it cannot have been.
     faults.insert("killed", now_ms());
     wait_until(at(0.45));
+    count(&mut counts);
     server.restart()?;
     faults.insert("restarted", now_ms());
     wait_until(at(0.65));
+    count(&mut counts);
     server.pause()?;
     faults.insert("pause", now_ms());
     wait_until(at(0.80));
+    count(&mut counts);
     server.resume()?;
     faults.insert("resumed", now_ms());
+    wait_until(at(1.0));
+    count(&mut counts);
     let mut workers = Vec::new();
     for child in children {
         let out = child.wait_with_output()?;
@@ -784,6 +863,8 @@ fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, LoadError> {
             None => (u64::MAX, u64::MAX),
         },
         Target::Standalone(s) => check_markers(&s.addr(), &prefix, &workers, &faults, true),
+        // Markers are looked up on one primary; a cluster's live on every master.
+        Target::Cluster(_) => (0, 0),
     };
     Ok(ModeRun {
         mode,
@@ -793,6 +874,7 @@ fn run_mode(args: &LoadArgs, mode: Mode) -> Result<ModeRun, LoadError> {
         workers,
         kill_loses_data: server.kill_loses_data(),
         lost_markers,
+        node_counts: counts,
     })
 }
 
@@ -854,9 +936,31 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
             cap(KEY_CAP),
             (INTERVAL.as_micros() as f64 / share) as u64,
         );
+        // A lost update acknowledged in the second before a failover fault (a kill or a
+        // pause of a node with a replica) is asynchronous replication's loss, which
+        // Redis does not promise against (reported); any other is palisade's
+        // (an invariant).
+        for at in w["lost_update_acks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+        {
+            let replication = !run.kill_loses_data
+                && [kill, pause]
+                    .iter()
+                    .any(|f| at <= *f && at + REPLICATION_WINDOW_MS > *f);
+            let k = if replication {
+                "lost_to_replication"
+            } else {
+                "lost_updates"
+            };
+            *counters.entry(k).or_default() += 1;
+        }
+        counters.entry("lost_updates").or_default();
+        counters.entry("lost_to_replication").or_default();
         for k in [
             "cross_tenant",
-            "lost_updates",
             "resurrected",
             "local_in_strict",
             "over_deadline",
@@ -962,7 +1066,31 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
     } else {
         "writes_applied_on_a_demoted_node"
     };
-    invariants[name] = json!(lost_after);
+    if run.node_counts.is_empty() {
+        invariants[name] = json!(lost_after);
+    }
+    // Cluster: what each node served in each span between faults, from its own
+    // `total_commands_processed` (`null`: it did not answer).
+    let per_node: Vec<Value> = run
+        .node_counts
+        .windows(2)
+        .map(|w| {
+            let ((a, before), (b, after)) = (&w[0], &w[1]);
+            let secs = (b.saturating_sub(*a)).max(1) as f64 / 1000.0;
+            let nodes: Vec<Value> = before
+                .iter()
+                .zip(after)
+                .map(|(x, y)| match (x, y) {
+                    (Some((n1, _)), Some((n2, role))) => {
+                        json!({"role": role, "commands_per_s": (n2.saturating_sub(*n1) as f64 / secs).round()})
+                    }
+                    (_, Some((_, role))) => json!({"role": role, "commands_per_s": null}),
+                    _ => json!(null),
+                })
+                .collect();
+            json!({"start_ms": a.saturating_sub(run.start_ms), "end_ms": b.saturating_sub(run.start_ms), "nodes": nodes})
+        })
+        .collect();
     let markers: usize = run
         .workers
         .iter()
@@ -971,10 +1099,12 @@ fn analyse(run: &ModeRun, args: &LoadArgs) -> Value {
     json!({
         "mode": run.mode.as_str(),
         "markers_checked": markers,
+        "acknowledged_updates_lost_to_replication_at_a_failover": counters["lost_to_replication"],
         "acknowledged_writes_lost_before_the_first_fault": lost_before,
         "duration_ms": run.duration_ms,
         "faults_ms": run.faults.iter().map(|(k, v)| (k.to_string(), json!(v - run.start_ms))).collect::<serde_json::Map<_, _>>(),
         "phases": phases,
+        "node_phases": per_node,
         "invariants": invariants,
         "leases_checked": distributed.len(),
         "leases_with_unknown_end": uncertain,
@@ -1035,15 +1165,43 @@ fn markdown(report: &Value) -> String {
         }
         let _ = writeln!(
             md,
-            "\ntime to detect (max): {} ms · time to recover (max): {} ms · leases checked: {} (left out, release outcome unknown: {}) · job rounds checked: {} · markers checked: {} · acknowledged writes lost before the first fault (asynchronous replication; standalone: not looked up, the kill loses them by design): {}\n",
+            "\ntime to detect (max): {} ms · time to recover (max): {} ms · leases checked: {} (left out, release outcome unknown: {}) · job rounds checked: {} · markers checked: {} · acknowledged writes lost before the first fault (asynchronous replication; standalone: not looked up, the kill loses them by design): {} · acknowledged job updates lost to asynchronous replication in the second before a failover: {}\n",
             m["detect_ms_max"],
             m["recover_ms_max"],
             m["leases_checked"],
             m["leases_with_unknown_end"],
             m["job_rounds_checked"],
             m["markers_checked"],
-            m["acknowledged_writes_lost_before_the_first_fault"]
+            m["acknowledged_writes_lost_before_the_first_fault"],
+            m["acknowledged_updates_lost_to_replication_at_a_failover"]
         );
+        let spans = m["node_phases"].as_array().cloned().unwrap_or_default();
+        if !spans.is_empty() {
+            md.push_str("Per node, from its own `total_commands_processed` (commands/s and role at the end of the span; `-`: did not answer):\n\n| span (ms) | ");
+            let n = spans[0]["nodes"].as_array().map_or(0, Vec::len);
+            for i in 0..n {
+                let _ = write!(md, "node {i} | ");
+            }
+            md.push_str("\n|---|");
+            md.push_str(&"---|".repeat(n));
+            md.push('\n');
+            for sp in &spans {
+                let _ = write!(md, "| {}–{} | ", sp["start_ms"], sp["end_ms"]);
+                for node in sp["nodes"].as_array().into_iter().flatten() {
+                    match (node["role"].as_str(), node["commands_per_s"].as_f64()) {
+                        (Some(role), Some(c)) => {
+                            let _ = write!(md, "{c} ({role}) | ");
+                        }
+                        (Some(role), None) => {
+                            let _ = write!(md, "- ({role}) | ");
+                        }
+                        _ => md.push_str("- | "),
+                    }
+                }
+                md.push('\n');
+            }
+            md.push('\n');
+        }
         md.push_str("| invariant | count |\n|---|---|\n");
         for (k, v) in m["invariants"].as_object().into_iter().flatten() {
             let _ = writeln!(md, "| {k} | {v} |");
