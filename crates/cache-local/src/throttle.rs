@@ -325,6 +325,9 @@ impl Run<op::Inspect> for LocalThrottle {
 impl Run<op::Limit> for LocalThrottle {
     async fn run(&self, op: &op::Limit) -> Result<Tagged<RateDecision>, Error> {
         let (scope, key, rate) = (&*op.scope, op.key.as_str(), &op.rate);
+        if op.cost == 0 {
+            return Err(Error::invalid_input("a rate-limit cost is at least 1"));
+        }
         let now = self.now();
         let rate_key = scope.rate_key(key)?;
         let emission = us(rate.emission).max(1);
@@ -338,16 +341,37 @@ impl Run<op::Limit> for LocalThrottle {
         // Signed and wide, as the Redis script computes it in doubles: the allowance
         // point lies before the epoch for a large burst, and must not saturate at 0
         // (which made `remaining` smaller than Redis's for the same sequence).
-        let new_tat = i128::from(tat) + i128::from(emission);
-        let allow_at = new_tat - i128::from(emission) * i128::from(rate.burst);
+        let e = i128::from(emission);
+        let new_tat = i128::from(tat) + e * i128::from(op.cost);
+        let allow_at = new_tat - e * i128::from(rate.burst);
         let now_wide = i128::from(now);
+        let micros = |d: i128| Duration::from_micros(u64::try_from(d.max(0)).unwrap_or(u64::MAX));
         if now_wide < allow_at {
             return Ok(tag(RateDecision::Limited {
-                retry_after: Duration::from_micros(u64::try_from(allow_at - now_wide).unwrap_or(u64::MAX)),
+                retry_after: micros(allow_at - now_wide),
+                limit: rate.burst,
+                reset_after: micros(i128::from(tat) - now_wide),
             }));
         }
-        entry.insert_entry(u64::try_from(new_tat).unwrap_or(u64::MAX));
-        let remaining = u32::try_from((now_wide - allow_at) / i128::from(emission)).unwrap_or(u32::MAX);
-        Ok(tag(RateDecision::Allowed { remaining }))
+        if op.consume {
+            entry.insert_entry(u64::try_from(new_tat).unwrap_or(u64::MAX));
+        }
+        let remaining = u32::try_from((now_wide - allow_at) / e).unwrap_or(u32::MAX);
+        Ok(tag(RateDecision::Allowed {
+            remaining,
+            limit: rate.burst,
+            reset_after: micros(new_tat - now_wide),
+        }))
+    }
+}
+
+impl Run<op::ResetRate> for LocalThrottle {
+    async fn run(&self, op: &op::ResetRate) -> Result<Tagged<bool>, Error> {
+        let rate_key = op.scope.rate_key(&op.key)?;
+        let now = self.now();
+        // An arrival time in the past is a full allowance already: no state, as on
+        // Redis, where that key has expired.
+        let had = self.lock().rates.remove(&rate_key).is_some_and(|tat| tat > now);
+        Ok(tag(had))
     }
 }

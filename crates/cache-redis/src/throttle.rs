@@ -184,14 +184,27 @@ return {now, redis.call('ZCOUNT', KEYS[2], above, '+inf'), redis.call('ZCOUNT', 
 // 200 years (checked here too): every time below stays exact in a double.
 const LIMIT: &str = script!(
     r#"
-local emission, burst = arg(1, 1, DAY), arg(2, 1, CAP)
-if not (emission and burst) or emission * burst > 200 * YEAR then return bad('a rate is out of bounds') end
+local emission, burst, cost, consume = arg(1, 1, DAY), arg(2, 1, CAP), arg(3, 1, CAP), arg(4, 0, 1)
+if not (emission and burst and cost and consume) or emission * burst > 200 * YEAR
+    or emission * cost > 200 * YEAR then
+  return bad('a rate is out of bounds')
+end
 local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
-local new_tat = tat + emission
+local new_tat = tat + emission * cost
 local allow_at = new_tat - emission * burst
-if now < allow_at then return {0, allow_at - now} end
-redis.call('SET', KEYS[1], fmt(new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
-return {1, math.floor((now - allow_at) / emission)}
+if now < allow_at then return {0, allow_at - now, tat - now} end
+if consume == 1 then
+  redis.call('SET', KEYS[1], fmt(new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
+end
+return {1, math.floor((now - allow_at) / emission), new_tat - now}
+"#
+);
+
+const RESET_RATE: &str = script!(
+    r#"
+-- Read first: a key of another type (not palisade's) fails here, before the write.
+if redis.call('GET', KEYS[1]) == false then return 0 end
+return redis.call('DEL', KEYS[1])
 "#
 );
 
@@ -203,6 +216,7 @@ struct Scripts {
     clear_penalty: LuaScript,
     inspect: LuaScript,
     limit: LuaScript,
+    reset_rate: LuaScript,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -213,6 +227,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     clear_penalty: LuaScript::new("throttle.clear_penalty", CLEAR_PENALTY),
     inspect: LuaScript::new("throttle.inspect", INSPECT),
     limit: LuaScript::new("throttle.limit", LIMIT),
+    reset_rate: LuaScript::new("throttle.reset_rate", RESET_RATE),
 });
 
 /// Every throttle script and the number of keys it takes.
@@ -226,6 +241,7 @@ pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
         (&s.clear_penalty, 1),
         (&s.inspect, 3),
         (&s.limit, 1),
+        (&s.reset_rate, 1),
     ]
 }
 
@@ -316,6 +332,7 @@ impl RedisThrottle {
             &s.clear_penalty,
             &s.inspect,
             &s.limit,
+            &s.reset_rate,
         ] {
             script.load(&conn).await?;
         }
@@ -502,24 +519,53 @@ impl Run<op::Inspect> for RedisThrottle {
 impl Run<op::Limit> for RedisThrottle {
     async fn run(&self, op: &op::Limit) -> Result<Tagged<RateDecision>, Error> {
         let (scope, key, rate) = (&*op.scope, op.key.as_str(), &op.rate);
-        let args = vec![us(rate.emission).max(1).into(), i64::from(rate.burst).into()];
+        let args = vec![
+            us(rate.emission).max(1).into(),
+            i64::from(rate.burst).into(),
+            i64::from(op.cost).into(),
+            i64::from(op.consume).into(),
+        ];
         let v = SCRIPTS
             .limit
             .run_keys(&self.conn, "throttle.limit", vec![scope.rate_key(key)?], args)
             .await?;
-        let r = ints(&self.conn, "throttle.limit", v, 2)?;
+        let r = ints(&self.conn, "throttle.limit", v, 3)?;
+        let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        let (limit, reset_after) = (rate.burst, micros(r[2]));
         Ok(tag(if r[0] == 1 {
             RateDecision::Allowed {
                 remaining: u32::try_from(r[1]).unwrap_or(u32::MAX),
+                limit,
+                reset_after,
             }
         } else {
             RateDecision::Limited {
-                retry_after: Duration::from_micros(u64::try_from(r[1]).unwrap_or(0)),
+                retry_after: micros(r[1]),
+                limit,
+                reset_after,
             }
         }))
     }
     fn slot(&self, op: &op::Limit) -> Option<u16> {
         // A rate key has no hash tag: its own slot.
+        self.conn.slot_of(&op.scope.rate_key(&op.key).ok()?)
+    }
+}
+
+impl Run<op::ResetRate> for RedisThrottle {
+    async fn run(&self, op: &op::ResetRate) -> Result<Tagged<bool>, Error> {
+        let v = SCRIPTS
+            .reset_rate
+            .run_keys(
+                &self.conn,
+                "throttle.reset_rate",
+                vec![op.scope.rate_key(&op.key)?],
+                vec![],
+            )
+            .await?;
+        Ok(tag(int(&self.conn, "throttle.reset_rate", v)? == 1))
+    }
+    fn slot(&self, op: &op::ResetRate) -> Option<u16> {
         self.conn.slot_of(&op.scope.rate_key(&op.key).ok()?)
     }
 }

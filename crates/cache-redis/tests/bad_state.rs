@@ -60,10 +60,10 @@ async fn garbage_throttle_state_is_a_typed_error_or_treated_as_absent() {
     let r = RateLimiter::new(backend, ns.sibling("rl").unwrap());
     raw(&url, &["SET", &r_key(&ns, "ip"), "abc"]);
     let rate = Rate::per_second(1).burst(1).build().unwrap();
-    assert_eq!(
+    assert!(matches!(
         r.limit("ip", &rate).await.unwrap().value,
-        RateDecision::Allowed { remaining: 0 }
-    );
+        RateDecision::Allowed { remaining: 0, .. }
+    ));
     assert!(matches!(
         r.limit("ip", &rate).await.unwrap().value,
         RateDecision::Limited { .. }

@@ -73,7 +73,7 @@ fn args() -> impl Strategy<Value = Vec<String>> {
 }
 
 async fn set_up(conn: &RedisConnection, key: &str, state: &State) {
-    let c = conn.client_for("").unwrap();
+    let c = conn.client_for(key).unwrap();
     let _: i64 = c.del(key).await.unwrap();
     match state {
         State::Absent => {}
@@ -100,7 +100,7 @@ async fn set_up(conn: &RedisConnection, key: &str, state: &State) {
 
 /// What a key is, byte for byte, and when it expires.
 async fn snapshot(conn: &RedisConnection, key: &str) -> (Option<Vec<u8>>, i64) {
-    let c = conn.client_for("").unwrap();
+    let c = conn.client_for(key).unwrap();
     let dump: Option<fred::bytes::Bytes> = c.dump(key).await.unwrap();
     let expiry: i64 = c.custom(fred::cmd!("PEXPIRETIME"), vec![key]).await.unwrap();
     (dump.map(|b| b.to_vec()), expiry)

@@ -130,14 +130,14 @@ async fn degraded_scales_local_limits_keeps_permits_bound_and_swaps_back_for_rea
     // Rates are scaled too: burst 4 x 0.5 = 2.
     let rl = RateLimiter::new(failover.clone(), namespace.sibling("rl").unwrap());
     let rate = Rate::per_second(1).burst(4).build().unwrap();
-    assert_eq!(
+    assert!(matches!(
         rl.limit("ip", &rate).await.unwrap().value,
-        RateDecision::Allowed { remaining: 1 }
-    );
-    assert_eq!(
+        RateDecision::Allowed { remaining: 1, .. }
+    ));
+    assert!(matches!(
         rl.limit("ip", &rate).await.unwrap().value,
-        RateDecision::Allowed { remaining: 0 }
-    );
+        RateDecision::Allowed { remaining: 0, .. }
+    ));
     assert!(matches!(
         rl.limit("ip", &rate).await.unwrap().value,
         RateDecision::Limited { .. }

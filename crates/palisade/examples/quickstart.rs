@@ -95,8 +95,8 @@ async fn main() -> Result<(), palisade::Error> {
     let rate = Rate::per_second(10).burst(3).build()?;
     for _ in 0..4 {
         match limiter.limit("client-1", &rate).await?.value {
-            RateDecision::Allowed { remaining } => println!("limit: allowed, {remaining} left"),
-            RateDecision::Limited { retry_after } => println!("limit: limited for {retry_after:?}"),
+            RateDecision::Allowed { remaining, .. } => println!("limit: allowed, {remaining} left"),
+            RateDecision::Limited { retry_after, .. } => println!("limit: limited for {retry_after:?}"),
         }
     }
     let s = throttle.stats();

@@ -16,7 +16,7 @@ use palisade::{Palisade, Rate, RateDecision};
 async fn verify(p: &Palisade, tenant: &str, token: &str) -> Result<String, palisade::Error> {
     let t = p.tenant(tenant)?;
     let rate = Rate::per_minute(60).burst(5).build()?;
-    if let RateDecision::Limited { retry_after } = t.rate_limiter().limit(token, &rate).await?.value {
+    if let RateDecision::Limited { retry_after, .. } = t.rate_limiter().limit(token, &rate).await?.value {
         return Ok(format!("{tenant}: slow down, retry in {retry_after:?}"));
     }
     let cache = t.cache().namespace("verified")?;

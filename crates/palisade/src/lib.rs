@@ -37,3 +37,8 @@ pub mod contracts {
     pub use palisade_job_store as jobs;
     pub use palisade_throttle as throttle;
 }
+
+/// The workspace README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct WorkspaceReadme;

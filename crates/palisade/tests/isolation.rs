@@ -37,7 +37,7 @@ async fn check_isolation(p: Palisade) {
     };
     assert!(matches!(
         limiter.limit(KEY, &rate).await.unwrap().value,
-        RateDecision::Allowed { remaining: 2 }
+        RateDecision::Allowed { remaining: 2, .. }
     ));
     cache.set(KEY, b"cached", ttl).await.unwrap();
 
@@ -58,7 +58,7 @@ async fn check_isolation(p: Palisade) {
     assert_eq!(throttle.inspect(KEY).await.unwrap().value.key_leases, 1);
     assert!(matches!(
         limiter.limit(KEY, &rate).await.unwrap().value,
-        RateDecision::Allowed { remaining: 1 }
+        RateDecision::Allowed { remaining: 1, .. }
     ));
 
     // The other way round: job, throttle and limiter operations leave the cache alone.

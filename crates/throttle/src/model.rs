@@ -443,19 +443,64 @@ impl Rate {
 }
 
 /// A rate-limit decision: allowed or limited, nothing else (a `match` needs no
-/// wildcard).
+/// wildcard), each with what an HTTP `RateLimit` header needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateDecision {
     /// Let through; `remaining` more would pass right now.
     Allowed {
-        /// Requests that would pass right now after this one.
+        /// Requests (of cost 1) that would pass right now after this one.
         remaining: u32,
+        /// The burst: how many pass at once from a full allowance.
+        limit: u32,
+        /// When the allowance is full again if nothing more is asked.
+        reset_after: Duration,
     },
     /// Refused.
     Limited {
-        /// When the next request could pass.
+        /// When the request (at its cost) could pass.
         retry_after: Duration,
+        /// The burst: how many pass at once from a full allowance.
+        limit: u32,
+        /// When the allowance is full again if nothing more is asked.
+        reset_after: Duration,
     },
+}
+
+impl RateDecision {
+    /// Whether the request passes.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, RateDecision::Allowed { .. })
+    }
+
+    /// Requests that would pass right now (0 when limited).
+    pub fn remaining(&self) -> u32 {
+        match self {
+            RateDecision::Allowed { remaining, .. } => *remaining,
+            RateDecision::Limited { .. } => 0,
+        }
+    }
+
+    /// The burst of the rate the decision was made at.
+    pub fn limit(&self) -> u32 {
+        match self {
+            RateDecision::Allowed { limit, .. } | RateDecision::Limited { limit, .. } => *limit,
+        }
+    }
+
+    /// When the allowance is full again if nothing more is asked.
+    pub fn reset_after(&self) -> Duration {
+        match self {
+            RateDecision::Allowed { reset_after, .. } | RateDecision::Limited { reset_after, .. } => *reset_after,
+        }
+    }
+
+    /// When the request could pass (zero when allowed).
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            RateDecision::Allowed { .. } => Duration::ZERO,
+            RateDecision::Limited { retry_after, .. } => *retry_after,
+        }
+    }
 }
 
 /// One throttle namespace: its keys share one Redis Cluster hash slot.
@@ -526,9 +571,15 @@ palisade_cache_core::contract! {
 ///   running.
 /// - [`Inspect`](crate::op::Inspect) reports the key's live leases, the namespace's,
 ///   the penalty and the last acquisition.
-/// - [`Limit`](crate::op::Limit) is one GCRA step for the key.
+/// - [`Limit`](crate::op::Limit) is one GCRA step for the key at a cost of `cost`
+///   requests: allowed when `cost` requests fit the allowance, which they then consume
+///   (unless `consume` is false: a peek); refused otherwise, consuming nothing. Every
+///   decision carries the burst, the requests of cost 1 still passing and when the
+///   allowance is full again.
+/// - [`ResetRate`](crate::op::ResetRate) forgets the key's GCRA state (a full allowance
+///   again) and says whether there was any.
 /// - Every stored item expires (bounded memory).
-pub trait ThrottleBackend: op::Acquire, op::Penalize, op::ClearPenalty, op::Inspect, op::Limit;
+pub trait ThrottleBackend: op::Acquire, op::Penalize, op::ClearPenalty, op::Inspect, op::Limit, op::ResetRate;
 }
 
 /// A granted lease. Release it when done; a permit dropped without release is

@@ -129,8 +129,16 @@ throttle_op! {
     Limit -> RateDecision, "throttle.limit" {
         /// The rate.
         rate: Rate,
+        /// How many requests this one counts as (at least 1).
+        cost: u32,
+        /// Whether an allowed request consumes its cost (`false`: a peek).
+        consume: bool,
     }
     degraded |op, ctx| { op.rate = op.rate.scaled(ctx.options.degraded_share); }
+}
+throttle_op! {
+    /// Forgets the key's GCRA state: a full allowance again.
+    ResetRate -> bool, "throttle.reset_rate" {}
 }
 
 /// The lease operations of a permit granted while degraded: extensions capped, and

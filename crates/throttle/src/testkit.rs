@@ -381,12 +381,9 @@ pub async fn the_rate_limiter_allows_a_burst_then_the_rate<F: Fixture<Backend: T
     let r = RateLimiter::new(fx.backend(), ns_for(fx, "rl"));
     let rate = Rate::per(1, fx.short_ttl()).burst(3).build().unwrap();
     for remaining in [2, 1, 0] {
-        assert_eq!(
-            r.limit("k", &rate).await.unwrap().value,
-            RateDecision::Allowed { remaining }
-        );
+        assert_eq!(r.limit("k", &rate).await.unwrap().value.remaining(), remaining);
     }
-    let RateDecision::Limited { retry_after } = r.limit("k", &rate).await.unwrap().value else {
+    let RateDecision::Limited { retry_after, .. } = r.limit("k", &rate).await.unwrap().value else {
         panic!("not limited")
     };
     within(retry_after, fx.short_ttl(), fx.controls_time());
@@ -396,15 +393,105 @@ pub async fn the_rate_limiter_allows_a_burst_then_the_rate<F: Fixture<Backend: T
     ));
     assert!(matches!(
         r.limit("other", &rate).await.unwrap().value,
-        RateDecision::Allowed { remaining: 2 }
+        RateDecision::Allowed { remaining: 2, .. }
     ));
     fx.advance(fx.short_ttl()).await;
-    assert_eq!(
+    assert!(matches!(
         r.limit("k", &rate).await.unwrap().value,
-        RateDecision::Allowed { remaining: 0 }
-    );
+        RateDecision::Allowed { remaining: 0, .. }
+    ));
     let s = r.stats();
     assert_eq!((s.allowed, s.limited), (5, 2));
+}
+
+/// Every decision carries the burst and when the allowance is full again: zero when
+/// full, one emission interval more per request passed.
+pub async fn every_rate_decision_carries_the_limit_and_the_reset<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let r = RateLimiter::new(fx.backend(), ns_for(fx, "rl-reset"));
+    let rate = Rate::per(1, Duration::from_secs(3600)).burst(3).build().unwrap();
+    let hour = Duration::from_secs(3600);
+    let first = r.limit("k", &rate).await.unwrap().value;
+    assert_eq!((first.limit(), first.remaining()), (3, 2), "{first:?}");
+    within(first.reset_after(), hour, fx.controls_time());
+    let second = r.limit("k", &rate).await.unwrap().value;
+    within(second.reset_after(), 2 * hour, fx.controls_time());
+    assert!(
+        second.reset_after() > hour,
+        "each request adds one interval: {second:?}"
+    );
+    r.limit("k", &rate).await.unwrap();
+    let refused = r.limit("k", &rate).await.unwrap().value;
+    assert!(!refused.is_allowed(), "{refused:?}");
+    assert_eq!((refused.limit(), refused.remaining()), (3, 0));
+    within(refused.reset_after(), 3 * hour, fx.controls_time());
+    assert!(refused.reset_after() > 2 * hour, "{refused:?}");
+    within(refused.retry_after(), hour, fx.controls_time());
+}
+
+/// A request of cost n passes when n fit, consuming them together; one that does not
+/// fit consumes nothing; a cost of 0 or above the burst is invalid input.
+pub async fn a_request_can_cost_several<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let r = RateLimiter::new(fx.backend(), ns_for(fx, "rl-cost"));
+    let rate = Rate::per(1, Duration::from_secs(3600)).burst(5).build().unwrap();
+    let d = r.limit_n("k", &rate, 3).await.unwrap().value;
+    assert!(matches!(d, RateDecision::Allowed { remaining: 2, .. }), "{d:?}");
+    let d = r.limit_n("k", &rate, 3).await.unwrap().value;
+    assert!(!d.is_allowed(), "3 do not fit in 2: {d:?}");
+    within(d.retry_after(), Duration::from_secs(3600), fx.controls_time());
+    let d = r.limit_n("k", &rate, 2).await.unwrap().value;
+    assert!(
+        matches!(d, RateDecision::Allowed { remaining: 0, .. }),
+        "the refusal consumed nothing: {d:?}"
+    );
+    for cost in [0, 6] {
+        let e = r.limit_n("other", &rate, cost).await.unwrap_err();
+        assert_eq!(
+            e.kind(),
+            palisade_cache_core::ErrorKind::InvalidInput,
+            "cost {cost}: {e:?}"
+        );
+    }
+    // Nothing was written for the refused costs: `other` still has its full burst.
+    let d = r.limit_n("other", &rate, 5).await.unwrap().value;
+    assert!(d.is_allowed(), "{d:?}");
+}
+
+/// A peek answers what `limit` would, and consumes nothing however often it is asked.
+pub async fn a_peek_answers_like_limit_and_consumes_nothing<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let r = RateLimiter::new(fx.backend(), ns_for(fx, "rl-peek"));
+    let rate = Rate::per(1, Duration::from_secs(3600)).burst(2).build().unwrap();
+    for _ in 0..3 {
+        let d = r.peek("k", &rate).await.unwrap().value;
+        assert!(matches!(d, RateDecision::Allowed { remaining: 1, .. }), "{d:?}");
+    }
+    r.limit("k", &rate).await.unwrap();
+    r.limit("k", &rate).await.unwrap();
+    let peeked = r.peek("k", &rate).await.unwrap().value;
+    assert!(!peeked.is_allowed(), "{peeked:?}");
+    let limited = r.limit("k", &rate).await.unwrap().value;
+    assert!(!limited.is_allowed(), "{limited:?}");
+    let s = r.stats();
+    assert_eq!((s.allowed, s.limited), (2, 1), "peeks are not counted as decisions");
+}
+
+/// A reset gives the key a full allowance again and says whether it had state; other
+/// keys are untouched.
+pub async fn a_reset_restores_the_full_allowance_of_one_key<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let r = RateLimiter::new(fx.backend(), ns_for(fx, "rl-clear"));
+    let rate = Rate::per(1, Duration::from_secs(3600)).burst(2).build().unwrap();
+    for key in ["k", "other"] {
+        r.limit(key, &rate).await.unwrap();
+        r.limit(key, &rate).await.unwrap();
+    }
+    assert!(r.reset("k").await.unwrap().value, "k had state");
+    assert!(!r.reset("k").await.unwrap().value, "nothing left to reset");
+    assert!(!r.reset("never").await.unwrap().value);
+    let d = r.limit("k", &rate).await.unwrap().value;
+    assert!(matches!(d, RateDecision::Allowed { remaining: 1, .. }), "{d:?}");
+    let d = r.limit("other", &rate).await.unwrap().value;
+    assert!(!d.is_allowed(), "other keys keep their state: {d:?}");
+    let e = r.reset("").await.unwrap_err();
+    assert_eq!(e.kind(), palisade_cache_core::ErrorKind::InvalidInput);
 }
 
 // ---- stats, provenance, tenancy -----------------------------------------------------
@@ -640,6 +727,10 @@ macro_rules! throttle_suite {
             an_expired_lease_is_reclaimed,
             extend_keeps_a_lease_alive,
             the_rate_limiter_allows_a_burst_then_the_rate,
+            every_rate_decision_carries_the_limit_and_the_reset,
+            a_request_can_cost_several,
+            a_peek_answers_like_limit_and_consumes_nothing,
+            a_reset_restores_the_full_allowance_of_one_key,
             stats_count_denials_by_reason,
             answers_carry_provenance_and_tenants_are_isolated
         );
@@ -832,25 +923,36 @@ const RATES: [(u32, Duration, u32); 5] = [
 /// One GCRA step, or time passing.
 #[derive(Debug, Clone)]
 pub enum RateOp {
-    /// `limit` of key `.0` at rate `RATES[.1]`.
-    Limit(u8, usize),
+    /// `limit_n` of key `.0` at rate `RATES[.1]`, cost `.2` (at most the burst).
+    Limit(u8, usize, u32),
+    /// `peek` of key `.0` at rate `RATES[.1]`.
+    Peek(u8, usize),
+    /// `reset` of key `.0` (for rate `RATES[.1]`).
+    Reset(u8, usize),
     /// Time passes (µs), where the fixture controls it.
     Advance(u32),
 }
 
-/// Random GCRA sequences against the backend and an exact model: every field of every
-/// answer (`Allowed { remaining }`, `Limited { retry_after }`) must match it.
+/// Random GCRA sequences (costs, peeks, resets) against the backend and an exact model:
+/// every field of every answer (allowed or not, `remaining`, `limit`, `retry_after`,
+/// `reset_after`) must match it — the times exactly where the fixture controls time,
+/// within their bounds otherwise.
 pub fn run_rate_model<F: Fixture<Backend: ThrottleBackend>>(rt: &tokio::runtime::Runtime, fx: &F, cases: u32) {
     let exact = fx.controls_time();
     let rates = if exact { 0..RATES.len() } else { 0..3 };
+    let step = (0u8..3, rates.clone(), 1u32..4).prop_map(|(k, r, c)| RateOp::Limit(k, r, c.min(RATES[r].2)));
+    let peek = (0u8..3, rates.clone()).prop_map(|(k, r)| RateOp::Peek(k, r));
+    let reset = (0u8..3, rates).prop_map(|(k, r)| RateOp::Reset(k, r));
     let op = if exact {
         prop_oneof![
-            6 => (0u8..3, rates).prop_map(|(k, r)| RateOp::Limit(k, r)),
+            6 => step,
+            2 => peek,
+            1 => reset,
             2 => (1u32..5_000_000).prop_map(RateOp::Advance),
         ]
         .boxed()
     } else {
-        (0u8..3, rates).prop_map(|(k, r)| RateOp::Limit(k, r)).boxed()
+        prop_oneof![6 => step, 2 => peek, 1 => reset].boxed()
     };
     palisade_cache_core::testkit::run_op_sequences(op, cases, |ops| rt.block_on(check_rate_model(fx, ops)));
 }
@@ -859,33 +961,75 @@ async fn check_rate_model<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &[R
     let rl = RateLimiter::new(fx.backend(), ns_for(fx, "gcra"));
     let mut tat: HashMap<(u8, usize), i128> = HashMap::new();
     let mut now: i128 = 0; // µs since the case began (model time)
+    let exact = fx.controls_time();
     for (step, op) in ops.iter().enumerate() {
         let ctx = || format!("step {step}: {op:?} in {ops:?}");
-        match *op {
+        let (k, r, cost, consume) = match *op {
             RateOp::Advance(us) => {
                 fx.advance(Duration::from_micros(u64::from(us))).await;
                 now += i128::from(us);
+                continue;
             }
-            RateOp::Limit(k, r) => {
-                let (count, period, burst) = RATES[r];
-                let rate = Rate::per(count, period).burst(burst).build().unwrap();
-                let e = rate.emission.as_micros() as i128;
-                let got = rl.limit(&format!("r{r}-k{k}"), &rate).await.unwrap().value;
-                let t = tat.get(&(k, r)).copied().unwrap_or(now).max(now);
-                let new_tat = t + e;
-                let allow_at = new_tat - e * i128::from(burst);
-                if now < allow_at {
-                    let RateDecision::Limited { retry_after } = got else {
-                        panic!("allowed, the model limits: {got:?}, {}", ctx())
-                    };
-                    if fx.controls_time() {
-                        assert_eq!(retry_after.as_micros() as i128, allow_at - now, "{}", ctx());
-                    }
-                } else {
-                    tat.insert((k, r), new_tat);
-                    let remaining = u32::try_from((now - allow_at) / e).unwrap_or(u32::MAX);
-                    assert_eq!(got, RateDecision::Allowed { remaining }, "{}", ctx());
+            RateOp::Reset(k, r) => {
+                let had = rl.reset(&format!("r{r}-k{k}")).await.unwrap().value;
+                let model = tat.remove(&(k, r)).is_some_and(|t| t > now);
+                if exact {
+                    assert_eq!(had, model, "{}", ctx());
                 }
+                continue;
+            }
+            RateOp::Limit(k, r, c) => (k, r, c, true),
+            RateOp::Peek(k, r) => (k, r, 1, false),
+        };
+        let (count, period, burst) = RATES[r];
+        let rate = Rate::per(count, period).burst(burst).build().unwrap();
+        let e = rate.emission.as_micros() as i128;
+        let key = format!("r{r}-k{k}");
+        let got = if consume {
+            rl.limit_n(&key, &rate, cost).await.unwrap().value
+        } else {
+            rl.peek(&key, &rate).await.unwrap().value
+        };
+        assert_eq!(got.limit(), burst, "{}", ctx());
+        let t = tat.get(&(k, r)).copied().unwrap_or(now).max(now);
+        let new_tat = t + e * i128::from(cost);
+        let allow_at = new_tat - e * i128::from(burst);
+        let us = |d: Duration| d.as_micros() as i128;
+        if now < allow_at {
+            let RateDecision::Limited {
+                retry_after,
+                reset_after,
+                ..
+            } = got
+            else {
+                panic!("allowed, the model limits: {got:?}, {}", ctx())
+            };
+            if exact {
+                assert_eq!(us(retry_after), allow_at - now, "{}", ctx());
+                assert_eq!(us(reset_after), t - now, "{}", ctx());
+            } else {
+                // Real time moved on since the model's `now`: the times only shrink.
+                assert!(us(retry_after) <= allow_at - now, "{}", ctx());
+                assert!(us(reset_after) <= t - now, "{}", ctx());
+            }
+        } else {
+            let RateDecision::Allowed {
+                remaining, reset_after, ..
+            } = got
+            else {
+                panic!("limited, the model allows: {got:?}, {}", ctx())
+            };
+            if consume {
+                tat.insert((k, r), new_tat);
+            }
+            // The slow rates of a real-time fixture make the elapsed time negligible
+            // for `remaining`: exact on every fixture.
+            let model = u32::try_from((now - allow_at) / e).unwrap_or(u32::MAX);
+            assert_eq!(remaining, model, "{}", ctx());
+            if exact {
+                assert_eq!(us(reset_after), new_tat - now, "{}", ctx());
+            } else {
+                assert!(us(reset_after) <= new_tat - now, "{}", ctx());
             }
         }
     }

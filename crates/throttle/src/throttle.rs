@@ -346,7 +346,7 @@ impl<B: ThrottleBackend> RateLimiter<B> {
         &self.h.scope
     }
 
-    /// One request for `key` at `rate`.
+    /// One request for `key` at `rate`: [`RateLimiter::limit_n`] at a cost of 1.
     ///
     /// # Behavior
     ///
@@ -354,18 +354,72 @@ impl<B: ThrottleBackend> RateLimiter<B> {
     ///   `remaining` is how many more would pass right now; a refusal says when the next
     ///   would pass. One atomic step (one script, one round trip on Redis), server time.
     /// - A refused request consumes nothing.
+    /// - Every decision carries the burst (`limit`) and when the allowance is full again
+    ///   (`reset_after`): each request passed adds one emission interval to it (one
+    ///   interval after the first request on a full allowance); a refusal reports it
+    ///   unchanged.
     /// - An empty or oversized key is [`Error::InvalidInput`] before any I/O.
     pub async fn limit(&self, key: &str, rate: &Rate) -> Result<Tagged<RateDecision>, Error> {
+        self.decide(key, rate, 1, true).await
+    }
+
+    /// One request for `key` that counts as `cost` requests (a bulk call, a large
+    /// upload).
+    ///
+    /// # Behavior
+    ///
+    /// - Allowed when `cost` requests fit the allowance right now, which they then
+    ///   consume together; refused otherwise, consuming nothing, with the time until
+    ///   `cost` would fit.
+    /// - A cost of 0, or above the rate's burst (it could never pass), is
+    ///   [`Error::InvalidInput`] before any I/O.
+    pub async fn limit_n(&self, key: &str, rate: &Rate, cost: u32) -> Result<Tagged<RateDecision>, Error> {
+        self.decide(key, rate, cost, true).await
+    }
+
+    /// What [`RateLimiter::limit`] would answer for `key` now, consuming nothing.
+    ///
+    /// # Behavior
+    ///
+    /// - The decision `limit` would return at this moment (allowed or limited,
+    ///   `remaining`, `retry_after`), but the allowance is left as it was: peeking any
+    ///   number of times changes no later decision.
+    pub async fn peek(&self, key: &str, rate: &Rate) -> Result<Tagged<RateDecision>, Error> {
+        self.decide(key, rate, 1, false).await
+    }
+
+    /// Forgets `key`'s state: its next request sees a full allowance.
+    ///
+    /// # Behavior
+    ///
+    /// - After a reset the key passes `burst` requests at once again; other keys are
+    ///   untouched. Answers whether the key had any state.
+    pub async fn reset(&self, key: &str) -> Result<Tagged<bool>, Error> {
+        self.h
+            .run(op::ResetRate::new(Arc::clone(&self.h.scope), key.to_owned()))
+            .await
+    }
+
+    async fn decide(&self, key: &str, rate: &Rate, cost: u32, consume: bool) -> Result<Tagged<RateDecision>, Error> {
+        let checked = match cost {
+            0 => Err(Error::invalid_input("a rate-limit cost is at least 1")),
+            c if c > rate.burst => Err(Error::invalid_input(
+                "a rate-limit cost above the burst could never pass",
+            )),
+            _ => Ok(()),
+        };
         // The backends build (and so check) the key before any I/O.
         let t = self
             .h
-            .run(op::Limit::new(Arc::clone(&self.h.scope), key.to_owned(), *rate))
+            .run_checked(checked, |s| op::Limit::new(s, key.to_owned(), *rate, cost, consume))
             .await?;
         let c = &self.h.counters;
-        match t.value {
-            RateDecision::Allowed { .. } => c.allowed.fetch_add(1, Ordering::Relaxed),
-            RateDecision::Limited { .. } => c.limited.fetch_add(1, Ordering::Relaxed),
-        };
+        if consume {
+            match t.value {
+                RateDecision::Allowed { .. } => c.allowed.fetch_add(1, Ordering::Relaxed),
+                RateDecision::Limited { .. } => c.limited.fetch_add(1, Ordering::Relaxed),
+            };
+        }
         Ok(t)
     }
 

@@ -10,11 +10,11 @@ pub(crate) async fn limit(p: &Palisade, key: &str, rate: &str, burst: u32) -> Re
     let rate = parse_rate(rate, burst)?;
     let t = p.rate_limiter().limit(key, &rate).await?;
     Ok(match t.value {
-        RateDecision::Allowed { remaining } => Out::ok(
+        RateDecision::Allowed { remaining, .. } => Out::ok(
             json!({"key": key, "allowed": true, "remaining": remaining, "provenance": prov(&t)}),
             format!("allowed, {remaining} remaining ({})", t.provenance),
         ),
-        RateDecision::Limited { retry_after } => Out::negative(
+        RateDecision::Limited { retry_after, .. } => Out::negative(
             json!({"key": key, "allowed": false, "retry_after_ms": retry_after.as_millis() as u64, "provenance": prov(&t)}),
             format!("limited, retry after {retry_after:?} ({})", t.provenance),
         ),
