@@ -162,6 +162,12 @@ fn ci_steps(steps: &mut Steps) -> Result {
         cargo(&["build", "-p", "palisade", "--all-features", "--examples"], &[])?;
         cargo(&["build", "-p", "palisade-cli"], &[])
     })?;
+    steps.run("run the axum rate-limit example (no Redis: local mode)", || {
+        cargo(
+            &["run", "-q", "-p", "palisade-tower", "--example", "axum_rate_limit"],
+            &[("PALISADE_REDIS_URL", String::new()), ("PALISADE_MODE", String::new())],
+        )
+    })?;
     steps.run("run the quickstart (no Redis: local mode)", || {
         cargo(
             &["run", "-q", "-p", "palisade", "--example", "quickstart"],

@@ -1,0 +1,132 @@
+//! End to end: an axum server on loopback with the layer, an HTTP/1.1 client over TCP,
+//! a real `redis-server` — killed mid-test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use http::HeaderName;
+use palisade::{Mode, Palisade, Rate};
+use palisade_redis_server::env;
+use palisade_tower::{Header, RateLimitLayer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Status and headers (lower-cased names) of one `GET /` with `x-client: client`.
+async fn get_as(addr: std::net::SocketAddr, client: &str) -> (u16, HashMap<String, String>, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET / HTTP/1.1\r\nHost: test\r\nx-client: {client}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut raw))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+async fn serve(p: &Palisade, rate: Rate) -> std::net::SocketAddr {
+    let layer =
+        RateLimitLayer::new(p.rate_limiter(), rate, Header(HeaderName::from_static("x-client"))).legacy_headers(true);
+    let app = Router::new().route("/", get(|| async { "served" })).layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn palisade(url: &str, mode: Mode) -> Palisade {
+    Palisade::builder()
+        .mode(mode)
+        .redis_url(url)
+        .tenant(&env::unique_prefix("http"))
+        .command_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_limits_with_429_and_headers_then_answers_503_when_redis_dies() {
+    let Some(mut server) = env::private_server("http_strict") else {
+        return;
+    };
+    let p = palisade(&server.url(), Mode::StrictDistributed).await;
+    let rate = Rate::per(1, Duration::from_secs(3600)).burst(3).build().unwrap();
+    let addr = serve(&p, rate).await;
+    for remaining in [2, 1, 0] {
+        let (status, h, body) = get_as(addr, "alice").await;
+        assert_eq!((status, body.as_str()), (200, "served"), "{h:?}");
+        assert_eq!(h["ratelimit-policy"], "\"palisade\";q=3;w=10800");
+        assert!(
+            h["ratelimit"].starts_with(&format!("\"palisade\";r={remaining};t=")),
+            "{h:?}"
+        );
+        assert_eq!(h["x-ratelimit-remaining"], remaining.to_string());
+        assert!(!h.contains_key("palisade-provenance"), "Redis decided: {h:?}");
+    }
+    let (status, h, body) = get_as(addr, "alice").await;
+    assert_eq!(status, 429, "{h:?}");
+    assert_ne!(body, "served", "a limited request never reaches the handler");
+    let retry: u64 = h["retry-after"].parse().unwrap();
+    assert!(
+        (3000..=3600).contains(&retry),
+        "retry-after in whole seconds, rounded up: {retry}"
+    );
+    assert!(h["ratelimit"].starts_with("\"palisade\";r=0;"), "{h:?}");
+    assert_eq!(get_as(addr, "bob").await.0, 200, "another key has its own allowance");
+
+    server.kill();
+    let started = Instant::now();
+    let (status, h, body) = get_as(addr, "carol").await;
+    assert_eq!(
+        status, 503,
+        "strict mode never lets a request through without Redis: {h:?}"
+    );
+    assert_eq!(h["retry-after"], "1");
+    assert_ne!(body, "served");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "within the deadline: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_answers_carry_their_provenance() {
+    let Some(mut server) = env::private_server("http_degraded") else {
+        return;
+    };
+    let p = palisade(&server.url(), Mode::ExplicitDegraded).await;
+    let rate = Rate::per(1, Duration::from_secs(3600)).burst(100).build().unwrap();
+    let addr = serve(&p, rate).await;
+    assert_eq!(get_as(addr, "alice").await.0, 200);
+    server.kill();
+    // The first call after the kill detects the outage; every answer is then local.
+    let (status, h, body) = get_as(addr, "alice").await;
+    assert_eq!((status, body.as_str()), (200, "served"), "{h:?}");
+    assert_eq!(h["palisade-provenance"], "local_degraded", "{h:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_a_key_is_refused_not_let_through() {
+    let p = Palisade::builder().mode(Mode::LocalOnly).build().await.unwrap();
+    let rate = Rate::per_second(10).build().unwrap();
+    let layer = RateLimitLayer::new(p.rate_limiter(), rate, Header(HeaderName::from_static("x-missing")));
+    let app = Router::new().route("/", get(|| async { "served" })).layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (status, _, body) = get_as(addr, "alice").await;
+    assert_eq!(status, 400);
+    assert_ne!(body, "served");
+}
