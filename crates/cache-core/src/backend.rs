@@ -161,20 +161,28 @@ impl<P: Backend> Strict<P> {
     }
 }
 
-impl<P: Backend> Backend for Strict<P> {
-    async fn probe(&self) -> Result<(), Error> {
-        self.primary.probe().await
-    }
-    fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::StrictDistributed, self.supervisor.health())
-    }
-    fn reaches(&self, slot: u16) -> bool {
-        self.primary.reaches(slot)
-    }
-    fn topology_changed(&self) -> BoxFuture<'static, ()> {
-        self.primary.topology_changed()
-    }
+/// A supervised wrapper's [`Backend`]: its probe, reach and topology are its
+/// primary's; its status is `$mode` with the supervisor's health.
+macro_rules! supervised_backend {
+    ($ty:ty, $mode:expr, [$($g:tt)*]) => {
+        impl<$($g)*> Backend for $ty {
+            async fn probe(&self) -> Result<(), Error> {
+                self.primary.probe().await
+            }
+            fn status(&self) -> BackendStatus {
+                BackendStatus::new($mode, self.supervisor.health())
+            }
+            fn reaches(&self, slot: u16) -> bool {
+                self.primary.reaches(slot)
+            }
+            fn topology_changed(&self) -> BoxFuture<'static, ()> {
+                self.primary.topology_changed()
+            }
+        }
+    };
 }
+
+supervised_backend!(Strict<P>, Mode::StrictDistributed, [P: Backend]);
 
 impl<P: Run<O>, O: Op> Run<O> for Strict<P> {
     async fn run(&self, op: &O) -> Result<Tagged<O::Output>, Error> {
@@ -360,20 +368,7 @@ impl<P, F> Failover<P, F> {
     }
 }
 
-impl<P: Backend, F: Backend> Backend for Failover<P, F> {
-    async fn probe(&self) -> Result<(), Error> {
-        self.primary.probe().await
-    }
-    fn status(&self) -> BackendStatus {
-        BackendStatus::new(Mode::ExplicitDegraded, self.supervisor.health())
-    }
-    fn reaches(&self, slot: u16) -> bool {
-        self.primary.reaches(slot)
-    }
-    fn topology_changed(&self) -> BoxFuture<'static, ()> {
-        self.primary.topology_changed()
-    }
-}
+supervised_backend!(Failover<P, F>, Mode::ExplicitDegraded, [P: Backend, F: Backend]);
 
 impl<P: Run<O>, F: Run<O>, O: Op> Run<O> for Failover<P, F> {
     async fn run(&self, op: &O) -> Result<Tagged<O::Output>, Error> {
