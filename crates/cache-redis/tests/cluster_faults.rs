@@ -169,6 +169,15 @@ struct Figures {
     slowest_failure: Duration,
     promotion: Option<Duration>,
     window: Option<Duration>,
+    /// p99 latency of the healthy masters' calls before the fault, and after it.
+    healthy_p99: (Duration, Duration),
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
 }
 
 fn figures(samples: &[Sample], failed: usize, fault: Instant, promotion: Option<Instant>) -> Figures {
@@ -195,13 +204,25 @@ fn figures(samples: &[Sample], failed: usize, fault: Instant, promotion: Option<
             .unwrap_or_default(),
         promotion: promotion.map(|p| p.saturating_duration_since(fault)),
         window,
+        healthy_p99: (
+            p99(healthy.iter().filter(|s| s.at < fault).map(|s| s.took).collect()),
+            p99(healthy.iter().filter(|s| s.at >= fault).map(|s| s.took).collect()),
+        ),
     }
 }
 
 fn check(test: &str, run: usize, f: &Figures) {
     println!(
-        "cluster-fault {test} run {run}: healthy-master errors {}/{} ; failed-master calls {} failed {} (slowest failure {:?}) ; promotion {:?} after the fault ; failed slots served {:?} after the promotion",
-        f.healthy_errors, f.healthy_calls, f.failed_calls, f.failed_errors, f.slowest_failure, f.promotion, f.window
+        "cluster-fault {test} run {run}: healthy-master errors {}/{} ; failed-master calls {} failed {} (slowest failure {:?}) ; promotion {:?} after the fault ; failed slots served {:?} after the promotion ; healthy-master p99 {:?} before, {:?} after the fault",
+        f.healthy_errors,
+        f.healthy_calls,
+        f.failed_calls,
+        f.failed_errors,
+        f.slowest_failure,
+        f.promotion,
+        f.window,
+        f.healthy_p99.0,
+        f.healthy_p99.1
     );
     assert_eq!(
         f.healthy_errors, 0,
