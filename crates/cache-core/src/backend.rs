@@ -373,7 +373,6 @@ supervised_backend!(Failover<P, F>, Mode::ExplicitDegraded, [P: Backend, F: Back
 impl<P: Run<O>, F: Run<O>, O: Op> Run<O> for Failover<P, F> {
     async fn run(&self, op: &O) -> Result<Tagged<O::Output>, Error> {
         let sup = &self.supervisor;
-        let slot = self.primary.slot(op);
         let mut failed = None;
         if sup.is_healthy() {
             match self.primary.run(op).await {
@@ -384,6 +383,9 @@ impl<P: Run<O>, F: Run<O>, O: Op> Run<O> for Failover<P, F> {
                 other => return other,
             }
         }
+        // Only now: a healthy call never needs its slot (hashing a key, or building a
+        // throttle key, on every call).
+        let slot = self.primary.slot(op);
         let outage = sup.outage_number();
         if !sup.is_healthy() && !sup.handover().active(outage) {
             // A partitioned store: a slot that has not failed in this outage and whose

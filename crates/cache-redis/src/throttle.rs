@@ -366,6 +366,15 @@ impl RedisThrottle {
         }
         self.conn.slot_of(&scope.global_key().ok()?)
     }
+
+    /// The slot of `key`'s rate key (no hash tag: its own slot), on a cluster; off one
+    /// no key is built.
+    fn rate_slot(&self, scope: &Scope, key: &str) -> Option<u16> {
+        if !self.conn.is_cluster() {
+            return None;
+        }
+        self.conn.slot_of(&scope.rate_key(key).ok()?)
+    }
 }
 
 struct RedisLeases {
@@ -547,8 +556,7 @@ impl Run<op::Limit> for RedisThrottle {
         }))
     }
     fn slot(&self, op: &op::Limit) -> Option<u16> {
-        // A rate key has no hash tag: its own slot.
-        self.conn.slot_of(&op.scope.rate_key(&op.key).ok()?)
+        self.rate_slot(&op.scope, &op.key)
     }
 }
 
@@ -566,6 +574,6 @@ impl Run<op::ResetRate> for RedisThrottle {
         Ok(tag(int(&self.conn, "throttle.reset_rate", v)? == 1))
     }
     fn slot(&self, op: &op::ResetRate) -> Option<u16> {
-        self.conn.slot_of(&op.scope.rate_key(&op.key).ok()?)
+        self.rate_slot(&op.scope, &op.key)
     }
 }
