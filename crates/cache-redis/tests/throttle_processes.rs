@@ -291,7 +291,7 @@ fn main() -> ExitCode {
         "the killed holder's slots are still taken"
     );
     let give_up = Instant::now() + HOG_LEASE + Duration::from_secs(5);
-    let mut next_permit = || loop {
+    let next_permit = || loop {
         if let Decision::Acquired(p) = rt.block_on(t.acquire("victim", &policy)).unwrap().value {
             break p;
         }
