@@ -680,3 +680,116 @@ async fn the_cluster_warnings_name_full_coverage_missing_replicas_and_unserved_s
         "{warnings:?}"
     );
 }
+
+/// Whether node `observer` flags node `id` as failed (`fail`, not the local `fail?`).
+fn flagged_failed(c: &RedisCluster, observer: usize, id: &str) -> bool {
+    let Ok(Reply::Bulk(nodes)) = resp::command(&c.nodes()[observer].addr(), &["CLUSTER", "NODES"]) else {
+        return false;
+    };
+    String::from_utf8_lossy(&nodes).lines().any(|line| {
+        let mut parts = line.split(' ');
+        parts.next() == Some(id) && parts.nth(1).is_some_and(|flags| flags.split(',').any(|f| f == "fail"))
+    })
+}
+
+/// Waits (bounded) until node `i` reports `ROLE` slave with its link to the master up.
+async fn rejoined_as_replica(c: &RedisCluster, i: usize, within: Duration) {
+    let addr = c.nodes()[i].addr();
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Reply::Array(items)) = resp::command(&addr, &["ROLE"]) {
+            let role = items.first().and_then(Reply::text);
+            let state = items.get(3).and_then(Reply::text);
+            if role.as_deref() == Some("slave") && state.as_deref() == Some("connected") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {i} did not rejoin as a replica within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The split-brain window of Redis Cluster: a paused master that resumes after the
+/// cluster flagged it failed but before its replica is promoted still believes it is
+/// the master, and accepts writes that its demotion then discards. palisade treats a
+/// master that the cluster reports failed as owning nothing, so no write it could
+/// lose is ever acknowledged: every acknowledged write is on the promoted replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_resumed_before_its_replica_is_promoted_acknowledges_no_write_it_then_loses() {
+    let test = "a_master_resumed_before_promotion";
+    if !available(test) {
+        return;
+    }
+    for run in 0..3 {
+        let c = tokio::task::spawn_blocking(move || cluster(test, 1))
+            .await
+            .unwrap()
+            .unwrap();
+        let id = c.node_id(0).unwrap();
+        let cache = strict_cache(&c).await;
+        // Each write a fresh key on master 0's slots; the acknowledged ones are kept.
+        let prefix = env::unique_prefix(test);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (cache, stop) = (cache.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut tick = tokio::time::interval(Duration::from_millis(2));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    tick.tick().await;
+                    i += 1;
+                    let key = format!("{prefix}:{i}");
+                    if master_of(slot_of(&key)) != 0 {
+                        continue;
+                    }
+                    let set = op::Set::new(key.clone(), "v".into(), Duration::from_secs(600));
+                    if cache.run(&set).await.is_ok() {
+                        acked.push((key, Instant::now()));
+                    }
+                }
+                acked
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.nodes()[0].pause().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(1..3).all(|o| flagged_failed(&c, o, &id)) {
+            assert!(Instant::now() < deadline, "master 0 was never flagged failed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        c.nodes()[0].resume().unwrap();
+        let resumed = Instant::now();
+        let promotion = promoted(&c, 3, Duration::from_secs(15)).await;
+        rejoined_as_replica(&c, 0, Duration::from_secs(15)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Release);
+        let acked = writer.await.unwrap();
+        // Only the keys a client may have sent to the resumed master count here.
+        let in_window = acked
+            .iter()
+            .filter(|(_, at)| *at >= resumed && *at <= promotion)
+            .count();
+        let mut lost = Vec::new();
+        for (key, _) in &acked {
+            if cache.run(&op::Get::new(key.clone())).await.unwrap().value.is_none() {
+                lost.push(key.clone());
+            }
+        }
+        println!(
+            "cluster-fault resumed-before-promotion run={run}: resumed {} ms before the promotion, {} writes acknowledged, {in_window} of them in that window, {} lost",
+            promotion.saturating_duration_since(resumed).as_millis(),
+            acked.len(),
+            lost.len()
+        );
+        assert!(
+            resumed < promotion,
+            "the master resumed only after the promotion: this run proves nothing"
+        );
+        assert!(lost.is_empty(), "acknowledged writes lost at the failover: {lost:?}");
+    }
+}
