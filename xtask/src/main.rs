@@ -176,9 +176,7 @@ fn ci_steps(steps: &mut Steps) -> Result {
     })?;
     let pids = servers.pids();
     drop(servers);
-    // `--topology cluster` is not a CI step yet: its degraded run found lost job updates
-    // and a resurrected record under per-slot fallback (issue #12 stays open for it).
-    for topology in ["standalone", "sentinel"] {
+    for topology in ["standalone", "sentinel", "cluster"] {
         steps.run(
             &format!(
                 "palisade load --topology {topology}: 2 processes x 8 tasks, strict and degraded, 15 s each \
