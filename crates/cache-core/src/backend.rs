@@ -492,9 +492,33 @@ impl<L: Backend, S: Backend, D: Backend> Backend for ByMode<L, S, D> {
     }
 }
 
+impl<L, S, D> ByMode<L, S, D> {
+    /// `local`, `strict` or `degraded`.
+    fn mode_name(&self) -> &'static str {
+        match self {
+            ByMode::Local(_) => "local",
+            ByMode::Strict(_) => "strict",
+            ByMode::Degraded(_) => "degraded",
+        }
+    }
+}
+
+/// Every operation is traced and measured here, once for every contract and mode
+/// (see [`observe`](crate::observe)).
 impl<O: Op, L: Run<O>, S: Run<O>, D: Run<O>> Run<O> for ByMode<L, S, D> {
     async fn run(&self, op: &O) -> Result<Tagged<O::Output>, Error> {
-        each_mode!(self, b => b.run(op).await)
+        // The span lives from the call to its end (its duration), child of the caller's
+        // span; it is not entered around each poll, which would nest one more future
+        // type in every caller's (deep) async state machine for no trace a user reads.
+        let span = crate::observe::span(O::NAME, self.mode_name());
+        let started = crate::observe::timed().then(std::time::Instant::now);
+        let result = each_mode!(self, b => b.run(op).await);
+        let end = match &result {
+            Ok(t) => Ok(t.provenance),
+            Err(e) => Err(e.kind()),
+        };
+        crate::observe::finish(O::NAME, &span, started.map(|s| s.elapsed()), end);
+        result
     }
     fn slot(&self, op: &O) -> Option<u16> {
         each_mode!(self, b => b.slot(op))

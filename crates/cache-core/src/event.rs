@@ -190,6 +190,14 @@ impl Events {
 
     /// Logs the event and sends it to the subscribers.
     pub fn emit(&self, event: Event) {
+        match &event.kind {
+            EventKind::Recovered { .. } => crate::observe::outage_ended(event.component),
+            EventKind::Degraded => crate::observe::outage_began(event.component, true),
+            EventKind::UnavailableAtStartup => {
+                crate::observe::outage_began(event.component, event.mode == Mode::ExplicitDegraded);
+            }
+            EventKind::UnavailableAtRuntime { .. } => crate::observe::outage_began(event.component, false),
+        }
         let error = event.error.as_ref().map_or("", |e| e.message.as_str());
         match &event.kind {
             EventKind::Recovered {

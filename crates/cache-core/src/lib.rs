@@ -46,6 +46,7 @@ mod event;
 pub mod key;
 pub mod limits;
 mod mode;
+pub mod observe;
 mod provenance;
 mod redact;
 pub mod stats;

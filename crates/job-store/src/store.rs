@@ -491,6 +491,9 @@ impl<B: JobBackend> JobStore<B> {
                 .try_map(Self::outcome)
         }
         .await;
+        if let Ok(t) = &r {
+            palisade_cache_core::observe::job_transition(from.as_str(), to.as_str(), t.value == Outcome::Applied);
+        }
         self.count(r, &self.counters.transitions, |t| t.value == Outcome::Applied)
     }
 

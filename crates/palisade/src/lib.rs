@@ -12,6 +12,7 @@ pub use builder::{
     ENV_PASSWORD_FILE, ENV_REDIS_URL, ENV_SENTINEL_PASSWORD_FILE, ENV_SENTINEL_USER, ENV_TENANT, ENV_TLS_SERVER_NAME,
     Palisade, Tenant,
 };
+pub use palisade_cache_core::observe;
 pub use palisade_cache_core::{
     BoxError, CacheLimits, CacheStats, Codec, CodecError, Component, Error, ErrorKind, ErrorSummary, Event, EventKind,
     Events, Health, Mode, Namespace, Provenance, StatusSnapshot, Tagged,

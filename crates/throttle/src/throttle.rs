@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use palisade_cache_core::{Error, ErrorCounters, Namespace, Op, Run, StatusSnapshot, Tagged, on_behalf_of};
+use palisade_cache_core::{Error, ErrorCounters, Namespace, Op, Run, StatusSnapshot, Tagged, observe, on_behalf_of};
 
 use crate::model::{DenyReason, KeyState, Permit, Policy, Rate, RateDecision, RawDecision, Scope, ThrottleBackend};
 use crate::op;
@@ -245,6 +245,12 @@ impl<B: ThrottleBackend> Throttle<B> {
                 Decision::Denied { reason, retry_after }
             }
         };
+        let ns = self.h.scope.ns();
+        let (acquired, reason) = match &decision {
+            Decision::Acquired(_) => (true, "none"),
+            Decision::Denied { reason, .. } => (false, reason.as_str()),
+        };
+        observe::throttle_decision(ns.tenant(), ns.name(), acquired, reason);
         Ok(Tagged::new(decision, provenance))
     }
 
@@ -419,6 +425,8 @@ impl<B: ThrottleBackend> RateLimiter<B> {
                 RateDecision::Allowed { .. } => c.allowed.fetch_add(1, Ordering::Relaxed),
                 RateDecision::Limited { .. } => c.limited.fetch_add(1, Ordering::Relaxed),
             };
+            let ns = self.h.scope.ns();
+            observe::ratelimit_decision(ns.tenant(), ns.name(), t.value.is_allowed());
         }
         Ok(t)
     }
