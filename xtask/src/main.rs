@@ -174,6 +174,24 @@ fn ci_steps(steps: &mut Steps) -> Result {
             &[("PALISADE_REDIS_URL", String::new()), ("PALISADE_MODE", String::new())],
         )
     })?;
+    steps.run(
+        "run the Prometheus example (no Redis: local mode; scrapes itself)",
+        || {
+            cargo(
+                &[
+                    "run",
+                    "-q",
+                    "-p",
+                    "palisade",
+                    "--features",
+                    "metrics",
+                    "--example",
+                    "prometheus",
+                ],
+                &[("PALISADE_REDIS_URL", String::new()), ("PALISADE_MODE", String::new())],
+            )
+        },
+    )?;
     let pids = servers.pids();
     drop(servers);
     for topology in ["standalone", "sentinel", "cluster"] {
