@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod concurrency;
 mod key;
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use palisade_cache_core::{Error, Provenance};
 use palisade_throttle::{Rate, RateDecision, RateLimiter, ThrottleBackend};
 
+pub use concurrency::{Concurrency, ConcurrencyLayer, DENY_REASON, PermitBody};
 pub use key::{ClientIp, Global, Header, KeyExtractor, PeerIp, RouteAnd};
 
 /// The header naming where a decision came from when it was not Redis

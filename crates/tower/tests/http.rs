@@ -130,3 +130,159 @@ async fn a_request_without_a_key_is_refused_not_let_through() {
     assert_eq!(status, 400);
     assert_ne!(body, "served");
 }
+
+/// Waits (bounded) until the throttle holds `n` leases on `key`.
+async fn leases_become(p: &Palisade, key: &str, n: u32) {
+    let give_up = Instant::now() + Duration::from_secs(5);
+    loop {
+        let held = p.throttle().inspect(key).await.unwrap().value.key_leases;
+        if held == n {
+            return;
+        }
+        assert!(Instant::now() < give_up, "{held} leases on {key}, never {n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends `GET path` and returns the stream once the head and `until` have arrived.
+async fn open(addr: std::net::SocketAddr, path: &str, until: &str) -> (tokio::net::TcpStream, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&seen).contains(until) {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(give_up.saturating_duration_since(Instant::now()), s.read(&mut buf))
+            .await
+            .expect("the bytes in time")
+            .unwrap();
+        assert!(n > 0, "closed before {until:?}: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    (s, String::from_utf8_lossy(&seen).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_holds_each_permit_until_the_body_ends_or_the_request_is_dropped() {
+    use axum::body::Body;
+    use palisade::Policy;
+    use palisade_tower::{ConcurrencyLayer, Global};
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+
+    let Some(mut server) = env::private_server("http_concurrency") else {
+        return;
+    };
+    // A fresh server: without this the throttle's restart hold refuses every lease
+    // for one lease TTL (a restarted Redis may have lost leases still held).
+    let p = Palisade::builder()
+        .mode(Mode::StrictDistributed)
+        .redis_url(&server.url())
+        .tenant(&env::unique_prefix("http"))
+        .command_timeout(Duration::from_millis(300))
+        .throttle_restart_hold(false)
+        .build()
+        .await
+        .unwrap();
+    let policy = Policy::builder()
+        .global_cap(1)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // Handlers wait on a gate the test opens, never on a timer.
+    let gate = Arc::new(Semaphore::new(0));
+    let (slow_gate, stream_gate) = (Arc::clone(&gate), Arc::clone(&gate));
+    let app = Router::new()
+        .route(
+            "/",
+            get(move || {
+                let gate = Arc::clone(&slow_gate);
+                async move {
+                    gate.acquire().await.unwrap().forget();
+                    "slow done"
+                }
+            }),
+        )
+        .route(
+            "/stream",
+            get(move || {
+                let gate = Arc::clone(&stream_gate);
+                async move {
+                    let chunks = futures_util::stream::unfold(0, move |i| {
+                        let gate = Arc::clone(&gate);
+                        async move {
+                            match i {
+                                0 => Some((Ok::<_, std::io::Error>("first-chunk "), 1)),
+                                1 => {
+                                    gate.acquire().await.unwrap().forget();
+                                    Some((Ok("last-chunk"), 2))
+                                }
+                                _ => None,
+                            }
+                        }
+                    });
+                    Body::from_stream(chunks)
+                }
+            }),
+        )
+        .layer(ConcurrencyLayer::new(p.throttle(), policy, Global));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // 1. A request in its handler (`/`) holds the one slot; a second is refused.
+    let a = tokio::spawn(async move { get_as(addr, "a").await });
+    leases_become(&p, "global", 1).await;
+    let (status, h, body) = get_as(addr, "b").await;
+    assert_eq!(status, 429, "{h:?}");
+    assert_ne!(body, "slow done");
+    assert!(h["retry-after"].parse::<u64>().unwrap() >= 1, "{h:?}");
+    assert!(
+        ["global_cap", "key_cap"].contains(&h["palisade-deny-reason"].as_str()),
+        "{h:?}"
+    );
+    gate.add_permits(1);
+    assert_eq!(a.await.unwrap().0, 200);
+    leases_become(&p, "global", 0).await;
+
+    // 2. A streamed response is in flight until its body ends.
+    let (mut c, head) = open(addr, "/stream", "first-chunk").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(p.throttle().inspect("global").await.unwrap().value.key_leases, 1);
+    assert_eq!(get_as(addr, "d").await.0, 429, "the stream still holds the slot");
+    gate.add_permits(1);
+    let mut rest = String::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.contains("last-chunk"), "{rest}");
+    leases_become(&p, "global", 0).await;
+
+    // 3. A request whose future is dropped mid-handler gives its slot back.
+    let held_gate = Arc::clone(&gate);
+    let svc = tower::ServiceBuilder::new()
+        .layer(ConcurrencyLayer::new(p.throttle(), policy, Global))
+        .service_fn(move |_req: http::Request<()>| {
+            let gate = Arc::clone(&held_gate);
+            async move {
+                gate.acquire().await.unwrap().forget();
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }
+        });
+    let pending = tokio::spawn(tower::ServiceExt::oneshot(svc, http::Request::new(())));
+    leases_become(&p, "global", 1).await;
+    pending.abort();
+    assert!(pending.await.unwrap_err().is_cancelled());
+    leases_become(&p, "global", 0).await;
+
+    // 4. Strict mode without Redis: 503, never a pass-through.
+    server.kill();
+    let (status, h, body) = get_as(addr, "e").await;
+    assert_eq!(status, 503, "{h:?}");
+    assert_eq!(h["retry-after"], "1");
+    assert_ne!(body, "slow done");
+}
