@@ -448,6 +448,8 @@ const BENCH_PAIRS: &[(&str, &str, &str)] = &[
     ("throttle_acquire_release", "palisade_local", "palisade_redis"),
     ("gcra", "palisade_redis", "fred_evalsha_trivial"),
     ("gcra", "palisade_local", "governor"),
+    ("ratelimit_layer", "palisade_layer", "palisade_limiter"),
+    ("op_span_off", "palisade_bymode", "palisade_local"),
 ];
 
 /// The arguments of `cargo bench` for `cargo xtask bench [-- FILTER…]`: the `--` of the
