@@ -235,6 +235,55 @@ fn local_mode_and_usage_errors() {
     assert_eq!(d["mode"].as_str(), Some("local"));
 }
 
+/// Every `PALISADE_*` setting is read (in a real process, from its environment): a
+/// value that does not parse, or one out of its bound, is a configuration error (exit
+/// 64) naming the variable or the setting; a good one is applied.
+#[test]
+fn every_palisade_variable_is_read_and_a_bad_one_is_named() {
+    let run = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
+        cmd.env_remove("PALISADE_REDIS_URL").env_remove("PALISADE_MODE");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.args(["--json", "doctor"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for (var, value, named) in [
+        ("PALISADE_COMMAND_TIMEOUT", "5 parsecs", "PALISADE_COMMAND_TIMEOUT"),
+        ("PALISADE_CONNECT_TIMEOUT", "500", "PALISADE_CONNECT_TIMEOUT"),
+        ("PALISADE_DEGRADED_SHARE", "a quarter", "PALISADE_DEGRADED_SHARE"),
+        ("PALISADE_LOCAL_CACHE_CAPACITY", "-1", "PALISADE_LOCAL_CACHE_CAPACITY"),
+        (
+            "PALISADE_THROTTLE_RESTART_HOLD",
+            "maybe",
+            "PALISADE_THROTTLE_RESTART_HOLD",
+        ),
+        ("PALISADE_PROBE_PERIOD", "0s", "probe_period"),
+        ("PALISADE_DEGRADED_LEASE_CAP", "100 years", "degraded_lease_cap"),
+        ("PALISADE_DEGRADED_SHARE", "1.5", "degraded_share"),
+    ] {
+        let (code, stderr) = run(&[(var, value)]);
+        assert_eq!(code, Some(64), "{var}={value}: {stderr}");
+        let e: Value = serde_json::from_str(stderr.trim()).unwrap();
+        assert_eq!(e["error"]["kind"].as_str(), Some("config"), "{stderr}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(named),
+            "{var}={value}: {stderr}"
+        );
+    }
+    // Good values apply: the mode from the environment, and the rest accepted.
+    let (code, stderr) = run(&[
+        ("PALISADE_MODE", "local"),
+        ("PALISADE_COMMAND_TIMEOUT", "250ms"),
+        ("PALISADE_DEGRADED_SHARE", "0.5"),
+        ("PALISADE_LOCAL_CACHE_CAPACITY", "1048576"),
+        ("PALISADE_THROTTLE_RESTART_HOLD", "false"),
+        ("PALISADE_NOT_A_SETTING", "ignored: other tools share the prefix"),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 #[test]
 fn doctor_with_a_tls_url_at_a_plain_listener_sends_no_credential_in_clear() {
     let listener = palisade_redis_server::not_redis::Recorder::start().unwrap();

@@ -85,14 +85,14 @@ impl Target {
 
 /// TLS and credential settings beyond the URL.
 #[derive(Clone, Default, Debug)]
-struct Security {
-    ca_file: Option<PathBuf>,
-    client_cert_file: Option<PathBuf>,
-    client_key_file: Option<PathBuf>,
-    server_name: Option<String>,
-    password_file: Option<PathBuf>,
-    sentinel_user: Option<String>,
-    sentinel_password_file: Option<PathBuf>,
+pub(crate) struct Security {
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) client_cert_file: Option<PathBuf>,
+    pub(crate) client_key_file: Option<PathBuf>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
+    pub(crate) sentinel_user: Option<String>,
+    pub(crate) sentinel_password_file: Option<PathBuf>,
 }
 
 impl Security {
@@ -120,18 +120,19 @@ impl Security {
 /// - `Debug` never shows a password.
 #[derive(Clone)]
 pub struct Builder {
-    mode: Option<Mode>,
+    pub(crate) mode: Option<Mode>,
     target: Target,
-    security: Security,
-    tenant: String,
-    prefix: String,
-    connect_timeout: Duration,
-    command_timeout: Duration,
-    degraded_ttl_cap: Duration,
-    degraded_share: f64,
-    degraded_lease_cap: Duration,
-    probe_period: Duration,
-    restart_hold: bool,
+    pub(crate) security: Security,
+    pub(crate) tenant: String,
+    pub(crate) prefix: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) command_timeout: Duration,
+    pub(crate) degraded_ttl_cap: Duration,
+    pub(crate) degraded_share: f64,
+    pub(crate) degraded_lease_cap: Duration,
+    pub(crate) probe_period: Duration,
+    pub(crate) restart_hold: bool,
+    pub(crate) local_cache_capacity: Option<u64>,
     events: Option<Events>,
 }
 
@@ -150,6 +151,7 @@ impl fmt::Debug for Builder {
             .field("degraded_lease_cap", &self.degraded_lease_cap)
             .field("probe_period", &self.probe_period)
             .field("restart_hold", &self.restart_hold)
+            .field("local_cache_capacity", &self.local_cache_capacity)
             .finish()
     }
 }
@@ -169,6 +171,7 @@ impl Default for Builder {
             degraded_lease_cap: Duration::from_secs(30),
             probe_period: Duration::from_secs(1),
             restart_hold: true,
+            local_cache_capacity: None,
             events: None,
         }
     }
@@ -294,6 +297,14 @@ impl Builder {
         self
     }
 
+    /// The local cache's capacity in bytes (default
+    /// 64 MiB): the cache of local mode, and degraded mode's fallback. Each entry
+    /// weighs its key, its value and 64 bytes.
+    pub fn local_cache_capacity(mut self, bytes: u64) -> Self {
+        self.local_cache_capacity = Some(bytes);
+        self
+    }
+
     /// The event sink to use (default: a new one). Subscribe to it before `build()` to
     /// see the `UnavailableAtStartup` events that `build()` itself emits.
     pub fn events(mut self, events: Events) -> Self {
@@ -304,43 +315,6 @@ impl Builder {
     /// The mode `build` will use.
     pub fn effective_mode(&self) -> Mode {
         self.mode.unwrap_or_else(|| Mode::default_for(self.target.is_set()))
-    }
-
-    /// Reads the `PALISADE_*` variables into this builder (variables that are unset or
-    /// empty leave the setting alone): [`ENV_MODE`], [`ENV_REDIS_URL`], [`ENV_TENANT`],
-    /// [`ENV_PASSWORD_FILE`], [`ENV_CA_FILE`], [`ENV_CLIENT_CERT_FILE`],
-    /// [`ENV_CLIENT_KEY_FILE`], [`ENV_TLS_SERVER_NAME`], [`ENV_SENTINEL_USER`],
-    /// [`ENV_SENTINEL_PASSWORD_FILE`].
-    pub fn with_env(mut self) -> Result<Self, Error> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        if let Some(mode) = var(ENV_MODE) {
-            self.mode = Some(mode.parse()?);
-        }
-        if let Some(url) = var(ENV_REDIS_URL) {
-            self = self.redis_url(&url);
-        }
-        if let Some(tenant) = var(ENV_TENANT) {
-            self.tenant = tenant;
-        }
-        let sec = &mut self.security;
-        for (name, slot) in [
-            (ENV_PASSWORD_FILE, &mut sec.password_file),
-            (ENV_CA_FILE, &mut sec.ca_file),
-            (ENV_CLIENT_CERT_FILE, &mut sec.client_cert_file),
-            (ENV_CLIENT_KEY_FILE, &mut sec.client_key_file),
-            (ENV_SENTINEL_PASSWORD_FILE, &mut sec.sentinel_password_file),
-        ] {
-            if let Some(v) = var(name) {
-                *slot = Some(PathBuf::from(v));
-            }
-        }
-        if let Some(v) = var(ENV_TLS_SERVER_NAME) {
-            sec.server_name = Some(v);
-        }
-        if let Some(v) = var(ENV_SENTINEL_USER) {
-            sec.sentinel_user = Some(v);
-        }
-        Ok(self)
     }
 
     #[cfg(feature = "redis")]
@@ -379,9 +353,7 @@ impl Builder {
                 "mode `{mode}` needs a Redis URL (builder.redis_url or {ENV_REDIS_URL})"
             )));
         }
-        if !(0.0..=1.0).contains(&self.degraded_share) {
-            return Err(Error::config("degraded_share must be between 0 and 1"));
-        }
+        self.check_numbers()?;
         let base = Namespace::new(&self.prefix, &self.tenant, "cache")?;
         let events = self.events.clone().unwrap_or_default();
         let backends = match mode {
@@ -397,9 +369,49 @@ impl Builder {
         Palisade::assemble(mode, &self, base, events, backends)
     }
 
+    /// Every duration within its bound (so no deadline arithmetic overflows), the
+    /// share within 0..=1, a capacity above zero: whichever way they were set.
+    fn check_numbers(&self) -> Result<(), Error> {
+        use crate::config::{MAX_DEADLINE, MAX_DEGRADED_CAP};
+        for (name, d, max) in [
+            ("connect_timeout", self.connect_timeout, MAX_DEADLINE),
+            ("command_timeout", self.command_timeout, MAX_DEADLINE),
+            ("probe_period", self.probe_period, MAX_DEADLINE),
+            ("degraded_ttl_cap", self.degraded_ttl_cap, MAX_DEGRADED_CAP),
+            ("degraded_lease_cap", self.degraded_lease_cap, MAX_DEGRADED_CAP),
+        ] {
+            if d.is_zero() || d > max {
+                return Err(Error::config(format!(
+                    "setting `{name}` must be more than 0 and at most {} (got {d:?})",
+                    humantime::format_duration(max)
+                )));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.degraded_share) {
+            return Err(Error::config(format!(
+                "setting `degraded_share` must be between 0 and 1 (got {})",
+                self.degraded_share
+            )));
+        }
+        if self.local_cache_capacity == Some(0) {
+            return Err(Error::config(
+                "setting `local_cache_capacity` must be more than 0 bytes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The local cache, at the configured capacity.
+    #[cfg(feature = "local")]
+    fn local_cache(&self) -> palisade_cache_local::LocalCache {
+        use palisade_cache_local::{DEFAULT_CAPACITY_BYTES, LocalCache, LocalCacheConfig};
+        let bytes = self.local_cache_capacity.unwrap_or(DEFAULT_CAPACITY_BYTES);
+        LocalCache::new(LocalCacheConfig::default().with_capacity_bytes(bytes))
+    }
+
     #[cfg(feature = "local")]
     fn local(&self) -> Result<Backends, Error> {
-        use palisade_cache_local::{LocalCache, LocalJobStore, LocalThrottle};
+        use palisade_cache_local::{LocalJobStore, LocalThrottle};
         tracing::warn!(
             target: palisade_cache_core::EVENT_TARGET,
             mode = "local",
@@ -407,7 +419,7 @@ impl Builder {
             "palisade runs in local mode: state is per process, not shared between nodes"
         );
         Ok(Backends {
-            cache: ByMode::Local(LocalCache::default()),
+            cache: ByMode::Local(self.local_cache()),
             jobs: ByMode::Local(LocalJobStore::default()),
             throttle: ByMode::Local(LocalThrottle::default()),
             #[cfg(feature = "redis")]
@@ -500,7 +512,7 @@ impl Builder {
     #[cfg(all(feature = "redis", feature = "local"))]
     async fn degraded(&self, events: &Events) -> Result<Backends, Error> {
         use palisade_cache_core::{Component, Failover, FailoverOptions};
-        use palisade_cache_local::{LocalCache, LocalJobStore, LocalThrottle};
+        use palisade_cache_local::{LocalJobStore, LocalThrottle};
         use palisade_cache_redis::{RedisCache, RedisConnection, RedisJobStore, RedisThrottle};
         let mode = Mode::ExplicitDegraded;
         let config = self.redis_config()?;
@@ -533,7 +545,7 @@ impl Builder {
         Ok(Backends {
             cache: ByMode::Degraded(Failover::new(
                 RedisCache::new(conn.clone()),
-                LocalCache::default(),
+                self.local_cache(),
                 ctx(Component::Cache),
                 options,
                 down,

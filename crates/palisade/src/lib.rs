@@ -5,6 +5,7 @@ compile_error!("palisade needs at least one backend: enable the `local` or the `
 
 pub mod backends;
 mod builder;
+pub mod config;
 
 pub use backends::{AnyCache, AnyJobs, AnyThrottle};
 pub use builder::{
@@ -12,6 +13,7 @@ pub use builder::{
     ENV_PASSWORD_FILE, ENV_REDIS_URL, ENV_SENTINEL_PASSWORD_FILE, ENV_SENTINEL_USER, ENV_TENANT, ENV_TLS_SERVER_NAME,
     Palisade, Tenant,
 };
+pub use config::Config;
 pub use palisade_cache_core::observe;
 pub use palisade_cache_core::{
     BoxError, CacheLimits, CacheStats, Codec, CodecError, Component, Error, ErrorKind, ErrorSummary, Event, EventKind,

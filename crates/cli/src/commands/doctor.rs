@@ -6,8 +6,10 @@ use serde_json::json;
 use crate::args::Cli;
 use crate::output::{Out, exit_code};
 
+/// Every `PALISADE_*` setting of the environment first (deadlines, degraded-mode
+/// settings…), then the flags over them.
 pub(crate) async fn build(cli: &Cli) -> Result<Palisade, Error> {
-    let mut b = Palisade::builder().tenant(&cli.tenant);
+    let mut b = Palisade::builder().with_env()?.tenant(&cli.tenant);
     if let Some(url) = cli.url() {
         b = b.redis_url(url);
     }
