@@ -41,6 +41,9 @@ enum Target {
     Url(Secret),
     /// A Sentinel service and its sentinels.
     Sentinel { service: String, seeds: Vec<Secret> },
+    /// A connection the service made and shares ([`Builder::redis_connection`]).
+    #[cfg(feature = "redis")]
+    Connection(palisade_cache_redis::RedisConnection),
 }
 
 impl Target {
@@ -69,6 +72,8 @@ impl Target {
                 let scheme = if tls { "rediss-sentinel" } else { "redis-sentinel" };
                 Some(Endpoint::url(&format!("{scheme}://{}/{service}", hosts.join(","))))
             }
+            #[cfg(feature = "redis")]
+            Target::Connection(conn) => Some(conn.endpoint().clone()),
         }
     }
 
@@ -205,6 +210,27 @@ impl Builder {
         };
         self
     }
+    /// Shares a connection the service already has, instead of opening a second: palisade
+    /// runs on it (and [`Palisade::redis_connection`] gives it back). The connection
+    /// carries its own URL, TLS, credentials and deadlines: it replaces a URL or
+    /// Sentinel given before (the last of the three calls wins), TLS or password files
+    /// set on the builder beside it are [`Error::Config`] (they would be ignored), and
+    /// the builder's connect and command deadlines give way to the connection's.
+    /// `build()` PINGs it: in strict mode a
+    /// connection that does not answer fails `build()`, in degraded mode palisade
+    /// starts locally and moves to Redis when the connection answers.
+    ///
+    /// A [`RedisConnection`](palisade_cache_redis::RedisConnection), not any fred
+    /// client: palisade's guarantees need its settings (a command that timed out is
+    /// never re-sent, deadlines on every call, its cluster router). The service runs
+    /// its own commands on it with
+    /// [`command`](palisade_cache_redis::RedisConnection::command) or the fred client of
+    /// [`client_for`](palisade_cache_redis::RedisConnection::client_for).
+    #[cfg(feature = "redis")]
+    pub fn redis_connection(mut self, connection: palisade_cache_redis::RedisConnection) -> Self {
+        self.target = Target::Connection(connection);
+        self
+    }
     /// TLS: trust only the CA certificates of this PEM file (default: the platform's
     /// roots). Needs a `rediss…` URL and the `tls` feature.
     pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -328,14 +354,14 @@ impl Builder {
         // deadline (+ its backstop). The supervisor's own deadline comes later, so fred
         // times a queued PING out itself (and never sends it late), and a PING queued
         // while fred reconnects is answered the moment the server is back.
-        let probe_deadline = self.command_timeout + 2 * palisade_cache_redis::BACKSTOP;
+        let probe_deadline = self.redis_command_timeout() + 2 * palisade_cache_redis::BACKSTOP;
         palisade_cache_core::SupervisorContext::new(component, mode, events.clone()).with_config(
             palisade_cache_core::SupervisorConfig::default()
                 .with_probe_period(self.probe_period)
                 .with_probe_deadline(probe_deadline)
                 // A call waiting for its record during a recovery's hand-over fails
                 // at the command deadline like any other call.
-                .with_handover_wait(self.command_timeout),
+                .with_handover_wait(self.redis_command_timeout()),
         )
     }
 
@@ -444,6 +470,11 @@ impl Builder {
             }
             Target::Url(u) => RedisConfig::from_url(u.expose())?,
             Target::Sentinel { service, seeds } => RedisConfig::sentinel(service, &expose(seeds))?,
+            Target::Connection(_) => {
+                return Err(Error::config(
+                    "a connection given with redis_connection has no configuration to build",
+                ));
+            }
         }
         .with_connect_timeout(self.connect_timeout)
         .with_command_timeout(self.command_timeout);
@@ -466,7 +497,45 @@ impl Builder {
     /// The Redis settings, checked without a network (see `build`).
     #[cfg(feature = "redis")]
     fn check_redis_settings(&self) -> Result<(), Error> {
+        if let Target::Connection(_) = self.target {
+            let sec = &self.security;
+            if sec.tls_is_set() || sec.password_file.is_some() || sec.sentinel_password_file.is_some() {
+                return Err(Error::config(
+                    "a connection given with redis_connection carries its own TLS and credentials; \
+                     set them where it is made, not on the builder",
+                ));
+            }
+            return Ok(());
+        }
         self.redis_config()?.validate()
+    }
+
+    /// The command deadline of the Redis calls: the given connection's, or the setting.
+    #[cfg(feature = "redis")]
+    fn redis_command_timeout(&self) -> Duration {
+        match &self.target {
+            Target::Connection(conn) => conn.command_timeout(),
+            _ => self.command_timeout,
+        }
+    }
+
+    /// The connection, connected: the given one once it answered a PING, or a new one.
+    #[cfg(feature = "redis")]
+    async fn connect(&self) -> Result<palisade_cache_redis::RedisConnection, Error> {
+        match &self.target {
+            Target::Connection(conn) => conn.ping().await.map(|()| conn.clone()),
+            _ => palisade_cache_redis::RedisConnection::connect(&self.redis_config()?).await,
+        }
+    }
+
+    /// The connection for a start with Redis down: the given one, or a new one that
+    /// connects in the background.
+    #[cfg(all(feature = "redis", feature = "local"))]
+    fn connect_lazy(&self) -> Result<palisade_cache_redis::RedisConnection, Error> {
+        match &self.target {
+            Target::Connection(conn) => Ok(conn.clone()),
+            _ => palisade_cache_redis::RedisConnection::connect_lazy(&self.redis_config()?),
+        }
     }
 
     /// Without the `redis` feature a Redis URL is still parsed, and TLS asked for is
@@ -488,9 +557,9 @@ impl Builder {
     #[cfg(feature = "redis")]
     async fn strict(&self, events: &Events) -> Result<Backends, Error> {
         use palisade_cache_core::{Component, Strict};
-        use palisade_cache_redis::{RedisCache, RedisConnection, RedisJobStore, RedisThrottle};
+        use palisade_cache_redis::{RedisCache, RedisJobStore, RedisThrottle};
         let mode = Mode::StrictDistributed;
-        let conn = RedisConnection::connect(&self.redis_config()?).await?;
+        let conn = self.connect().await?;
         let jobs = RedisJobStore::new(conn.clone()).await?;
         let throttle = RedisThrottle::new(conn.clone())
             .await?
@@ -513,9 +582,8 @@ impl Builder {
     async fn degraded(&self, events: &Events) -> Result<Backends, Error> {
         use palisade_cache_core::{Component, Failover, FailoverOptions};
         use palisade_cache_local::{LocalJobStore, LocalThrottle};
-        use palisade_cache_redis::{RedisCache, RedisConnection, RedisJobStore, RedisThrottle};
+        use palisade_cache_redis::{RedisCache, RedisJobStore, RedisThrottle};
         let mode = Mode::ExplicitDegraded;
-        let config = self.redis_config()?;
         let options = FailoverOptions::default()
             .with_degraded_ttl_cap(self.degraded_ttl_cap)
             .with_degraded_share(self.degraded_share)
@@ -523,7 +591,7 @@ impl Builder {
         let ctx = |c| self.ctx(c, mode, events);
         // Refused credentials (or any error that is not an outage) are a
         // misconfiguration: degraded mode must not start serving local state on them.
-        let (conn, jobs, throttle, down) = match RedisConnection::connect(&config).await {
+        let (conn, jobs, throttle, down) = match self.connect().await {
             Ok(conn) => (
                 conn.clone(),
                 RedisJobStore::new(conn.clone()).await?,
@@ -531,7 +599,7 @@ impl Builder {
                 None,
             ),
             Err(e) if e.is_unavailable() && e.kind() != palisade_cache_core::ErrorKind::Auth => {
-                let lazy = RedisConnection::connect_lazy(&config)?;
+                let lazy = self.connect_lazy()?;
                 (
                     lazy.clone(),
                     RedisJobStore::lazy(lazy.clone()),
@@ -800,6 +868,13 @@ impl Palisade {
     /// The configured tenant's GCRA rate limiter (namespace `ratelimit`).
     pub fn rate_limiter(&self) -> RateLimiter {
         self.default.rate_limiter()
+    }
+
+    /// The Redis connection palisade runs on (strict and degraded mode), for the
+    /// service's own commands: one client, not two. See [`Builder::redis_connection`].
+    #[cfg(feature = "redis")]
+    pub fn redis_connection(&self) -> Option<&palisade_cache_redis::RedisConnection> {
+        self.connection.as_ref()
     }
 
     /// Outage and recovery events of every contract.

@@ -19,6 +19,10 @@ pub use palisade_cache_core::{
     BoxError, CacheLimits, CacheStats, Codec, CodecError, Component, Error, ErrorKind, ErrorSummary, Event, EventKind,
     Events, Health, Mode, Namespace, Provenance, StatusSnapshot, Tagged,
 };
+/// The Redis connection, to share with palisade ([`Builder::redis_connection`]) or to
+/// take from it ([`Palisade::redis_connection`]).
+#[cfg(feature = "redis")]
+pub use palisade_cache_redis::{RedisConfig, RedisConnection};
 pub use palisade_job_store::{JobRecord, JobStats, JobStatus, JobStoreConfig, Outcome, Patch, RecoveryReport};
 pub use palisade_throttle::{
     Decision, DenyReason, KeyState, Lease, Permit, Policy, PolicyBuilder, Rate, RateBuilder, RateDecision,

@@ -389,3 +389,108 @@ async fn doctor_names_the_contracts_a_narrow_acl_user_cannot_serve() {
         assert!(e.contains("NOPERM"), "{}: {e}", c.contract);
     }
 }
+
+/// `connected_clients` of a server, seen from one more (short) connection.
+#[cfg(feature = "redis")]
+fn connected_clients(addr: &str) -> u64 {
+    let info = palisade_redis_server::resp::command(addr, &["INFO", "clients"])
+        .unwrap()
+        .text()
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// A service with one Redis connection gives it to palisade: every contract runs on
+/// it, the service's own commands run on it, and the server sees one client, not two.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_connection_is_the_only_client_palisade_and_the_service_use() {
+    let Some(server) = env::private_server("umbrella_shared_connection") else {
+        return;
+    };
+    let conn = palisade::RedisConnection::connect(&palisade::RedisConfig::from_url(&server.url()).unwrap())
+        .await
+        .unwrap();
+    for mode in [Mode::StrictDistributed, Mode::ExplicitDegraded] {
+        let p = Palisade::builder()
+            .mode(mode)
+            .redis_connection(conn.clone())
+            .tenant("shared")
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(p.mode(), mode);
+        let cache = p.cache();
+        cache.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(cache.get("k").await.unwrap().provenance, Provenance::Distributed);
+        p.jobs()
+            .create(&format!("j-{mode}"), &JobRecord::queued(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let rate = palisade::Rate::per_second(10).burst(2).build().unwrap();
+        assert!(p.rate_limiter().limit("ip", &rate).await.unwrap().value.is_allowed());
+        // The service's own command, on the connection palisade hands back.
+        let own = p.redis_connection().unwrap();
+        let dbsize: i64 = own
+            .command("service.dbsize", "any", "DBSIZE", Vec::new())
+            .await
+            .unwrap();
+        assert!(dbsize >= 2, "{dbsize}");
+        assert!(p.doctor().await.can_serve);
+        // This test's client and the checker's: palisade opened none of its own.
+        assert_eq!(connected_clients(&server.addr()), 2, "{mode}");
+    }
+}
+
+/// TLS or credentials set on the builder beside a shared connection would be ignored:
+/// that is a configuration error, never a silent weakening.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_shared_connection_with_tls_or_credentials_on_the_builder_is_a_config_error() {
+    let config = palisade::RedisConfig::from_url("redis://127.0.0.1:1").unwrap();
+    let conn = palisade::RedisConnection::connect_lazy(&config).unwrap();
+    for b in [
+        Palisade::builder().tls_ca_file("/ca.pem"),
+        Palisade::builder().redis_password_file("/pw"),
+        Palisade::builder().tls_server_name("redis.internal"),
+    ] {
+        let e = b.redis_connection(conn.clone()).build().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(e.to_string().contains("redis_connection"), "{e}");
+    }
+}
+
+/// A shared connection that does not answer: strict fails `build()` within the
+/// connection's deadline; degraded starts on the local backends.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_connection_that_does_not_answer_fails_strict_and_starts_degraded_locally() {
+    let Some(mut server) = env::private_server("umbrella_shared_down") else {
+        return;
+    };
+    let config = palisade::RedisConfig::from_url(&server.url())
+        .unwrap()
+        .with_command_timeout(Duration::from_millis(300));
+    server.kill();
+    let conn = palisade::RedisConnection::connect_lazy(&config).unwrap();
+    let start = Instant::now();
+    let e = Palisade::builder()
+        .redis_connection(conn.clone())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    let p = Palisade::builder()
+        .mode(Mode::ExplicitDegraded)
+        .redis_connection(conn)
+        .build()
+        .await
+        .unwrap();
+    let cache = p.cache();
+    cache.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap().provenance, Provenance::LocalDegraded);
+}
