@@ -530,7 +530,11 @@ async fn a_slot_migrated_to_a_new_master_under_load_is_followed_through_ask_and_
         others.len()
     );
     assert!(moved >= 200 && on_slot.len() > 100 && others.len() > 100);
-    let errors: Vec<_> = on_slot.iter().chain(&others).filter_map(|s| s.error.as_deref()).collect();
+    let errors: Vec<_> = on_slot
+        .iter()
+        .chain(&others)
+        .filter_map(|s| s.error.as_deref())
+        .collect();
     assert_eq!(slot_errors, 0, "ASK and MOVED were followed: {errors:?}");
     assert_eq!(other_errors, 0);
     // The importing node really saw ASKING: the ASK path ran, not only MOVED.
