@@ -2,7 +2,6 @@
 //! a real `redis-server` — killed mid-test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -13,25 +12,8 @@ use palisade_redis_server::env;
 use palisade_tower::{Header, RateLimitLayer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Status and headers (lower-cased names) of one `GET /` with `x-client: client`.
-async fn get_as(addr: std::net::SocketAddr, client: &str) -> (u16, HashMap<String, String>, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET / HTTP/1.1\r\nHost: test\r\nx-client: {client}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut raw))
-        .await
-        .expect("an answer in time")
-        .unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, body.to_owned())
-}
+mod common;
+use common::get_as;
 
 async fn serve(p: &Palisade, rate: Rate) -> std::net::SocketAddr {
     let layer =
