@@ -58,7 +58,7 @@ pub mod url;
 pub use backend::{Backend, ByMode, Failover, FailoverOptions, Fallback, FallbackCtx, Never, Op, Run, Strict};
 pub use cache::{BackendStatus, Cache, CacheBackend, CacheLimits, CacheStats};
 pub use clock::{BoxFuture, Clock, ManualClock, SharedClock, SystemClock, with_deadline};
-pub use codec::{Codec, CodecError};
+pub use codec::{Codec, CodecError, Format};
 pub use error::{BoxError, Error, ErrorKind, ErrorSummary};
 pub use event::{Component, Event, EventKind, Events, TARGET as EVENT_TARGET};
 pub use key::{Contract, KeyParts, Namespace};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::error::Error as _;
 
-use palisade_cache_core::codec::MAGIC;
+use palisade_cache_core::codec::{MAGIC, MAGIC_JSON};
 use palisade_cache_core::{Codec, CodecError, ErrorKind};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -43,11 +43,22 @@ fn source_of(e: &palisade_cache_core::Error) -> &CodecError {
 
 proptest! {
     #[test]
-    fn round_trip(v in value(), schema in any::<u16>()) {
-        let codec = Codec::new(schema);
+    fn round_trip(v in value(), schema in any::<u16>(), json in any::<bool>()) {
+        let codec = codec(schema, json);
         let bytes = codec.encode(&v, "v").unwrap();
-        prop_assert_eq!(bytes[0], MAGIC);
-        prop_assert_eq!(codec.decode::<Value>(&bytes, "v").unwrap(), v);
+        prop_assert_eq!(bytes[0], if json { MAGIC_JSON } else { MAGIC });
+        prop_assert_eq!(&codec.decode::<Value>(&bytes, "v").unwrap(), &v);
+        // Either codec reads either format: the envelope says which wrote it.
+        prop_assert_eq!(self::codec(schema, !json).decode::<Value>(&bytes, "v").unwrap(), v);
+    }
+
+    /// A JSON envelope is three bytes and plain JSON: what another language parses.
+    #[test]
+    fn a_json_body_is_plain_json(v in value(), schema in any::<u16>()) {
+        let bytes = Codec::json(schema).encode(&v, "v").unwrap();
+        prop_assert_eq!(&bytes[1..3], &schema.to_le_bytes()[..]);
+        let parsed: serde_json::Value = serde_json::from_slice(&bytes[3..]).unwrap();
+        prop_assert_eq!(parsed, serde_json::to_value(&v).unwrap());
     }
 
     #[test]
@@ -62,9 +73,9 @@ proptest! {
     }
 
     #[test]
-    fn another_schema_version_is_refused(v in value(), a in any::<u16>(), b in any::<u16>()) {
+    fn another_schema_version_is_refused(v in value(), a in any::<u16>(), b in any::<u16>(), json in any::<bool>()) {
         prop_assume!(a != b);
-        let bytes = Codec::new(a).encode(&v, "v").unwrap();
+        let bytes = codec(a, json).encode(&v, "v").unwrap();
         let e = Codec::new(b).decode::<Value>(&bytes, "the value").unwrap_err();
         prop_assert_eq!(e.kind(), ErrorKind::Codec);
         let is_mismatch = matches!(source_of(&e), CodecError::SchemaMismatch { expected, found } if *expected == b && *found == a);
@@ -83,13 +94,31 @@ proptest! {
         longer.push(extra);
         let e = codec.decode::<Value>(&longer, "v").unwrap_err();
         prop_assert!(matches!(source_of(&e), CodecError::TrailingBytes(1)));
+        // JSON: every truncation, and any trailing character but whitespace.
+        let codec = Codec::json(7);
+        let bytes = codec.encode(&v, "v").unwrap();
+        for cut in 0..bytes.len() {
+            prop_assert_eq!(codec.decode::<Value>(&bytes[..cut], "v").unwrap_err().kind(), ErrorKind::Codec);
+        }
+        prop_assume!(!extra.is_ascii_whitespace());
+        let mut longer = bytes;
+        longer.push(extra);
+        prop_assert_eq!(codec.decode::<Value>(&longer, "v").unwrap_err().kind(), ErrorKind::Codec);
     }
+}
+
+fn codec(schema: u16, json: bool) -> Codec {
+    if json { Codec::json(schema) } else { Codec::new(schema) }
 }
 
 #[test]
 fn documented_envelope_layout() {
     let bytes = Codec::new(0x0102).encode(&7u8, "v").unwrap();
     assert_eq!(bytes, [MAGIC, 0x02, 0x01, 7]);
+    let bytes = Codec::json(0x0102)
+        .encode(&serde_json::json!({"a": [1, "x"]}), "v")
+        .unwrap();
+    assert_eq!(bytes, [&[MAGIC_JSON, 0x02, 0x01][..], br#"{"a":[1,"x"]}"#].concat());
     let e = Codec::new(1).decode::<u8>(&[0x00, 1, 0, 7], "v").unwrap_err();
     assert!(matches!(source_of(&e), CodecError::NotAnEnvelope(0)));
     let e = Codec::new(1).decode::<u8>(&[MAGIC], "v").unwrap_err();

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use palisade_cache_core::codec::MAGIC;
+use palisade_cache_core::codec::Format;
 use palisade_cache_core::{Codec, Error};
 
 /// The raw stored fields of one record: hash field name → bytes.
@@ -249,8 +249,18 @@ pub mod field {
     pub const USER_PREFIX: &str = "f:";
 }
 
-/// The codec of every enveloped field (schema 1).
+/// The codec of every enveloped field (schema 1, postcard). Fields are read in either
+/// format; [`JobStoreConfig::field_format`](crate::JobStoreConfig::field_format) picks the one
+/// written.
 pub const FIELD_CODEC: Codec = Codec::new(1);
+
+/// The codec that writes fields in `format` (schema 1).
+pub fn field_codec(format: Format) -> Codec {
+    match format {
+        Format::Json => Codec::json(1),
+        _ => FIELD_CODEC,
+    }
+}
 
 /// Milliseconds since the epoch, as stored.
 pub fn millis_text(t: SystemTime) -> String {
@@ -260,37 +270,57 @@ pub fn millis_text(t: SystemTime) -> String {
         .to_string()
 }
 
-fn put<T: serde::Serialize + ?Sized>(out: &mut FieldMap, name: &str, v: &T) -> Result<(), Error> {
-    out.insert(
-        name.to_owned(),
-        Bytes::from(FIELD_CODEC.encode(v, &format!("field `{name}`"))?),
-    );
-    Ok(())
+/// Writes enveloped fields in one format.
+struct Writer {
+    codec: Codec,
+    out: FieldMap,
 }
 
-/// The stored fields of a patch (application fields prefixed with `f:`).
-pub fn encode_patch(p: &Patch) -> Result<FieldMap, Error> {
-    let mut out = FieldMap::new();
+impl Writer {
+    fn put<T: serde::Serialize + ?Sized>(&mut self, name: &str, v: &T) -> Result<(), Error> {
+        let bytes = self.codec.encode(v, &format!("field `{name}`"))?;
+        self.out.insert(name.to_owned(), Bytes::from(bytes));
+        Ok(())
+    }
+
+    /// Bytes: in JSON, UTF-8 bytes are a string (what another language wants to read),
+    /// other bytes an array of numbers; postcard stores them as they are.
+    fn put_bytes(&mut self, name: &str, v: &[u8]) -> Result<(), Error> {
+        match (self.codec.format(), std::str::from_utf8(v)) {
+            (Format::Json, Ok(text)) => self.put(name, text),
+            _ => self.put(name, v),
+        }
+    }
+}
+
+/// The stored fields of a patch (application fields prefixed with `f:`), enveloped in
+/// `format`.
+pub fn encode_patch(p: &Patch, format: Format) -> Result<FieldMap, Error> {
+    let mut w = Writer {
+        codec: field_codec(format),
+        out: FieldMap::new(),
+    };
     if let Some(v) = p.progress {
-        put(&mut out, field::PROGRESS, &v)?;
+        w.put(field::PROGRESS, &v)?;
     }
     if let Some(v) = &p.result {
-        put(&mut out, field::RESULT, &v[..])?;
+        w.put_bytes(field::RESULT, v)?;
     }
     if let Some(v) = &p.error {
-        put(&mut out, field::ERROR, v.as_str())?;
+        w.put(field::ERROR, v.as_str())?;
     }
     if let Some(v) = p.attempts {
-        put(&mut out, field::ATTEMPTS, &v)?;
+        w.put(field::ATTEMPTS, &v)?;
     }
     for (k, v) in &p.fields {
-        put(&mut out, &format!("{}{k}", field::USER_PREFIX), &v[..])?;
+        w.put_bytes(&format!("{}{k}", field::USER_PREFIX), v)?;
     }
-    Ok(out)
+    Ok(w.out)
 }
 
-/// The stored fields of a new record (timestamps are the store's to set).
-pub fn encode_record(r: &JobRecord) -> Result<FieldMap, Error> {
+/// The stored fields of a new record (timestamps are the store's to set), enveloped in
+/// `format`.
+pub fn encode_record(r: &JobRecord, format: Format) -> Result<FieldMap, Error> {
     let patch = Patch {
         progress: r.progress,
         result: r.result.clone(),
@@ -298,7 +328,7 @@ pub fn encode_record(r: &JobRecord) -> Result<FieldMap, Error> {
         attempts: Some(r.attempts),
         fields: r.fields.clone(),
     };
-    let mut out = encode_patch(&patch)?;
+    let mut out = encode_patch(&patch, format)?;
     out.insert(
         field::STATUS.to_owned(),
         Bytes::from_static(r.status.as_str().as_bytes()),
@@ -311,7 +341,7 @@ fn codec_err(name: &str, why: impl Into<palisade_cache_core::BoxError>) -> Error
 }
 
 fn text(name: &str, raw: &Bytes) -> Result<String, Error> {
-    if raw.first() == Some(&MAGIC) {
+    if Format::of(raw).is_some() {
         return FIELD_CODEC.decode::<String>(raw, &format!("job field `{name}`"));
     }
     String::from_utf8(raw.to_vec()).map_err(|e| codec_err(name, e))
@@ -321,20 +351,31 @@ fn number<T: serde::de::DeserializeOwned + FromStr>(name: &str, raw: &Bytes) -> 
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    if raw.first() == Some(&MAGIC) {
+    if Format::of(raw).is_some() {
         return FIELD_CODEC.decode::<T>(raw, &format!("job field `{name}`"));
     }
     let s = std::str::from_utf8(raw).map_err(|e| codec_err(name, e))?;
     s.trim().parse::<T>().map_err(|e| codec_err(name, e))
 }
 
+/// Bytes as JSON writes them: a string, or an array of numbers.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum JsonBytes {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
 fn bytes(name: &str, raw: &Bytes) -> Result<Bytes, Error> {
-    if raw.first() == Some(&MAGIC) {
-        return FIELD_CODEC
-            .decode::<Vec<u8>>(raw, &format!("job field `{name}`"))
-            .map(Bytes::from);
+    let what = || format!("job field `{name}`");
+    match Format::of(raw) {
+        Some(Format::Json) => Ok(match FIELD_CODEC.decode::<JsonBytes>(raw, &what())? {
+            JsonBytes::Text(t) => Bytes::from(t),
+            JsonBytes::Bytes(b) => Bytes::from(b),
+        }),
+        Some(_) => FIELD_CODEC.decode::<Vec<u8>>(raw, &what()).map(Bytes::from),
+        None => Ok(raw.clone()),
     }
-    Ok(raw.clone())
 }
 
 fn time(name: &str, raw: &Bytes) -> Result<SystemTime, Error> {

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use palisade_cache_core::{Error, ErrorCounters, Namespace, Op, Provenance, Run, StatusSnapshot, Tagged, on_behalf_of};
+use palisade_cache_core::{
+    Error, ErrorCounters, Format, Namespace, Op, Provenance, Run, StatusSnapshot, Tagged, on_behalf_of,
+};
 
 use crate::model::{self, FieldMap, JobRecord, JobStatus, Patch};
 use crate::op;
@@ -116,6 +118,11 @@ pub struct JobStoreConfig {
     /// A running job without a heartbeat for longer than this is presumed dead
     /// (default 30 s).
     pub heartbeat_timeout: Duration,
+    /// The format fields are written in (default postcard). [`Format::Json`] is for
+    /// records other languages read: numbers and strings as JSON, UTF-8 bytes as a JSON
+    /// string, other bytes as an array of numbers, each behind the three-byte envelope
+    /// ([`palisade_cache_core::codec`]). Both formats are always read.
+    pub field_format: Format,
 }
 
 impl Default for JobStoreConfig {
@@ -127,6 +134,7 @@ impl Default for JobStoreConfig {
             max_fields: 1_000,
             max_write_len: 4 * 1024 * 1024,
             heartbeat_timeout: Duration::from_secs(30),
+            field_format: Format::Postcard,
         }
     }
 }
@@ -135,6 +143,12 @@ impl JobStoreConfig {
     /// Sets the heartbeat timeout.
     pub fn with_heartbeat_timeout(mut self, d: Duration) -> Self {
         self.heartbeat_timeout = d;
+        self
+    }
+
+    /// Sets the format fields are written in.
+    pub fn with_field_format(mut self, format: Format) -> Self {
+        self.field_format = format;
         self
     }
 
@@ -378,7 +392,7 @@ impl<B: JobBackend> JobStore<B> {
         let r = async {
             let key = self.key(id)?;
             Self::check_ttl(ttl)?;
-            let fields = model::encode_record(record)?;
+            let fields = model::encode_record(record, self.config.field_format)?;
             self.check_fields(&fields)?;
             Ok(self.run(op::Create::new(key, fields, ttl, false)).await?.map(drop))
         }
@@ -397,7 +411,7 @@ impl<B: JobBackend> JobStore<B> {
         let r = async {
             let key = self.key(id)?;
             Self::check_ttl(ttl)?;
-            let fields = model::encode_record(record)?;
+            let fields = model::encode_record(record, self.config.field_format)?;
             self.check_fields(&fields)?;
             let created = self.run(op::Create::new(key, fields, ttl, true)).await?;
             if created.value {
@@ -429,7 +443,7 @@ impl<B: JobBackend> JobStore<B> {
             if patch.is_empty() {
                 return self.run(op::Exists::new(key)).await;
             }
-            let fields = model::encode_patch(patch)?;
+            let fields = model::encode_patch(patch, self.config.field_format)?;
             self.check_fields(&fields)?;
             self.run(op::Update::new(key, fields)).await
         }
@@ -484,7 +498,7 @@ impl<B: JobBackend> JobStore<B> {
                     "{from} → {to} is not a transition of the job lifecycle"
                 )));
             }
-            let fields = model::encode_patch(patch)?;
+            let fields = model::encode_patch(patch, self.config.field_format)?;
             self.check_fields(&fields)?;
             self.run(op::Transition::new(key, from, to, fields))
                 .await?

@@ -325,6 +325,68 @@ pub async fn get_decodes_text_and_envelope_forms<F: Fixture<Backend: JobBackend>
     assert_eq!(got.fields.len(), 2);
 }
 
+/// A store writing JSON fields and one writing postcard read each other's records; the
+/// JSON fields are plain JSON behind the three-byte envelope (`0xA2`, schema 1):
+/// numbers as numbers, strings as strings, UTF-8 bytes as a string, other bytes as an
+/// array of numbers.
+pub async fn json_fields_are_plain_json_and_read_back_in_either_format<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    use palisade_cache_core::Format;
+    let postcard = store_for(fx);
+    let json = postcard
+        .clone()
+        .with_config(crate::JobStoreConfig::default().with_field_format(Format::Json));
+    let mut rec = JobRecord::queued();
+    rec.progress = Some(42);
+    rec.attempts = 2;
+    rec.error = Some("boom".into());
+    rec.result = Some(Bytes::from_static(br#"{"ok":true}"#));
+    rec.fields.insert("text".into(), Bytes::from_static(b"hello"));
+    rec.fields.insert("bin".into(), Bytes::from_static(&[0xff, 0]));
+    json.create("j", &rec, LONG_TTL).await.unwrap();
+    let raw = postcard
+        .backend()
+        .run(&crate::op::Get::new(postcard.key("j").unwrap()))
+        .await
+        .unwrap()
+        .value
+        .expect("the record");
+    let envelope = |body: &[u8]| [&[0xA2, 1, 0][..], body].concat();
+    for (name, body) in [
+        (field::PROGRESS, &b"42"[..]),
+        (field::ATTEMPTS, b"2"),
+        (field::ERROR, br#""boom""#),
+        (field::RESULT, br#""{\"ok\":true}""#),
+        ("f:text", br#""hello""#),
+        ("f:bin", b"[255,0]"),
+    ] {
+        assert_eq!(
+            raw.fields.get(name).map(|b| &b[..]),
+            Some(&envelope(body)[..]),
+            "{name}"
+        );
+    }
+    for reader in [&postcard, &json] {
+        let got = get(reader, "j").await.unwrap();
+        assert_eq!(
+            (got.progress, got.attempts, got.error.as_deref()),
+            (Some(42), 2, Some("boom"))
+        );
+        assert_eq!(got.result, rec.result);
+        assert_eq!(got.fields, rec.fields);
+    }
+    // The postcard store writes postcard; the JSON store reads it.
+    postcard.update("j", &Patch::new().progress(7)).await.unwrap();
+    let raw = postcard
+        .backend()
+        .run(&crate::op::Get::new(postcard.key("j").unwrap()))
+        .await
+        .unwrap()
+        .value
+        .expect("the record");
+    assert_eq!(raw.fields.get(field::PROGRESS).and_then(|b| b.first()), Some(&0xA1));
+    assert_eq!(get(&json, "j").await.unwrap().progress, Some(7));
+}
+
 mod erased {
     pub(super) trait Enc {
         fn enc(&self) -> Vec<u8>;
@@ -860,6 +922,7 @@ macro_rules! job_suite {
             the_last_writer_of_a_field_wins,
             an_empty_patch_writes_nothing_and_reports_existence,
             get_decodes_text_and_envelope_forms,
+            json_fields_are_plain_json_and_read_back_in_either_format,
             undecodable_fields_are_codec_errors_naming_the_field,
             only_the_lifecycle_edges_are_allowed,
             transition_is_a_compare_and_set_with_its_patch,
@@ -996,7 +1059,8 @@ async fn check_failed_calls<F: Fixture<Backend: JobBackend>>(fx: &F, ops: &[BadJ
             BadJobOp::Transition(f, t, shape) => s.transition(id, st(f), st(t), &patch_of(shape)).await.map(drop),
             BadJobOp::Heartbeat => s.heartbeat(id).await.map(drop),
             BadJobOp::BackendCreate(t) => {
-                let fields = crate::model::encode_record(&JobRecord::queued()).unwrap();
+                let fields =
+                    crate::model::encode_record(&JobRecord::queued(), palisade_cache_core::Format::Postcard).unwrap();
                 s.backend()
                     .run(&crate::op::Create::new(
                         key.clone(),

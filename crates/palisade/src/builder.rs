@@ -138,6 +138,7 @@ pub struct Builder {
     pub(crate) probe_period: Duration,
     pub(crate) restart_hold: bool,
     pub(crate) local_cache_capacity: Option<u64>,
+    pub(crate) value_format: palisade_cache_core::Format,
     events: Option<Events>,
 }
 
@@ -157,6 +158,7 @@ impl fmt::Debug for Builder {
             .field("probe_period", &self.probe_period)
             .field("restart_hold", &self.restart_hold)
             .field("local_cache_capacity", &self.local_cache_capacity)
+            .field("value_format", &self.value_format)
             .finish()
     }
 }
@@ -177,6 +179,7 @@ impl Default for Builder {
             probe_period: Duration::from_secs(1),
             restart_hold: true,
             local_cache_capacity: None,
+            value_format: palisade_cache_core::Format::Postcard,
             events: None,
         }
     }
@@ -328,6 +331,15 @@ impl Builder {
     /// weighs its key, its value and 64 bytes.
     pub fn local_cache_capacity(mut self, bytes: u64) -> Self {
         self.local_cache_capacity = Some(bytes);
+        self
+    }
+
+    /// The format typed cache values and job fields are written in (default
+    /// [`Format::Postcard`](palisade_cache_core::Format::Postcard));
+    /// [`Format::Json`](palisade_cache_core::Format::Json) for values other languages
+    /// read. Both formats are always read, so a fleet can switch node by node.
+    pub fn value_format(mut self, format: palisade_cache_core::Format) -> Self {
+        self.value_format = format;
         self
     }
 
@@ -818,13 +830,18 @@ impl Palisade {
     }
 
     fn assemble(mode: Mode, b: &Builder, base: Namespace, events: Events, backends: Backends) -> Result<Self, Error> {
+        let value_codec = match b.value_format {
+            palisade_cache_core::Format::Json => palisade_cache_core::Codec::json(1),
+            _ => palisade_cache_core::Codec::new(1),
+        };
         Ok(Palisade {
             mode,
             endpoint: b.target.endpoint().filter(|_| mode.needs_redis()),
             default: Tenant {
                 name: std::sync::Arc::from(b.tenant.as_str()),
-                cache: crate::Cache::new(backends.cache, base.clone()),
-                jobs: JobStore::new(backends.jobs, base.sibling("jobs")?),
+                cache: crate::Cache::new(backends.cache, base.clone()).with_codec(value_codec),
+                jobs: JobStore::new(backends.jobs, base.sibling("jobs")?)
+                    .with_config(palisade_job_store::JobStoreConfig::default().with_field_format(b.value_format)),
                 throttle: Throttle::new(backends.throttle.clone(), base.sibling("throttle")?),
                 rate_limiter: RateLimiter::new(backends.throttle, base.sibling("ratelimit")?),
             },

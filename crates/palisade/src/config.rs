@@ -88,6 +88,7 @@ settings! {
     "degraded_lease_cap", "PALISADE_DEGRADED_LEASE_CAP", Duration, "degraded mode: the longest a local throttle permit lives (default 30s)";
     "throttle_restart_hold", "PALISADE_THROTTLE_RESTART_HOLD", Bool, "the throttle's hold after a Redis restart (default true)";
     "local_cache_capacity", "PALISADE_LOCAL_CACHE_CAPACITY", Number, "the local cache's capacity in bytes (default 64 MiB)";
+    "value_format", "PALISADE_VALUE_FORMAT", Text, "`postcard` or `json`: how typed cache values and job fields are written (both are read)";
     "redis_password_file", "PALISADE_REDIS_PASSWORD_FILE", Text, "a file holding the Redis password, read at each connect";
     "redis_ca_file", "PALISADE_REDIS_CA_FILE", Text, "TLS: a PEM file of the CA certificates to trust";
     "redis_client_cert_file", "PALISADE_REDIS_CLIENT_CERT_FILE", Text, "mutual TLS: the client certificate chain (PEM)";
@@ -271,6 +272,13 @@ fn apply(mut b: Builder, at: Source<'_>, v: &Value) -> Result<Builder, Error> {
         "degraded_lease_cap" => b.degraded_lease_cap = v.duration(at)?,
         "throttle_restart_hold" => b.restart_hold = v.bool(at)?,
         "local_cache_capacity" => b.local_cache_capacity = Some(v.unsigned(at)?),
+        "value_format" => {
+            b.value_format = match v.text(at)?.trim() {
+                "postcard" => palisade_cache_core::Format::Postcard,
+                "json" => palisade_cache_core::Format::Json,
+                other => return Err(at.error(format!("`{other}` is not `postcard` or `json`"))),
+            }
+        }
         "redis_password_file" => sec.password_file = Some(path(v)?),
         "redis_ca_file" => sec.ca_file = Some(path(v)?),
         "redis_client_cert_file" => sec.client_cert_file = Some(path(v)?),

@@ -17,7 +17,7 @@ pub use config::Config;
 pub use palisade_cache_core::observe;
 pub use palisade_cache_core::{
     BoxError, CacheLimits, CacheStats, Codec, CodecError, Component, Error, ErrorKind, ErrorSummary, Event, EventKind,
-    Events, Health, Mode, Namespace, Provenance, StatusSnapshot, Tagged,
+    Events, Format, Health, Mode, Namespace, Provenance, StatusSnapshot, Tagged,
 };
 /// The Redis connection, to share with palisade ([`Builder::redis_connection`]) or to
 /// take from it ([`Palisade::redis_connection`]).

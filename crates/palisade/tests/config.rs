@@ -63,6 +63,11 @@ fn every_setting_lands_where_its_builder_method_puts_it() {
             Builder::default().local_cache_capacity(4096),
         ),
         (
+            "value_format",
+            r#""json""#,
+            Builder::default().value_format(palisade::Format::Json),
+        ),
+        (
             "redis_password_file",
             r#""/run/pw""#,
             Builder::default().redis_password_file("/run/pw"),
@@ -138,6 +143,7 @@ fn an_unknown_key_or_a_value_that_does_not_parse_is_a_config_error_naming_the_se
         (r#"{"local_cache_capacity": 1.5}"#, "local_cache_capacity"),
         (r#"{"throttle_restart_hold": "maybe"}"#, "throttle_restart_hold"),
         (r#"{"mode": "eventual"}"#, "mode"),
+        (r#"{"value_format": "xml"}"#, "value_format"),
         (r#"{"tenant": 7}"#, "tenant"),
     ] {
         let e = Builder::from_config(&parse(json)).unwrap_err();
@@ -235,5 +241,37 @@ fn every_setting_refuses_a_value_wrong_for_its_kind() {
         let e = Builder::from_config(&parse(&format!(r#"{{"{}": {wrong}}}"#, s.name))).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config, "{}", s.name);
         assert!(e.to_string().contains(&format!("`{}`", s.name)), "{e}");
+    }
+}
+
+/// `value_format = "json"` reaches the cache's typed values and the job store's fields,
+/// for every tenant: each is `0xA2`, schema 1, then plain JSON.
+#[tokio::test]
+async fn value_format_json_writes_json_cache_values_and_job_fields() {
+    use palisade::contracts::core::Run;
+    use palisade::contracts::jobs::op;
+    let config = parse(r#"{"mode": "local", "value_format": "json"}"#);
+    let p = Builder::from_config(&config).unwrap().build().await.unwrap();
+    for t in [p.tenant("default").unwrap(), p.tenant("other").unwrap()] {
+        let cache = t.cache();
+        cache
+            .set_typed("v", &serde_json::json!({"a": [1, "x"]}), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let raw = cache.get("v").await.unwrap().value.unwrap();
+        assert_eq!(&raw[..], &[&[0xA2, 1, 0][..], br#"{"a":[1,"x"]}"#].concat()[..]);
+        let jobs = t.jobs();
+        jobs.create("j", &palisade::JobRecord::queued(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        jobs.update("j", &palisade::Patch::new().progress(42)).await.unwrap();
+        let stored = jobs
+            .backend()
+            .run(&op::Get::new(jobs.key("j").unwrap()))
+            .await
+            .unwrap()
+            .value
+            .unwrap();
+        assert_eq!(&stored.fields["progress"][..], &[0xA2, 1, 0, b'4', b'2'][..]);
     }
 }
