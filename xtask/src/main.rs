@@ -7,11 +7,15 @@
 //! cargo xtask redis   start a standalone server and a cluster, print their addresses, wait for Ctrl-C
 //! cargo xtask bench   the criterion benches (they start their own Redis), then a table of ratios
 //!                     palisade / raw dependency from the same run [-- bench name filter]
+//! cargo xtask compare palisade beside its peers (rate-limiter-flexible, Bottleneck, limits,
+//!                     raw fred) on one private Redis, closed loop; needs node and python3
 //! ```
 //!
 //! Every Redis it starts runs on loopback ports it picks, in a temporary directory,
 //! without persistence, and is killed when the command ends: on success, on a failed
 //! step, and on Ctrl-C or SIGTERM.
+
+mod compare;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -21,7 +25,7 @@ use palisade_redis_server::sentinel::SentinelGroup;
 use palisade_redis_server::server::{self, RedisCluster, RedisServer};
 use palisade_redis_server::tls::{TlsFiles, TlsServer};
 
-type Result<T = ()> = std::result::Result<T, String>;
+pub(crate) type Result<T = ()> = std::result::Result<T, String>;
 
 /// Packages that must not pull a given dependency into their normal build.
 const HYGIENE: &[(&str, &str, &[&str])] = &[
@@ -48,8 +52,9 @@ fn main() -> ExitCode {
         Some("test") => test_only(args[1..].strip_prefix(&["--".to_owned()]).unwrap_or(&args[1..])),
         Some("redis") => redis_only(),
         Some("bench") => bench(&args[1..]),
+        Some("compare") => compare::compare(),
         _ => {
-            eprintln!("usage: cargo xtask <ci | test [-- cargo test args] | redis | bench [-- filter]>");
+            eprintln!("usage: cargo xtask <ci | test [-- cargo test args] | redis | bench [-- filter] | compare>");
             return ExitCode::from(64);
         }
     };
@@ -328,7 +333,7 @@ fn no_leftovers(pids: &[u32]) -> Result {
     }
 }
 
-fn cargo(args: &[&str], env: &[(&str, String)]) -> Result {
+pub(crate) fn cargo(args: &[&str], env: &[(&str, String)]) -> Result {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.args(args);
@@ -368,7 +373,7 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn ensure_redis() -> Result {
+pub(crate) fn ensure_redis() -> Result {
     if !RedisServer::binary_available() {
         let root = output(Command::new("id").arg("-u")).is_ok_and(|s| s.trim() == "0");
         let apt = Command::new("apt-get").arg("--version").output().is_ok();

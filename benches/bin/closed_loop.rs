@@ -1,0 +1,177 @@
+//! A closed-loop load generator, as a service calls palisade: `c` spawned tasks, each
+//! awaiting its own call, on a 2-worker runtime; a warm-up, then a counted window.
+//! `cargo xtask compare` runs it beside the peers on one private Redis.
+//!
+//! ```text
+//! closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS
+//! OP: gcra | throttle | cache_get | fred_get | fred_evalsha_trivial
+//! ```
+//!
+//! Prints one JSON line: `{"op":…,"c":…,"ops":…,"secs":…,"per_sec":…,"p50_us":…,"p99_us":…,"total_ops":…}`
+//! (`total_ops` includes the warm-up, for commands-per-operation counts).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use palisade_benches::runtime;
+use palisade_cache_core::{Cache, Namespace};
+use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection, RedisThrottle};
+use palisade_throttle::{Decision, Policy, Rate, RateLimiter, Throttle};
+
+const KEYS: usize = 1_000;
+const THROTTLE_KEYS: usize = 5;
+
+/// One operation, by name; `i` picks the key.
+#[derive(Clone)]
+enum Op {
+    Gcra(RateLimiter<RedisThrottle>, Rate),
+    Throttle(Throttle<RedisThrottle>, Policy),
+    CacheGet(Cache<RedisCache>),
+    FredGet(fred::clients::Client),
+    FredEvalsha(fred::clients::Client, Arc<Script>),
+}
+
+impl Op {
+    async fn run(&self, i: usize, keys: &[String]) {
+        match self {
+            Op::Gcra(r, rate) => {
+                r.limit(&keys[i % KEYS], rate).await.unwrap();
+            }
+            Op::Throttle(t, policy) => {
+                let Decision::Acquired(p) = t.acquire(&keys[i % THROTTLE_KEYS], policy).await.unwrap().value else {
+                    panic!("denied: the caps are above the concurrency")
+                };
+                p.release().await.unwrap();
+            }
+            Op::CacheGet(c) => {
+                c.get(&keys[i % KEYS]).await.unwrap().value.unwrap();
+            }
+            Op::FredGet(f) => {
+                let v: Option<fred::bytes::Bytes> = f.get(format!("raw:{}", keys[i % KEYS])).await.unwrap();
+                v.unwrap();
+            }
+            Op::FredEvalsha(f, s) => {
+                let _: i64 = s.evalsha(f, keys[i % KEYS].as_str(), ()).await.unwrap();
+            }
+        }
+    }
+}
+
+async fn make(url: &str, op: &str, keys: &[String]) -> Op {
+    let ns = |name: &str| Namespace::new("compare", "tenant", name).unwrap();
+    let conn = || async {
+        RedisConnection::connect(&RedisConfig::from_url(url).unwrap())
+            .await
+            .unwrap()
+    };
+    let fred = || async {
+        let f = Builder::from_config(Config::from_url(url).unwrap()).build().unwrap();
+        f.init().await.unwrap();
+        f
+    };
+    match op {
+        "gcra" => {
+            let t = RedisThrottle::new(conn().await).await.unwrap().with_restart_hold(false);
+            // Never limits: the cost of a decision, not of a denial.
+            let rate = Rate::per_second(1_000_000).burst(1_000_000).build().unwrap();
+            Op::Gcra(RateLimiter::new(t, ns("rl")), rate)
+        }
+        "throttle" => {
+            let t = RedisThrottle::new(conn().await).await.unwrap().with_restart_hold(false);
+            let policy = Policy::builder()
+                .global_cap(1_000)
+                .key_cap(1_000)
+                .min_interval(Duration::ZERO)
+                .lease_ttl(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            Op::Throttle(Throttle::new(t, ns("mx")), policy)
+        }
+        "cache_get" => {
+            let c = Cache::new(RedisCache::new(conn().await), ns("cache"));
+            for k in keys {
+                c.set(k, &[7u8; 64], Duration::from_secs(600)).await.unwrap();
+            }
+            Op::CacheGet(c)
+        }
+        "fred_get" => {
+            let f = fred().await;
+            for k in keys {
+                let _: () = f
+                    .set(format!("raw:{k}"), &[7u8; 64][..], None, None, false)
+                    .await
+                    .unwrap();
+            }
+            Op::FredGet(f)
+        }
+        "fred_evalsha_trivial" => {
+            let f = fred().await;
+            let s = Script::from_lua("return 1");
+            s.load(&f).await.unwrap();
+            Op::FredEvalsha(f, Arc::new(s))
+        }
+        other => panic!("unknown op {other}"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, op_name, c, warmup, measure] = &args[..] else {
+        eprintln!("usage: closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS");
+        std::process::exit(64);
+    };
+    let c: usize = c.parse().unwrap();
+    let warmup = Duration::from_millis(warmup.parse().unwrap());
+    let measure = Duration::from_millis(measure.parse().unwrap());
+    let keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("key{i}")).collect());
+    runtime().block_on(async {
+        let op = make(url, op_name, &keys).await;
+        let counting = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..c)
+            .map(|t| {
+                let (op, keys, counting, stop) = (op.clone(), keys.clone(), counting.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let (mut latencies, mut total, mut i) = (Vec::new(), 0u64, t);
+                    while !stop.load(Ordering::Relaxed) {
+                        let start = Instant::now();
+                        op.run(i, &keys).await;
+                        if counting.load(Ordering::Relaxed) {
+                            latencies.push(start.elapsed());
+                        }
+                        total += 1;
+                        i = i.wrapping_add(c.max(1) * 7 + 1);
+                    }
+                    (latencies, total)
+                })
+            })
+            .collect();
+        tokio::time::sleep(warmup).await;
+        counting.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        tokio::time::sleep(measure).await;
+        counting.store(false, Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        let mut total_ops = 0;
+        for t in tasks {
+            let (l, n) = t.await.unwrap();
+            all.extend(l);
+            total_ops += n;
+        }
+        all.sort_unstable();
+        let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(0, |d| d.as_micros());
+        println!(
+            "{{\"op\":\"{op_name}\",\"c\":{c},\"ops\":{},\"secs\":{secs:.3},\"per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"total_ops\":{total_ops}}}",
+            all.len(),
+            all.len() as f64 / secs,
+            pct(0.5),
+            pct(0.99)
+        );
+    });
+}

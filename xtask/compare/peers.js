@@ -1,0 +1,76 @@
+// The Node peers of `cargo xtask compare`, in the same closed loop as palisade's
+// harness: C workers, each awaiting its own call; a warm-up, then a counted window.
+//
+//   node peers.js URL OP C WARMUP_MS MEASURE_MS     OP: rlf | bottleneck
+//
+// rlf: rate-limiter-flexible's RateLimiterRedis.consume on 1,000 keys, never limiting.
+// bottleneck: a Bottleneck Group (ioredis datastore) of 5 keys with maxConcurrent 2,
+// each call schedule()s a trivial job.
+// Prints one JSON line like the Rust harness.
+'use strict';
+const Redis = require('ioredis');
+const { RateLimiterRedis } = require('rate-limiter-flexible');
+const Bottleneck = require('bottleneck');
+
+const [url, op, c, warmupMs, measureMs] = process.argv.slice(2);
+const C = Number(c);
+const { hostname, port } = new URL(url);
+
+async function main() {
+  let call;
+  let close = async () => {};
+  if (op === 'rlf') {
+    const redis = new Redis({ host: hostname, port: Number(port), enableOfflineQueue: true });
+    const limiter = new RateLimiterRedis({ storeClient: redis, points: 1e9, duration: 1, keyPrefix: 'cmp-rlf' });
+    call = (i) => limiter.consume(`key${i % 1000}`);
+    close = async () => redis.quit();
+  } else if (op === 'bottleneck') {
+    const group = new Bottleneck.Group({
+      maxConcurrent: 2,
+      datastore: 'ioredis',
+      clearDatastore: true,
+      clientOptions: { host: hostname, port: Number(port) },
+      id: `cmp-bn-${process.pid}`,
+    });
+    const job = () => Promise.resolve(1);
+    call = (i) => group.key(`mx${i % 5}`).schedule(job);
+    close = async () => group.disconnect(false);
+  } else {
+    console.error(`unknown op ${op}`);
+    process.exit(64);
+  }
+  let counting = false;
+  let stop = false;
+  const latencies = [];
+  let total = 0;
+  const worker = async (w) => {
+    let i = w;
+    while (!stop) {
+      const start = process.hrtime.bigint();
+      await call(i);
+      if (counting) latencies.push(Number(process.hrtime.bigint() - start) / 1000);
+      total += 1;
+      i += C * 7 + 1;
+    }
+  };
+  const workers = Array.from({ length: C }, (_, w) => worker(w));
+  await new Promise((r) => setTimeout(r, Number(warmupMs)));
+  counting = true;
+  const started = process.hrtime.bigint();
+  await new Promise((r) => setTimeout(r, Number(measureMs)));
+  counting = false;
+  const secs = Number(process.hrtime.bigint() - started) / 1e9;
+  const ops = latencies.length;
+  stop = true;
+  await Promise.all(workers);
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => Math.round(latencies[Math.min(Math.floor(ops * p), ops - 1)] || 0);
+  console.log(JSON.stringify({
+    op, c: C, ops, secs: Number(secs.toFixed(3)), per_sec: Math.round(ops / secs),
+    p50_us: pct(0.5), p99_us: pct(0.99), total_ops: total,
+  }));
+  await close();
+  process.exit(0);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
