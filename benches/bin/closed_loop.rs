@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS
-//! OP: gcra | throttle | cache_get | fred_get | fred_evalsha_trivial
+//! OP: gcra | throttle | cache_get | cache_set | fred_get | fred_set | fred_evalsha_trivial, and
+//! the layers of a cache get: backend_get | conn_command_get | conn_client_custom_get |
+//! conn_client_get_timeout | conn_client_get
 //! ```
 //!
 //! Prints one JSON line: `{"op":…,"c":…,"ops":…,"secs":…,"per_sec":…,"p50_us":…,"p99_us":…,"total_ops":…}`
@@ -31,7 +33,19 @@ enum Op {
     Gcra(RateLimiter<RedisThrottle>, Rate),
     Throttle(Throttle<RedisThrottle>, Policy),
     CacheGet(Cache<RedisCache>),
+    CacheSet(Cache<RedisCache>),
+    FredSet(fred::clients::Client),
     FredGet(fred::clients::Client),
+    /// A GET on palisade's own fred client (its settings), not through palisade's code.
+    ConnClientGet(RedisConnection),
+    /// A `custom` GET on palisade's fred client (what `command` sends).
+    ConnClientCustomGet(RedisConnection),
+    /// A typed GET on palisade's fred client inside a `tokio::time::timeout`.
+    ConnClientGetTimeout(RedisConnection),
+    /// A GET through `RedisConnection::command` (deadline, error mapping, routing).
+    ConnCommandGet(RedisConnection),
+    /// A GET through the cache backend, without the `Cache` facade.
+    BackendGet(RedisCache),
     FredEvalsha(fred::clients::Client, Arc<Script>),
 }
 
@@ -50,9 +64,58 @@ impl Op {
             Op::CacheGet(c) => {
                 c.get(&keys[i % KEYS]).await.unwrap().value.unwrap();
             }
+            Op::CacheSet(c) => {
+                c.set(&keys[i % KEYS], &[7u8; 64], Duration::from_secs(600))
+                    .await
+                    .unwrap();
+            }
+            Op::FredSet(f) => {
+                let ttl = Some(fred::types::Expiration::PX(600_000));
+                let _: () = f
+                    .set(format!("raw:{}", keys[i % KEYS]), &[7u8; 64][..], ttl, None, false)
+                    .await
+                    .unwrap();
+            }
             Op::FredGet(f) => {
                 let v: Option<fred::bytes::Bytes> = f.get(format!("raw:{}", keys[i % KEYS])).await.unwrap();
                 v.unwrap();
+            }
+            Op::ConnClientGet(conn) => {
+                let k = format!("raw:{}", keys[i % KEYS]);
+                let v: Option<fred::bytes::Bytes> = conn.client_for(&k).unwrap().get(k).await.unwrap();
+                v.unwrap();
+            }
+            Op::ConnClientCustomGet(conn) => {
+                use fred::types::{ClusterHash, CustomCommand};
+                let k = format!("raw:{}", keys[i % KEYS]);
+                let cmd = CustomCommand::new_static("GET", ClusterHash::Random, false);
+                let v: Option<fred::bytes::Bytes> = conn.client_for(&k).unwrap().custom(cmd, vec![k]).await.unwrap();
+                v.unwrap();
+            }
+            Op::ConnClientGetTimeout(conn) => {
+                let k = format!("raw:{}", keys[i % KEYS]);
+                let client = conn.client_for(&k).unwrap();
+                let get = client.get::<Option<fred::bytes::Bytes>, _>(k);
+                let v = tokio::time::timeout(Duration::from_secs(1), get)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                v.unwrap();
+            }
+            Op::ConnCommandGet(conn) => {
+                let k = format!("raw:{}", keys[i % KEYS]);
+                let v: Option<fred::bytes::Bytes> =
+                    conn.command("get", &k, "GET", vec![k.as_str().into()]).await.unwrap();
+                v.unwrap();
+            }
+            Op::BackendGet(b) => {
+                use palisade_cache_core::Run;
+                let k = format!("raw:{}", keys[i % KEYS]);
+                b.run(&palisade_cache_core::cache::op::Get::new(k))
+                    .await
+                    .unwrap()
+                    .value
+                    .unwrap();
             }
             Op::FredEvalsha(f, s) => {
                 let _: i64 = s.evalsha(f, keys[i % KEYS].as_str(), ()).await.unwrap();
@@ -98,6 +161,8 @@ async fn make(url: &str, op: &str, keys: &[String]) -> Op {
             }
             Op::CacheGet(c)
         }
+        "cache_set" => Op::CacheSet(Cache::new(RedisCache::new(conn().await), ns("cache"))),
+        "fred_set" => Op::FredSet(fred().await),
         "fred_get" => {
             let f = fred().await;
             for k in keys {
@@ -107,6 +172,31 @@ async fn make(url: &str, op: &str, keys: &[String]) -> Op {
                     .unwrap();
             }
             Op::FredGet(f)
+        }
+        "conn_client_get" => {
+            let f = fred().await;
+            for k in keys {
+                let _: () = f
+                    .set(format!("raw:{k}"), &[7u8; 64][..], None, None, false)
+                    .await
+                    .unwrap();
+            }
+            Op::ConnClientGet(conn().await)
+        }
+        "conn_command_get" | "backend_get" | "conn_client_custom_get" | "conn_client_get_timeout" => {
+            let f = fred().await;
+            for k in keys {
+                let _: () = f
+                    .set(format!("raw:{k}"), &[7u8; 64][..], None, None, false)
+                    .await
+                    .unwrap();
+            }
+            match op {
+                "backend_get" => Op::BackendGet(RedisCache::new(conn().await)),
+                "conn_client_custom_get" => Op::ConnClientCustomGet(conn().await),
+                "conn_client_get_timeout" => Op::ConnClientGetTimeout(conn().await),
+                _ => Op::ConnCommandGet(conn().await),
+            }
         }
         "fred_evalsha_trivial" => {
             let f = fred().await;
