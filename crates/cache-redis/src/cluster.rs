@@ -136,7 +136,9 @@ pub(crate) async fn send<C: ClientLike + LuaInterface + ServerInterface + KeysIn
     cmd: &Cmd,
 ) -> Result<Value, FredError> {
     let first = match (cmd.typed, &cmd.args[..]) {
-        (Some(typed), [key, rest @ ..]) => send_typed(client, typed, key, rest).await,
+        // Boxed: fred's typed futures nest deep, and unboxed they push a caller's
+        // `async fn` over rustc's layout depth limit (the two_tenants example did).
+        (Some(typed), [key, rest @ ..]) => Box::pin(send_typed(client, typed, key, rest)).await,
         _ => client.custom::<Value, _>(cmd.kind.clone(), cmd.args.clone()).await,
     };
     match (first, &cmd.script) {
