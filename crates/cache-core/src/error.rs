@@ -26,9 +26,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///   server-side error reply never does. At startup the umbrella builder refuses to
 ///   start degraded on [`Error::Auth`]: a wrong password is a misconfiguration, not an
 ///   outage to ride out on local state.
-/// - [`Error::is_retryable`] is true for the same variants: retrying the identical
-///   call later may succeed (after the server is back, the certificate renewed, the
-///   password file rotated). Everything else fails the same way again.
+/// - [`Error::is_retryable`] is true for the same variants and for
+///   [`Error::Exhausted`]: retrying the identical call later may succeed (after the
+///   server is back, the certificate renewed, the password file rotated, a pooled
+///   connection freed). Everything else fails the same way again.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -131,6 +132,21 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// A bounded resource stayed in use for the whole deadline: every dedicated
+    /// connection of the pool (blocking reads, waiting) was busy. The store itself
+    /// answers, so this is not an outage: degraded mode does not fall back on it.
+    /// Retrying later may succeed; a larger pool serves more waiters at once.
+    #[error("every {what} of {backend} stayed in use for {after:?} (during `{op}`)")]
+    Exhausted {
+        /// Which backend (redacted).
+        backend: Endpoint,
+        /// The operation.
+        op: &'static str,
+        /// What ran out, e.g. `dedicated connection (8)`.
+        what: String,
+        /// How long the call waited for one.
+        after: Duration,
+    },
 }
 
 /// Prints a source's `Debug` with credentials redacted.
@@ -193,6 +209,18 @@ impl fmt::Debug for Error {
                 .field("op", op)
                 .field("source", &RedactedDebug(source))
                 .finish(),
+            Error::Exhausted {
+                backend,
+                op,
+                what,
+                after,
+            } => f
+                .debug_struct("Exhausted")
+                .field("backend", backend)
+                .field("op", op)
+                .field("what", what)
+                .field("after", after)
+                .finish(),
         }
     }
 }
@@ -221,11 +249,13 @@ pub enum ErrorKind {
     Auth,
     /// [`Error::Tls`].
     Tls,
+    /// [`Error::Exhausted`].
+    Exhausted,
 }
 
 impl ErrorKind {
     /// All kinds, in declaration order.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::Unavailable,
         ErrorKind::Timeout,
         ErrorKind::Codec,
@@ -236,6 +266,7 @@ impl ErrorKind {
         ErrorKind::Backend,
         ErrorKind::Auth,
         ErrorKind::Tls,
+        ErrorKind::Exhausted,
     ];
 
     /// The position of this kind in [`ErrorKind::ALL`] (for per-kind counters).
@@ -256,6 +287,7 @@ impl ErrorKind {
             ErrorKind::Backend => "backend",
             ErrorKind::Auth => "auth",
             ErrorKind::Tls => "tls",
+            ErrorKind::Exhausted => "exhausted",
         }
     }
 }
@@ -280,6 +312,7 @@ impl Error {
             Error::Backend { .. } => ErrorKind::Backend,
             Error::Auth { .. } => ErrorKind::Auth,
             Error::Tls { .. } => ErrorKind::Tls,
+            Error::Exhausted { .. } => ErrorKind::Exhausted,
         }
     }
 
@@ -293,9 +326,11 @@ impl Error {
         )
     }
 
-    /// True when the same call may succeed later without any change by the caller.
+    /// True when the same call may succeed later without any change by the caller:
+    /// an outage ([`Error::is_unavailable`]) or a resource that was all in use
+    /// ([`Error::Exhausted`]).
     pub fn is_retryable(&self) -> bool {
-        self.is_unavailable()
+        self.is_unavailable() || matches!(self, Error::Exhausted { .. })
     }
 
     /// An [`Error::InvalidInput`].
@@ -365,6 +400,17 @@ impl Error {
                 backend: backend.clone(),
                 op,
                 source: shared(),
+            },
+            Error::Exhausted {
+                backend,
+                op,
+                what,
+                after,
+            } => Error::Exhausted {
+                backend: backend.clone(),
+                op,
+                what: what.clone(),
+                after: *after,
             },
         }
     }

@@ -68,9 +68,15 @@ fn one_of_each() -> Vec<Error> {
             source: Box::new(io_refused()),
         },
         Error::Tls {
-            backend: be,
+            backend: be.clone(),
             op: "connect",
             source: Box::new(io_refused()),
+        },
+        Error::Exhausted {
+            backend: be,
+            op: "throttle.wait",
+            what: "dedicated connection (8)".into(),
+            after: Duration::from_millis(500),
         },
     ]
 }
@@ -83,7 +89,8 @@ fn only_outages_tls_and_auth_failures_are_unavailable_and_retryable() {
             ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Tls | ErrorKind::Auth
         );
         assert_eq!(e.is_unavailable(), expect, "{e:?}");
-        assert_eq!(e.is_retryable(), expect, "{e:?}");
+        // A pool that was all in use is retried, but is no outage.
+        assert_eq!(e.is_retryable(), expect || e.kind() == ErrorKind::Exhausted, "{e:?}");
     }
     let kinds: Vec<_> = one_of_each().iter().map(Error::kind).collect();
     assert_eq!(kinds, ErrorKind::ALL.to_vec(), "one example per kind, in order");
@@ -129,7 +136,8 @@ fn error_kind_names_are_stable() {
             "load",
             "backend",
             "auth",
-            "tls"
+            "tls",
+            "exhausted"
         ]
     );
 }

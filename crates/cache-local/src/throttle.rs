@@ -1,7 +1,7 @@
 //! The throttle and rate limiter in memory.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +22,15 @@ struct KeySt {
     last: Option<u64>,
     pen: u64,
     keep_until: u64,
+    /// Waiters in arrival order: (arrival µs, ticket).
+    queue: BTreeSet<(u64, u64)>,
+}
+
+/// A waiter's queue entry.
+struct Queued {
+    key: String,
+    arrival: u64,
+    expires: u64,
 }
 
 #[derive(Default)]
@@ -30,12 +39,57 @@ struct NsState {
     /// lease id → (expiry µs, key)
     global: BTreeMap<u64, (u64, String)>,
     keys: HashMap<String, KeySt>,
+    /// ticket → its queue entry
+    waiters: HashMap<u64, Queued>,
+    /// Waiters the global cap holds back, in arrival order: (arrival µs, ticket).
+    global_queue: BTreeSet<(u64, u64)>,
+    /// Tickets woken whose [`op::Wake`] has not taken the wake-up yet.
+    woken: HashSet<u64>,
 }
 
 impl NsState {
-    /// What a sweep visits: leases and keys.
+    /// What a sweep visits: leases, keys and waiters.
     fn entries(&self) -> usize {
-        self.global.len() + self.keys.len()
+        self.global.len() + self.keys.len() + self.waiters.len()
+    }
+
+    /// Takes `ticket` out of every queue; whether it was queued.
+    fn remove_waiter(&mut self, ticket: u64) -> bool {
+        self.woken.remove(&ticket);
+        let Some(w) = self.waiters.remove(&ticket) else {
+            return false;
+        };
+        if let Some(k) = self.keys.get_mut(&w.key) {
+            k.queue.remove(&(w.arrival, ticket));
+        }
+        self.global_queue.remove(&(w.arrival, ticket));
+        true
+    }
+
+    /// Drops the entries of waiters that stopped checking.
+    fn expire_waiters(&mut self, now: u64) {
+        let gone: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.expires <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in gone {
+            self.remove_waiter(t);
+        }
+    }
+
+    /// Wakes the first waiter of `key` and of the global queue; whether any was woken.
+    fn wake_heads(&mut self, key: &str) -> bool {
+        let heads = [
+            self.keys.get(key).and_then(|k| k.queue.first()).map(|(_, t)| *t),
+            self.global_queue.first().map(|(_, t)| *t),
+        ];
+        let mut any = false;
+        for t in heads.into_iter().flatten() {
+            any |= self.woken.insert(t);
+        }
+        any
     }
 }
 
@@ -48,6 +102,8 @@ struct State {
 
 struct Inner {
     state: Mutex<Swept<State>>,
+    /// Told at every wake-up; each waiting [`op::Wake`] then looks for its ticket.
+    wakeups: tokio::sync::Notify,
     clock: SharedClock,
     /// The monotonic instant and the wall time (µs since the epoch) read together at
     /// construction: decisions run on monotonic time expressed on that wall-time scale.
@@ -115,6 +171,7 @@ impl LocalThrottle {
         LocalThrottle {
             inner: Arc::new(Inner {
                 state: Mutex::new(Swept::new(State::default())),
+                wakeups: tokio::sync::Notify::new(),
                 clock,
                 epoch,
                 epoch_us,
@@ -145,14 +202,17 @@ impl LocalThrottle {
         state.rates.retain(|_, tat| *tat > now);
         for ns in state.namespaces.values_mut() {
             ns.global.retain(|_, (exp, _)| *exp > now);
+            ns.expire_waiters(now);
+            let waiters = &ns.waiters;
+            ns.woken.retain(|t| waiters.contains_key(t));
             ns.keys.retain(|_, k| {
                 k.leases.retain(|_, exp| *exp > now);
-                !k.leases.is_empty() || k.keep_until > now
+                !k.leases.is_empty() || !k.queue.is_empty() || k.keep_until > now
             });
         }
         state
             .namespaces
-            .retain(|_, ns| !ns.keys.is_empty() || !ns.global.is_empty());
+            .retain(|_, ns| !ns.keys.is_empty() || !ns.global.is_empty() || !ns.waiters.is_empty());
     }
 
     /// The number of keys and rate keys held (for tests of bounded memory).
@@ -185,13 +245,19 @@ impl LeaseOps for LocalLeases {
         let now = self.throttle.now();
         let mut state = self.throttle.lock();
         let mut released = None;
+        let mut woke = false;
         if let Some(ns) = state.namespaces.get_mut(&self.ns) {
             ns.global.remove(&lease);
             if let Some(k) = ns.keys.get_mut(key) {
                 if k.leases.remove(&lease).is_some_and(|exp| exp > now) {
                     released = Some(time(now));
+                    woke = ns.wake_heads(key);
                 }
             }
+        }
+        drop(state);
+        if woke {
+            self.throttle.inner.wakeups.notify_waiters();
         }
         Box::pin(std::future::ready(Ok(released)))
     }
@@ -237,20 +303,53 @@ impl Run<op::Acquire> for LocalThrottle {
         let before = ns.global.len();
         ns.global.retain(|_, (exp, _)| *exp > now);
         let reclaimed = (before - ns.global.len()) as u64;
+        ns.expire_waiters(now);
         let mut global: Vec<u64> = ns.global.values().map(|(e, _)| *e).collect();
+        let me = op
+            .waiter
+            .and_then(|w| ns.waiters.get(&w.ticket).map(|q| (q.arrival, w.ticket)));
         let k = ns.keys.entry(key.to_owned()).or_default();
         k.leases.retain(|_, exp| *exp > now);
+        // The live waiters that arrived first are owed the key's free slots.
+        let ahead = match me {
+            Some(me) => k.queue.range(..me).count(),
+            None => k.queue.len(),
+        };
         let mut own: Vec<u64> = k.leases.values().copied().collect();
         let never = now.saturating_add(us(policy.lease_ttl));
+        let key_cap = policy.key_cap.saturating_sub(u32::try_from(ahead).unwrap_or(u32::MAX));
         let free = [
             Some(k.pen.max(now)),
             Some(k.last.map_or(now, |l| l.saturating_add(interval).max(now))),
             cap_free(&mut global, policy.global_cap, now),
-            cap_free(&mut own, policy.key_cap, now),
+            cap_free(&mut own, key_cap, now),
         ];
         if let Some(gate) = free.iter().position(|f| f.is_none_or(|t| t > now)) {
             let until = free.iter().map(|f| f.unwrap_or(never)).max().unwrap_or(now);
             let reason = DenyReason::ALL[gate];
+            if let Some(w) = op.waiter {
+                // A first arrival takes the next fencing number: arrivals are strictly
+                // ordered, also within one microsecond (or a manual clock's instant).
+                let arrival = match me {
+                    Some((a, _)) => a,
+                    None => {
+                        ns.seq = (ns.seq + 1).max(now);
+                        ns.seq
+                    }
+                };
+                k.queue.insert((arrival, w.ticket));
+                if reason == DenyReason::GlobalCap {
+                    ns.global_queue.insert((arrival, w.ticket));
+                }
+                ns.waiters.insert(
+                    w.ticket,
+                    Queued {
+                        key: key.to_owned(),
+                        arrival,
+                        expires: now.saturating_add(us(w.entry_ttl)),
+                    },
+                );
+            }
             return Ok(tag((
                 RawDecision::Denied {
                     reason,
@@ -266,7 +365,22 @@ impl Run<op::Acquire> for LocalThrottle {
         k.leases.insert(id, exp);
         k.last = Some(now);
         refresh_keep(k, interval);
+        let room = k.leases.len() < policy.key_cap as usize;
         ns.global.insert(id, (exp, key.to_owned()));
+        let mut woke = false;
+        if let Some(w) = op.waiter {
+            ns.remove_waiter(w.ticket);
+            // Room left for the next waiter of the key: it need not wait for a release.
+            if room {
+                if let Some((_, next)) = ns.keys.get(key).and_then(|k| k.queue.first()) {
+                    woke = ns.woken.insert(*next);
+                }
+            }
+        }
+        drop(state);
+        if woke {
+            self.inner.wakeups.notify_waiters();
+        }
         let lease = Lease::new(id, key.to_owned(), time(now), time(exp));
         Ok(tag((RawDecision::Acquired(lease, ops), reclaimed)))
     }
@@ -312,13 +426,66 @@ impl Run<op::Inspect> for LocalThrottle {
         let state = self.lock();
         let ns = state.namespaces.get(&scope.global_key()?);
         let k = ns.and_then(|ns| ns.keys.get(key));
+        let waiting = match (ns, k) {
+            (Some(ns), Some(k)) => k
+                .queue
+                .iter()
+                .filter(|(_, t)| ns.waiters.get(t).is_some_and(|w| w.expires > now))
+                .count() as u32,
+            _ => 0,
+        };
         Ok(tag(KeyState::new(
             k.map_or(0, |k| k.leases.values().filter(|e| **e > now).count() as u32),
             ns.map_or(0, |ns| ns.global.values().filter(|(e, _)| *e > now).count() as u32),
             k.map(|k| k.pen).filter(|p| *p > now).map(time),
             k.and_then(|k| k.last).map(time),
             time(now),
-        )))
+        )
+        .with_waiting(waiting)))
+    }
+}
+
+impl Run<op::Wake> for LocalThrottle {
+    async fn run(&self, op: &op::Wake) -> Result<Tagged<bool>, Error> {
+        let ns_key = op.scope.global_key()?;
+        // `within` is at most a day (the caller's bound): no overflow.
+        let deadline = tokio::time::Instant::now() + op.within.min(MAX_LEASE);
+        loop {
+            // Registered before the look, so a wake-up between the two is not missed.
+            let notified = self.inner.wakeups.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = self.lock();
+                // A ticket not queued here (queued on Redis before a swap) waits like
+                // any other: its re-check comes within `within`.
+                if let Some(ns) = state.namespaces.get_mut(&ns_key) {
+                    if ns.woken.remove(&op.ticket) {
+                        return Ok(tag(true));
+                    }
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(tag(false));
+            }
+        }
+    }
+}
+
+impl Run<op::Dequeue> for LocalThrottle {
+    async fn run(&self, op: &op::Dequeue) -> Result<Tagged<bool>, Error> {
+        let ns_key = op.scope.global_key()?;
+        let mut state = self.lock();
+        let Some(ns) = state.namespaces.get_mut(&ns_key) else {
+            return Ok(tag(false));
+        };
+        let was = ns.remove_waiter(op.ticket);
+        let woke = was && ns.wake_heads(&op.key);
+        drop(state);
+        if woke {
+            self.inner.wakeups.notify_waiters();
+        }
+        Ok(tag(was))
     }
 }
 

@@ -37,6 +37,11 @@ pub const ACL_COMMANDS: &[&str] = &[
     "+zrange",
     "+zcount",
     "+zremrangebyscore",
+    "+zrank",
+    "+lpush",
+    "+ltrim",
+    // Waiting for a wake-up (on a dedicated connection).
+    "+blpop",
     // Running the scripts.
     "+evalsha",
     "+script|load",

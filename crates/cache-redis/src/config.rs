@@ -86,6 +86,10 @@ pub struct RedisConfig {
     /// Sentinel: how often the watcher asks the sentinels where the primary is, besides
     /// listening to `+switch-master` (default [`DEFAULT_SENTINEL_POLL`]).
     pub sentinel_poll: Duration,
+    /// The most dedicated connections (blocking waits) open at once (default
+    /// [`DEFAULT_DEDICATED_POOL_SIZE`](crate::DEFAULT_DEDICATED_POOL_SIZE)); see the
+    /// crate docs, "Dedicated connections".
+    pub dedicated_pool_size: u32,
     password_file: Option<PathBuf>,
     sentinel_username: Option<String>,
     sentinel_password: Option<Secret>,
@@ -98,6 +102,7 @@ impl fmt::Debug for RedisConfig {
             .field("endpoint", &self.endpoint())
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("dedicated_pool_size", &self.dedicated_pool_size)
             .field("tls", &self.tls)
             .field("password_file", &self.password_file)
             .field("sentinel_username", &self.sentinel_username)
@@ -129,6 +134,7 @@ impl RedisConfig {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             tls: TlsOptions::default(),
             sentinel_poll: DEFAULT_SENTINEL_POLL,
+            dedicated_pool_size: crate::DEFAULT_DEDICATED_POOL_SIZE,
             password_file: None,
             sentinel_username: None,
             sentinel_password: None,
@@ -190,6 +196,12 @@ impl RedisConfig {
     /// Sets the command deadline.
     pub fn with_command_timeout(mut self, d: Duration) -> Self {
         self.command_timeout = d;
+        self
+    }
+
+    /// Sets the bound of the dedicated pool (at least 1).
+    pub fn with_dedicated_pool_size(mut self, n: u32) -> Self {
+        self.dedicated_pool_size = n.max(1);
         self
     }
 

@@ -110,6 +110,8 @@ struct Inner {
     last_failure: Arc<Mutex<Option<ConnectFailure>>>,
     watchers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     sentinel: Option<crate::sentinel::Watcher>,
+    /// Connections of their own for blocking commands, opened on first use.
+    dedicated: crate::dedicated::Pool,
 }
 
 impl fmt::Debug for RedisConnection {
@@ -296,6 +298,7 @@ impl RedisConnection {
                 last_failure,
                 watchers: Mutex::new(Vec::new()),
                 sentinel,
+                dedicated: crate::dedicated::Pool::new(config),
             }),
         })
     }
@@ -414,6 +417,26 @@ impl RedisConnection {
             (None, Route::Cluster(r)) => r.masters().into_iter().next().map(|(addr, _, _)| addr),
         };
         info
+    }
+
+    /// Whether the connection is up right now (a cluster: every slot has a reachable
+    /// master), decided without I/O.
+    pub fn is_connected(&self) -> bool {
+        match &self.inner.route {
+            Route::One(client) => client.is_connected(),
+            Route::Cluster(router) => router.unreachable().0.0.is_empty(),
+        }
+    }
+
+    /// The dedicated connections (blocking commands); see the crate docs.
+    pub(crate) fn dedicated(&self) -> &crate::dedicated::Pool {
+        &self.inner.dedicated
+    }
+
+    /// The state of the pool of dedicated connections (blocking waits): its bound, the
+    /// connections open and idle, the calls that found it exhausted.
+    pub fn dedicated_stats(&self) -> crate::PoolStats {
+        self.inner.dedicated.stats()
     }
 
     /// Runs one command (or one pipeline) under the command deadline, mapping errors.

@@ -15,13 +15,17 @@ use crate::{LuaScript, RedisConnection};
 /// How long a key's state outlives its last relevance, in µs (as in the local backend).
 const IDLE_US: u64 = 600_000_000;
 
+/// How long a wake-up pushed by a release or a departure waits for its waiter, in ms:
+/// a waiter takes it at its next wait, within a re-check period.
+const WAKE_MS: i64 = 60_000;
+
 /// Prepends `now` (server time, µs), `fmt` (exact integer formatting: Lua 5.1's
 /// `tostring` would print 1.7e+15), `keep` (an expiry that only grows) and `arg`, which
 /// reads an integer argument within bounds or returns `nil`: every script checks its
 /// arguments and reads its keys (a key of another type fails a read) **before its first
 /// write**, because Redis does not roll a script back.
 macro_rules! script {
-    ($body:literal) => {
+    ($($body:expr),+) => {
         concat!(
             "local t = redis.call('TIME')\n",
             "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n",
@@ -43,19 +47,59 @@ macro_rules! script {
             "end\n",
             "local GARBAGE = 'the stored throttle state is not what palisade writes'\n",
             "local DAY, YEAR, CAP = 86400000000, 31536000000000, 4294967295\n",
-            $body
+            $($body),+
         )
     };
 }
 
-// KEYS: global leases, key leases, key state, fencing counter, liveness marker.
+/// The waiting helpers of the acquire, release and dequeue scripts: `ticket_ok` checks a
+/// ticket (decimal digits, kept a string: a u64 does not fit Lua's doubles), `wake`
+/// pushes a wake-up for a ticket under the prefix `WAKE` (the key is its ticket's,
+/// under the namespace's hash tag: the script's slot), `first_live` finds the first
+/// queued ticket whose entry is live in `waiters`.
+macro_rules! waiting {
+    () => {
+        r#"
+local function ticket_ok(t) return t and #t <= 20 and string.match(t, '^%d+$') ~= nil end
+local function wake(t)
+  local w = WAKE .. t
+  -- pcall: a wake-up that cannot be pushed is one the waiter's re-check makes up for;
+  -- it must not fail the script after its first write.
+  redis.pcall('LPUSH', w, '1')
+  redis.pcall('LTRIM', w, 0, 0)
+  redis.pcall('PEXPIRE', w, WAKE_MS)
+end
+local function first_live(queue, waiters)
+  for _, t in ipairs(redis.call('ZRANGE', queue, 0, 7)) do
+    local e = tonumber(redis.call('ZSCORE', waiters, t))
+    if e and e > now then return t end
+  end
+  return nil
+end
+"#
+    };
+}
+
+// KEYS: global leases, key leases, key state, fencing counter, liveness marker, key
+// queue, waiters, global queue.
 // ARGV: global cap, key cap, min interval (µs), lease TTL (µs), idle (µs), restart
-// hold ('1' on, '0' off).
+// hold ('1' on, '0' off), waiter ticket ('0': not waiting), entry TTL (µs), wake prefix.
 const ACQUIRE: &str = script!(
     r#"
 local gcap, kcap = arg(1, 0, CAP), arg(2, 0, CAP)
 local interval, ttl, idle = arg(3, 0, DAY), arg(4, 1000, DAY), arg(5, 0, DAY)
-if not (gcap and kcap and interval and ttl and idle) then return bad('a policy argument is out of bounds') end
+local qttl = arg(8, 1000, DAY)
+if not (gcap and kcap and interval and ttl and idle and qttl) then return bad('a policy argument is out of bounds') end
+local ticket = ARGV[7]
+local WAKE, WAKE_MS = ARGV[9] or '', math.ceil(qttl / 1000) + 1000
+"#,
+    waiting!(),
+    r#"
+if not ticket_ok(ticket) then return bad('a waiter ticket is a decimal number') end
+local waiting = ticket ~= '0'
+local qn = redis.call('ZCARD', KEYS[6])
+redis.call('ZCARD', KEYS[7])
+redis.call('ZCARD', KEYS[8])
 -- Reads first: a key holding another type fails here, and stored values palisade
 -- cannot have written are refused here, before anything is written.
 local st = redis.call('HMGET', KEYS[3], 'last', 'pen')
@@ -84,16 +128,45 @@ if not up and ARGV[6] ~= '0' then
 end
 local reclaimed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
 local kreclaimed = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now))
+-- The live waiters that arrived first are owed the key's free slots.
+local ahead, arrival = 0, nil
+if qn > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', fmt(now))
+  -- Abandoned entries at the head leave the queue (one further back leaves when it
+  -- reaches the head, counted as ahead until then).
+  for _ = 1, 64 do
+    local h = redis.call('ZRANGE', KEYS[6], 0, 0)[1]
+    if not h or redis.call('ZSCORE', KEYS[7], h) then break end
+    redis.call('ZREM', KEYS[6], h)
+    redis.call('ZREM', KEYS[8], h)
+  end
+  if waiting then arrival = redis.call('ZSCORE', KEYS[6], ticket) end
+  if arrival then ahead = redis.call('ZRANK', KEYS[6], ticket) else ahead = redis.call('ZCARD', KEYS[6]) end
+end
 local function cap_free(key, cap, n)
   if n < cap then return now end
-  if cap == 0 then return never end
+  if cap <= 0 then return never end
   local e = redis.call('ZRANGE', key, n - cap, n - cap, 'WITHSCORES')
   return tonumber(e[2])
 end
+local klive = kall - kreclaimed
 local free = {math.max(pen, now), last and math.max(last + interval, now) or now,
-  cap_free(KEYS[1], gcap, gall - reclaimed), cap_free(KEYS[2], kcap, kall - kreclaimed), math.max(hold, now)}
+  cap_free(KEYS[1], gcap, gall - reclaimed), cap_free(KEYS[2], kcap - ahead, klive), math.max(hold, now)}
 for i = 1, 5 do
   if free[i] > now then
+    if waiting then
+      -- A first arrival takes the next number of the fencing counter: arrivals are
+      -- strictly ordered, also within one microsecond.
+      local a = arrival
+      if not a then
+        a = fmt(math.max(seq + 1, now))
+        redis.call('SET', KEYS[4], a, 'PX', 86400000)
+      end
+      redis.call('ZADD', KEYS[6], a, ticket)
+      redis.call('ZADD', KEYS[7], fmt(now + qttl), ticket)
+      if i == 3 then redis.call('ZADD', KEYS[8], 'NX', a, ticket) end
+      for q = 6, 8 do keep(KEYS[q], now + qttl + 1000000) end
+    end
     return {0, i - 1, math.max(free[1], free[2], free[3], free[4], free[5]) - now, reclaimed}
   end
 end
@@ -113,18 +186,89 @@ redis.call('PEXPIRE', KEYS[2], math.ceil((ktop - now) / 1000) + 1000)
 redis.call('PEXPIRE', KEYS[3], math.ceil((math.max(pen, now + interval, ktop) + idle - now) / 1000))
 -- The marker outlives every lease of the namespace.
 redis.call('SET', KEYS[5], '1', 'PX', math.max(redis.call('PTTL', KEYS[5]), math.ceil((top - now) / 1000) + 1000))
+if waiting then
+  redis.call('ZREM', KEYS[6], ticket)
+  redis.call('ZREM', KEYS[7], ticket)
+  redis.call('ZREM', KEYS[8], ticket)
+  redis.pcall('DEL', WAKE .. ticket)
+  -- Which lease this waiter took, for a dequeue that comes after it (the caller went
+  -- away while this reply was on its way): the lease is then released, not leaked.
+  redis.pcall('SET', WAKE .. ticket .. ':l', fmt(id), 'PX', WAKE_MS)
+  -- Room left on the key: the next waiter need not wait for a release.
+  if klive + 1 < kcap then
+    local nxt = first_live(KEYS[6], KEYS[7])
+    if nxt then wake(nxt) end
+  end
+end
 return {1, id, now, exp, reclaimed}
 "#
 );
 
-// KEYS: global leases, key leases. ARGV: lease id.
+// KEYS: global leases, key leases, key queue, waiters, global queue. ARGV: lease id,
+// wake prefix, wake-up TTL (ms).
 const RELEASE: &str = script!(
     r#"
+local WAKE, WAKE_MS = ARGV[2] or '', arg(3, 1, DAY)
+if not WAKE_MS then return bad('a wake-up TTL is 1 ms to one day') end
+"#,
+    waiting!(),
+    r#"
 local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
+local qn, gn = redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[5])
+redis.call('ZCARD', KEYS[4])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-if s and tonumber(s) > now then return now end
+if s and tonumber(s) > now then
+  -- A slot came free: the first live waiter of the key, and of the global cap.
+  if qn > 0 then
+    local t = first_live(KEYS[3], KEYS[4])
+    if t then wake(t) end
+  end
+  if gn > 0 then
+    local t = first_live(KEYS[5], KEYS[4])
+    if t then wake(t) end
+  end
+  return now
+end
 return -1
+"#
+);
+
+// KEYS: key queue, waiters, global queue, global leases, key leases. ARGV: ticket, wake
+// prefix, wake-up TTL (ms).
+const DEQUEUE: &str = script!(
+    r#"
+local WAKE, WAKE_MS = ARGV[2] or '', arg(3, 1, DAY)
+if not WAKE_MS then return bad('a wake-up TTL is 1 ms to one day') end
+"#,
+    waiting!(),
+    r#"
+if not ticket_ok(ARGV[1]) then return bad('a waiter ticket is a decimal number') end
+redis.call('ZCARD', KEYS[1])
+redis.call('ZCARD', KEYS[2])
+redis.call('ZCARD', KEYS[3])
+redis.call('ZCARD', KEYS[4])
+redis.call('ZCARD', KEYS[5])
+local granted = redis.pcall('GET', WAKE .. ARGV[1] .. ':l')
+if type(granted) ~= 'string' then granted = nil end
+local was = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.pcall('DEL', WAKE .. ARGV[1])
+if granted then
+  -- The waiter went away after its grant: its lease goes back.
+  redis.call('ZREM', KEYS[4], granted)
+  if redis.call('ZREM', KEYS[5], granted) == 1 then was = 1 end
+  redis.pcall('DEL', WAKE .. ARGV[1] .. ':l')
+end
+if was == 1 then
+  -- One ahead left: the next may now be within the free slots.
+  local t = first_live(KEYS[1], KEYS[2])
+  if t then wake(t) end
+  t = first_live(KEYS[3], KEYS[2])
+  if t then wake(t) end
+end
+return was
 "#
 );
 
@@ -170,13 +314,18 @@ return 0
 "#
 );
 
-// KEYS: global leases, key leases, key state.
+// KEYS: global leases, key leases, key state, key queue, waiters.
 const INSPECT: &str = script!(
     r#"
 local above = '(' .. fmt(now)
 local st = redis.call('HMGET', KEYS[3], 'last', 'pen')
+local waiting = 0
+for _, t in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  local e = tonumber(redis.call('ZSCORE', KEYS[5], t))
+  if e and e > now then waiting = waiting + 1 end
+end
 return {now, redis.call('ZCOUNT', KEYS[2], above, '+inf'), redis.call('ZCOUNT', KEYS[1], above, '+inf'),
-        tonumber(st[2]) or 0, tonumber(st[1]) or -1}
+        tonumber(st[2]) or 0, tonumber(st[1]) or -1, waiting}
 "#
 );
 
@@ -211,6 +360,7 @@ return redis.call('DEL', KEYS[1])
 struct Scripts {
     acquire: LuaScript,
     release: LuaScript,
+    dequeue: LuaScript,
     extend: LuaScript,
     penalize: LuaScript,
     clear_penalty: LuaScript,
@@ -222,6 +372,7 @@ struct Scripts {
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     acquire: LuaScript::new("throttle.acquire", ACQUIRE),
     release: LuaScript::new("throttle.release", RELEASE),
+    dequeue: LuaScript::new("throttle.dequeue", DEQUEUE),
     extend: LuaScript::new("throttle.extend", EXTEND),
     penalize: LuaScript::new("throttle.penalize", PENALIZE),
     clear_penalty: LuaScript::new("throttle.clear_penalty", CLEAR_PENALTY),
@@ -234,12 +385,13 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
     let s = &*SCRIPTS;
     vec![
-        (&s.acquire, 5),
-        (&s.release, 2),
+        (&s.acquire, 8),
+        (&s.release, 5),
+        (&s.dequeue, 5),
         (&s.extend, 3),
         (&s.penalize, 1),
         (&s.clear_penalty, 1),
-        (&s.inspect, 3),
+        (&s.inspect, 5),
         (&s.limit, 1),
         (&s.reset_rate, 1),
     ]
@@ -327,6 +479,7 @@ impl RedisThrottle {
         for script in [
             &s.acquire,
             &s.release,
+            &s.dequeue,
             &s.extend,
             &s.penalize,
             &s.clear_penalty,
@@ -386,11 +539,18 @@ impl LeaseOps for RedisLeases {
     fn release(&self, key: &str, lease: u64) -> BoxFuture<'_, Result<Option<SystemTime>, Error>> {
         let key = key.to_owned();
         Box::pin(async move {
-            let k = self.scope.leases_key(&key)?;
-            let keys = vec![self.scope.global_key()?, k];
+            let sc = &self.scope;
+            let keys = vec![
+                sc.global_key()?,
+                sc.leases_key(&key)?,
+                sc.queue_key(&key)?,
+                sc.waiters_key()?,
+                sc.global_queue_key()?,
+            ];
+            let args = vec![lease.to_string().into(), sc.wake_prefix()?.into(), WAKE_MS.into()];
             let v = SCRIPTS
                 .release
-                .run_keys(&self.conn, "throttle.release", keys, vec![lease.to_string().into()])
+                .run_keys(&self.conn, "throttle.release", keys, args)
                 .await?;
             let t = int(&self.conn, "throttle.release", v)?;
             Ok((t >= 0).then(|| time(t)))
@@ -427,7 +587,13 @@ impl Run<op::Acquire> for RedisThrottle {
             scope.state_key(key)?,
             scope.seq_key()?,
             scope.up_key()?,
+            scope.queue_key(key)?,
+            scope.waiters_key()?,
+            scope.global_queue_key()?,
         ];
+        let (ticket, entry_ttl) = op
+            .waiter
+            .map_or((0, Duration::from_secs(1)), |w| (w.ticket, w.entry_ttl));
         let args: Vec<Value> = vec![
             i64::from(policy.global_cap).into(),
             i64::from(policy.key_cap).into(),
@@ -435,6 +601,9 @@ impl Run<op::Acquire> for RedisThrottle {
             us(policy.lease_ttl).into(),
             (IDLE_US as i64).into(),
             if self.restart_hold { "1" } else { "0" }.into(),
+            ticket.to_string().into(),
+            us(entry_ttl.clamp(MIN_DURATION, MAX_LEASE)).into(),
+            scope.wake_prefix()?.into(),
         ];
         let v = SCRIPTS
             .acquire
@@ -505,12 +674,18 @@ impl Run<op::ClearPenalty> for RedisThrottle {
 impl Run<op::Inspect> for RedisThrottle {
     async fn run(&self, op: &op::Inspect) -> Result<Tagged<KeyState>, Error> {
         let (scope, key) = (&*op.scope, op.key.as_str());
-        let keys = vec![scope.global_key()?, scope.leases_key(key)?, scope.state_key(key)?];
+        let keys = vec![
+            scope.global_key()?,
+            scope.leases_key(key)?,
+            scope.state_key(key)?,
+            scope.queue_key(key)?,
+            scope.waiters_key()?,
+        ];
         let v = SCRIPTS
             .inspect
             .run_keys(&self.conn, "throttle.inspect", keys, vec![])
             .await?;
-        let r = ints(&self.conn, "throttle.inspect", v, 5)?;
+        let r = ints(&self.conn, "throttle.inspect", v, 6)?;
         let now = r[0];
         Ok(tag(KeyState::new(
             u32::try_from(r[1]).unwrap_or(0),
@@ -518,9 +693,58 @@ impl Run<op::Inspect> for RedisThrottle {
             (r[3] > now).then(|| time(r[3])),
             (r[4] >= 0).then(|| time(r[4])),
             time(now),
-        )))
+        )
+        .with_waiting(u32::try_from(r[5]).unwrap_or(0))))
     }
     fn slot(&self, op: &op::Inspect) -> Option<u16> {
+        self.namespace_slot(&op.scope)
+    }
+}
+
+/// `BLPOP` on the waiter's wake-up key, on a dedicated connection: a wake-up pushed
+/// before the call is taken at once.
+impl Run<op::Wake> for RedisThrottle {
+    async fn run(&self, op: &op::Wake) -> Result<Tagged<bool>, Error> {
+        let key = format!("{}{}", op.scope.wake_prefix()?, op.ticket);
+        let block = op.within.clamp(Duration::from_millis(1), crate::MAX_BLOCK);
+        // Seconds with millisecond precision; never 0 (which would block forever).
+        let secs = format!("{:.3}", block.as_secs_f64().max(0.001));
+        let v: Value = self
+            .conn
+            .dedicated()
+            .blocking(
+                "throttle.wake",
+                &key,
+                "BLPOP",
+                vec![key.clone().into(), secs.into()],
+                block,
+            )
+            .await?;
+        Ok(tag(!v.is_null()))
+    }
+    fn slot(&self, op: &op::Wake) -> Option<u16> {
+        self.namespace_slot(&op.scope)
+    }
+}
+
+impl Run<op::Dequeue> for RedisThrottle {
+    async fn run(&self, op: &op::Dequeue) -> Result<Tagged<bool>, Error> {
+        let sc = &*op.scope;
+        let keys = vec![
+            sc.queue_key(&op.key)?,
+            sc.waiters_key()?,
+            sc.global_queue_key()?,
+            sc.global_key()?,
+            sc.leases_key(&op.key)?,
+        ];
+        let args = vec![op.ticket.to_string().into(), sc.wake_prefix()?.into(), WAKE_MS.into()];
+        let v = SCRIPTS
+            .dequeue
+            .run_keys(&self.conn, "throttle.dequeue", keys, args)
+            .await?;
+        Ok(tag(int(&self.conn, "throttle.dequeue", v)? == 1))
+    }
+    fn slot(&self, op: &op::Dequeue) -> Option<u16> {
         self.namespace_slot(&op.scope)
     }
 }

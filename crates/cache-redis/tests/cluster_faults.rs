@@ -518,7 +518,7 @@ async fn a_slot_migrated_to_a_new_master_under_load_is_followed_through_ask_and_
             script.name()
         );
     }
-    let acquire = palisade_throttle::op::Acquire::new(scope, "k".into(), policy.effective());
+    let acquire = palisade_throttle::op::Acquire::new(scope, "k".into(), policy.effective(), None);
     throttle.run(&acquire).await.unwrap();
     let on_slot = on_slot.stop().await;
     let others = load.stop().await;

@@ -306,3 +306,218 @@ async fn permits_granted_while_degraded_are_capped_and_end_after_recovery() {
     assert_eq!(permit.extend(Duration::from_secs(1)).await.unwrap(), None);
     permit.release().await.unwrap();
 }
+
+/// How many callers wait at once in the waiting fault tests.
+const WAITERS: u32 = 100;
+
+/// `WAITERS` callers of `acquire_wait` on one key whose only slot is held, each in its
+/// own task, queued (checked through `direct`) before this returns; each answers its
+/// provenance and whether it was served.
+async fn queue_waiters<B: palisade_throttle::ThrottleBackend>(
+    t: &Throttle<B>,
+    direct: &Throttle<RedisThrottle>,
+    p: &Policy,
+) -> Vec<tokio::task::JoinHandle<(Result<(Provenance, bool), palisade_cache_core::Error>, Instant)>> {
+    let tasks: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let (t, p) = (t.clone(), *p);
+            tokio::spawn(async move {
+                // A waiter served releases at once: the next one's turn.
+                let r = match t.acquire_wait("k", &p, Duration::from_secs(60)).await {
+                    Ok(d) => match d.value {
+                        Decision::Acquired(permit) => {
+                            permit.release().await.unwrap();
+                            Ok((d.provenance, true))
+                        }
+                        Decision::Denied { .. } => Ok((d.provenance, false)),
+                    },
+                    Err(e) => Err(e),
+                };
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while direct.inspect("k").await.unwrap().value.waiting < WAITERS {
+        assert!(Instant::now() < give_up, "the waiters never all queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tasks
+}
+
+fn waiting_config(server: &palisade_redis_server::server::RedisServer) -> palisade_cache_redis::RedisConfig {
+    fault_config(server).with_dedicated_pool_size(WAITERS + 10)
+}
+
+fn one_slot() -> Policy {
+    Policy::builder()
+        .global_cap(10)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_a_hundred_waiters_fail_within_their_deadline_when_redis_is_killed_or_paused() {
+    let Some(mut server) = env::private_server("strict_waiters") else {
+        return;
+    };
+    let p = one_slot();
+    for fault in ["kill", "pause"] {
+        let events = Events::new(16);
+        let conn = RedisConnection::connect(&waiting_config(&server)).await.unwrap();
+        let backend = palisade_cache_core::Strict::new(
+            RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
+            fault_ctx(Component::Throttle, Mode::StrictDistributed, &events),
+        )
+        .unwrap();
+        let ns = fault_ns(&format!("strict-waiters-{fault}"), "mx");
+        // Only wake-ups and outages move these waiters (no re-check within the test).
+        let t = Throttle::new(backend, ns.clone()).with_recheck(Duration::from_secs(3600));
+        let direct = Throttle::new(
+            RedisThrottle::new(RedisConnection::connect(&fault_config(&server)).await.unwrap())
+                .await
+                .unwrap(),
+            ns,
+        );
+        let _held = t.acquire("k", &p).await.unwrap().value.permit().unwrap();
+        let waiters = queue_waiters(&t, &direct, &p).await;
+        let dedicated = t.backend().primary().connection().clone();
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while dedicated.dedicated_stats().open < WAITERS {
+            assert!(Instant::now() < give_up, "{:?}", dedicated.dedicated_stats());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let at = Instant::now();
+        // A killed server drops every blocked connection at once; a paused one is
+        // noticed when each block ends (at most MAX_BLOCK) plus the command deadline.
+        let bound = match fault {
+            "kill" => {
+                server.kill();
+                DEADLINE + SLACK * 3
+            }
+            _ => {
+                server.pause().unwrap();
+                palisade_cache_redis::MAX_BLOCK + DEADLINE + SLACK * 3
+            }
+        };
+        let mut slowest = Duration::ZERO;
+        for w in waiters {
+            let (r, done) = tokio::time::timeout(bound + RECOVERY, w)
+                .await
+                .expect("a waiter hung")
+                .unwrap();
+            let e = r.expect_err("no waiter is served while Redis is gone");
+            assert!(e.is_unavailable(), "{fault}: {e:?}");
+            let took = done.duration_since(at);
+            assert!(took <= bound, "{fault}: failed after {took:?} (bound {bound:?})");
+            slowest = slowest.max(took);
+        }
+        eprintln!("{fault}: all {WAITERS} waiters failed within {slowest:?} (bound {bound:?})");
+        let s = t.stats();
+        assert_eq!((s.acquired, s.denied, s.waited), (1, 0, u64::from(WAITERS)), "{s:?}");
+        match fault {
+            "kill" => server.start_again().unwrap(),
+            _ => server.resume().unwrap(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_a_hundred_waiters_go_on_waiting_locally_when_redis_is_killed() {
+    let Some(mut server) = env::private_server("degraded_waiters") else {
+        return;
+    };
+    let events = Events::new(256);
+    let mut rx = events.subscribe();
+    let conn = RedisConnection::connect(&waiting_config(&server)).await.unwrap();
+    let failover = palisade_cache_core::Failover::new(
+        RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
+        LocalThrottle::default(),
+        fault_ctx(Component::Throttle, Mode::ExplicitDegraded, &events),
+        palisade_cache_core::FailoverOptions::default().with_degraded_share(1.0),
+        None,
+    )
+    .unwrap();
+    let ns = fault_ns("degraded-waiters", "mx");
+    // A short re-check: a waiter queued on Redis finds its place on the local backend
+    // within one period after the swap.
+    let t = Throttle::new(failover, ns.clone()).with_recheck(Duration::from_millis(200));
+    let direct = Throttle::new(
+        RedisThrottle::new(RedisConnection::connect(&fault_config(&server)).await.unwrap())
+            .await
+            .unwrap(),
+        ns,
+    );
+    let p = one_slot();
+    let _held = t.acquire("k", &p).await.unwrap().value.permit().unwrap();
+    let waiters = queue_waiters(&t, &direct, &p).await;
+    server.kill();
+    // Every waiter is served by the local backend, one slot at a time (each releases).
+    let mut served = 0;
+    for w in waiters {
+        let (r, _) = tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("a waiter hung")
+            .unwrap();
+        let (provenance, acquired) = r.expect("degraded mode answers");
+        assert_eq!(provenance, Provenance::LocalDegraded);
+        assert!(acquired, "served locally before its wait ran out");
+        served += 1;
+    }
+    assert_eq!(served, WAITERS);
+    let mut degraded = 0;
+    while let Ok(e) = rx.try_recv() {
+        if matches!(e.kind, EventKind::Degraded) {
+            degraded += 1;
+        }
+    }
+    assert_eq!(degraded, 1, "the outage was announced once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_of_dedicated_connections_is_a_typed_error_within_the_deadline() {
+    let Some(server) = env::private_server("exhausted_pool") else {
+        return;
+    };
+    let conn = RedisConnection::connect(&fault_config(&server).with_dedicated_pool_size(2))
+        .await
+        .unwrap();
+    let t = Throttle::new(
+        RedisThrottle::new(conn.clone()).await.unwrap().with_restart_hold(false),
+        fault_ns("exhausted", "mx"),
+    )
+    .with_recheck(Duration::from_secs(3600));
+    let p = one_slot();
+    let _held = t.acquire("k", &p).await.unwrap().value.permit().unwrap();
+    let blocked: Vec<_> = (0..2)
+        .map(|_| {
+            let (t, p) = (t.clone(), p);
+            tokio::spawn(async move { t.acquire_wait("k", &p, Duration::from_secs(60)).await })
+        })
+        .collect();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while conn.dedicated_stats().idle > 0 || conn.dedicated_stats().open < 2 {
+        assert!(Instant::now() < give_up, "{:?}", conn.dedicated_stats());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start = Instant::now();
+    let e = t.acquire_wait("k", &p, Duration::from_secs(60)).await.unwrap_err();
+    assert_eq!(e.kind(), palisade_cache_core::ErrorKind::Exhausted, "{e:?}");
+    assert!(!e.is_unavailable() && e.is_retryable());
+    assert!(start.elapsed() <= DEADLINE + SLACK, "{:?}", start.elapsed());
+    assert!(!format!("{e}").is_empty());
+    let stats = conn.dedicated_stats();
+    assert_eq!((stats.max, stats.open, stats.exhausted), (2, 2, 1), "{stats:?}");
+    for b in blocked {
+        b.abort();
+    }
+    // The exhausted caller left no entry behind; the two aborted ones are dequeued.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while t.inspect("k").await.unwrap().value.waiting > 0 {
+        assert!(Instant::now() < give_up, "entries left behind");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

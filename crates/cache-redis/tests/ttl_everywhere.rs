@@ -46,6 +46,35 @@ async fn every_key_written_by_every_contract_has_a_ttl() {
     permit.extend(Duration::from_secs(60)).await.unwrap();
     t.acquire("host2", &p).await.unwrap();
     t.penalize("host3", Duration::from_secs(5)).await.unwrap();
+    // Waiting: key queues, the waiters' entries, the global queue, wake-ups and the
+    // lease marker of a served waiter.
+    {
+        use palisade_cache_core::Run;
+        use palisade_throttle::{Waiter, op};
+        let one = Policy::builder()
+            .global_cap(1)
+            .key_cap(1)
+            .lease_ttl(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let w = Throttle::new(throttle_backend.clone(), ns("wait"));
+        let scope = std::sync::Arc::new(w.scope().clone());
+        let queue = |key: &str, ticket: u64| {
+            op::Acquire::new(
+                std::sync::Arc::clone(&scope),
+                key.into(),
+                one.effective(),
+                Some(Waiter::new(ticket, Duration::from_secs(60))),
+            )
+        };
+        let held = w.acquire("q", &one).await.unwrap().value.permit().unwrap();
+        for (key, ticket) in [("q", 7), ("q", 8), ("other", 9)] {
+            throttle_backend.run(&queue(key, ticket)).await.unwrap();
+        }
+        held.release().await.unwrap();
+        let (served, _) = throttle_backend.run(&queue("q", 7)).await.unwrap().value;
+        assert!(matches!(served, palisade_throttle::RawDecision::Acquired(..)));
+    }
     RateLimiter::new(throttle_backend, ns("rl"))
         .limit("ip", &Rate::per_second(10).burst(5).build().unwrap())
         .await
@@ -59,6 +88,9 @@ async fn every_key_written_by_every_contract_has_a_ttl() {
     // cache k, nx; job j; throttle g, seq, k:host, s:host, s:host2, s:host3; rate r:ip (the
     // host2 permit was dropped and released: Redis deletes the emptied lease set).
     assert!(keys.len() >= 10, "{keys:?}");
+    for kind in [":q:", ":qe", ":gq", ":w:"] {
+        assert!(keys.iter().any(|k| k.contains(kind)), "no {kind} key among {keys:?}");
+    }
     for key in &keys {
         match resp::command(addr, &["PTTL", key]).unwrap() {
             Reply::Int(ms) if ms > 0 => {}

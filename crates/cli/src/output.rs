@@ -28,6 +28,8 @@ pub(crate) fn exit_code(e: &Error) -> u8 {
         ErrorKind::Auth => 77,
         ErrorKind::InvalidInput | ErrorKind::Config => 64,
         ErrorKind::Conflict => 1,
+        // sysexits' EX_TEMPFAIL: every dedicated connection was in use; try again.
+        ErrorKind::Exhausted => 75,
         _ => 65,
     }
 }

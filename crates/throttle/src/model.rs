@@ -320,12 +320,15 @@ pub struct KeyState {
     pub penalty_until: Option<SystemTime>,
     /// The last acquisition on the key.
     pub last_acquired: Option<SystemTime>,
+    /// Callers of [`Throttle::acquire_wait`](crate::Throttle::acquire_wait) queued on
+    /// the key (live entries: an abandoned one counts until its entry expires).
+    pub waiting: u32,
     /// The backend's time when read.
     pub now: SystemTime,
 }
 
 impl KeyState {
-    /// A key state.
+    /// A key state with no waiter (see [`KeyState::with_waiting`]).
     pub fn new(
         key_leases: u32,
         global_leases: u32,
@@ -338,8 +341,34 @@ impl KeyState {
             global_leases,
             penalty_until,
             last_acquired,
+            waiting: 0,
             now,
         }
+    }
+
+    /// The same state with `n` queued waiters.
+    pub fn with_waiting(mut self, n: u32) -> Self {
+        self.waiting = n;
+        self
+    }
+}
+
+/// A caller of [`Throttle::acquire_wait`](crate::Throttle::acquire_wait) in a key's
+/// queue: its ticket and how long its entry lives unless the caller checks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Waiter {
+    /// A random id, chosen by the caller; the queue orders by arrival (backend time).
+    pub ticket: u64,
+    /// How long the queue entry lives after this call: a waiter that stops checking
+    /// (a crashed process) leaves the queue after it.
+    pub entry_ttl: Duration,
+}
+
+impl Waiter {
+    /// A waiter.
+    pub fn new(ticket: u64, entry_ttl: Duration) -> Self {
+        Waiter { ticket, entry_ttl }
     }
 }
 
@@ -545,6 +574,29 @@ impl Scope {
         self.ns.slot_key(Contract::Throttle, "s", Some(key))
     }
 
+    /// The queue of waiters on `key`: a sorted set of ticket → arrival (µs).
+    pub fn queue_key(&self, key: &str) -> Result<String, Error> {
+        self.ns.slot_key(Contract::Throttle, "q", Some(key))
+    }
+
+    /// Every live queue entry of the namespace: a sorted set of ticket → entry expiry
+    /// (µs). An entry missing here is abandoned, whatever queue still lists it.
+    pub fn waiters_key(&self) -> Result<String, Error> {
+        self.ns.slot_key(Contract::Throttle, "qe", None)
+    }
+
+    /// The waiters the global cap holds back: a sorted set of ticket → arrival (µs).
+    pub fn global_queue_key(&self) -> Result<String, Error> {
+        self.ns.slot_key(Contract::Throttle, "gq", None)
+    }
+
+    /// Where a waiter's wake-up is pushed: `wake_prefix` followed by its ticket.
+    pub fn wake_prefix(&self) -> Result<String, Error> {
+        let mut p = self.ns.slot_key(Contract::Throttle, "w", None)?;
+        p.push(':');
+        Ok(p)
+    }
+
     /// The GCRA theoretical arrival time of `key` (µs). A rate key is alone in its
     /// script, so it has no hash tag: the keys of one rate-limit namespace spread over a
     /// cluster's masters.
@@ -578,8 +630,20 @@ palisade_cache_core::contract! {
 ///   allowance is full again.
 /// - [`ResetRate`](crate::op::ResetRate) forgets the key's GCRA state (a full allowance
 ///   again) and says whether there was any.
+/// - **Waiting.** An [`Acquire`](crate::op::Acquire) with a [`Waiter`] is served in
+///   arrival order on its key: it passes the key cap only when the live waiters that
+///   arrived before it leave room (`key leases + waiters ahead < key cap`); an
+///   acquisition without one counts every live waiter as ahead, so a newcomer never
+///   overtakes a queue. Refused, the waiter is queued (its arrival kept across calls,
+///   its entry's life renewed by each call; held back by the global cap, it also joins
+///   the namespace's global queue); granted, it leaves every queue.
+/// - A release of a live lease wakes the first live waiter of the key and of the global
+///   queue; a grant that leaves room wakes the next waiter of the key; a
+///   [`Dequeue`](crate::op::Dequeue) removes the entry and wakes the next.
+///   [`Wake`](crate::op::Wake) returns `true` at a wake-up pushed for its ticket (one
+///   pushed before it was called included), `false` after `within`.
 /// - Every stored item expires (bounded memory).
-pub trait ThrottleBackend: op::Acquire, op::Penalize, op::ClearPenalty, op::Inspect, op::Limit, op::ResetRate;
+pub trait ThrottleBackend: op::Acquire, op::Penalize, op::ClearPenalty, op::Inspect, op::Limit, op::ResetRate, op::Wake, op::Dequeue;
 }
 
 /// A granted lease. Release it when done; a permit dropped without release is

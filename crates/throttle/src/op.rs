@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use palisade_cache_core::supervisor::Supervisor;
 use palisade_cache_core::{BoxFuture, Error, FallbackCtx, Op};
 
-use crate::model::{KeyState, LeaseOps, Rate, RateDecision, RawDecision, ScaledPolicy, Scope};
+use crate::model::{KeyState, LeaseOps, Rate, RateDecision, RawDecision, ScaledPolicy, Scope, Waiter};
 
 /// Defines one throttle operation on a key of a scope: the struct, `new`, and the
 /// [`Op`] impl whose degraded form keeps the key (the local backend has its own keys)
@@ -87,6 +87,8 @@ throttle_op! {
     Acquire -> (RawDecision, u64), "throttle.acquire" {
         /// The gates.
         policy: ScaledPolicy,
+        /// The caller's queue entry, when it waits (see the contract's `# Behavior`).
+        waiter: Option<Waiter>,
     }
     degraded |op, ctx| {
         op.policy = op.policy.scaled(ctx.options.degraded_share);
@@ -123,6 +125,24 @@ throttle_op! {
 throttle_op! {
     /// The key's leases, the namespace's, the penalty and the last acquisition.
     Inspect -> KeyState, "throttle.inspect" {}
+}
+throttle_op! {
+    /// Waits until a wake-up is pushed for `ticket` (`true`) or `within` has passed
+    /// (`false`).
+    Wake -> bool, "throttle.wake" {
+        /// The waiter's ticket.
+        ticket: u64,
+        /// The longest wait.
+        within: Duration,
+    }
+}
+throttle_op! {
+    /// Takes a waiter out of the key's queues (it gave up or went away) and wakes the
+    /// next; says whether it was queued.
+    Dequeue -> bool, "throttle.dequeue" {
+        /// The waiter's ticket.
+        ticket: u64,
+    }
 }
 throttle_op! {
     /// One GCRA step for the key.

@@ -708,6 +708,266 @@ async fn check_model<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &[Thrott
     }
 }
 
+// ---- waiting -------------------------------------------------------------------------
+
+/// A throttle whose waiters never re-check on their own within a test: only wake-ups
+/// and the times refusals name move them.
+fn waiting_throttle<F: Fixture<Backend: ThrottleBackend>>(fx: &F) -> Throttle<F::Backend> {
+    throttle_for(fx).with_recheck(HOUR)
+}
+
+/// Waits (deadline-bound) until `n` waiters are queued on `key`.
+async fn until_waiting<B: ThrottleBackend>(t: &Throttle<B>, key: &str, n: u32) {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = t.inspect(key).await.unwrap().value.waiting;
+        if w == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{w} waiters on {key}, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A waiter in its own task.
+fn spawn_wait<B: ThrottleBackend>(
+    t: &Throttle<B>,
+    key: &str,
+    p: &Policy,
+    max_wait: Duration,
+) -> tokio::task::JoinHandle<Decision> {
+    let (t, key, p) = (t.clone(), key.to_owned(), *p);
+    tokio::spawn(async move { t.acquire_wait(&key, &p, max_wait).await.unwrap().value })
+}
+
+async fn joined(h: tokio::task::JoinHandle<Decision>) -> Decision {
+    tokio::time::timeout(Duration::from_secs(60), h)
+        .await
+        .expect("the waiter was never served")
+        .unwrap()
+}
+
+/// `acquire_wait` grants at once when the gates pass, without queueing; a zero wait is
+/// one `acquire`; a wait over a day is `InvalidInput` before any I/O.
+pub async fn acquire_wait_grants_at_once_and_checks_its_wait<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = waiting_throttle(fx);
+    let p = policy(5, 1, Duration::ZERO, HOUR);
+    let permit = granted(t.acquire_wait("k", &p, HOUR).await.unwrap().value);
+    assert_eq!(
+        denied(t.acquire_wait("k", &p, Duration::ZERO).await.unwrap().value).0,
+        DenyReason::KeyCap
+    );
+    for bad in [Duration::from_secs(86_401), Duration::MAX] {
+        let e = t.acquire_wait("k", &p, bad).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad:?}");
+    }
+    assert_eq!(
+        t.acquire_wait("", &p, HOUR).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    let s = t.stats();
+    assert_eq!((s.waited, s.acquired, s.denied), (0, 1, 1));
+    assert_eq!(t.inspect("k").await.unwrap().value.waiting, 0, "nothing was queued");
+    permit.release().await.unwrap();
+}
+
+/// A release of the lease a waiter needs wakes it: served by a wake-up, not a re-check.
+pub async fn a_release_wakes_a_waiter<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = waiting_throttle(fx);
+    let p = policy(5, 1, Duration::ZERO, HOUR);
+    let held = granted(acquire(&t, "k", &p).await);
+    let w = spawn_wait(&t, "k", &p, HOUR);
+    until_waiting(&t, "k", 1).await;
+    held.release().await.unwrap();
+    let permit = granted(joined(w).await);
+    let s = t.stats();
+    assert_eq!((s.waited, s.rechecks), (1, 0), "{s:?}");
+    assert!(s.wakeups >= 1, "{s:?}");
+    let st = t.inspect("k").await.unwrap().value;
+    assert_eq!((st.waiting, st.key_leases), (0, 1), "served, it left the queue");
+    permit.release().await.unwrap();
+}
+
+/// Waiters on a key are served in arrival order.
+pub async fn waiters_are_served_in_arrival_order<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = waiting_throttle(fx);
+    let p = policy(10, 1, Duration::ZERO, HOUR);
+    let held = granted(acquire(&t, "k", &p).await);
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..4u32 {
+        let (t2, order) = (t.clone(), std::sync::Arc::clone(&order));
+        tasks.push(tokio::spawn(async move {
+            let permit = granted(t2.acquire_wait("k", &p, HOUR).await.unwrap().value);
+            order.lock().unwrap().push(i);
+            permit.release().await.unwrap();
+        }));
+        until_waiting(&t, "k", i + 1).await;
+    }
+    held.release().await.unwrap();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("a waiter was never served")
+            .unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+    let s = t.stats();
+    assert_eq!((s.waited, s.rechecks), (4, 0), "{s:?}");
+}
+
+/// A free slot owed to a queued waiter is not taken by a plain acquisition (other keys
+/// are not held back); granted, the waiter leaves the queue; a dequeued waiter gives
+/// its place up. A wake-up pushed before `Wake` is called is taken at once.
+pub async fn a_slot_owed_to_a_waiter_is_not_taken_by_a_newcomer<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    use crate::op;
+    let t = waiting_throttle(fx);
+    let p = policy(10, 1, Duration::ZERO, HOUR);
+    let scope = std::sync::Arc::new(t.scope().clone());
+    let b = t.backend();
+    let queue = |ticket: u64| {
+        op::Acquire::new(
+            std::sync::Arc::clone(&scope),
+            "k".into(),
+            p.effective(),
+            Some(crate::Waiter::new(ticket, HOUR)),
+        )
+    };
+    let held = granted(acquire(&t, "k", &p).await);
+    for ticket in [41, 42] {
+        let (raw, _) = b.run(&queue(ticket)).await.unwrap().value;
+        assert!(
+            matches!(
+                raw,
+                crate::RawDecision::Denied {
+                    reason: DenyReason::KeyCap,
+                    ..
+                }
+            ),
+            "{raw:?}"
+        );
+    }
+    // Asking again keeps the arrival: 41 stays first.
+    b.run(&queue(42)).await.unwrap();
+    assert_eq!(t.inspect("k").await.unwrap().value.waiting, 2);
+    held.release().await.unwrap();
+    let woken = b
+        .run(&op::Wake::new(std::sync::Arc::clone(&scope), "k".into(), 41, HOUR))
+        .await
+        .unwrap()
+        .value;
+    assert!(woken, "the release woke the first waiter");
+    let not_woken = b
+        .run(&op::Wake::new(
+            std::sync::Arc::clone(&scope),
+            "k".into(),
+            42,
+            Duration::from_millis(20),
+        ))
+        .await
+        .unwrap()
+        .value;
+    assert!(!not_woken, "the second waiter was not woken");
+    assert_eq!(
+        denied(acquire(&t, "k", &p).await).0,
+        DenyReason::KeyCap,
+        "the slot is owed to 41"
+    );
+    let (raw, _) = b.run(&queue(42)).await.unwrap().value;
+    assert!(
+        matches!(raw, crate::RawDecision::Denied { .. }),
+        "42 does not overtake 41: {raw:?}"
+    );
+    granted(acquire(&t, "other", &p).await).release().await.unwrap();
+    let (raw, _) = b.run(&queue(41)).await.unwrap().value;
+    let crate::RawDecision::Acquired(lease, ops) = raw else {
+        panic!("41's turn: {raw:?}")
+    };
+    assert_eq!(t.inspect("k").await.unwrap().value.waiting, 1, "41 left the queue");
+    ops.release("k", lease.id).await.unwrap();
+    let dq = op::Dequeue::new(std::sync::Arc::clone(&scope), "k".into(), 42);
+    assert!(b.run(&dq).await.unwrap().value, "42 was queued");
+    assert!(!b.run(&dq).await.unwrap().value, "and is no more");
+    assert_eq!(t.inspect("k").await.unwrap().value.waiting, 0);
+    granted(acquire(&t, "k", &p).await).release().await.unwrap();
+}
+
+/// After `max_wait` the waiter is refused with the last reason, once, and leaves the
+/// queue.
+pub async fn a_waiter_gives_up_after_max_wait_and_leaves_the_queue<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = waiting_throttle(fx);
+    let p = policy(10, 1, Duration::ZERO, HOUR);
+    let held = granted(acquire(&t, "k", &p).await);
+    let (reason, _) = denied(t.acquire_wait("k", &p, Duration::from_millis(200)).await.unwrap().value);
+    assert_eq!(reason, DenyReason::KeyCap);
+    let s = t.stats();
+    assert_eq!(
+        (s.waited, s.denied, s.denials_of(DenyReason::KeyCap)),
+        (1, 1, 1),
+        "{s:?}"
+    );
+    assert_eq!(t.inspect("k").await.unwrap().value.waiting, 0);
+    held.release().await.unwrap();
+    granted(acquire(&t, "k", &p).await).release().await.unwrap();
+}
+
+/// A waiter whose future is dropped leaves the queue, and no lease is taken for it.
+pub async fn a_dropped_waiter_leaves_no_queue_entry_and_takes_no_lease<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = waiting_throttle(fx);
+    let p = policy(10, 1, Duration::ZERO, HOUR);
+    let held = granted(acquire(&t, "k", &p).await);
+    let w = spawn_wait(&t, "k", &p, HOUR);
+    until_waiting(&t, "k", 1).await;
+    w.abort();
+    assert!(w.await.unwrap_err().is_cancelled());
+    until_waiting(&t, "k", 0).await;
+    held.release().await.unwrap();
+    let permit = granted(acquire(&t, "k", &p).await);
+    let st = t.inspect("k").await.unwrap().value;
+    assert_eq!(
+        (st.key_leases, st.global_leases),
+        (1, 1),
+        "only the new permit holds a slot"
+    );
+    permit.release().await.unwrap();
+}
+
+/// A waiter refused by a penalty goes when the penalty ends, without a release.
+pub async fn a_waiter_goes_at_the_time_a_refusal_named<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = waiting_throttle(fx);
+    let p = policy(10, 1, Duration::ZERO, HOUR);
+    t.penalize("k", Duration::from_millis(300)).await.unwrap();
+    let w = spawn_wait(&t, "k", &p, HOUR);
+    until_waiting(&t, "k", 1).await;
+    fx.advance(Duration::from_millis(400)).await;
+    let permit = granted(joined(w).await);
+    let s = t.stats();
+    assert!(s.rechecks >= 1, "it checked again at the penalty's end: {s:?}");
+    assert_eq!(s.wakeups, 0, "{s:?}");
+    permit.release().await.unwrap();
+}
+
+/// A waiter held back by the namespace's global cap is woken by a release on another
+/// key.
+pub async fn a_waiter_held_back_by_the_global_cap_is_woken_by_another_key<F: Fixture<Backend: ThrottleBackend>>(
+    fx: &F,
+) {
+    let t = waiting_throttle(fx);
+    let p = policy(1, 1, Duration::ZERO, HOUR);
+    let held = granted(acquire(&t, "a", &p).await);
+    let w = spawn_wait(&t, "b", &p, HOUR);
+    until_waiting(&t, "b", 1).await;
+    held.release().await.unwrap();
+    let permit = granted(joined(w).await);
+    let s = t.stats();
+    assert!(s.wakeups >= 1, "{s:?}");
+    assert_eq!(s.rechecks, 0, "{s:?}");
+    permit.release().await.unwrap();
+}
+
 /// Generates one `#[tokio::test]` per case and the model for a fixture constructor.
 #[macro_export]
 macro_rules! throttle_suite {
@@ -732,7 +992,15 @@ macro_rules! throttle_suite {
             a_peek_answers_like_limit_and_consumes_nothing,
             a_reset_restores_the_full_allowance_of_one_key,
             stats_count_denials_by_reason,
-            answers_carry_provenance_and_tenants_are_isolated
+            answers_carry_provenance_and_tenants_are_isolated,
+            acquire_wait_grants_at_once_and_checks_its_wait,
+            a_release_wakes_a_waiter,
+            waiters_are_served_in_arrival_order,
+            a_slot_owed_to_a_waiter_is_not_taken_by_a_newcomer,
+            a_waiter_gives_up_after_max_wait_and_leaves_the_queue,
+            a_dropped_waiter_leaves_no_queue_entry_and_takes_no_lease,
+            a_waiter_goes_at_the_time_a_refusal_named,
+            a_waiter_held_back_by_the_global_cap_is_woken_by_another_key
         );
 
         #[test]
@@ -883,6 +1151,7 @@ async fn check_failed_calls<F: Fixture<Backend: ThrottleBackend>>(fx: &F, ops: &
                         std::sync::Arc::new(scope.clone()),
                         key.to_owned(),
                         make(i, j),
+                        None,
                     ))
                     .await
                     .map(drop)

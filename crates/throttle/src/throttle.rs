@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use palisade_cache_core::{Error, ErrorCounters, Namespace, Op, Run, StatusSnapshot, Tagged, observe, on_behalf_of};
 
-use crate::model::{DenyReason, KeyState, Permit, Policy, Rate, RateDecision, RawDecision, Scope, ThrottleBackend};
+use crate::model::{
+    DenyReason, KeyState, MAX_LEASE, MIN_DURATION, Permit, Policy, Rate, RateDecision, RawDecision, Scope,
+    ThrottleBackend, Waiter,
+};
 use crate::op;
 
 /// The answer of [`Throttle::acquire`]: granted or refused, nothing else (hence not
@@ -52,6 +55,13 @@ pub struct ThrottleStats {
     pub held_permits: u64,
     /// Expired leases the backend reclaimed during this process's acquisitions.
     pub reclaimed: u64,
+    /// [`Throttle::acquire_wait`] calls that had to wait (were queued at least once).
+    pub waited: u64,
+    /// Times a waiter was woken by a release, a departure or a grant that left room.
+    pub wakeups: u64,
+    /// Times a waiter checked again without a wake-up: at the time a refusal named
+    /// (a penalty's or interval's end, a lease's expiry) or at the fallback re-check.
+    pub rechecks: u64,
     /// Mode, health, errors by kind and the last error.
     pub status: StatusSnapshot,
 }
@@ -71,6 +81,9 @@ struct Counters {
     limited: AtomicU64,
     held: AtomicU64,
     reclaimed: AtomicU64,
+    waited: AtomicU64,
+    wakeups: AtomicU64,
+    rechecks: AtomicU64,
     errors: ErrorCounters,
 }
 
@@ -147,6 +160,9 @@ impl<B: Clone> Handle<B> {
             limited: load(&c.limited),
             held_permits: load(&c.held),
             reclaimed: load(&c.reclaimed),
+            waited: load(&c.waited),
+            wakeups: load(&c.wakeups),
+            rechecks: load(&c.rechecks),
             status: c.errors.snapshot(self.backend.status()),
         }
     }
@@ -157,6 +173,7 @@ impl<B: Clone> Handle<B> {
 #[derive(Clone)]
 pub struct Throttle<B> {
     h: Handle<B>,
+    recheck: Duration,
 }
 
 impl<B> std::fmt::Debug for Throttle<B> {
@@ -172,7 +189,21 @@ impl<B: ThrottleBackend> Throttle<B> {
     pub fn new(backend: B, ns: Namespace) -> Self {
         Throttle {
             h: Handle::new(backend, ns),
+            recheck: Throttle::<B>::DEFAULT_RECHECK,
         }
+    }
+
+    /// How often a waiter of [`Throttle::acquire_wait`] checks again when no wake-up
+    /// came: 2 s. It bounds a lost wake-up (a connection that dropped while a release
+    /// was pushed) and renews the waiter's queue entry.
+    pub const DEFAULT_RECHECK: Duration = Duration::from_secs(2);
+
+    /// The same throttle with the fallback re-check of waiters every `d` (kept within
+    /// 1 ms and one day; see [`Throttle::DEFAULT_RECHECK`]). A waiter's queue entry
+    /// lives twice that plus 2 s without a check.
+    pub fn with_recheck(mut self, d: Duration) -> Self {
+        self.recheck = d.clamp(MIN_DURATION, MAX_LEASE);
+        self
     }
 
     /// The same throttle (backend, counters) for another namespace of the tenant: its
@@ -180,6 +211,7 @@ impl<B: ThrottleBackend> Throttle<B> {
     pub fn namespace(&self, name: &str) -> Result<Self, Error> {
         Ok(Throttle {
             h: self.h.with_ns(self.h.scope.ns().sibling(name)?),
+            recheck: self.recheck,
         })
     }
 
@@ -187,6 +219,7 @@ impl<B: ThrottleBackend> Throttle<B> {
     pub fn for_tenant(&self, tenant: &str) -> Result<Self, Error> {
         Ok(Throttle {
             h: self.h.with_ns(self.h.scope.ns().with_tenant(tenant)?),
+            recheck: self.recheck,
         })
     }
 
@@ -224,12 +257,127 @@ impl<B: ThrottleBackend> Throttle<B> {
         let checked = policy.validate().and_then(|()| self.check_key(key));
         let t = self
             .h
-            .run_checked(checked, |s| op::Acquire::new(s, key.to_owned(), policy.effective()))
+            .run_checked(checked, |s| {
+                op::Acquire::new(s, key.to_owned(), policy.effective(), None)
+            })
             .await?;
-        let c = &self.h.counters;
-        let provenance = t.provenance;
         let (raw, reclaimed) = t.value;
-        c.reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
+        self.h.counters.reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
+        Ok(self.decided(raw, t.provenance))
+    }
+
+    /// Waits up to `max_wait` for a lease on `key` under `policy`: the answer of
+    /// [`Throttle::acquire`], but a refusal waits in the key's queue for its turn.
+    ///
+    /// # Behavior
+    ///
+    /// - Returns a [`Permit`] as soon as every gate admits one, or
+    ///   [`Decision::Denied`] with the last refusal's reason once `max_wait` has passed
+    ///   (a `max_wait` of zero is one [`Throttle::acquire`]); never later than
+    ///   `max_wait` plus the command deadline.
+    /// - Waiters on a key are served in arrival order (the backend's time at their
+    ///   first refusal), across every process sharing the backend; a plain
+    ///   [`Throttle::acquire`] never takes a slot a queued waiter is owed. Across the
+    ///   keys of a namespace, waiters held back by the global cap are woken in arrival
+    ///   order but compete with new acquisitions on other keys.
+    /// - A waiter is woken by a release of a lease on its key or namespace, by a waiter
+    ///   ahead of it leaving, and by a grant that left room; it checks again at the
+    ///   moment a refusal named (a penalty's or interval's end, a lease's expiry) and,
+    ///   should a wake-up be lost, at least every [`Throttle::with_recheck`] period.
+    /// - A waiter that gives up, fails or is dropped leaves no queue entry: it is
+    ///   removed (in the background when the future is dropped), and an entry whose
+    ///   waiter stopped checking (a crashed process) expires after twice the re-check
+    ///   period plus 2 s. No lease is ever taken for a waiter that is gone.
+    /// - A `max_wait` over one day, an invalid policy or key is
+    ///   [`Error::InvalidInput`] before any I/O.
+    /// - In strict mode an outage fails the waiter within the command deadline of the
+    ///   call that meets it; in degraded mode the waiter goes on waiting on the local
+    ///   backend under the scaled policy (its place in the queue starts again there).
+    pub async fn acquire_wait(
+        &self,
+        key: &str,
+        policy: &Policy,
+        max_wait: Duration,
+    ) -> Result<Tagged<Decision>, Error> {
+        let checked = policy
+            .validate()
+            .and_then(|()| self.check_key(key))
+            .and_then(|()| palisade_cache_core::limits::check_duration("a wait", max_wait, Duration::ZERO, MAX_LEASE));
+        if let Err(e) = checked {
+            return self.h.counters.errors.watch(Err(e));
+        }
+        if max_wait.is_zero() {
+            return self.acquire(key, policy).await;
+        }
+        let c = &self.h.counters;
+        let started = tokio::time::Instant::now();
+        let waiter = Waiter::new(fastrand::u64(1..), entry_ttl(self.recheck));
+        // Armed from the first call on: dropped while that call is in flight, the
+        // dequeue that follows it (on the same connection, so after it) takes the entry
+        // out, or gives back the lease it was granted.
+        let mut queued = Queued {
+            h: self.h.clone(),
+            key: key.to_owned(),
+            ticket: waiter.ticket,
+            armed: true,
+        };
+        let mut counted = false;
+        loop {
+            let t = self
+                .h
+                .run(op::Acquire::new(
+                    Arc::clone(&self.h.scope),
+                    key.to_owned(),
+                    policy.effective(),
+                    Some(waiter),
+                ))
+                .await?;
+            let (raw, reclaimed) = t.value;
+            c.reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
+            let retry_after = match &raw {
+                RawDecision::Acquired(..) => {
+                    // The grant took the waiter out of every queue.
+                    queued.armed = false;
+                    return Ok(self.decided(raw, t.provenance));
+                }
+                RawDecision::Denied { retry_after, .. } => *retry_after,
+            };
+            if !counted {
+                counted = true;
+                c.waited.fetch_add(1, Ordering::Relaxed);
+            }
+            let left = max_wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                queued.armed = false;
+                // Best effort: an entry left behind expires with its TTL.
+                let _ = self
+                    .h
+                    .run(op::Dequeue::new(
+                        Arc::clone(&self.h.scope),
+                        key.to_owned(),
+                        waiter.ticket,
+                    ))
+                    .await;
+                return Ok(self.decided(raw, t.provenance));
+            }
+            let within = left.min(self.recheck).min(retry_after.max(MIN_DURATION));
+            let woken = self
+                .h
+                .run(op::Wake::new(
+                    Arc::clone(&self.h.scope),
+                    key.to_owned(),
+                    waiter.ticket,
+                    within,
+                ))
+                .await?;
+            let counter = if woken.value { &c.wakeups } else { &c.rechecks };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts and reports a final decision, and makes a granted lease a [`Permit`].
+    fn decided(&self, raw: RawDecision, provenance: palisade_cache_core::Provenance) -> Tagged<Decision> {
+        let c = &self.h.counters;
         let decision = match raw {
             RawDecision::Acquired(lease, ops) => {
                 c.acquired.fetch_add(1, Ordering::Relaxed);
@@ -251,7 +399,7 @@ impl<B: ThrottleBackend> Throttle<B> {
             Decision::Denied { reason, .. } => (false, reason.as_str()),
         };
         observe::throttle_decision(ns.tenant(), ns.name(), acquired, reason);
-        Ok(Tagged::new(decision, provenance))
+        Tagged::new(decision, provenance)
     }
 
     /// Penalizes `key` for `d`.
@@ -303,6 +451,42 @@ impl<B: ThrottleBackend> Throttle<B> {
     /// - Clones and [`Throttle::namespace`] siblings share the counters.
     pub fn stats(&self) -> ThrottleStats {
         self.h.stats()
+    }
+}
+
+/// How long a waiter's queue entry lives without a check: twice the re-check period
+/// plus 2 s (a check may wait up to a period, and its call a command deadline).
+fn entry_ttl(recheck: Duration) -> Duration {
+    recheck
+        .saturating_mul(2)
+        .saturating_add(Duration::from_secs(2))
+        .min(MAX_LEASE)
+}
+
+/// A waiter's place in a queue while [`Throttle::acquire_wait`] runs: dropped while
+/// armed, it takes the entry out in the background (when a tokio runtime is there;
+/// the entry expires in any case).
+struct Queued<B: ThrottleBackend> {
+    h: Handle<B>,
+    key: String,
+    ticket: u64,
+    armed: bool,
+}
+
+impl<B: ThrottleBackend> Drop for Queued<B> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let h = self.h.clone();
+            let op = op::Dequeue::new(Arc::clone(&h.scope), std::mem::take(&mut self.key), self.ticket);
+            rt.spawn(async move {
+                if let Err(e) = h.run(op).await {
+                    tracing::debug!(target: palisade_cache_core::EVENT_TARGET, error = %e.chain(), "background dequeue failed; the entry expires");
+                }
+            });
+        }
     }
 }
 
