@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS
-//! OP: gcra | throttle | cache_get | cache_set | fred_get | fred_set | fred_evalsha_trivial, and
+//! OP: gcra | throttle | throttle_wait | cache_get | cache_set | fred_get | fred_set | fred_evalsha_trivial, and
 //! the layers of a cache get: backend_get | conn_command_get | conn_client_custom_get |
 //! conn_client_get_timeout | conn_client_get
 //! ```
@@ -32,6 +32,9 @@ const THROTTLE_KEYS: usize = 5;
 enum Op {
     Gcra(RateLimiter<RedisThrottle>, Rate),
     Throttle(Throttle<RedisThrottle>, Policy),
+    /// `acquire_wait` + release with `key_cap 2` on 5 keys: most callers wait their
+    /// turn (Bottleneck's `Group` with `maxConcurrent 2`).
+    ThrottleWait(Throttle<RedisThrottle>, Policy),
     CacheGet(Cache<RedisCache>),
     CacheSet(Cache<RedisCache>),
     FredSet(fred::clients::Client),
@@ -58,6 +61,17 @@ impl Op {
             Op::Throttle(t, policy) => {
                 let Decision::Acquired(p) = t.acquire(&keys[i % THROTTLE_KEYS], policy).await.unwrap().value else {
                     panic!("denied: the caps are above the concurrency")
+                };
+                p.release().await.unwrap();
+            }
+            Op::ThrottleWait(t, policy) => {
+                let d = t
+                    .acquire_wait(&keys[i % THROTTLE_KEYS], policy, Duration::from_secs(30))
+                    .await
+                    .unwrap()
+                    .value;
+                let Decision::Acquired(p) = d else {
+                    panic!("waited 30 s: {d:?}")
                 };
                 p.release().await.unwrap();
             }
@@ -153,6 +167,17 @@ async fn make(url: &str, op: &str, keys: &[String]) -> Op {
                 .build()
                 .unwrap();
             Op::Throttle(Throttle::new(t, ns("mx")), policy)
+        }
+        "throttle_wait" => {
+            let t = RedisThrottle::new(conn().await).await.unwrap().with_restart_hold(false);
+            let policy = Policy::builder()
+                .global_cap(1_000)
+                .key_cap(2)
+                .min_interval(Duration::ZERO)
+                .lease_ttl(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            Op::ThrottleWait(Throttle::new(t, ns("mxw")), policy)
         }
         "cache_get" => {
             let c = Cache::new(RedisCache::new(conn().await), ns("cache"));

@@ -55,6 +55,15 @@ const ROWS: &[Row] = &[
         peer: (Runner::Node, "bottleneck", "Bottleneck Group, maxConcurrent 2"),
     },
     Row {
+        what: "waiting for a slot (acquire_wait + release), key cap 2 on 5 keys",
+        ours: "throttle_wait",
+        peer: (
+            Runner::Node,
+            "bottleneck",
+            "Bottleneck Group schedule(), maxConcurrent 2",
+        ),
+    },
+    Row {
         what: "cache get hit",
         ours: "cache_get",
         peer: (Runner::Rust, "fred_get", "raw fred GET"),

@@ -329,6 +329,12 @@ fn doctor_says_what_it_connected_to_over_tls_and_through_sentinel() {
         ),
         (Some(true), Some("127.0.0.1"), Some("standalone"))
     );
+    // The pool of dedicated connections (blocking waits) shows, with its bound.
+    assert_eq!(
+        d["dedicated_pool"]["max"].as_u64(),
+        Some(u64::from(palisade::DEFAULT_DEDICATED_POOL_SIZE)),
+        "{d}"
+    );
     let text = String::from_utf8(palisade(Some(&tls_url), "t", &["doctor", "--ca-file", &ca]).stdout).unwrap();
     assert!(text.contains("TLS on (verified name 127.0.0.1)"), "{text}");
 

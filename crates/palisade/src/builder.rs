@@ -698,6 +698,9 @@ pub struct Doctor {
     pub connected_to: Option<String>,
     /// That server's `ROLE` (`master` when it serves writes), if it answered.
     pub role: Option<String>,
+    /// The pool of dedicated connections (blocking waits), when Redis is configured.
+    #[cfg(feature = "redis")]
+    pub dedicated_pool: Option<palisade_cache_redis::PoolStats>,
     /// Every contract's operations tried on a doctor namespace (when Redis answered):
     /// what the connected user may not run shows here.
     pub contracts: Vec<ContractCheck>,
@@ -917,6 +920,8 @@ impl Palisade {
             user: None,
             sentinel_service: None,
             connected_to: None,
+            #[cfg(feature = "redis")]
+            dedicated_pool: None,
             role: None,
             contracts: Vec::new(),
             warnings: Vec::new(),
@@ -938,6 +943,7 @@ impl Palisade {
             d.user = info.user;
             d.sentinel_service = info.sentinel_service;
             d.connected_to = info.connected_to.map(|c| c.to_string());
+            d.dedicated_pool = Some(conn.dedicated_stats());
             if d.error.is_none() {
                 match conn.server_info().await {
                     Ok(info) => {

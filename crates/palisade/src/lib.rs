@@ -22,7 +22,7 @@ pub use palisade_cache_core::{
 /// The Redis connection, to share with palisade ([`Builder::redis_connection`]) or to
 /// take from it ([`Palisade::redis_connection`]).
 #[cfg(feature = "redis")]
-pub use palisade_cache_redis::{RedisConfig, RedisConnection};
+pub use palisade_cache_redis::{DEFAULT_DEDICATED_POOL_SIZE, PoolStats, RedisConfig, RedisConnection};
 pub use palisade_job_store::{JobRecord, JobStats, JobStatus, JobStoreConfig, Outcome, Patch, RecoveryReport};
 pub use palisade_throttle::{
     Decision, DenyReason, KeyState, Lease, Permit, Policy, PolicyBuilder, Rate, RateBuilder, RateDecision,

@@ -61,6 +61,10 @@ pub(crate) async fn doctor(cli: &Cli) -> Result<Out, Error> {
                 "error": d.error,
                 "contracts": d.contracts.iter().map(|c| json!({"contract": c.contract, "ok": c.error.is_none(), "error": c.error})).collect::<Vec<_>>(),
                 "warnings": d.warnings,
+                "dedicated_pool": d.dedicated_pool.map(|p| json!({
+                    "max": p.max, "open": p.open, "idle": p.idle,
+                    "exhausted": p.exhausted, "closed_broken": p.closed_broken,
+                })),
             });
             let tls = match (d.tls, &d.tls_server_name) {
                 (Some(true), Some(name)) => format!("TLS on (verified name {name})"),
