@@ -140,6 +140,65 @@ fn hog(url: &str, prefix: &str) {
     });
 }
 
+/// Waiters per waiting process, and the jobs each serves through `acquire_wait`.
+const WAITING_TASKS: usize = 8;
+const WAITING_JOBS: usize = 15;
+const WAITING_PROCESSES: usize = 3;
+
+/// A waiting process: 8 tasks each `acquire_wait` 15 times on one key with a single
+/// slot, hold 2 ms, release. Prints `LEASE w id acquired_us end_us`, then `STATS waited
+/// wakeups rechecks`. No re-check fires within the run: every wait ends by a wake-up.
+fn waiter(url: &str, prefix: &str) {
+    let policy = Policy::builder()
+        .global_cap(GLOBAL_CAP)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let (lines, stats) = runtime().block_on(async {
+        let t = throttle(url, prefix).await.with_recheck(Duration::from_secs(3600));
+        let tasks: Vec<_> = (0..WAITING_TASKS)
+            .map(|_| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for _ in 0..WAITING_JOBS {
+                        let d = t
+                            .acquire_wait("w", &policy, Duration::from_secs(60))
+                            .await
+                            .unwrap()
+                            .value;
+                        let Decision::Acquired(permit) = d else {
+                            panic!("not served within 60 s: {d:?}")
+                        };
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        let lease = permit.lease().clone();
+                        let end = permit.release().await.unwrap().unwrap_or(lease.expires_at);
+                        out.push(format!(
+                            "LEASE w {} {} {}",
+                            lease.id,
+                            micros(lease.acquired_at),
+                            micros(end)
+                        ));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut lines = Vec::new();
+        for task in tasks {
+            lines.extend(task.await.unwrap());
+        }
+        (lines, t.stats())
+    });
+    let mut stdout = std::io::stdout().lock();
+    for l in lines {
+        writeln!(stdout, "{l}").unwrap();
+    }
+    writeln!(stdout, "STATS {} {} {}", stats.waited, stats.wakeups, stats.rechecks).unwrap();
+}
+
 struct Lease {
     key: String,
     start: u64,
@@ -196,13 +255,14 @@ fn main() -> ExitCode {
         let prefix = std::env::var(PREFIX).unwrap();
         match role.as_str() {
             "hog" => hog(&url, &prefix),
+            "waiter" => waiter(&url, &prefix),
             _ => worker(&url, &prefix),
         }
         return ExitCode::SUCCESS;
     }
-    println!("\nrunning 2 tests");
+    println!("\nrunning 3 tests");
     let Some(url) = env::redis_url("throttle_processes") else {
-        println!("test result: ok. 0 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out");
+        println!("test result: ok. 0 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out");
         return ExitCode::SUCCESS;
     };
     let exe = std::env::current_exe().unwrap();
@@ -253,7 +313,56 @@ fn main() -> ExitCode {
         started.elapsed()
     );
 
-    // 2. A process killed while holding permits: its slots come back at lease expiry.
+    // 2. Waiters in 3 processes on one single-slot key: releases in one process wake
+    //    waiters in another, the slot is never held twice, everyone is served.
+    let prefix = env::unique_prefix("throttle-waiters");
+    let children: Vec<_> = (0..WAITING_PROCESSES).map(|_| spawn("waiter", &prefix)).collect();
+    let mut served: Vec<(u64, u64, usize)> = Vec::new();
+    for (process, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "a waiting process failed: {}", out.status);
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts[..] {
+                ["LEASE", _, _, start, end] => served.push((start.parse().unwrap(), end.parse().unwrap(), process)),
+                ["STATS", waited, wakeups, rechecks] => {
+                    let (waited, wakeups, rechecks): (u64, u64, u64) = (
+                        waited.parse().unwrap(),
+                        wakeups.parse().unwrap(),
+                        rechecks.parse().unwrap(),
+                    );
+                    assert!(
+                        waited > 0 && wakeups > 0,
+                        "process {process}: waited {waited}, wakeups {wakeups}"
+                    );
+                    assert_eq!(rechecks, 0, "process {process}: a wait ended without a wake-up");
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        served.len(),
+        WAITING_PROCESSES * WAITING_TASKS * WAITING_JOBS,
+        "everyone was served"
+    );
+    served.sort_unstable();
+    for w in served.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "the single slot was held twice: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let handoffs = served.windows(2).filter(|w| w[0].2 != w[1].2).count();
+    assert!(handoffs > 0, "no release woke a waiter of another process");
+    println!(
+        "test waiters_in_3_processes_are_woken_across_processes ... ok ({} leases, {handoffs} hand-overs between processes, every wait ended by a wake-up)",
+        served.len()
+    );
+
+    // 3. A process killed while holding permits: its slots come back at lease expiry.
     let prefix = env::unique_prefix("throttle-hog");
     let mut hog = spawn("hog", &prefix);
     let mut line = String::new();
@@ -313,6 +422,6 @@ fn main() -> ExitCode {
     rt.block_on(one.release()).unwrap();
     rt.block_on(two.release()).unwrap();
     println!("test a_killed_holder_gets_its_slots_back_at_lease_expiry ... ok");
-    println!("\ntest result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n");
+    println!("\ntest result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n");
     ExitCode::SUCCESS
 }

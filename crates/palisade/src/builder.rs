@@ -138,6 +138,7 @@ pub struct Builder {
     pub(crate) probe_period: Duration,
     pub(crate) restart_hold: bool,
     pub(crate) local_cache_capacity: Option<u64>,
+    pub(crate) dedicated_pool_size: Option<u64>,
     pub(crate) value_format: palisade_cache_core::Format,
     events: Option<Events>,
 }
@@ -158,6 +159,7 @@ impl fmt::Debug for Builder {
             .field("probe_period", &self.probe_period)
             .field("restart_hold", &self.restart_hold)
             .field("local_cache_capacity", &self.local_cache_capacity)
+            .field("dedicated_pool_size", &self.dedicated_pool_size)
             .field("value_format", &self.value_format)
             .finish()
     }
@@ -179,6 +181,7 @@ impl Default for Builder {
             probe_period: Duration::from_secs(1),
             restart_hold: true,
             local_cache_capacity: None,
+            dedicated_pool_size: None,
             value_format: palisade_cache_core::Format::Postcard,
             events: None,
         }
@@ -334,6 +337,15 @@ impl Builder {
         self
     }
 
+    /// The most dedicated connections open at once for blocking waits
+    /// ([`Throttle::acquire_wait`](palisade_throttle::Throttle::acquire_wait); default
+    /// 64, at least 1, at most 100,000): a full pool is
+    /// [`Error::Exhausted`](palisade_cache_core::Error::Exhausted).
+    pub fn redis_dedicated_pool_size(mut self, n: u32) -> Self {
+        self.dedicated_pool_size = Some(u64::from(n));
+        self
+    }
+
     /// The format typed cache values and job fields are written in (default
     /// [`Format::Postcard`](palisade_cache_core::Format::Postcard));
     /// [`Format::Json`](palisade_cache_core::Format::Json) for values other languages
@@ -410,7 +422,7 @@ impl Builder {
     /// Every duration within its bound (so no deadline arithmetic overflows), the
     /// share within 0..=1, a capacity above zero: whichever way they were set.
     fn check_numbers(&self) -> Result<(), Error> {
-        use crate::config::{MAX_DEADLINE, MAX_DEGRADED_CAP};
+        use crate::config::{MAX_DEADLINE, MAX_DEDICATED_POOL, MAX_DEGRADED_CAP};
         for (name, d, max) in [
             ("connect_timeout", self.connect_timeout, MAX_DEADLINE),
             ("command_timeout", self.command_timeout, MAX_DEADLINE),
@@ -435,6 +447,14 @@ impl Builder {
             return Err(Error::config(
                 "setting `local_cache_capacity` must be more than 0 bytes",
             ));
+        }
+        if self
+            .dedicated_pool_size
+            .is_some_and(|n| n == 0 || n > MAX_DEDICATED_POOL)
+        {
+            return Err(Error::config(format!(
+                "setting `redis_dedicated_pool_size` must be 1 to {MAX_DEDICATED_POOL}"
+            )));
         }
         Ok(())
     }
@@ -490,6 +510,9 @@ impl Builder {
         }
         .with_connect_timeout(self.connect_timeout)
         .with_command_timeout(self.command_timeout);
+        if let Some(n) = self.dedicated_pool_size {
+            config = config.with_dedicated_pool_size(u32::try_from(n).unwrap_or(u32::MAX));
+        }
         let sec = &self.security;
         let mut tls = TlsOptions::default();
         tls.ca_file.clone_from(&sec.ca_file);

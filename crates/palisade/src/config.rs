@@ -88,6 +88,7 @@ settings! {
     "degraded_lease_cap", "PALISADE_DEGRADED_LEASE_CAP", Duration, "degraded mode: the longest a local throttle permit lives (default 30s)";
     "throttle_restart_hold", "PALISADE_THROTTLE_RESTART_HOLD", Bool, "the throttle's hold after a Redis restart (default true)";
     "local_cache_capacity", "PALISADE_LOCAL_CACHE_CAPACITY", Number, "the local cache's capacity in bytes (default 64 MiB)";
+    "redis_dedicated_pool_size", "PALISADE_REDIS_DEDICATED_POOL_SIZE", Number, "the most dedicated connections (blocking waits) open at once (default 64)";
     "value_format", "PALISADE_VALUE_FORMAT", Text, "`postcard` or `json`: how typed cache values and job fields are written (both are read)";
     "redis_password_file", "PALISADE_REDIS_PASSWORD_FILE", Text, "a file holding the Redis password, read at each connect";
     "redis_ca_file", "PALISADE_REDIS_CA_FILE", Text, "TLS: a PEM file of the CA certificates to trust";
@@ -100,6 +101,8 @@ settings! {
 
 /// The longest connect deadline, command deadline and probe period a builder accepts.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(3600);
+/// The largest pool of dedicated connections a builder accepts.
+pub const MAX_DEDICATED_POOL: u64 = 100_000;
 /// The longest degraded TTL cap and lease cap a builder accepts.
 pub const MAX_DEGRADED_CAP: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -272,6 +275,7 @@ fn apply(mut b: Builder, at: Source<'_>, v: &Value) -> Result<Builder, Error> {
         "degraded_lease_cap" => b.degraded_lease_cap = v.duration(at)?,
         "throttle_restart_hold" => b.restart_hold = v.bool(at)?,
         "local_cache_capacity" => b.local_cache_capacity = Some(v.unsigned(at)?),
+        "redis_dedicated_pool_size" => b.dedicated_pool_size = Some(v.unsigned(at)?),
         "value_format" => {
             b.value_format = match v.text(at)?.trim() {
                 "postcard" => palisade_cache_core::Format::Postcard,

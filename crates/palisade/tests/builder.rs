@@ -494,3 +494,47 @@ async fn a_shared_connection_that_does_not_answer_fails_strict_and_starts_degrad
     cache.set("k", b"v", Duration::from_secs(60)).await.unwrap();
     assert_eq!(cache.get("k").await.unwrap().provenance, Provenance::LocalDegraded);
 }
+
+/// `redis_dedicated_pool_size` reaches the connection palisade builds, and
+/// `acquire_wait` uses that pool.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dedicated_pool_size_reaches_the_connection() {
+    let Some(server) = env::private_server("umbrella_dedicated_pool") else {
+        return;
+    };
+    let p = Palisade::builder()
+        .mode(Mode::StrictDistributed)
+        .redis_url(&server.url())
+        .redis_dedicated_pool_size(7)
+        .throttle_restart_hold(false)
+        .build()
+        .await
+        .unwrap();
+    let conn = p.redis_connection().unwrap();
+    assert_eq!(conn.dedicated_stats().max, 7);
+    let policy = palisade::Policy::builder().global_cap(1).build().unwrap();
+    let held = p
+        .throttle()
+        .acquire("k", &policy)
+        .await
+        .unwrap()
+        .value
+        .permit()
+        .unwrap();
+    let d = p
+        .throttle()
+        .acquire_wait("k", &policy, Duration::from_millis(50))
+        .await
+        .unwrap()
+        .value;
+    assert!(matches!(d, palisade::Decision::Denied { .. }), "{d:?}");
+    assert_eq!(
+        conn.dedicated_stats().open,
+        1,
+        "the wait blocked on a dedicated connection"
+    );
+    held.release().await.unwrap();
+    let d = p.doctor().await;
+    assert_eq!(d.dedicated_pool.map(|s| s.max), Some(7));
+}

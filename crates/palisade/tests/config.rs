@@ -63,6 +63,11 @@ fn every_setting_lands_where_its_builder_method_puts_it() {
             Builder::default().local_cache_capacity(4096),
         ),
         (
+            "redis_dedicated_pool_size",
+            "12",
+            Builder::default().redis_dedicated_pool_size(12),
+        ),
+        (
             "value_format",
             r#""json""#,
             Builder::default().value_format(palisade::Format::Json),
@@ -141,6 +146,7 @@ fn an_unknown_key_or_a_value_that_does_not_parse_is_a_config_error_naming_the_se
         (r#"{"degraded_share": [1]}"#, "degraded_share"),
         (r#"{"local_cache_capacity": -1}"#, "local_cache_capacity"),
         (r#"{"local_cache_capacity": 1.5}"#, "local_cache_capacity"),
+        (r#"{"redis_dedicated_pool_size": -1}"#, "redis_dedicated_pool_size"),
         (r#"{"throttle_restart_hold": "maybe"}"#, "throttle_restart_hold"),
         (r#"{"mode": "eventual"}"#, "mode"),
         (r#"{"value_format": "xml"}"#, "value_format"),
@@ -185,6 +191,14 @@ async fn build_refuses_a_duration_of_zero_or_beyond_its_bound_naming_it() {
             set(Builder::default(), max).build().await.is_ok(),
             "{name} at its bound"
         );
+    }
+    for n in [0, 100_001] {
+        let e = Builder::default()
+            .redis_dedicated_pool_size(n)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("`redis_dedicated_pool_size`"), "{n}: {e}");
     }
     let e = Builder::default().local_cache_capacity(0).build().await.unwrap_err();
     assert!(e.to_string().contains("`local_cache_capacity`"), "{e}");
