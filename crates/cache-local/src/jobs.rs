@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use palisade_cache_core::supervisor::RecoveryContext;
 use palisade_cache_core::{BoxFuture, Error, Fallback, Provenance, Run, SharedClock, SystemClock, Tagged};
-use palisade_job_store::model::{field, millis_text};
-use palisade_job_store::{FieldMap, JobBackend, JobFallback, JobStatus, RawOutcome, RecoveryReport, StoredRecord, op};
+use palisade_job_store::model::{field, millis_text, stored_version};
+use palisade_job_store::{
+    FieldMap, JobBackend, JobFallback, JobStatus, RawChange, RawOutcome, RecoveryReport, StoredRecord, op,
+};
 
 use crate::sweep::Swept;
 
@@ -24,6 +26,39 @@ struct Inner {
     provenance: Provenance,
     /// The report of the last recovery, as the fallback of degraded mode.
     report: Mutex<Option<RecoveryReport>>,
+    /// Told at every write and delete; each waiting [`op::Changed`] then looks again.
+    changes: tokio::sync::Notify,
+    /// key → the [`op::Changed`] calls waiting on it.
+    watchers: Mutex<HashMap<String, u64>>,
+}
+
+/// Counts one waiting [`op::Changed`] call on a key while it lives.
+struct Watching<'a> {
+    watchers: &'a Mutex<HashMap<String, u64>>,
+    key: &'a str,
+}
+
+impl<'a> Watching<'a> {
+    fn new(watchers: &'a Mutex<HashMap<String, u64>>, key: &'a str) -> Self {
+        *watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_owned())
+            .or_default() += 1;
+        Watching { watchers, key }
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        let mut map = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(self.key);
+            }
+        }
+    }
 }
 
 /// The in-memory job store. Cheap to clone; clones share the records.
@@ -64,6 +99,8 @@ impl LocalJobStore {
                 clock,
                 provenance: Provenance::Local,
                 report: Mutex::new(None),
+                changes: tokio::sync::Notify::new(),
+                watchers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -112,9 +149,31 @@ impl LocalJobStore {
         self.len() == 0
     }
 
+    /// How many watches wait for a change of the record under the encoded `key`.
+    pub fn watchers(&self, key: &str) -> u64 {
+        let map = self.inner.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).copied().unwrap_or(0)
+    }
+
     /// The number of records held, expired ones not yet reclaimed included.
     pub fn held(&self) -> usize {
         self.lock().len()
+    }
+}
+
+impl Rec {
+    /// One more write: the version moves on.
+    fn bump(&mut self) {
+        let next = stored_version(&self.fields).saturating_add(1);
+        self.fields
+            .insert(field::VERSION.to_owned(), bytes_of(next.to_string()));
+    }
+}
+
+impl LocalJobStore {
+    /// Wakes every waiting [`op::Changed`] (after the map's lock is released).
+    fn changed(&self) {
+        self.inner.changes.notify_waiters();
     }
 }
 
@@ -143,7 +202,12 @@ impl Run<op::Create> for LocalJobStore {
             return Ok(self.tag(false));
         }
         let now = self.now_text();
+        let before = self.live(&mut map, key).map_or(0, |r| stored_version(&r.fields));
         let mut stored = FieldMap::new();
+        stored.insert(
+            field::VERSION.to_owned(),
+            bytes_of(before.saturating_add(1).to_string()),
+        );
         stored.insert(field::CREATED_AT.to_owned(), now.clone());
         stored.insert(field::UPDATED_AT.to_owned(), now);
         stored.insert(
@@ -160,6 +224,8 @@ impl Run<op::Create> for LocalJobStore {
                 ttl,
             },
         );
+        drop(map);
+        self.changed();
         Ok(self.tag(true))
     }
 }
@@ -175,8 +241,11 @@ impl Run<op::Update> for LocalJobStore {
         };
         rec.fields.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
         rec.fields.insert(field::UPDATED_AT.to_owned(), now_text);
+        rec.bump();
         // `rec.ttl` passed `check_ttl` at create (≤ 10 years): this cannot overflow.
         rec.expires_at = now + rec.ttl;
+        drop(map);
+        self.changed();
         Ok(self.tag(true))
     }
 }
@@ -218,8 +287,11 @@ impl Run<op::Transition> for LocalJobStore {
             rec.fields.insert(field::FINISHED_AT.to_owned(), now_text.clone());
         }
         rec.fields.insert(field::UPDATED_AT.to_owned(), now_text);
+        rec.bump();
         // `rec.ttl` passed `check_ttl` at create (≤ 10 years): this cannot overflow.
         rec.expires_at = now + rec.ttl;
+        drop(map);
+        self.changed();
         Ok(self.tag(RawOutcome::Applied))
     }
 }
@@ -235,8 +307,11 @@ impl Run<op::Heartbeat> for LocalJobStore {
             Err(outcome) => return Ok(self.tag(outcome)),
         };
         rec.fields.insert(field::HEARTBEAT_AT.to_owned(), now_text);
+        rec.bump();
         // `rec.ttl` passed `check_ttl` at create (≤ 10 years): this cannot overflow.
         rec.expires_at = now + rec.ttl;
+        drop(map);
+        self.changed();
         Ok(self.tag(RawOutcome::Applied))
     }
 }
@@ -247,7 +322,49 @@ impl Run<op::Delete> for LocalJobStore {
         let mut map = self.map();
         let was = self.live(&mut map, key).is_some();
         map.remove(key);
+        drop(map);
+        if was {
+            self.changed();
+        }
         Ok(self.tag(was))
+    }
+}
+
+impl Run<op::Changed> for LocalJobStore {
+    async fn run(&self, op: &op::Changed) -> Result<Tagged<RawChange>, Error> {
+        let key = op.key.as_str();
+        // `within` is the caller's bound (a re-check period, at most a day): capped
+        // again here so the deadline cannot overflow.
+        let deadline = tokio::time::Instant::now() + op.within.min(palisade_cache_core::limits::MAX_LEASE);
+        let mut watching = None;
+        loop {
+            // Registered before the look, so a write between the two is not missed.
+            let notified = self.inner.changes.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let expires_in = {
+                let mut map = self.map();
+                let now = self.inner.clock.system_time();
+                let clock_now = self.inner.clock.now();
+                match self.live(&mut map, key) {
+                    None => return Ok(self.tag(RawChange::Gone)),
+                    Some(r) if stored_version(&r.fields) != op.after => {
+                        return Ok(self.tag(RawChange::Changed(StoredRecord::new(r.fields.clone(), now))));
+                    }
+                    Some(r) => r.expires_at.saturating_duration_since(clock_now).clamp(
+                        palisade_cache_core::limits::MIN_DURATION,
+                        palisade_cache_core::limits::MAX_LEASE,
+                    ),
+                }
+            };
+            watching.get_or_insert_with(|| Watching::new(&self.inner.watchers, key));
+            // Expiry is not a write: the wait ends when the record would expire, to
+            // look again.
+            let until = deadline.min(tokio::time::Instant::now() + expires_in);
+            if tokio::time::timeout_at(until, notified).await.is_err() && until >= deadline {
+                return Ok(self.tag(RawChange::Unchanged));
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use palisade_cache_core::testkit::ManualFixture;
 use palisade_cache_local::LocalJobStore;
 
 async fn local(test: &str) -> Option<ManualFixture<LocalJobStore>> {
-    Some(ManualFixture::new(test, LocalJobStore::new))
+    Some(ManualFixture::new(test, LocalJobStore::new).with_watchers(LocalJobStore::watchers))
 }
 
 palisade_job_store::job_suite!(local);

@@ -40,8 +40,12 @@ pub const ACL_COMMANDS: &[&str] = &[
     "+zrank",
     "+lpush",
     "+ltrim",
+    // Publishing a job's new version, from the scripts.
+    "+spublish",
     // Waiting for a wake-up (on a dedicated connection).
     "+blpop",
+    "+ssubscribe",
+    "+sunsubscribe",
     // Running the scripts.
     "+evalsha",
     "+script|load",
@@ -54,12 +58,13 @@ pub const ACL_COMMANDS: &[&str] = &[
 ];
 
 /// The `ACL SETUSER <user> on >PASSWORD …` rules of a least-privilege palisade user for
-/// keys under `prefix` (escaped as palisade escapes it): `resetkeys ~<prefix>:*
-/// resetchannels -@all` and [`ACL_COMMANDS`].
+/// keys and (sharded) channels under `prefix` (escaped as palisade escapes it):
+/// `resetkeys ~<prefix>:* resetchannels &<prefix>:* -@all` and [`ACL_COMMANDS`]. A
+/// job's channel is its key.
 ///
 /// ```
 /// let rules = palisade_cache_redis::acl_rule("palisade");
-/// assert_eq!(&rules[..4], ["resetkeys", "~palisade:*", "resetchannels", "-@all"]);
+/// assert_eq!(&rules[..5], ["resetkeys", "~palisade:*", "resetchannels", "&palisade:*", "-@all"]);
 /// ```
 pub fn acl_rule(prefix: &str) -> Vec<String> {
     let mut escaped = String::new();
@@ -68,6 +73,7 @@ pub fn acl_rule(prefix: &str) -> Vec<String> {
         "resetkeys".to_owned(),
         format!("~{escaped}:*"),
         "resetchannels".to_owned(),
+        format!("&{escaped}:*"),
         "-@all".to_owned(),
     ];
     rules.extend(ACL_COMMANDS.iter().map(|c| (*c).to_owned()));

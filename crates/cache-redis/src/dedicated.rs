@@ -18,6 +18,8 @@
 //! - A blocking command blocks at most [`MAX_BLOCK`] and is bounded by its block time
 //!   plus the command deadline (and [`BACKSTOP`]): a paused server fails it with
 //!   [`Error::Timeout`] within that.
+//! - A subscription (a job watch) holds its connection while it waits, like a
+//!   blocking command, and unsubscribes before handing it back.
 //! - Health: a connection whose command was cut short (the caller's future dropped, the
 //!   deadline passed) may still be blocked on the server, and one that lost its socket
 //!   is useless: both are closed when handed back, never reused.
@@ -91,6 +93,14 @@ impl LastError {
         let e = self.0.lock().unwrap_or_else(|p| p.into_inner()).take()?;
         Some(Error::clone_shared(&e))
     }
+}
+
+/// What a look found, for [`Pool::on_message`].
+pub(crate) enum Look<T> {
+    /// The answer.
+    Ready(T),
+    /// Nothing yet: wait for a message, at most this long.
+    Wait(Duration),
 }
 
 /// The state of the dedicated pool, for `doctor` and stats.
@@ -189,12 +199,7 @@ impl Pool {
         args: Vec<Value>,
         block: Duration,
     ) -> Result<R, Error> {
-        let pool = self.pool();
-        let mut conn = match pool.get().await {
-            Ok(c) => c,
-            Err(bb8::RunError::User(e)) => return Err(e),
-            Err(bb8::RunError::TimedOut) => return Err(self.not_taken(pool, op)),
-        };
+        let mut conn = self.take(op).await?;
         // Marked until the reply is in: cut short, the connection is closed.
         conn.busy = true;
         let bound = block
@@ -213,6 +218,88 @@ impl Pool {
                 after: bound,
             }),
         }
+    }
+
+    /// Takes a connection within the command deadline.
+    async fn take(&self, op: &'static str) -> Result<bb8::PooledConnection<'_, Manager>, Error> {
+        let pool = self.pool();
+        match pool.get().await {
+            Ok(c) => Ok(c),
+            Err(bb8::RunError::User(e)) => Err(e),
+            Err(bb8::RunError::TimedOut) => Err(self.not_taken(pool, op)),
+        }
+    }
+
+    /// Subscribes a dedicated connection to the sharded channel `channel` (on the node
+    /// that serves it), then runs `look`. When that finds nothing yet
+    /// ([`Look::Wait`]), waits for a message on the channel — at most the wait it named,
+    /// `block` and [`MAX_BLOCK`] — and looks once more when a message came or the named
+    /// wait ended: `None` when that finds nothing either, or when `block` passed in
+    /// silence. Looking after subscribing is what makes a change made meanwhile either
+    /// seen or heard. The connection is unsubscribed before it goes back to the pool
+    /// (closed if that fails or the call is cut short).
+    pub(crate) async fn on_message<T, F, Fut>(
+        &self,
+        op: &'static str,
+        channel: &str,
+        block: Duration,
+        mut look: F,
+    ) -> Result<Option<T>, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Look<T>, Error>>,
+    {
+        let mut conn = self.take(op).await?;
+        conn.busy = true;
+        let Some(client) = conn.conn.client_for(channel) else {
+            return Err(Error::Unavailable {
+                backend: self.endpoint.clone(),
+                op,
+                source: "no master is known for the channel's slot".into(),
+            });
+        };
+        let mut messages = client.message_rx();
+        let fail = |e| crate::connection::map_error(&self.endpoint, op, self.command_timeout, e);
+        let timed_out = || Error::Timeout {
+            backend: self.endpoint.clone(),
+            op,
+            after: self.command_timeout,
+        };
+        tokio::time::timeout(self.command_timeout, client.ssubscribe(channel))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(fail)?;
+        let found = match look().await? {
+            Look::Ready(t) => Some(t),
+            Look::Wait(at_most) => {
+                let wait = at_most.min(block).min(MAX_BLOCK);
+                let heard = async {
+                    loop {
+                        match messages.recv().await {
+                            Ok(m) if m.channel == channel => break,
+                            Ok(_) => continue,
+                            // Behind (messages were dropped) or closed: look again.
+                            Err(_) => break,
+                        }
+                    }
+                };
+                let heard = tokio::time::timeout(wait, heard).await.is_ok();
+                // Silence until the end of the wait is `None` (the caller counts a
+                // re-check), unless the look named the shorter wait (an expiry due).
+                if heard || at_most < block.min(MAX_BLOCK) {
+                    match look().await? {
+                        Look::Ready(t) => Some(t),
+                        Look::Wait(_) => None,
+                    }
+                } else {
+                    None
+                }
+            }
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(self.command_timeout, client.sunsubscribe(channel)).await {
+            conn.busy = false;
+        }
+        Ok(found)
     }
 
     /// Why no connection came within the deadline: all in use, or none could be opened.

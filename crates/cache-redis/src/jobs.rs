@@ -6,8 +6,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use fred::prelude::*;
 use palisade_cache_core::{Error, Provenance, Run, Tagged};
-use palisade_job_store::{FieldMap, RawOutcome, StoredRecord, op};
+use palisade_job_store::model::stored_version;
+use palisade_job_store::{FieldMap, RawChange, RawOutcome, StoredRecord, op};
 
+use crate::dedicated::Look;
 use crate::{LuaScript, RedisConnection};
 
 /// Prepends `now` (milliseconds of server time, as text: exact, no float formatting)
@@ -32,6 +34,15 @@ macro_rules! script {
             "  return ty\n",
             "end\n",
             "local WRONGTYPE = redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')\n",
+            "local function next_version(key)\n",
+            "  local v = redis.call('HGET', key, 'version')\n",
+            "  if not v then return '1' end\n",
+            "  local n = tonumber(v)\n",
+            "  if n == nil or n < 0 or n ~= math.floor(n) or n >= 9007199254740991 then return nil end\n",
+            "  return string.format('%d', n + 1)\n",
+            "end\n",
+            "local BAD_VERSION = 'the stored version is not a whole number'\n",
+            "local function changed(key, version) redis.pcall('SPUBLISH', key, version) end\n",
             $body
         )
     };
@@ -43,10 +54,13 @@ const CREATE: &str = script!(
 if not valid_ttl(ARGV[1]) then return bad('the TTL is not 1 ms to 10 years') end
 if not pairs_from(3) then return bad('the fields do not come in pairs') end
 if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local v = '1'
+if record_type(KEYS[1]) == 'hash' then v = next_version(KEYS[1]) or '1' end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'created_at', now, 'updated_at', now, 'ttl_ms', ARGV[1])
+redis.call('HSET', KEYS[1], 'created_at', now, 'updated_at', now, 'ttl_ms', ARGV[1], 'version', v)
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+changed(KEYS[1], redis.call('HGET', KEYS[1], 'version'))
 return 1
 "#
 );
@@ -60,9 +74,12 @@ if not ty then return WRONGTYPE end
 if ty == 'none' then return 0 end
 local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
 if ttl and not valid_ttl(ttl) then return bad('the stored ttl_ms is not 1 ms to 10 years') end
-redis.call('HSET', KEYS[1], 'updated_at', now)
+local v = next_version(KEYS[1])
+if not v then return bad(BAD_VERSION) end
 for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'updated_at', now, 'version', v)
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+changed(KEYS[1], v)
 return 1
 "#
 );
@@ -79,10 +96,13 @@ if not cur then return {3} end
 if cur ~= ARGV[1] then return {2, cur} end
 local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
 if ttl and not valid_ttl(ttl) then return bad('the stored ttl_ms is not 1 ms to 10 years') end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', now)
-if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'finished_at', now) end
+local v = next_version(KEYS[1])
+if not v then return bad(BAD_VERSION) end
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', now, 'version', v)
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'finished_at', now) end
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+changed(KEYS[1], v)
 return {1}
 "#
 );
@@ -97,15 +117,27 @@ if not cur then return {3} end
 if cur ~= 'running' then return {2, cur} end
 local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
 if ttl and not valid_ttl(ttl) then return bad('the stored ttl_ms is not 1 ms to 10 years') end
-redis.call('HSET', KEYS[1], 'heartbeat_at', now)
+local v = next_version(KEYS[1])
+if not v then return bad(BAD_VERSION) end
+redis.call('HSET', KEYS[1], 'heartbeat_at', now, 'version', v)
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+changed(KEYS[1], v)
 return {1}
 "#
 );
 
+// Returns the time, the fields and the PTTL.
 const GET: &str = script!(
     r#"
-return {now, redis.call('HGETALL', KEYS[1])}
+return {now, redis.call('HGETALL', KEYS[1]), redis.call('PTTL', KEYS[1])}
+"#
+);
+
+const DELETE: &str = script!(
+    r#"
+local n = redis.call('DEL', KEYS[1])
+if n > 0 then changed(KEYS[1], '0') end
+return n
 "#
 );
 
@@ -118,6 +150,7 @@ struct Scripts {
     transition: LuaScript,
     heartbeat: LuaScript,
     get: LuaScript,
+    delete: LuaScript,
 }
 
 impl Scripts {
@@ -128,11 +161,19 @@ impl Scripts {
             transition: LuaScript::new("jobs.transition", TRANSITION),
             heartbeat: LuaScript::new("jobs.heartbeat", HEARTBEAT),
             get: LuaScript::new("jobs.get", GET),
+            delete: LuaScript::new("jobs.delete", DELETE),
         }
     }
 
-    fn all(&self) -> [&LuaScript; 5] {
-        [&self.create, &self.update, &self.transition, &self.heartbeat, &self.get]
+    fn all(&self) -> [&LuaScript; 6] {
+        [
+            &self.create,
+            &self.update,
+            &self.transition,
+            &self.heartbeat,
+            &self.get,
+            &self.delete,
+        ]
     }
 }
 
@@ -151,11 +192,21 @@ pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
 ///   1 ms to 10 years, fields in pairs), the key's type and the stored `ttl_ms` before
 ///   its first write, and sets fields one `HSET` at a time (no `unpack` of its
 ///   arguments, whose limit depends on the input);
-/// - `create`, `update`, `transition`, `heartbeat` and `get` are single-key Lua scripts
-///   (the existence guard and the compare-and-set are atomic), loaded by
-///   [`RedisJobStore::new`], run with `EVALSHA`, reloaded on `NOSCRIPT`; `exists` and
-///   `delete` are `EXISTS` and `DEL`: one round trip per operation, under the
-///   connection's command deadline;
+/// - `create`, `update`, `transition`, `heartbeat`, `get` and `delete` are single-key
+///   Lua scripts (the existence guard and the compare-and-set are atomic), loaded by
+///   [`RedisJobStore::new`], run with `EVALSHA`, reloaded on `NOSCRIPT`; `exists` is
+///   `EXISTS`: one round trip per operation, under the connection's command deadline;
+/// - every write that took effect moves the record's `version` and publishes it on
+///   the record's own sharded channel (`SPUBLISH <key> <version>`, `0` for a delete;
+///   Redis 7): the channel hashes like the key, so it works on a Cluster, and it costs
+///   no memory. The publish runs under `pcall` after the writes: a server or ACL that
+///   refuses it never fails a write (watchers then fall back on their re-check);
+/// - `changed` (a watch) subscribes a dedicated connection to that channel
+///   (`SSUBSCRIBE`, on the node that serves the key), then reads the record: a write
+///   made before the subscription is in the read, one made after it is heard. It
+///   waits for a message at most the re-check period, [`MAX_BLOCK`](crate::MAX_BLOCK)
+///   and the record's PTTL (an expiry publishes nothing), reads again, and
+///   unsubscribes: four round trips per change delivered;
 /// - every timestamp is the Redis server's `TIME`, never a client clock;
 /// - answers are tagged [`Provenance::Distributed`].
 #[derive(Clone)]
@@ -296,17 +347,18 @@ impl Run<op::Exists> for RedisJobStore {
     }
 }
 
-impl Run<op::Get> for RedisJobStore {
-    async fn run(&self, op: &op::Get) -> Result<Tagged<Option<StoredRecord>>, Error> {
-        let key = op.key.as_str();
-        let v = self.scripts.get.run(&self.conn, "jobs.get", key, vec![]).await?;
-        let bad = |what: String| bad_reply(&self.conn, "jobs.get", what);
-        let Value::Array(mut parts) = v else {
+impl RedisJobStore {
+    /// The live record under `key` with the server's time, and its PTTL (`None`: no
+    /// expiry).
+    async fn read(&self, op: &'static str, key: &str) -> Result<Option<(StoredRecord, Option<Duration>)>, Error> {
+        let v = self.scripts.get.run(&self.conn, op, key, vec![]).await?;
+        let bad = |what: String| bad_reply(&self.conn, op, what);
+        let Value::Array(parts) = v else {
             return Err(bad(format!("expected an array, got {v:?}")));
         };
-        let (Some(flat), Some(now)) = (parts.pop(), parts.pop()) else {
-            return Err(bad("expected [now, fields]".into()));
-        };
+        let [now, flat, pttl]: [Value; 3] = parts
+            .try_into()
+            .map_err(|_| bad("expected [now, fields, pttl]".into()))?;
         let now_ms: u64 = as_bytes(now)
             .and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()))
             .ok_or_else(|| bad("the server time is not a number".into()))?;
@@ -317,7 +369,7 @@ impl Run<op::Get> for RedisJobStore {
             other => return Err(bad(format!("expected the fields, got {other:?}"))),
         };
         if items.is_empty() {
-            return Ok(Self::tag(None));
+            return Ok(None);
         }
         let mut fields = FieldMap::new();
         let mut it = items.into_iter();
@@ -328,9 +380,45 @@ impl Run<op::Get> for RedisJobStore {
             };
             fields.insert(name, value);
         }
-        Ok(Self::tag(Some(StoredRecord::new(fields, now))))
+        let pttl = match pttl {
+            Value::Integer(ms) => u64::try_from(ms).ok().map(Duration::from_millis),
+            other => return Err(bad(format!("expected the PTTL, got {other:?}"))),
+        };
+        Ok(Some((StoredRecord::new(fields, now), pttl)))
+    }
+}
+
+impl Run<op::Get> for RedisJobStore {
+    async fn run(&self, op: &op::Get) -> Result<Tagged<Option<StoredRecord>>, Error> {
+        let found = self.read("jobs.get", &op.key).await?;
+        Ok(Self::tag(found.map(|(record, _)| record)))
     }
     fn slot(&self, op: &op::Get) -> Option<u16> {
+        self.conn.slot_of(&op.key)
+    }
+}
+
+/// Subscribed to the record's own sharded channel (its key: same slot) on a dedicated
+/// connection, then a look: every write script publishes the new version there.
+impl Run<op::Changed> for RedisJobStore {
+    async fn run(&self, op: &op::Changed) -> Result<Tagged<RawChange>, Error> {
+        let (key, after) = (op.key.as_str(), op.after);
+        let look = || async move {
+            Ok(match self.read("jobs.changed", key).await? {
+                None => Look::Ready(RawChange::Gone),
+                Some((record, _)) if stored_version(&record.fields) != after => Look::Ready(RawChange::Changed(record)),
+                // Expiry publishes nothing: look again when it is due.
+                Some((_, pttl)) => Look::Wait(pttl.map_or(crate::MAX_BLOCK, |t| t + Duration::from_millis(1))),
+            })
+        };
+        let found = self
+            .conn
+            .dedicated()
+            .on_message("jobs.changed", key, op.within, look)
+            .await?;
+        Ok(Self::tag(found.unwrap_or(RawChange::Unchanged)))
+    }
+    fn slot(&self, op: &op::Changed) -> Option<u16> {
         self.conn.slot_of(&op.key)
     }
 }
@@ -374,8 +462,15 @@ impl Run<op::Heartbeat> for RedisJobStore {
 impl Run<op::Delete> for RedisJobStore {
     async fn run(&self, op: &op::Delete) -> Result<Tagged<bool>, Error> {
         let key = op.key.as_str();
-        let n: i64 = self.conn.command("jobs.delete", key, "DEL", vec![key.into()]).await?;
-        Ok(Self::tag(n > 0))
+        let v = self.scripts.delete.run(&self.conn, "jobs.delete", key, vec![]).await?;
+        match v {
+            Value::Integer(n) => Ok(Self::tag(n > 0)),
+            other => Err(bad_reply(
+                &self.conn,
+                "jobs.delete",
+                format!("expected a count, got {other:?}"),
+            )),
+        }
     }
     fn slot(&self, op: &op::Delete) -> Option<u16> {
         self.conn.slot_of(&op.key)

@@ -149,6 +149,19 @@ pub(crate) enum JobsCmd {
     Heartbeat { id: String },
     /// Delete a record (exit 1 if not found).
     Delete { id: String },
+    /// Wait until the record has one of the statuses; prints it (exit 1 when it never
+    /// will, is gone, or the timeout passed).
+    Wait {
+        id: String,
+        /// The statuses waited for, comma separated.
+        #[arg(long = "for", value_delimiter = ',', default_value = "completed,failed")]
+        statuses: Vec<String>,
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Print the record, then every change, until it reaches a terminal status or is
+    /// gone (with `--json`: one object per line, the last one the end).
+    Watch { id: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,9 +2,10 @@
 //!
 //! Exit codes: 0 success; 1 a valid negative answer (miss, denied, refused transition,
 //! not found, already exists); 2 backend unavailable (TLS failures included); 64 usage
-//! error; 65 data or codec error; 77 credentials refused. With `--json` every command
-//! prints exactly one JSON object on stdout, and errors go to stderr as
-//! `{"error":{"kind":…,"message":…}}`.
+//! error; 65 data or codec error; 75 every dedicated connection in use; 77 credentials
+//! refused. With `--json` every command prints exactly one JSON object on stdout
+//! (`jobs watch`: one per line, one per change, the last one the end), and errors go
+//! to stderr as `{"error":{"kind":…,"message":…}}`.
 
 use std::process::ExitCode;
 
@@ -36,7 +37,7 @@ async fn run(cli: &Cli) -> Result<Out, Error> {
             Ok(Out::ok(tally.clone(), tally.to_string()))
         }
         Command::Cache(c) => cache(&build(cli).await?, c).await,
-        Command::Jobs(c) => jobs(&build(cli).await?, c).await,
+        Command::Jobs(c) => jobs(&build(cli).await?, c, cli.json).await,
         Command::Throttle(c) => throttle(&build(cli).await?, c).await,
         Command::Limit { key, rate, burst } => limit(&build(cli).await?, key, rate, *burst).await,
     }

@@ -463,3 +463,92 @@ fn no_password_of_any_shape_prints_in_the_cli() {
         }
     }
 }
+
+/// Spawns `palisade --json jobs …` with its stdout piped.
+fn spawn_jobs(url: &str, tenant: &str, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .env_remove("PALISADE_MODE")
+        .env("PALISADE_REDIS_URL", url)
+        .env("PALISADE_TENANT", tenant)
+        .arg("--json")
+        .arg("jobs")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn jobs_wait_and_watch_follow_a_job_another_process_runs() {
+    use std::io::BufRead;
+    let Some(server) = env::private_server("cli_jobs_wait_watch") else {
+        return;
+    };
+    let url = server.url();
+    let u = Some(url.as_str());
+    let t = "cli-wait";
+    assert_eq!(json(u, t, &["jobs", "create", "j", "--ttl", "1h"]).0, 0);
+
+    let mut watch = spawn_jobs(&url, t, &["watch", "j"]);
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (
+            first["status"].as_str(),
+            first["version"].as_u64(),
+            first["missed"].as_u64()
+        ),
+        (Some("queued"), Some(1), Some(0))
+    );
+    let waiter = spawn_jobs(&url, t, &["wait", "j", "--for", "completed", "--timeout", "30s"]);
+
+    assert_eq!(json(u, t, &["jobs", "transition", "j", "queued", "running"]).0, 0);
+    assert_eq!(json(u, t, &["jobs", "update", "j", "--field", "step=2"]).0, 0);
+    assert_eq!(
+        json(
+            u,
+            t,
+            &["jobs", "transition", "j", "running", "completed", "--field", "out=ok"]
+        )
+        .0,
+        0
+    );
+
+    let waited = waiter.wait_with_output().unwrap();
+    let w: Value = serde_json::from_slice(&waited.stdout).unwrap();
+    assert_eq!(waited.status.code(), Some(0), "{w}");
+    assert_eq!(
+        (w["wait"].as_str(), w["status"].as_str(), w["fields"]["out"].as_str()),
+        (Some("reached"), Some("completed"), Some("ok"))
+    );
+
+    let rest: Vec<Value> = lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    assert_eq!(watch.wait().unwrap().code(), Some(0));
+    let (end, records) = rest.split_last().unwrap();
+    assert_eq!(end["end"].as_str(), Some("completed"), "the last line is the end");
+    let mut version = 1;
+    for r in records {
+        let (v, missed) = (r["version"].as_u64().unwrap(), r["missed"].as_u64().unwrap());
+        assert_eq!(v, version + 1 + missed, "every change delivered or counted: {r}");
+        version = v;
+    }
+    assert_eq!(version, 4);
+    assert_eq!(records.last().unwrap()["status"].as_str(), Some("completed"));
+
+    let (code, gone) = json(u, t, &["jobs", "wait", "absent", "--timeout", "1s"]);
+    assert_eq!((code, gone["wait"].as_str()), (1, Some("gone")));
+    json(u, t, &["jobs", "create", "q"]);
+    let (code, late) = json(u, t, &["jobs", "wait", "q", "--for", "running", "--timeout", "100ms"]);
+    assert_eq!(
+        (code, late["wait"].as_str(), late["status"].as_str()),
+        (1, Some("timed_out"), Some("queued"))
+    );
+    assert_eq!(
+        json_error(u, t, &["jobs", "wait", "q", "--for", "done"]).0,
+        64,
+        "not a status"
+    );
+    let out = palisade(u, t, &["jobs", "watch", "absent"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("watch ended (gone)"));
+}

@@ -9,4 +9,7 @@ pub mod testkit;
 
 pub use model::{FieldMap, JobRecord, JobStatus, Patch};
 pub use recovery::{JobFallback, RecoveryReport, replay};
-pub use store::{JobBackend, JobStats, JobStore, JobStoreConfig, Outcome, RawOutcome, StoredRecord};
+pub use store::{
+    JobBackend, JobEvent, JobStats, JobStore, JobStoreConfig, JobWatch, Outcome, RawChange, RawOutcome, StoredRecord,
+    WaitOutcome,
+};

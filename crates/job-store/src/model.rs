@@ -96,6 +96,8 @@ impl FromStr for JobStatus {
 ///   create; every applied update, transition and heartbeat moves `updated_at`
 ///   (`heartbeat_at` for a heartbeat); a transition into a terminal status sets
 ///   `finished_at`. Values given for them in [`JobStore::create`](crate::JobStore::create) are ignored.
+/// - `version` is set by the store: 1 on create, and one more at every applied update,
+///   transition and heartbeat; a value given in [`JobStore::create`](crate::JobStore::create) is ignored.
 /// - `presumed_dead` is computed when the record is read: a `Running` job whose last
 ///   sign of life (`heartbeat_at`, else `updated_at`) is older than the store's
 ///   `heartbeat_timeout`, by the store's clock (the Redis server's in Redis).
@@ -124,6 +126,11 @@ pub struct JobRecord {
     pub fields: BTreeMap<String, Bytes>,
     /// Computed at read time (see `# Behavior`).
     pub presumed_dead: bool,
+    /// How many writes the record has seen, set by the store: 1 after `create`, one
+    /// more at every applied update, transition and heartbeat (0 for a record written
+    /// before versions were kept). [`JobStore::watch`](crate::JobStore::watch) counts
+    /// the changes it did not deliver one by one with it.
+    pub version: u64,
 }
 
 impl JobRecord {
@@ -141,6 +148,7 @@ impl JobRecord {
             finished_at: None,
             fields: BTreeMap::new(),
             presumed_dead: false,
+            version: 0,
         }
     }
 
@@ -245,6 +253,8 @@ pub mod field {
     pub const FINISHED_AT: &str = "finished_at";
     /// The record's TTL in milliseconds (internal: what updates refresh to).
     pub const TTL_MS: &str = "ttl_ms";
+    /// The number of writes, decimal (set by the store).
+    pub const VERSION: &str = "version";
     /// Prefix of application fields.
     pub const USER_PREFIX: &str = "f:";
 }
@@ -260,6 +270,15 @@ pub fn field_codec(format: Format) -> Codec {
         Format::Json => Codec::json(1),
         _ => FIELD_CODEC,
     }
+}
+
+/// The stored `version` of a record's fields: 0 when absent or not a number (a record
+/// written before versions were kept, or by another tool).
+pub fn stored_version(fields: &FieldMap) -> u64 {
+    fields
+        .get(field::VERSION)
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Milliseconds since the epoch, as stored.
@@ -409,6 +428,7 @@ pub fn decode_record(fields: &FieldMap, now: SystemTime, heartbeat_timeout: Dura
             field::UPDATED_AT => r.updated_at = Some(time(name, raw)?),
             field::HEARTBEAT_AT => r.heartbeat_at = Some(time(name, raw)?),
             field::FINISHED_AT => r.finished_at = Some(time(name, raw)?),
+            field::VERSION => r.version = number(name, raw)?,
             other => {
                 if let Some(user) = other.strip_prefix(field::USER_PREFIX) {
                     r.fields.insert(user.to_owned(), bytes(name, raw)?);

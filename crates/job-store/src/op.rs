@@ -7,7 +7,7 @@ use std::time::Duration;
 use palisade_cache_core::keyed_op;
 
 use crate::model::{FieldMap, JobStatus};
-use crate::store::{RawOutcome, StoredRecord};
+use crate::store::{RawChange, RawOutcome, StoredRecord};
 
 keyed_op! {
     /// Creates (replaces, or with `if_absent` only creates) a record.
@@ -76,6 +76,20 @@ keyed_op! {
     Delete -> bool, "jobs.delete" {
         /// The storage key.
         key
+    }
+    handover key
+}
+keyed_op! {
+    /// Waits until the record's version is above `after` or the record is gone, at
+    /// most `within` (a backend may return earlier, with
+    /// [`RawChange::Unchanged`](crate::RawChange::Unchanged)).
+    Changed -> RawChange, "jobs.changed" {
+        /// The storage key.
+        key,
+        /// The version the caller has seen.
+        after: u64,
+        /// The longest wait.
+        within: Duration,
     }
     handover key
 }

@@ -12,6 +12,9 @@ use palisade_cache_core::{
 use crate::model::{self, FieldMap, JobRecord, JobStatus, Patch};
 use crate::op;
 
+mod watch;
+pub use watch::{JobEvent, JobWatch, WaitOutcome};
+
 /// What a record looked like when the backend read it, with the backend's clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -41,6 +44,18 @@ pub enum RawOutcome {
     Refused(Option<Bytes>),
 }
 
+/// What [`op::Changed`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RawChange {
+    /// The record, whose version is above the one the caller had seen.
+    Changed(StoredRecord),
+    /// There is no live record (deleted, expired, never created).
+    Gone,
+    /// Nothing changed within the wait.
+    Unchanged,
+}
+
 palisade_cache_core::contract! {
 /// What a job backend implements: [`Backend`](palisade_cache_core::Backend) and [`Run`](palisade_cache_core::Run) for every operation of
 /// [`op`](crate::op). Keys arrive encoded and validated; fields arrive encoded.
@@ -63,6 +78,15 @@ palisade_cache_core::contract! {
 /// - [`Heartbeat`](crate::op::Heartbeat) sets `heartbeat_at` (backend time) and
 ///   refreshes the expiry, only if the stored status is `running`.
 /// - [`Delete`](crate::op::Delete) removes the record and says whether it was there.
+/// - Every write that took effect (create, update, transition, heartbeat) sets the
+///   stored `version` to one more than before (1 for a new record) in the same atomic
+///   step, and wakes the [`Changed`](crate::op::Changed) calls waiting on the record; a
+///   delete wakes them too.
+/// - [`Changed`](crate::op::Changed) returns the record as soon as its version is
+///   above `after` (at once if it already is), [`RawChange::Gone`] as soon as there is
+///   no live record, and [`RawChange::Unchanged`] when `within` passed first (or
+///   earlier, at the backend's longest block). A write made while the call starts is
+///   never missed: it is either in the first look or wakes the call.
 /// - Expired records behave as absent everywhere.
 pub trait JobBackend:
         op::Create,
@@ -71,7 +95,8 @@ pub trait JobBackend:
         op::Get,
         op::Transition,
         op::Heartbeat,
-        op::Delete;
+        op::Delete,
+        op::Changed;
 }
 
 /// The answer of [`JobStore::transition`] and [`JobStore::heartbeat`].
@@ -123,6 +148,10 @@ pub struct JobStoreConfig {
     /// string, other bytes as an array of numbers, each behind the three-byte envelope
     /// ([`palisade_cache_core::codec`]). Both formats are always read.
     pub field_format: Format,
+    /// How long a watch ([`JobStore::watch`], [`JobStore::wait_for`]) waits for a
+    /// wake-up before it looks at the record again (default 2 s): the most a lost
+    /// wake-up costs.
+    pub watch_recheck: Duration,
 }
 
 impl Default for JobStoreConfig {
@@ -135,11 +164,21 @@ impl Default for JobStoreConfig {
             max_write_len: 4 * 1024 * 1024,
             heartbeat_timeout: Duration::from_secs(30),
             field_format: Format::Postcard,
+            watch_recheck: JobStoreConfig::DEFAULT_WATCH_RECHECK,
         }
     }
 }
 
 impl JobStoreConfig {
+    /// The default re-check period of a watch: 2 s.
+    pub const DEFAULT_WATCH_RECHECK: Duration = Duration::from_secs(2);
+
+    /// Sets the re-check period of a watch (at least 1 ms).
+    pub fn with_watch_recheck(mut self, d: Duration) -> Self {
+        self.watch_recheck = d.max(palisade_cache_core::limits::MIN_DURATION);
+        self
+    }
+
     /// Sets the heartbeat timeout.
     pub fn with_heartbeat_timeout(mut self, d: Duration) -> Self {
         self.heartbeat_timeout = d;
@@ -173,6 +212,9 @@ pub struct JobStats {
     pub deleted: u64,
     /// Answers served by the degraded fallback.
     pub degraded: u64,
+    /// Waits of a watch that ended without a change (each re-check period that
+    /// passed in silence): many of them on a record that changes mean lost wake-ups.
+    pub watch_rechecks: u64,
     /// Mode, health, errors by kind and the last error.
     pub status: StatusSnapshot,
 }
@@ -184,6 +226,7 @@ struct Counters {
     transitions: AtomicU64,
     deleted: AtomicU64,
     degraded: AtomicU64,
+    watch_rechecks: AtomicU64,
     errors: ErrorCounters,
 }
 
@@ -258,6 +301,7 @@ impl<B: JobBackend> JobStore<B> {
             transitions: load(&c.transitions),
             deleted: load(&c.deleted),
             degraded: load(&c.degraded),
+            watch_rechecks: load(&c.watch_rechecks),
             status: c.errors.snapshot(self.backend.status()),
         }
     }

@@ -17,7 +17,9 @@ use palisade_cache_core::{Backend, ErrorKind, Namespace, Provenance, Run};
 use proptest::prelude::*;
 
 use crate::model::{FIELD_CODEC, field};
-use crate::{FieldMap, JobBackend, JobRecord, JobStatus, JobStore, JobStoreConfig, Outcome, Patch};
+use crate::{
+    FieldMap, JobBackend, JobEvent, JobRecord, JobStatus, JobStore, JobStoreConfig, Outcome, Patch, WaitOutcome,
+};
 
 /// A long TTL: nothing expires during a case.
 pub const LONG_TTL: Duration = Duration::from_secs(600);
@@ -749,6 +751,293 @@ pub async fn answers_carry_the_backend_provenance<F: Fixture<Backend: JobBackend
     assert_eq!(s.delete("j").await.unwrap().provenance, p);
 }
 
+// ---- versions, watch and wait_for ------------------------------------------------------
+
+/// A store whose watches never re-check within a case: a lost wake-up shows as a
+/// re-check (Redis returns at its longest block, 5 s) instead of passing unnoticed.
+fn watching_store<F: Fixture<Backend: JobBackend>>(fx: &F) -> JobStore<F::Backend> {
+    store_for(fx).with_config(JobStoreConfig::default().with_watch_recheck(Duration::from_secs(60)))
+}
+
+/// Returns once a watcher waits on the record `id` (at once where the fixture cannot
+/// tell), so the write that follows is delivered by a wake-up.
+async fn until_watched<F: Fixture<Backend: JobBackend>>(fx: &F, s: &JobStore<F::Backend>, id: &str) {
+    let key = s.key(id).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fx.watchers(&key).await.is_some_and(|n| n == 0) {
+        assert!(tokio::time::Instant::now() < deadline, "no watcher came to {id}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn record_of(e: Option<Result<JobEvent, palisade_cache_core::Error>>) -> (JobRecord, u64, Vec<String>) {
+    match e {
+        Some(Ok(JobEvent::Record {
+            record,
+            missed,
+            changed,
+            ..
+        })) => (record, missed, changed),
+        other => panic!("expected a record, got {other:?}"),
+    }
+}
+
+/// Every write that took effect moves the version by one; nothing else moves it.
+pub async fn every_write_moves_the_version_by_one<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    let version = |s: JobStore<F::Backend>| async move { get(&s, "v").await.map(|r| r.version) };
+    s.create("v", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    assert_eq!(version(s.clone()).await, Some(1));
+    assert!(s.update("v", &Patch::new().progress(1)).await.unwrap().value);
+    assert_eq!(version(s.clone()).await, Some(2));
+    s.update("v", &Patch::new()).await.unwrap();
+    let refused = s
+        .transition("v", JobStatus::Running, JobStatus::Completed, &Patch::new())
+        .await;
+    assert!(matches!(refused.unwrap().value, Outcome::Refused { .. }));
+    assert!(matches!(s.heartbeat("v").await.unwrap().value, Outcome::Refused { .. }));
+    assert!(s.create_if_absent("v", &JobRecord::queued(), LONG_TTL).await.is_err());
+    assert_eq!(version(s.clone()).await, Some(2), "no write took effect");
+    s.transition("v", JobStatus::Queued, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap();
+    assert_eq!(version(s.clone()).await, Some(3));
+    assert_eq!(s.heartbeat("v").await.unwrap().value, Outcome::Applied);
+    assert_eq!(version(s.clone()).await, Some(4));
+    s.create("v", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    assert_eq!(version(s.clone()).await, Some(5), "a replacement goes on counting");
+    s.delete("v").await.unwrap();
+    s.create("v", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    assert_eq!(version(s).await, Some(1), "a new record starts at 1");
+}
+
+/// `watch` yields the record, then one item per change (the fields that changed
+/// named), woken by the writes, and ends after a terminal status.
+pub async fn watch_yields_each_change_and_ends_at_a_terminal_status<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = watching_store(fx);
+    s.create("w", &JobRecord::queued().with_field("owner", "api"), LONG_TTL)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut w = s.watcher("w");
+    let reader = tokio::spawn(async move {
+        while let Some(e) = w.next().await {
+            tx.send(e).unwrap();
+        }
+    });
+    let (first, missed, changed) = record_of(rx.recv().await);
+    assert_eq!((first.status, first.version, missed), (JobStatus::Queued, 1, 0));
+    for name in ["status", "created_at", "f:owner"] {
+        assert!(changed.iter().any(|c| c == name), "{name} in {changed:?}");
+    }
+    let steps: [(&str, &[&str]); 4] = [
+        ("run", &["status"]),
+        ("progress", &["progress"]),
+        ("field", &["f:owner"]),
+        ("complete", &["finished_at", "result", "status"]),
+    ];
+    for (n, (step, expected)) in (2..).zip(steps) {
+        let (from, to, patch) = match step {
+            "run" => (JobStatus::Queued, JobStatus::Running, None),
+            "progress" => (JobStatus::Running, JobStatus::Running, Some(Patch::new().progress(50))),
+            "field" => (
+                JobStatus::Running,
+                JobStatus::Running,
+                Some(Patch::new().field("owner", "worker")),
+            ),
+            _ => (
+                JobStatus::Running,
+                JobStatus::Completed,
+                Some(Patch::new().result("done")),
+            ),
+        };
+        until_watched(fx, &s, "w").await;
+        if from == to {
+            assert!(s.update("w", &patch.unwrap()).await.unwrap().value);
+        } else {
+            let patch = patch.unwrap_or_default();
+            assert_eq!(
+                s.transition("w", from, to, &patch).await.unwrap().value,
+                Outcome::Applied
+            );
+        }
+        let (r, missed, changed) = record_of(rx.recv().await);
+        assert_eq!((r.version, missed), (n, 0), "after {step}");
+        assert_eq!(changed, expected, "after {step}");
+    }
+    assert!(rx.recv().await.is_none(), "the watch ended after `completed`");
+    reader.await.unwrap();
+    assert_eq!(s.stats().watch_rechecks, 0, "every change woke the watcher");
+}
+
+/// `watch` ends with `Gone` when the record is deleted, when it expires (while the
+/// watcher waits), and at once for a record that never existed.
+pub async fn watch_ends_with_gone_on_delete_expiry_and_absence<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = watching_store(fx);
+    let mut never = s.watcher("never");
+    assert_eq!(never.next().await.unwrap().unwrap(), JobEvent::Gone);
+    assert!(never.next().await.is_none());
+
+    s.create("d", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    let mut w = s.watcher("d");
+    record_of(w.next().await);
+    let (gone, deleted) = tokio::join!(w.next(), async {
+        until_watched(fx, &s, "d").await;
+        s.delete("d").await.unwrap()
+    });
+    assert!(deleted.value);
+    assert_eq!(gone.unwrap().unwrap(), JobEvent::Gone);
+    assert!(w.next().await.is_none());
+
+    let ttl = fx.short_ttl();
+    s.create("e", &JobRecord::queued(), ttl).await.unwrap();
+    let mut w = s.watcher("e");
+    record_of(w.next().await);
+    let gone = if fx.controls_time() {
+        fx.advance(ttl + ttl / 2).await;
+        w.next().await
+    } else {
+        // Real time: the watcher is waiting when the record expires.
+        tokio::join!(w.next(), fx.advance(ttl / 2)).0
+    };
+    assert_eq!(gone.unwrap().unwrap(), JobEvent::Gone);
+    assert_eq!(s.stats().watch_rechecks, 0, "the expiry ended the wait, not a re-check");
+}
+
+/// A watcher that falls behind is told: its next item is the record as it is, with
+/// the number of changes it did not see one by one.
+pub async fn a_watcher_that_falls_behind_is_told<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = watching_store(fx);
+    s.create("b", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    let mut w = s.watcher("b");
+    record_of(w.next().await);
+    for p in [10, 20, 30] {
+        s.update("b", &Patch::new().progress(p)).await.unwrap();
+    }
+    let (r, missed, changed) = record_of(w.next().await);
+    assert_eq!((r.progress, r.version, missed), (Some(30), 4, 2));
+    assert_eq!(changed, ["progress"]);
+    s.transition("b", JobStatus::Queued, JobStatus::Failed, &Patch::new().error("no"))
+        .await
+        .unwrap();
+    let (r, missed, _) = record_of(w.next().await);
+    assert_eq!((r.status, missed), (JobStatus::Failed, 0));
+    assert!(w.next().await.is_none());
+}
+
+/// No change is lost while a watch starts and runs beside a busy writer: each item's
+/// version is the previous one's plus one plus its `missed`, up to the terminal one.
+pub async fn no_change_is_lost_beside_a_busy_writer<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = watching_store(fx);
+    s.create("n", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for p in 0..30 {
+                s.update("n", &Patch::new().progress(p)).await.unwrap();
+            }
+            s.transition("n", JobStatus::Queued, JobStatus::Completed, &Patch::new())
+                .await
+                .unwrap_err();
+            s.transition("n", JobStatus::Queued, JobStatus::Failed, &Patch::new())
+                .await
+                .unwrap();
+        })
+    };
+    let mut w = s.watcher("n");
+    let (first, _, _) = record_of(w.next().await);
+    let mut version = first.version;
+    let mut last = first;
+    while let Some(e) = w.next().await {
+        let (r, missed, _) = record_of(Some(e));
+        assert_eq!(r.version, version + 1 + missed, "every change is delivered or counted");
+        version = r.version;
+        last = r;
+    }
+    writer.await.unwrap();
+    assert_eq!((last.status, last.version), (JobStatus::Failed, 32));
+    assert_eq!(last.progress, Some(29));
+}
+
+/// `wait_for` answers at once when the status is there, and is woken by the
+/// transition that brings it.
+pub async fn wait_for_answers_at_once_or_when_the_transition_comes<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = watching_store(fx);
+    let wanted = [JobStatus::Completed, JobStatus::Failed];
+    s.create("q", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    let at_once = s.wait_for("q", &[JobStatus::Queued], Duration::ZERO).await.unwrap();
+    assert!(matches!(at_once.value, WaitOutcome::Reached(r) if r.status == JobStatus::Queued));
+    assert_eq!(at_once.provenance, fx.provenance());
+    let waiter = {
+        let s = s.clone();
+        tokio::spawn(async move { s.wait_for("q", &wanted, Duration::from_secs(30)).await })
+    };
+    until_watched(fx, &s, "q").await;
+    s.transition("q", JobStatus::Queued, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap();
+    until_watched(fx, &s, "q").await;
+    s.update("q", &Patch::new().progress(99)).await.unwrap();
+    until_watched(fx, &s, "q").await;
+    s.transition(
+        "q",
+        JobStatus::Running,
+        JobStatus::Completed,
+        &Patch::new().result("ok"),
+    )
+    .await
+    .unwrap();
+    match waiter.await.unwrap().unwrap().value {
+        WaitOutcome::Reached(r) => {
+            assert_eq!((r.status, r.progress), (JobStatus::Completed, Some(99)));
+            assert_eq!(r.result.as_deref(), Some(&b"ok"[..]));
+        }
+        other => panic!("expected Reached, got {other:?}"),
+    }
+    assert_eq!(s.stats().watch_rechecks, 0, "woken by the writes");
+}
+
+/// `wait_for` says `Never` for another terminal status, `Gone` without a record (or
+/// when it goes away), `TimedOut` with the record after the timeout; bad arguments are
+/// `InvalidInput`.
+pub async fn wait_for_tells_never_gone_and_timed_out<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = watching_store(fx);
+    let done = [JobStatus::Completed];
+    s.create("f", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    s.transition("f", JobStatus::Queued, JobStatus::Failed, &Patch::new())
+        .await
+        .unwrap();
+    let never = s.wait_for("f", &done, Duration::from_secs(30)).await.unwrap().value;
+    assert!(matches!(never, WaitOutcome::Never(r) if r.status == JobStatus::Failed));
+    let gone = s
+        .wait_for("absent", &done, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(gone, WaitOutcome::Gone);
+
+    s.create("t", &JobRecord::queued(), LONG_TTL).await.unwrap();
+    let timed_out = s.wait_for("t", &done, Duration::from_millis(50)).await.unwrap().value;
+    assert!(matches!(timed_out, WaitOutcome::TimedOut(r) if r.status == JobStatus::Queued));
+    let (gone, _) = tokio::join!(s.wait_for("t", &done, Duration::from_secs(30)), async {
+        until_watched(fx, &s, "t").await;
+        s.delete("t").await.unwrap()
+    });
+    assert_eq!(gone.unwrap().value, WaitOutcome::Gone);
+
+    for bad in [
+        s.wait_for("f", &[], Duration::from_secs(1)).await,
+        s.wait_for("f", &done, Duration::from_secs(86_401)).await,
+        s.wait_for("f", &done, Duration::MAX).await,
+        s.wait_for("", &done, Duration::from_secs(1)).await,
+    ] {
+        assert_eq!(bad.unwrap_err().kind(), ErrorKind::InvalidInput);
+    }
+    let mut bad = s.watcher("");
+    assert_eq!(bad.next().await.unwrap().unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert!(bad.next().await.is_none());
+}
+
 // ---- the model ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
@@ -934,7 +1223,14 @@ macro_rules! job_suite {
             delete_reports_presence,
             tenants_never_see_each_other,
             stats_count_writes_that_took_effect_and_errors,
-            answers_carry_the_backend_provenance
+            answers_carry_the_backend_provenance,
+            every_write_moves_the_version_by_one,
+            watch_yields_each_change_and_ends_at_a_terminal_status,
+            watch_ends_with_gone_on_delete_expiry_and_absence,
+            a_watcher_that_falls_behind_is_told,
+            no_change_is_lost_beside_a_busy_writer,
+            wait_for_answers_at_once_or_when_the_transition_comes,
+            wait_for_tells_never_gone_and_timed_out
         );
 
         #[test]

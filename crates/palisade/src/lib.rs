@@ -23,7 +23,9 @@ pub use palisade_cache_core::{
 /// take from it ([`Palisade::redis_connection`]).
 #[cfg(feature = "redis")]
 pub use palisade_cache_redis::{DEFAULT_DEDICATED_POOL_SIZE, PoolStats, RedisConfig, RedisConnection};
-pub use palisade_job_store::{JobRecord, JobStats, JobStatus, JobStoreConfig, Outcome, Patch, RecoveryReport};
+pub use palisade_job_store::{
+    JobEvent, JobRecord, JobStats, JobStatus, JobStoreConfig, JobWatch, Outcome, Patch, RecoveryReport, WaitOutcome,
+};
 pub use palisade_throttle::{
     Decision, DenyReason, KeyState, Lease, Permit, Policy, PolicyBuilder, Rate, RateBuilder, RateDecision,
     ThrottleStats,

@@ -67,7 +67,18 @@ pub trait Fixture: Send + Sync + 'static {
         let _ = key;
         Box::pin(async { None })
     }
+    /// How many callers wait for a change of the record under the encoded `key`
+    /// (Redis: `PUBSUB SHARDNUMSUB`), so a case can write only once a watcher waits and
+    /// prove the wake-up, not the first look, delivered it; `None` where the fixture
+    /// cannot tell.
+    fn watchers<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<u64>> {
+        let _ = key;
+        Box::pin(async { None })
+    }
 }
+
+/// How a [`ManualFixture`] counts the watchers of a key.
+pub type WatcherCount<B> = fn(&B, &str) -> u64;
 
 /// A fixture for an in-process backend under a [`ManualClock`]: answers tagged
 /// [`Provenance::Local`], time moved by `advance`, a 60 s "short" TTL.
@@ -78,6 +89,8 @@ pub struct ManualFixture<B> {
     pub clock: ManualClock,
     /// The key prefix.
     pub prefix: String,
+    /// How to count the watchers of a key, where the backend can.
+    pub watchers: Option<WatcherCount<B>>,
 }
 
 impl<B> ManualFixture<B> {
@@ -88,7 +101,14 @@ impl<B> ManualFixture<B> {
             backend: make(clock.shared()),
             clock,
             prefix: format!("local-{test}"),
+            watchers: None,
         }
+    }
+
+    /// Counts the watchers of a key with `count`.
+    pub fn with_watchers(mut self, count: WatcherCount<B>) -> Self {
+        self.watchers = Some(count);
+        self
     }
 }
 
@@ -112,5 +132,9 @@ impl<B: Clone + Send + Sync + 'static> Fixture for ManualFixture<B> {
     }
     fn controls_time(&self) -> bool {
         true
+    }
+    fn watchers<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<u64>> {
+        let n = self.watchers.map(|count| count(&self.backend, key));
+        Box::pin(async move { n })
     }
 }

@@ -52,6 +52,16 @@ impl<B: Clone + Send + Sync + 'static> Fixture for RedisFixture<B> {
             Some(out)
         })
     }
+    fn watchers<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            let conn = self.conn.as_ref()?;
+            let reply: Vec<palisade_cache_redis::fred::types::Value> = conn
+                .command("shardnumsub", key, "PUBSUB", vec!["SHARDNUMSUB".into(), key.into()])
+                .await
+                .ok()?;
+            reply.get(1)?.as_u64()
+        })
+    }
 }
 
 /// A connection to the shared standalone server, or `None` (skip line printed).
@@ -95,6 +105,8 @@ pub async fn least_privilege(test: &str) -> Option<(RedisConnection, String)> {
         "resetkeys".into(),
         format!("~{prefix}*"),
         "resetchannels".into(),
+        // A job's channel is its key.
+        format!("&{prefix}*"),
         "-@all".into(),
     ]);
     args.extend(palisade_cache_redis::ACL_COMMANDS.iter().map(|c| (*c).to_owned()));

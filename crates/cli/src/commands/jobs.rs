@@ -1,6 +1,9 @@
-//! `jobs create | get | update | transition | heartbeat | delete`.
+//! `jobs create | get | update | transition | heartbeat | delete | wait | watch`.
 
-use palisade::{Error, ErrorKind, JobRecord, JobStatus, Outcome, Palisade, Patch, Provenance, Tagged};
+use futures_util::StreamExt;
+use palisade::{
+    Error, ErrorKind, JobEvent, JobRecord, JobStatus, Outcome, Palisade, Patch, Provenance, Tagged, WaitOutcome,
+};
 use serde_json::{Value, json};
 
 use crate::args::{Fields, JobsCmd};
@@ -45,7 +48,79 @@ pub(crate) fn outcome(id: &str, what: &str, t: Tagged<Outcome>) -> Out {
     }
 }
 
-pub(crate) async fn jobs(p: &Palisade, c: &JobsCmd) -> Result<Out, Error> {
+/// `jobs wait`: the record and how the wait ended.
+async fn wait(p: &Palisade, id: &str, statuses: &[String], timeout: std::time::Duration) -> Result<Out, Error> {
+    let statuses = statuses.iter().map(|s| status(s)).collect::<Result<Vec<_>, _>>()?;
+    let t = p.jobs().wait_for(id, &statuses, timeout).await?;
+    let pv = t.provenance;
+    let (ended, record) = match t.value {
+        WaitOutcome::Reached(r) => ("reached", Some(r)),
+        WaitOutcome::Never(r) => ("never", Some(r)),
+        WaitOutcome::TimedOut(r) => ("timed_out", Some(r)),
+        _ => ("gone", None),
+    };
+    let mut json = match &record {
+        Some(r) => record_json(id, r, pv),
+        None => json!({"id": id, "found": false, "provenance": pv.as_str()}),
+    };
+    json["wait"] = json!(ended);
+    let text = match &record {
+        Some(r) => format!("{id}: {ended}, the job is {} ({pv})", r.status),
+        None => format!("{id}: gone ({pv})"),
+    };
+    Ok(if ended == "reached" {
+        Out::ok(json, text)
+    } else {
+        Out::negative(json, text)
+    })
+}
+
+/// `jobs watch`: prints each item as it comes (one JSON object per line with
+/// `--json`); the answer is the end.
+async fn watch(p: &Palisade, id: &str, as_json: bool) -> Result<Out, Error> {
+    let mut items = std::pin::pin!(p.jobs().watch(id));
+    let mut last = None;
+    while let Some(item) = items.next().await {
+        match item? {
+            JobEvent::Record {
+                record,
+                missed,
+                changed,
+                provenance,
+            } => {
+                if as_json {
+                    let mut line = record_json(id, &record, provenance);
+                    line["version"] = json!(record.version);
+                    line["missed"] = json!(missed);
+                    line["changed"] = json!(changed);
+                    println!("{line}");
+                } else {
+                    let behind = if missed > 0 {
+                        format!(" ({missed} missed)")
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "{id}: {} v{} changed {changed:?}{behind} ({provenance})",
+                        record.status, record.version
+                    );
+                }
+                last = Some(record.status);
+            }
+            _ => {
+                last = None;
+                break;
+            }
+        }
+    }
+    let end = last.map_or("gone", JobStatus::as_str);
+    Ok(Out::ok(
+        json!({"id": id, "end": end}),
+        format!("{id}: watch ended ({end})"),
+    ))
+}
+
+pub(crate) async fn jobs(p: &Palisade, c: &JobsCmd, as_json: bool) -> Result<Out, Error> {
     let j = p.jobs();
     Ok(match c {
         JobsCmd::Create {
@@ -109,6 +184,8 @@ pub(crate) async fn jobs(p: &Palisade, c: &JobsCmd) -> Result<Out, Error> {
             j.transition(id, status(from)?, status(to)?, &patch(fields)).await?,
         ),
         JobsCmd::Heartbeat { id } => outcome(id, "heartbeat", j.heartbeat(id).await?),
+        JobsCmd::Wait { id, statuses, timeout } => wait(p, id, statuses, *timeout).await?,
+        JobsCmd::Watch { id } => watch(p, id, as_json).await?,
         JobsCmd::Delete { id } => {
             let t = j.delete(id).await?;
             let json = json!({"id": id, "deleted": t.value, "provenance": prov(&t)});
