@@ -233,8 +233,8 @@ impl Pool {
     /// Subscribes a dedicated connection to the sharded channel `channel` (on the node
     /// that serves it), then runs `look`. When that finds nothing yet
     /// ([`Look::Wait`]), waits for a message on the channel — at most the wait it named,
-    /// `block` and [`MAX_BLOCK`] — and looks once more when a message came or the named
-    /// wait ended: `None` when that finds nothing either, or when `block` passed in
+    /// `block` and [`MAX_BLOCK`] — and looks once more when a message came, the
+    /// connection reported an error (a killed server), or the named wait ended: `None` when that finds nothing either, or when `block` passed in
     /// silence. Looking after subscribing is what makes a change made meanwhile either
     /// seen or heard. The connection is unsubscribed before it goes back to the pool
     /// (closed if that fails or the call is cut short).
@@ -259,6 +259,9 @@ impl Pool {
             });
         };
         let mut messages = client.message_rx();
+        // A subscribed connection that dies says nothing on `messages`: its error ends
+        // the wait, and the look that follows tells whether the server is gone.
+        let mut errors = client.error_rx();
         let fail = |e| crate::connection::map_error(&self.endpoint, op, self.command_timeout, e);
         let timed_out = || Error::Timeout {
             backend: self.endpoint.clone(),
@@ -283,7 +286,9 @@ impl Pool {
                         }
                     }
                 };
-                let heard = tokio::time::timeout(wait, heard).await.is_ok();
+                let (heard, lost) = (std::pin::pin!(heard), std::pin::pin!(errors.recv()));
+                let woken = futures_util::future::select(heard, lost);
+                let heard = tokio::time::timeout(wait, woken).await.is_ok();
                 // Silence until the end of the wait is `None` (the caller counts a
                 // re-check), unless the look named the shorter wait (an expiry due).
                 if heard || at_most < block.min(MAX_BLOCK) {

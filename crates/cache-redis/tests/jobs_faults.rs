@@ -364,3 +364,157 @@ async fn no_write_acknowledged_around_a_recovery_is_lost_and_no_deleted_record_c
         "the second outage replayed the first one's leftovers"
     );
 }
+
+/// How many callers watch one record at once in the watch fault tests.
+const WATCHERS: u64 = 50;
+
+/// Returns once `n` watchers are subscribed to the record `key` (its channel).
+async fn until_subscribed(server: &RedisServer, key: &str, n: u64) {
+    let direct = RedisConnection::connect(&fault_config(server)).await.unwrap();
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply: Vec<palisade_cache_redis::fred::types::Value> = direct
+            .command("shardnumsub", key, "PUBSUB", vec!["SHARDNUMSUB".into(), key.into()])
+            .await
+            .unwrap();
+        if reply.get(1).and_then(|v| v.as_u64()) == Some(n) {
+            return;
+        }
+        assert!(Instant::now() < give_up, "the watchers never all subscribed: {reply:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What one waiter answered, and when.
+type Waited = (
+    Result<palisade_cache_core::Tagged<palisade_job_store::WaitOutcome>, palisade_cache_core::Error>,
+    Instant,
+);
+
+/// `WATCHERS` tasks in `wait_for(id, [completed], 60 s)`, each answering when it ended.
+fn spawn_waiters<B: palisade_job_store::JobBackend + 'static>(
+    s: &JobStore<B>,
+    id: &str,
+) -> Vec<tokio::task::JoinHandle<Waited>> {
+    (0..WATCHERS)
+        .map(|_| {
+            let (s, id) = (s.clone(), id.to_owned());
+            tokio::spawn(async move {
+                let r = s.wait_for(&id, &[JobStatus::Completed], Duration::from_secs(60)).await;
+                (r, Instant::now())
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_fifty_watchers_fail_within_their_deadline_when_redis_is_killed_or_paused() {
+    let Some(mut server) = env::private_server("strict_job_watchers") else {
+        return;
+    };
+    for fault in ["kill", "pause"] {
+        let events = Events::new(16);
+        let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
+        let strict = palisade_cache_core::Strict::new(
+            RedisJobStore::new(conn).await.unwrap(),
+            fault_ctx(Component::JobStore, Mode::StrictDistributed, &events),
+        )
+        .unwrap();
+        // Only wake-ups and outages end these waits (no re-check within the test).
+        let config = palisade_job_store::JobStoreConfig::default().with_watch_recheck(Duration::from_secs(3600));
+        let s = JobStore::new(strict, fault_ns(&format!("strict-watch-{fault}"), "jobs")).with_config(config);
+        s.create("j", &JobRecord::queued(), TTL).await.unwrap();
+        let waiters = spawn_waiters(&s, "j");
+        until_subscribed(&server, &s.key("j").unwrap(), WATCHERS).await;
+        let at = Instant::now();
+        // A killed server closes every subscribed connection at once; a paused one is
+        // noticed when each wait ends (at most MAX_BLOCK) and its look times out.
+        let bound = match fault {
+            "kill" => {
+                server.kill();
+                DEADLINE + SLACK * 3
+            }
+            _ => {
+                server.pause().unwrap();
+                palisade_cache_redis::MAX_BLOCK + DEADLINE + SLACK * 3
+            }
+        };
+        let mut slowest = Duration::ZERO;
+        for w in waiters {
+            let (r, done) = tokio::time::timeout(bound + RECOVERY, w)
+                .await
+                .expect("a watcher hung")
+                .unwrap();
+            let e = r.expect_err("no watcher is answered while Redis is gone");
+            assert!(e.is_unavailable(), "{fault}: {e:?}");
+            let took = done.duration_since(at);
+            assert!(took <= bound, "{fault}: failed after {took:?} (bound {bound:?})");
+            slowest = slowest.max(took);
+        }
+        eprintln!("{fault}: all {WATCHERS} watchers failed within {slowest:?} (bound {bound:?})");
+        match fault {
+            "kill" => server.start_again().unwrap(),
+            _ => server.resume().unwrap(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_watchers_outlive_an_outage_and_see_the_completion_after_it() {
+    let Some(server) = env::private_server("degraded_job_watchers") else {
+        return;
+    };
+    let events = Events::new(64);
+    let mut rx = events.subscribe();
+    let (s, _) = degraded_store(&server, &events, "degraded-watch").await;
+    let s = s.with_config(palisade_job_store::JobStoreConfig::default().with_watch_recheck(Duration::from_millis(200)));
+    s.create("j", &JobRecord::queued(), TTL).await.unwrap();
+    let waiters = spawn_waiters(&s, "j");
+    until_subscribed(&server, &s.key("j").unwrap(), WATCHERS).await;
+    // Paused, not killed: the record is still in Redis when it comes back.
+    server.pause().unwrap();
+    assert_eq!(next_event(&mut rx, RECOVERY).await.kind, EventKind::Degraded);
+    // The fallback does not hold the record: its absence there ends no wait. Several
+    // re-check periods pass in the outage.
+    let rechecks = s.stats().watch_rechecks;
+    let give_up = Instant::now() + RECOVERY;
+    while s.stats().watch_rechecks < rechecks + 3 * WATCHERS {
+        assert!(Instant::now() < give_up, "the watchers stopped asking");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        waiters.iter().all(|w| !w.is_finished()),
+        "a watcher ended in the outage"
+    );
+    server.resume().unwrap();
+    assert!(matches!(
+        next_event(&mut rx, RECOVERY).await.kind,
+        EventKind::Recovered { .. }
+    ));
+    let run = s
+        .transition("j", JobStatus::Queued, JobStatus::Running, &Patch::new())
+        .await
+        .unwrap();
+    assert_eq!((run.value, run.provenance), (Outcome::Applied, Provenance::Distributed));
+    s.transition(
+        "j",
+        JobStatus::Running,
+        JobStatus::Completed,
+        &Patch::new().result("ok"),
+    )
+    .await
+    .unwrap();
+    for w in waiters {
+        let (r, _) = tokio::time::timeout(RECOVERY, w)
+            .await
+            .expect("a watcher hung")
+            .unwrap();
+        let t = r.unwrap();
+        assert_eq!(t.provenance, Provenance::Distributed);
+        assert!(
+            matches!(&t.value, palisade_job_store::WaitOutcome::Reached(r) if r.status == JobStatus::Completed),
+            "{:?}",
+            t.value
+        );
+    }
+}

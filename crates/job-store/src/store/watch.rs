@@ -133,9 +133,19 @@ impl<B: JobBackend> JobWatch<B> {
             }
             Some((_, version)) => {
                 let got = self.store.run(op::Changed::new(key, *version, within)).await?;
-                self.provenance = got.provenance;
+                let seen_on = std::mem::replace(&mut self.provenance, got.provenance);
                 match got.value {
                     RawChange::Changed(s) => Some(s),
+                    // The degraded fallback does not hold a record read from Redis: its
+                    // absence there says nothing. Wait, and ask again.
+                    RawChange::Gone
+                        if got.provenance == Provenance::LocalDegraded && seen_on != Provenance::LocalDegraded =>
+                    {
+                        self.provenance = seen_on;
+                        tokio::time::sleep(within).await;
+                        self.store.counters.watch_rechecks.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Step::Quiet);
+                    }
                     RawChange::Gone => None,
                     RawChange::Unchanged => {
                         self.store.counters.watch_rechecks.fetch_add(1, Ordering::Relaxed);
@@ -200,9 +210,12 @@ impl<B: JobBackend> JobStore<B> {
     ///   another); a wake-up lost on the way costs at most the re-check period
     ///   ([`JobStoreConfig::watch_recheck`](crate::JobStoreConfig::watch_recheck)),
     ///   counted in [`JobStats::watch_rechecks`](crate::JobStats::watch_rechecks).
-    /// - An error ends the stream after it is yielded (in degraded mode the watch goes
-    ///   on against the fallback instead); an invalid id is
+    /// - An error ends the stream after it is yielded; an invalid id is
     ///   [`Error::InvalidInput`] as the first and only item.
+    /// - Degraded mode: during an outage the watch goes on against the fallback (items
+    ///   tagged [`Provenance::LocalDegraded`]). A record read from Redis is not on the
+    ///   fallback, and its absence there ends nothing: the watch asks again every
+    ///   re-check period until Redis answers and then goes on from the version it saw.
     pub fn watch(&self, id: &str) -> impl Stream<Item = Result<JobEvent, Error>> + Send + 'static
     where
         B: 'static,
