@@ -56,7 +56,9 @@ macro_rules! script {
 /// ticket (decimal digits, kept a string: a u64 does not fit Lua's doubles), `wake`
 /// pushes a wake-up for a ticket under the prefix `WAKE` (the key is its ticket's,
 /// under the namespace's hash tag: the script's slot), `first_live` finds the first
-/// queued ticket whose entry is live in `waiters`.
+/// queued ticket whose entry is live in `waiters`, `wake_heads` wakes the first live
+/// waiter of a key queue and of the global queue. `waiting!(wake_args)` reads `WAKE`
+/// and `WAKE_MS` from `ARGV[2]` and `ARGV[3]` first (release, dequeue).
 macro_rules! waiting {
     () => {
         r#"
@@ -76,7 +78,22 @@ local function first_live(queue, waiters)
   end
   return nil
 end
+-- A slot came free or a waiter ahead left: the first live waiter of the key, and of
+-- the global cap, may go now.
+local function wake_heads(queue, waiters, global_queue)
+  local t = first_live(queue, waiters)
+  if t then wake(t) end
+  t = first_live(global_queue, waiters)
+  if t then wake(t) end
+end
 "#
+    };
+    (wake_args) => {
+        concat!(
+            "local WAKE, WAKE_MS = ARGV[2] or '', arg(3, 1, DAY)\n",
+            "if not WAKE_MS then return bad('a wake-up TTL is 1 ms to one day') end\n",
+            waiting!()
+        )
     };
 }
 
@@ -207,11 +224,7 @@ return {1, id, now, exp, reclaimed}
 // KEYS: global leases, key leases, key queue, waiters, global queue. ARGV: lease id,
 // wake prefix, wake-up TTL (ms).
 const RELEASE: &str = script!(
-    r#"
-local WAKE, WAKE_MS = ARGV[2] or '', arg(3, 1, DAY)
-if not WAKE_MS then return bad('a wake-up TTL is 1 ms to one day') end
-"#,
-    waiting!(),
+    waiting!(wake_args),
     r#"
 local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
 local qn, gn = redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[5])
@@ -219,15 +232,7 @@ redis.call('ZCARD', KEYS[4])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if s and tonumber(s) > now then
-  -- A slot came free: the first live waiter of the key, and of the global cap.
-  if qn > 0 then
-    local t = first_live(KEYS[3], KEYS[4])
-    if t then wake(t) end
-  end
-  if gn > 0 then
-    local t = first_live(KEYS[5], KEYS[4])
-    if t then wake(t) end
-  end
+  if qn > 0 or gn > 0 then wake_heads(KEYS[3], KEYS[4], KEYS[5]) end
   return now
 end
 return -1
@@ -237,11 +242,7 @@ return -1
 // KEYS: key queue, waiters, global queue, global leases, key leases. ARGV: ticket, wake
 // prefix, wake-up TTL (ms).
 const DEQUEUE: &str = script!(
-    r#"
-local WAKE, WAKE_MS = ARGV[2] or '', arg(3, 1, DAY)
-if not WAKE_MS then return bad('a wake-up TTL is 1 ms to one day') end
-"#,
-    waiting!(),
+    waiting!(wake_args),
     r#"
 if not ticket_ok(ARGV[1]) then return bad('a waiter ticket is a decimal number') end
 redis.call('ZCARD', KEYS[1])
@@ -261,13 +262,8 @@ if granted then
   if redis.call('ZREM', KEYS[5], granted) == 1 then was = 1 end
   redis.pcall('DEL', WAKE .. ARGV[1] .. ':l')
 end
-if was == 1 then
-  -- One ahead left: the next may now be within the free slots.
-  local t = first_live(KEYS[1], KEYS[2])
-  if t then wake(t) end
-  t = first_live(KEYS[3], KEYS[2])
-  if t then wake(t) end
-end
+-- One ahead left: the next may now be within the free slots.
+if was == 1 then wake_heads(KEYS[1], KEYS[2], KEYS[3]) end
 return was
 "#
 );
