@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS
-//! OP: gcra | throttle | throttle_wait | cache_get | cache_set | fred_get | fred_set | fred_evalsha_trivial, and
+//! OP: gcra | throttle | throttle_wait | cache_get | cache_set | fred_get | fred_set | fred_evalsha_trivial |
+//! job_update | fred_hset_pexpire, and
 //! the layers of a cache get: backend_get | conn_command_get | conn_client_custom_get |
 //! conn_client_get_timeout | conn_client_get
 //! ```
@@ -21,7 +22,8 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use palisade_benches::runtime;
 use palisade_cache_core::{Cache, Namespace};
-use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection, RedisThrottle};
+use palisade_cache_redis::{RedisCache, RedisConfig, RedisConnection, RedisJobStore, RedisThrottle};
+use palisade_job_store::{JobRecord, JobStore, Patch};
 use palisade_throttle::{Decision, Policy, Rate, RateLimiter, Throttle};
 
 const KEYS: usize = 1_000;
@@ -50,6 +52,11 @@ enum Op {
     /// A GET through the cache backend, without the `Cache` facade.
     BackendGet(RedisCache),
     FredEvalsha(fred::clients::Client, Arc<Script>),
+    /// `JobStore::update` of one field on 1,000 records (the version moves, the
+    /// version is published).
+    JobUpdate(JobStore<RedisJobStore>),
+    /// The raw equivalent: a pipelined `HSET` + `PEXPIRE`.
+    FredHsetPexpire(fred::clients::Client),
 }
 
 impl Op {
@@ -133,6 +140,17 @@ impl Op {
             }
             Op::FredEvalsha(f, s) => {
                 let _: i64 = s.evalsha(f, keys[i % KEYS].as_str(), ()).await.unwrap();
+            }
+            Op::JobUpdate(j) => {
+                let patch = Patch::new().progress(u32::try_from(i % 100).unwrap());
+                assert!(j.update(&keys[i % KEYS], &patch).await.unwrap().value);
+            }
+            Op::FredHsetPexpire(f) => {
+                let k = format!("rawjob:{}", keys[i % KEYS]);
+                let pipe = f.pipeline();
+                let _: () = pipe.hset(&k, ("progress", (i % 100) as i64)).await.unwrap();
+                let _: () = pipe.pexpire(&k, 600_000, None).await.unwrap();
+                let _: Vec<Value> = pipe.all().await.unwrap();
             }
         }
     }
@@ -223,6 +241,16 @@ async fn make(url: &str, op: &str, keys: &[String]) -> Op {
                 _ => Op::ConnCommandGet(conn().await),
             }
         }
+        "job_update" => {
+            let j = JobStore::new(RedisJobStore::new(conn().await).await.unwrap(), ns("jobs"));
+            for k in keys {
+                j.create(k, &JobRecord::queued(), Duration::from_secs(600))
+                    .await
+                    .unwrap();
+            }
+            Op::JobUpdate(j)
+        }
+        "fred_hset_pexpire" => Op::FredHsetPexpire(fred().await),
         "fred_evalsha_trivial" => {
             let f = fred().await;
             let s = Script::from_lua("return 1");
