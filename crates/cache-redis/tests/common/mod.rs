@@ -93,7 +93,7 @@ pub async fn tls(test: &str) -> Option<RedisConnection> {
 pub async fn least_privilege(test: &str) -> Option<(RedisConnection, String)> {
     let url = env::redis_url(test)?;
     let prefix = env::unique_prefix(test);
-    let user = format!("lp-{}", fastrand_suffix());
+    let user = format!("lp-{}", unique_suffix());
     let mut args: Vec<String> = vec![
         "ACL".into(),
         "SETUSER".into(),
@@ -124,14 +124,12 @@ pub async fn least_privilege(test: &str) -> Option<(RedisConnection, String)> {
     Some((conn, prefix))
 }
 
-fn fastrand_suffix() -> String {
-    format!(
-        "{:08x}",
-        std::process::id().wrapping_mul(2_654_435_761)
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-    )
+/// A name no other fixture of this run shares: an ACL user set up twice under one name
+/// would take the first test's key pattern away (`resetkeys`), a NOPERM in that test.
+fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
 }
 
 /// A connection to the shared Sentinel topology's primary, or `None` (skip line
