@@ -1,7 +1,7 @@
 //! The throttle and rate limiter in memory.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,12 +45,17 @@ struct NsState {
     global_queue: BTreeSet<(u64, u64)>,
     /// Tickets woken whose [`op::Wake`] has not taken the wake-up yet.
     woken: HashSet<u64>,
+    /// ticket → (key, lease) of a waiter's grant, for a [`op::Dequeue`] that comes
+    /// after it (the caller went away while the answer was on its way).
+    granted: HashMap<u64, (String, u64)>,
+    /// The same grants in grant order with their end (µs): they end in that order.
+    granted_until: VecDeque<(u64, u64)>,
 }
 
 impl NsState {
-    /// What a sweep visits: leases, keys and waiters.
+    /// What a sweep visits: leases, keys, waiters and grants.
     fn entries(&self) -> usize {
-        self.global.len() + self.keys.len() + self.waiters.len()
+        self.global.len() + self.keys.len() + self.waiters.len() + self.granted.len()
     }
 
     /// Takes `ticket` out of every queue; whether it was queued.
@@ -66,8 +71,20 @@ impl NsState {
         true
     }
 
+    /// Forgets the grants whose caller can no longer come back for them.
+    fn expire_grants(&mut self, now: u64) {
+        while let Some(&(until, ticket)) = self.granted_until.front() {
+            if until > now {
+                break;
+            }
+            self.granted_until.pop_front();
+            self.granted.remove(&ticket);
+        }
+    }
+
     /// Drops the entries of waiters that stopped checking.
     fn expire_waiters(&mut self, now: u64) {
+        self.expire_grants(now);
         let gone: Vec<u64> = self
             .waiters
             .iter()
@@ -210,9 +227,9 @@ impl LocalThrottle {
                 !k.leases.is_empty() || !k.queue.is_empty() || k.keep_until > now
             });
         }
-        state
-            .namespaces
-            .retain(|_, ns| !ns.keys.is_empty() || !ns.global.is_empty() || !ns.waiters.is_empty());
+        state.namespaces.retain(|_, ns| {
+            !ns.keys.is_empty() || !ns.global.is_empty() || !ns.waiters.is_empty() || !ns.granted.is_empty()
+        });
     }
 
     /// The number of keys and rate keys held (for tests of bounded memory).
@@ -370,6 +387,10 @@ impl Run<op::Acquire> for LocalThrottle {
         let mut woke = false;
         if let Some(w) = op.waiter {
             ns.remove_waiter(w.ticket);
+            // Entry TTLs are at most a day (the op's bound): no overflow.
+            let until = now.saturating_add(us(w.entry_ttl));
+            ns.granted.insert(w.ticket, (key.to_owned(), id));
+            ns.granted_until.push_back((until, w.ticket));
             // Room left for the next waiter of the key: it need not wait for a release.
             if room {
                 if let Some((_, next)) = ns.keys.get(key).and_then(|k| k.queue.first()) {
@@ -479,7 +500,15 @@ impl Run<op::Dequeue> for LocalThrottle {
         let Some(ns) = state.namespaces.get_mut(&ns_key) else {
             return Ok(tag(false));
         };
-        let was = ns.remove_waiter(op.ticket);
+        ns.expire_grants(self.now());
+        let mut was = ns.remove_waiter(op.ticket);
+        if let Some((key, lease)) = ns.granted.remove(&op.ticket) {
+            // The waiter went away after its grant: its lease goes back.
+            ns.global.remove(&lease);
+            if let Some(k) = ns.keys.get_mut(&key) {
+                was |= k.leases.remove(&lease).is_some();
+            }
+        }
         let woke = was && ns.wake_heads(&op.key);
         drop(state);
         if woke {

@@ -642,6 +642,11 @@ palisade_cache_core::contract! {
 ///   [`Dequeue`](crate::op::Dequeue) removes the entry and wakes the next.
 ///   [`Wake`](crate::op::Wake) returns `true` at a wake-up pushed for its ticket (one
 ///   pushed before it was called included), `false` after `within`.
+/// - A waiter's entry lives for its [`Waiter::entry_ttl`] from its last call: a waiter
+///   that stopped asking (a crashed process) holds no place after that.
+/// - A [`Dequeue`](crate::op::Dequeue) of a ticket granted a lease within its entry's
+///   life (its caller went away while the answer was on its way) gives that lease back
+///   and returns `true`.
 /// - Every stored item expires (bounded memory).
 pub trait ThrottleBackend: op::Acquire, op::Penalize, op::ClearPenalty, op::Inspect, op::Limit, op::ResetRate, op::Wake, op::Dequeue;
 }

@@ -732,6 +732,26 @@ async fn until_waiting<B: ThrottleBackend>(t: &Throttle<B>, key: &str, n: u32) {
     }
 }
 
+/// Holds the only slot through `held_key`, queues a waiter on `wait_key`, releases,
+/// and checks the waiter was served by that release's wake-up (no re-check); returns
+/// the waiter's permit.
+async fn a_release_on_serves_a_waiter_on<B: ThrottleBackend>(
+    t: &Throttle<B>,
+    p: &Policy,
+    held_key: &str,
+    wait_key: &str,
+) -> crate::Permit {
+    let held = granted(acquire(t, held_key, p).await);
+    let w = spawn_wait(t, wait_key, p, HOUR);
+    until_waiting(t, wait_key, 1).await;
+    held.release().await.unwrap();
+    let permit = granted(joined(w).await);
+    let s = t.stats();
+    assert_eq!(s.rechecks, 0, "served by the wake-up: {s:?}");
+    assert!(s.wakeups >= 1, "{s:?}");
+    permit
+}
+
 /// A waiter in its own task.
 fn spawn_wait<B: ThrottleBackend>(
     t: &Throttle<B>,
@@ -778,14 +798,8 @@ pub async fn acquire_wait_grants_at_once_and_checks_its_wait<F: Fixture<Backend:
 pub async fn a_release_wakes_a_waiter<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
     let t = waiting_throttle(fx);
     let p = policy(5, 1, Duration::ZERO, HOUR);
-    let held = granted(acquire(&t, "k", &p).await);
-    let w = spawn_wait(&t, "k", &p, HOUR);
-    until_waiting(&t, "k", 1).await;
-    held.release().await.unwrap();
-    let permit = granted(joined(w).await);
-    let s = t.stats();
-    assert_eq!((s.waited, s.rechecks), (1, 0), "{s:?}");
-    assert!(s.wakeups >= 1, "{s:?}");
+    let permit = a_release_on_serves_a_waiter_on(&t, &p, "k", "k").await;
+    assert_eq!(t.stats().waited, 1);
     let st = t.inspect("k").await.unwrap().value;
     assert_eq!((st.waiting, st.key_leases), (0, 1), "served, it left the queue");
     permit.release().await.unwrap();
@@ -957,15 +971,98 @@ pub async fn a_waiter_held_back_by_the_global_cap_is_woken_by_another_key<F: Fix
 ) {
     let t = waiting_throttle(fx);
     let p = policy(1, 1, Duration::ZERO, HOUR);
-    let held = granted(acquire(&t, "a", &p).await);
-    let w = spawn_wait(&t, "b", &p, HOUR);
-    until_waiting(&t, "b", 1).await;
-    held.release().await.unwrap();
-    let permit = granted(joined(w).await);
-    let s = t.stats();
-    assert!(s.wakeups >= 1, "{s:?}");
-    assert_eq!(s.rechecks, 0, "{s:?}");
+    let permit = a_release_on_serves_a_waiter_on(&t, &p, "a", "b").await;
     permit.release().await.unwrap();
+}
+
+/// A waiter's acquisition, raw, on `key` with `ticket` and an entry life of `life`.
+fn raw_waiter(
+    t: &Throttle<impl ThrottleBackend>,
+    key: &str,
+    p: &Policy,
+    ticket: u64,
+    life: Duration,
+) -> crate::op::Acquire {
+    let scope = std::sync::Arc::new(t.scope().clone());
+    crate::op::Acquire::new(scope, key.into(), p.effective(), Some(crate::Waiter::new(ticket, life)))
+}
+
+fn raw_denied(raw: &crate::RawDecision, reason: DenyReason) -> bool {
+    matches!(raw, crate::RawDecision::Denied { reason: r, .. } if *r == reason)
+}
+
+/// A grant that leaves room on the key wakes the next waiter: no release is needed.
+pub async fn a_grant_that_leaves_room_wakes_the_next_waiter<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    use crate::op;
+    let t = waiting_throttle(fx);
+    let p = policy(10, 2, Duration::ZERO, HOUR);
+    let b = t.backend();
+    let held = [granted(acquire(&t, "k", &p).await), granted(acquire(&t, "k", &p).await)];
+    for ticket in [41, 42] {
+        let (raw, _) = b.run(&raw_waiter(&t, "k", &p, ticket, HOUR)).await.unwrap().value;
+        assert!(raw_denied(&raw, DenyReason::KeyCap), "{raw:?}");
+    }
+    // Each release wakes the head of the queue, 41; 42 stays asleep.
+    for permit in held {
+        permit.release().await.unwrap();
+    }
+    let (raw, _) = b.run(&raw_waiter(&t, "k", &p, 41, HOUR)).await.unwrap().value;
+    let crate::RawDecision::Acquired(first, ops) = raw else {
+        panic!("41's turn: {raw:?}")
+    };
+    let scope = std::sync::Arc::new(t.scope().clone());
+    let wake = op::Wake::new(scope, "k".into(), 42, Duration::from_secs(10));
+    assert!(b.run(&wake).await.unwrap().value, "41's grant left room and woke 42");
+    let (raw, _) = b.run(&raw_waiter(&t, "k", &p, 42, HOUR)).await.unwrap().value;
+    let crate::RawDecision::Acquired(second, _) = raw else {
+        panic!("42 fits beside 41: {raw:?}")
+    };
+    for lease in [first, second] {
+        ops.release("k", lease.id).await.unwrap();
+    }
+}
+
+/// A dequeue of a ticket granted a lease (its caller went away while the answer was on
+/// its way) gives the lease back.
+pub async fn a_dequeue_after_a_grant_gives_the_lease_back<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    use crate::op;
+    let t = waiting_throttle(fx);
+    let p = policy(10, 1, Duration::ZERO, HOUR);
+    let b = t.backend();
+    let (raw, _) = b.run(&raw_waiter(&t, "k", &p, 41, HOUR)).await.unwrap().value;
+    assert!(matches!(raw, crate::RawDecision::Acquired(..)), "{raw:?}");
+    // The answer is lost: nobody holds the lease.
+    drop(raw);
+    assert_eq!(t.inspect("k").await.unwrap().value.key_leases, 1);
+    let scope = std::sync::Arc::new(t.scope().clone());
+    let dq = op::Dequeue::new(scope, "k".into(), 41);
+    assert!(b.run(&dq).await.unwrap().value, "the lease went back");
+    let st = t.inspect("k").await.unwrap().value;
+    assert_eq!((st.key_leases, st.global_leases), (0, 0));
+    assert!(!b.run(&dq).await.unwrap().value, "once");
+    granted(acquire(&t, "k", &p).await).release().await.unwrap();
+}
+
+/// A waiter that stopped asking (a crashed process) holds its place only for its
+/// entry's life.
+pub async fn a_waiter_that_stopped_asking_holds_no_place_after_its_entry_life<F: Fixture<Backend: ThrottleBackend>>(
+    fx: &F,
+) {
+    let t = waiting_throttle(fx);
+    let p = policy(10, 1, Duration::ZERO, HOUR);
+    let life = fx.short_ttl();
+    let held = granted(acquire(&t, "k", &p).await);
+    let (raw, _) = t.backend().run(&raw_waiter(&t, "k", &p, 41, life)).await.unwrap().value;
+    assert!(raw_denied(&raw, DenyReason::KeyCap), "{raw:?}");
+    held.release().await.unwrap();
+    assert_eq!(
+        denied(acquire(&t, "k", &p).await).0,
+        DenyReason::KeyCap,
+        "within its life the slot is owed to 41"
+    );
+    fx.advance(life + life / 2).await;
+    assert_eq!(t.inspect("k").await.unwrap().value.waiting, 0);
+    granted(acquire(&t, "k", &p).await).release().await.unwrap();
 }
 
 /// Generates one `#[tokio::test]` per case and the model for a fixture constructor.
@@ -1000,7 +1097,10 @@ macro_rules! throttle_suite {
             a_waiter_gives_up_after_max_wait_and_leaves_the_queue,
             a_dropped_waiter_leaves_no_queue_entry_and_takes_no_lease,
             a_waiter_goes_at_the_time_a_refusal_named,
-            a_waiter_held_back_by_the_global_cap_is_woken_by_another_key
+            a_waiter_held_back_by_the_global_cap_is_woken_by_another_key,
+            a_grant_that_leaves_room_wakes_the_next_waiter,
+            a_dequeue_after_a_grant_gives_the_lease_back,
+            a_waiter_that_stopped_asking_holds_no_place_after_its_entry_life
         );
 
         #[test]
