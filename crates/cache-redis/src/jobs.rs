@@ -133,8 +133,10 @@ return {now, redis.call('HGETALL', KEYS[1]), redis.call('PTTL', KEYS[1])}
 "#
 );
 
+// A key of another type is not a record: refused, like every other job script.
 const DELETE: &str = script!(
     r#"
+if not record_type(KEYS[1]) then return WRONGTYPE end
 local n = redis.call('DEL', KEYS[1])
 if n > 0 then changed(KEYS[1], '0') end
 return n
