@@ -21,6 +21,13 @@
 //! - The user information ends at the **last** `@`: a password may hold any printable
 //!   character (`/ # ? , ; @` included) unencoded. `%XX` escapes in the user and the
 //!   password are decoded (write `%25` for a literal `%` followed by two hex digits).
+//! - Without one of the six schemes, text with an `@` is the schemeless form
+//!   `user:password@host…`, even when the password starts with `//` (`alice://x@h` is
+//!   user `alice`, password `//x`): how a URL is read never depends on its password. An
+//!   unknown scheme is refused only without credentials (`http://h`); `http://u:p@h`
+//!   is user `http` and the server refuses it. One exception, since the text is the
+//!   same: a schemeless user named like a scheme (`redis:` + password `//x`) reads as
+//!   that scheme; give such a user with its scheme (`redis://redis:%2F%2Fx@h`).
 //! - Credentials are given once, in the first URL of a list; `redis://:pw@host` is a
 //!   password without a user (the `default` user), `redis://user:pw@host` an ACL user,
 //!   and `redis://user@host` a user whose password comes from elsewhere (a password
@@ -287,10 +294,13 @@ impl RedisUrl {
             return Err(bad("it is empty"));
         }
         let (kind, tls, rest) = match split_scheme(text) {
-            Some((scheme, rest)) => {
-                let (kind, tls) = scheme_kind(scheme)?;
-                (kind, tls, rest)
-            }
+            Some((scheme, rest)) => match scheme_kind(scheme) {
+                Ok((kind, tls)) => (kind, tls, rest),
+                // `alice://x@host` is the schemeless `alice:` + password `//x`: with an
+                // `@`, the text before it is credentials, whatever they look like.
+                Err(_) if text.contains('@') => (Kind::Plain, false, text),
+                Err(e) => return Err(e),
+            },
             None => (Kind::Plain, false, text),
         };
         // The user information ends at the last `@`: nothing after it (hosts, path,
@@ -496,6 +506,81 @@ mod tests {
         assert_eq!(p("redis://u:p%40ss@h").password.unwrap().expose(), "p@ss");
     }
 
+    /// Every URL form with the password `pw` (as `palisade/tests/secrets.rs` prints
+    /// them end to end).
+    fn forms(pw: &str) -> Vec<String> {
+        vec![
+            format!("redis://alice:{pw}@127.0.0.1:1"),
+            format!("redis://:{pw}@127.0.0.1:1/2"),
+            format!(":{pw}@127.0.0.1:1"),
+            format!("alice:{pw}@127.0.0.1:1"),
+            format!("rediss://alice:{pw}@127.0.0.1:1"),
+            format!("redis://:{pw}@127.0.0.1:1,redis://127.0.0.1:2"),
+            format!("alice:{pw}@127.0.0.1:1,127.0.0.1:2"),
+            format!("redis-cluster://alice:{pw}@127.0.0.1:1?node=127.0.0.1:2"),
+            format!("redis-sentinel://alice:{pw}@127.0.0.1:1,127.0.0.1:2/palisade"),
+            format!("rediss-sentinel://:{pw}@127.0.0.1:1/palisade/3"),
+        ]
+    }
+
+    /// Everything a parse says except the password itself.
+    fn reading(url: &str) -> String {
+        match RedisUrl::parse(url) {
+            Ok(u) => format!(
+                "{:?} {} {:?} {:?} {:?} {:?} {}",
+                u.topology,
+                u.tls,
+                u.hosts,
+                u.username,
+                u.db,
+                u.password.is_some(),
+                u.endpoint()
+            ),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// Exhaustive over every password of up to four characters drawn from the URL
+    /// separators (and a letter): the random passwords of `secrets.rs` once hit `//`,
+    /// which made `alice://@h` read as an unknown scheme. No password changes how the
+    /// rest of a URL is read, and the password the client gets is the one written.
+    #[test]
+    fn no_password_changes_how_a_url_reads() {
+        let alphabet: Vec<char> = "/#?,;@: %a&=[]".chars().collect();
+        let reference: Vec<String> = forms("Zq9ReferencePw").iter().map(|u| reading(u)).collect();
+        assert!(reference.iter().all(|r| !r.starts_with("error")), "{reference:?}");
+        let mut pw = Vec::new();
+        let mut checked = 0;
+        for len in 1..=4u32 {
+            for n in 0..alphabet.len().pow(len) {
+                pw.clear();
+                let mut rest = n;
+                for _ in 0..len {
+                    pw.push(alphabet[rest % alphabet.len()]);
+                    rest /= alphabet.len();
+                }
+                let pw: String = pw.iter().collect();
+                for (url, expected) in forms(&pw).iter().zip(&reference) {
+                    assert_eq!(&reading(url), expected, "password {pw:?} in {url:?}");
+                    let got = RedisUrl::parse(url).ok().and_then(|u| u.password);
+                    assert_eq!(got.as_ref().map(Secret::expose), Some(percent_decode(&pw).as_str()));
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 400_000, "{checked}");
+    }
+
+    #[test]
+    fn a_scheme_named_user_is_the_one_exception() {
+        // Documented: the text is the same as a URL with that scheme.
+        assert_eq!(p("redis:////x@h").username.as_deref(), Some("//x"));
+        assert_eq!(p("redis://redis:%2F%2Fx@h").password.unwrap().expose(), "//x");
+        // Without credentials an unknown scheme is still refused.
+        assert!(RedisUrl::parse("http://h").is_err());
+        assert_eq!(p("http://u:p@h").username.as_deref(), Some("http"));
+    }
+
     #[test]
     fn cluster_and_sentinel_forms() {
         let c = p("redis://:pw@a:1,redis://b:2,c:3");
@@ -525,6 +610,7 @@ mod tests {
         for bad in [
             "",
             "ftp://h",
+            "ftp://h/x",
             "redis://h:99999",
             "redis://h:0",
             "redis://h/300",
