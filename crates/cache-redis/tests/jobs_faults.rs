@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{DEADLINE, RECOVERY, SLACK, fault_config, fault_ctx, fault_ns};
+use common::{DEADLINE, Fault, RECOVERY, SLACK, all_fail_within, fault_config, fault_ctx, fault_ns};
 
 use std::time::{Duration, Instant};
 
@@ -412,7 +412,7 @@ async fn strict_fifty_watchers_fail_within_their_deadline_when_redis_is_killed_o
     let Some(mut server) = env::private_server("strict_job_watchers") else {
         return;
     };
-    for fault in ["kill", "pause"] {
+    for fault in Fault::BOTH {
         let events = Events::new(16);
         let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
         let strict = palisade_cache_core::Strict::new(
@@ -422,40 +422,16 @@ async fn strict_fifty_watchers_fail_within_their_deadline_when_redis_is_killed_o
         .unwrap();
         // Only wake-ups and outages end these waits (no re-check within the test).
         let config = palisade_job_store::JobStoreConfig::default().with_watch_recheck(Duration::from_secs(3600));
-        let s = JobStore::new(strict, fault_ns(&format!("strict-watch-{fault}"), "jobs")).with_config(config);
+        let s = JobStore::new(strict, fault_ns(&format!("strict-watch-{fault:?}"), "jobs")).with_config(config);
         s.create("j", &JobRecord::queued(), TTL).await.unwrap();
         let waiters = spawn_waiters(&s, "j");
         until_subscribed(&server, &s.key("j").unwrap(), WATCHERS).await;
         let at = Instant::now();
-        // A killed server closes every subscribed connection at once; a paused one is
-        // noticed when each wait ends (at most MAX_BLOCK) and its look times out.
-        let bound = match fault {
-            "kill" => {
-                server.kill();
-                DEADLINE + SLACK * 3
-            }
-            _ => {
-                server.pause().unwrap();
-                palisade_cache_redis::MAX_BLOCK + DEADLINE + SLACK * 3
-            }
-        };
-        let mut slowest = Duration::ZERO;
-        for w in waiters {
-            let (r, done) = tokio::time::timeout(bound + RECOVERY, w)
-                .await
-                .expect("a watcher hung")
-                .unwrap();
-            let e = r.expect_err("no watcher is answered while Redis is gone");
-            assert!(e.is_unavailable(), "{fault}: {e:?}");
-            let took = done.duration_since(at);
-            assert!(took <= bound, "{fault}: failed after {took:?} (bound {bound:?})");
-            slowest = slowest.max(took);
-        }
-        eprintln!("{fault}: all {WATCHERS} watchers failed within {slowest:?} (bound {bound:?})");
-        match fault {
-            "kill" => server.start_again().unwrap(),
-            _ => server.resume().unwrap(),
-        }
+        // A killed server closes every subscribed connection at once (its error ends
+        // the wait); a paused one is noticed when each wait ends and its look times out.
+        let bound = fault.apply(&mut server);
+        all_fail_within(waiters, fault, at, bound).await;
+        fault.undo(&mut server);
     }
 }
 

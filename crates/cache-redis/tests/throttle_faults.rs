@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{DEADLINE, RECOVERY, SLACK, fault_config, fault_ctx, fault_ns};
+use common::{DEADLINE, Fault, RECOVERY, SLACK, all_fail_within, fault_config, fault_ctx, fault_ns};
 
 use std::time::{Duration, Instant};
 
@@ -365,7 +365,7 @@ async fn strict_a_hundred_waiters_fail_within_their_deadline_when_redis_is_kille
         return;
     };
     let p = one_slot();
-    for fault in ["kill", "pause"] {
+    for fault in Fault::BOTH {
         let events = Events::new(16);
         let conn = RedisConnection::connect(&waiting_config(&server)).await.unwrap();
         let backend = palisade_cache_core::Strict::new(
@@ -373,7 +373,7 @@ async fn strict_a_hundred_waiters_fail_within_their_deadline_when_redis_is_kille
             fault_ctx(Component::Throttle, Mode::StrictDistributed, &events),
         )
         .unwrap();
-        let ns = fault_ns(&format!("strict-waiters-{fault}"), "mx");
+        let ns = fault_ns(&format!("strict-waiters-{fault:?}"), "mx");
         // Only wake-ups and outages move these waiters (no re-check within the test).
         let t = Throttle::new(backend, ns.clone()).with_recheck(Duration::from_secs(3600));
         let direct = Throttle::new(
@@ -391,37 +391,11 @@ async fn strict_a_hundred_waiters_fail_within_their_deadline_when_redis_is_kille
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let at = Instant::now();
-        // A killed server drops every blocked connection at once; a paused one is
-        // noticed when each block ends (at most MAX_BLOCK) plus the command deadline.
-        let bound = match fault {
-            "kill" => {
-                server.kill();
-                DEADLINE + SLACK * 3
-            }
-            _ => {
-                server.pause().unwrap();
-                palisade_cache_redis::MAX_BLOCK + DEADLINE + SLACK * 3
-            }
-        };
-        let mut slowest = Duration::ZERO;
-        for w in waiters {
-            let (r, done) = tokio::time::timeout(bound + RECOVERY, w)
-                .await
-                .expect("a waiter hung")
-                .unwrap();
-            let e = r.expect_err("no waiter is served while Redis is gone");
-            assert!(e.is_unavailable(), "{fault}: {e:?}");
-            let took = done.duration_since(at);
-            assert!(took <= bound, "{fault}: failed after {took:?} (bound {bound:?})");
-            slowest = slowest.max(took);
-        }
-        eprintln!("{fault}: all {WAITERS} waiters failed within {slowest:?} (bound {bound:?})");
+        let bound = fault.apply(&mut server);
+        all_fail_within(waiters, fault, at, bound).await;
         let s = t.stats();
         assert_eq!((s.acquired, s.denied, s.waited), (1, 0, u64::from(WAITERS)), "{s:?}");
-        match fault {
-            "kill" => server.start_again().unwrap(),
-            _ => server.resume().unwrap(),
-        }
+        fault.undo(&mut server);
     }
 }
 

@@ -381,3 +381,66 @@ pub fn fault_ctx(
 pub fn fault_ns(test: &str, namespace: &str) -> palisade_cache_core::Namespace {
     palisade_cache_core::Namespace::new(&env::unique_prefix(test), "tenant-a", namespace).expect("namespace")
 }
+
+/// What the waiting fault tests do to the server while callers are blocked.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// `SIGKILL`, then a restart.
+    Kill,
+    /// `SIGSTOP`, then `SIGCONT`.
+    Pause,
+}
+
+impl Fault {
+    /// Both faults, in the order the tests apply them.
+    pub const BOTH: [Fault; 2] = [Fault::Kill, Fault::Pause];
+
+    /// Applies the fault; returns the bound within which every blocked caller must
+    /// have failed: a killed server drops every blocked connection at once; a paused
+    /// one is noticed when each block ends (at most `MAX_BLOCK`) plus the deadline.
+    pub fn apply(self, server: &mut palisade_redis_server::server::RedisServer) -> Duration {
+        match self {
+            Fault::Kill => {
+                server.kill();
+                DEADLINE + SLACK * 3
+            }
+            Fault::Pause => {
+                server.pause().unwrap();
+                palisade_cache_redis::MAX_BLOCK + DEADLINE + SLACK * 3
+            }
+        }
+    }
+
+    /// Brings the server back.
+    pub fn undo(self, server: &mut palisade_redis_server::server::RedisServer) {
+        match self {
+            Fault::Kill => server.start_again().unwrap(),
+            Fault::Pause => server.resume().unwrap(),
+        }
+    }
+}
+
+/// Awaits callers blocked when a fault struck at `at`: each must fail as
+/// `Unavailable` within `bound`. Prints and returns the slowest.
+pub async fn all_fail_within<T: std::fmt::Debug>(
+    callers: Vec<tokio::task::JoinHandle<(Result<T, palisade_cache_core::Error>, std::time::Instant)>>,
+    fault: Fault,
+    at: std::time::Instant,
+    bound: Duration,
+) -> Duration {
+    let n = callers.len();
+    let mut slowest = Duration::ZERO;
+    for c in callers {
+        let (r, done) = tokio::time::timeout(bound + RECOVERY, c)
+            .await
+            .expect("a caller hung")
+            .unwrap();
+        let e = r.expect_err("no caller is served while Redis is gone");
+        assert!(e.is_unavailable(), "{fault:?}: {e:?}");
+        let took = done.duration_since(at);
+        assert!(took <= bound, "{fault:?}: failed after {took:?} (bound {bound:?})");
+        slowest = slowest.max(took);
+    }
+    eprintln!("{fault:?}: all {n} blocked callers failed within {slowest:?} (bound {bound:?})");
+    slowest
+}
