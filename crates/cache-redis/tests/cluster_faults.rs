@@ -267,8 +267,11 @@ async fn one_run(
     let cache = strict_cache(&c).await;
     let load = Load::start(cache, &keys);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let at = Instant::now();
     fault(&mut c);
+    // The fault has happened once `fault` returns (a kill has reaped the process): a
+    // call that starts after this instant meets it. Taken before, calls that started
+    // while the kill was still under way counted as "after the fault" and succeeded.
+    let at = Instant::now();
     let promotion = if replicas > 0 {
         Some(promoted(&c, 3, Duration::from_secs(15)).await)
     } else {
