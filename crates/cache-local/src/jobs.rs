@@ -162,17 +162,27 @@ impl LocalJobStore {
 }
 
 impl Rec {
-    /// One more write: the version moves on.
-    fn bump(&mut self) {
-        let next = stored_version(&self.fields).saturating_add(1);
-        self.fields
-            .insert(field::VERSION.to_owned(), bytes_of(next.to_string()));
+    /// The version after `before`: every write that takes effect moves it on.
+    fn version_after(&mut self, before: u64) {
+        self.fields.insert(
+            field::VERSION.to_owned(),
+            bytes_of(before.saturating_add(1).to_string()),
+        );
+    }
+
+    /// Ends a write at `now`: the next version and a fresh expiry (a record's TTL
+    /// runs from its last write).
+    fn written(&mut self, now: Instant) {
+        self.version_after(stored_version(&self.fields));
+        // `self.ttl` passed `check_ttl` at create (≤ 10 years): this cannot overflow.
+        self.expires_at = now + self.ttl;
     }
 }
 
 impl LocalJobStore {
-    /// Wakes every waiting [`op::Changed`] (after the map's lock is released).
-    fn changed(&self) {
+    /// Releases the map's lock, then wakes every waiting [`op::Changed`].
+    fn publish(&self, map: MutexGuard<'_, Swept<HashMap<String, Rec>>>) {
+        drop(map);
         self.inner.changes.notify_waiters();
     }
 }
@@ -204,10 +214,6 @@ impl Run<op::Create> for LocalJobStore {
         let now = self.now_text();
         let before = self.live(&mut map, key).map_or(0, |r| stored_version(&r.fields));
         let mut stored = FieldMap::new();
-        stored.insert(
-            field::VERSION.to_owned(),
-            bytes_of(before.saturating_add(1).to_string()),
-        );
         stored.insert(field::CREATED_AT.to_owned(), now.clone());
         stored.insert(field::UPDATED_AT.to_owned(), now);
         stored.insert(
@@ -216,16 +222,14 @@ impl Run<op::Create> for LocalJobStore {
         );
         // Given fields win over the defaults (a replay keeps its timestamps).
         stored.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-        map.insert(
-            key.to_owned(),
-            Rec {
-                fields: stored,
-                expires_at,
-                ttl,
-            },
-        );
-        drop(map);
-        self.changed();
+        let mut rec = Rec {
+            fields: stored,
+            expires_at,
+            ttl,
+        };
+        rec.version_after(before);
+        map.insert(key.to_owned(), rec);
+        self.publish(map);
         Ok(self.tag(true))
     }
 }
@@ -241,11 +245,8 @@ impl Run<op::Update> for LocalJobStore {
         };
         rec.fields.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
         rec.fields.insert(field::UPDATED_AT.to_owned(), now_text);
-        rec.bump();
-        // `rec.ttl` passed `check_ttl` at create (≤ 10 years): this cannot overflow.
-        rec.expires_at = now + rec.ttl;
-        drop(map);
-        self.changed();
+        rec.written(now);
+        self.publish(map);
         Ok(self.tag(true))
     }
 }
@@ -287,11 +288,8 @@ impl Run<op::Transition> for LocalJobStore {
             rec.fields.insert(field::FINISHED_AT.to_owned(), now_text.clone());
         }
         rec.fields.insert(field::UPDATED_AT.to_owned(), now_text);
-        rec.bump();
-        // `rec.ttl` passed `check_ttl` at create (≤ 10 years): this cannot overflow.
-        rec.expires_at = now + rec.ttl;
-        drop(map);
-        self.changed();
+        rec.written(now);
+        self.publish(map);
         Ok(self.tag(RawOutcome::Applied))
     }
 }
@@ -307,11 +305,8 @@ impl Run<op::Heartbeat> for LocalJobStore {
             Err(outcome) => return Ok(self.tag(outcome)),
         };
         rec.fields.insert(field::HEARTBEAT_AT.to_owned(), now_text);
-        rec.bump();
-        // `rec.ttl` passed `check_ttl` at create (≤ 10 years): this cannot overflow.
-        rec.expires_at = now + rec.ttl;
-        drop(map);
-        self.changed();
+        rec.written(now);
+        self.publish(map);
         Ok(self.tag(RawOutcome::Applied))
     }
 }
@@ -322,9 +317,8 @@ impl Run<op::Delete> for LocalJobStore {
         let mut map = self.map();
         let was = self.live(&mut map, key).is_some();
         map.remove(key);
-        drop(map);
         if was {
-            self.changed();
+            self.publish(map);
         }
         Ok(self.tag(was))
     }
