@@ -127,6 +127,9 @@ mod tests {
             Endpoint::url(":pw@127.0.0.1:6379").as_str(),
             "redis://:***@127.0.0.1:6379"
         );
-        assert_eq!(Endpoint::url("ftp://u:pw@h").as_str(), UNPARSEABLE);
+        assert_eq!(Endpoint::url("ftp://h").as_str(), UNPARSEABLE);
+        // With credentials, no known scheme is the schemeless form (see `url`): user
+        // `ftp`, password `//u:pw` — printed without it.
+        assert_eq!(Endpoint::url("ftp://u:pw@h").as_str(), "redis://ftp:***@h:6379");
     }
 }
