@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS
-//! OP: gcra | throttle | throttle_wait | cache_get | cache_set | fred_get | fred_set | fred_evalsha_trivial |
+//! OP: gcra | gcra_unbatched (natural batching off) | throttle | throttle_wait | cache_get | cache_set | fred_get | fred_set | fred_evalsha_trivial |
 //! job_update | fred_hset_pexpire, and
 //! the layers of a cache get: backend_get | conn_command_get | conn_client_custom_get |
 //! conn_client_get_timeout | conn_client_get
@@ -169,8 +169,12 @@ async fn make(url: &str, op: &str, keys: &[String]) -> Op {
         f
     };
     match op {
-        "gcra" => {
-            let t = RedisThrottle::new(conn().await).await.unwrap().with_restart_hold(false);
+        "gcra" | "gcra_unbatched" => {
+            let t = RedisThrottle::new(conn().await)
+                .await
+                .unwrap()
+                .with_restart_hold(false)
+                .with_batching(op == "gcra");
             // Never limits: the cost of a decision, not of a denial.
             let rate = Rate::per_second(1_000_000).burst(1_000_000).build().unwrap();
             Op::Gcra(RateLimiter::new(t, ns("rl")), rate)
@@ -306,6 +310,10 @@ fn main() {
             let (l, n) = t.await.unwrap();
             all.extend(l);
             total_ops += n;
+        }
+        if let Op::Gcra(r, _) = &op {
+            // How much batching there was: calls per batch, on stderr.
+            eprintln!("{:?}", r.backend().batch_stats());
         }
         all.sort_unstable();
         let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(0, |d| d.as_micros());

@@ -492,6 +492,19 @@ impl RedisConnection {
         map_error(&self.inner.endpoint, op, self.inner.command_timeout, e)
     }
 
+    /// The error a server's error reply `msg` to `op` is, as if the reply had come
+    /// alone (a call of a batch answers its error in band; see `batch`).
+    pub(crate) fn reply_error(&self, op: &'static str, msg: &str) -> Error {
+        // As fred reads an error reply (`protocol::utils::pretty_error`, not public).
+        let kind = match msg.split_whitespace().next().unwrap_or("") {
+            "WRONGTYPE" => FredKind::InvalidArgument,
+            "NOAUTH" | "WRONGPASS" => FredKind::Auth,
+            "MOVED" | "ASK" | "CLUSTERDOWN" => FredKind::Cluster,
+            _ => FredKind::Unknown,
+        };
+        self.fred_error(op, FredError::new(kind, msg.to_owned()))
+    }
+
     /// Runs `name args…` on the node that serves `key` (its hash slot on a cluster,
     /// following one `MOVED` or `ASK`), under the command deadline. `args` is the whole
     /// argument list, the key included.

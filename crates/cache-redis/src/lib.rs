@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod acl;
+pub mod batch;
 mod cache;
 mod cluster;
 mod config;
@@ -14,6 +15,7 @@ mod throttle;
 mod tls;
 
 pub use acl::{ACL_COMMANDS, acl_rule};
+pub use batch::{BatchStats, Batched, IN_FLIGHT, MAX_BATCH};
 pub use cache::RedisCache;
 pub use cluster::{CLUSTER_REFRESH, CLUSTER_REFRESH_URGENT, SLOTS, slot_of};
 pub use config::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SENTINEL_POLL, RedisConfig, TlsOptions};
@@ -31,6 +33,13 @@ pub fn all_scripts() -> Vec<(&'static LuaScript, usize)> {
     let mut all = jobs::scripts();
     all.extend(throttle::scripts());
     all
+}
+
+/// Every script that batches ([`Batched`]: alone and batched) and the number of keys
+/// one call takes: for the same tests. Not API-stable.
+#[doc(hidden)]
+pub fn batched_scripts() -> Vec<(&'static Batched, usize)> {
+    throttle::batched_scripts()
 }
 
 /// What every Redis backend is: its probe is a `PING` through its connection (on a

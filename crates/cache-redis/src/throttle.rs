@@ -10,6 +10,7 @@ use palisade_throttle::{
     DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, RateDecision, RawDecision, Scope,
 };
 
+use crate::batch::{BatchStats, Batched, Batcher};
 use crate::{LuaScript, RedisConnection};
 
 /// How long a key's state outlives its last relevance, in µs (as in the local backend).
@@ -26,6 +27,27 @@ const WAKE_MS: i64 = 60_000;
 /// write**, because Redis does not roll a script back.
 macro_rules! script {
     ($($body:expr),+) => {
+        concat!(prelude!(), $($body),+)
+    };
+}
+
+/// The batched form of a script body (see [`crate::batch`]): the prelude once (one
+/// `TIME` for the batch), the body as `one(KEYS, ARGV)`, run per call by the envelope.
+macro_rules! batched {
+    ($($body:expr),+) => {
+        concat!(
+            prelude!(),
+            "local function one(KEYS, ARGV)\n",
+            $($body,)+
+            "\nend\n",
+            crate::batch::batch_envelope!()
+        )
+    };
+}
+
+/// What every script starts with: the server's time in µs and the checking helpers.
+macro_rules! prelude {
+    () => {
         concat!(
             "local t = redis.call('TIME')\n",
             "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n",
@@ -35,8 +57,10 @@ macro_rules! script {
             "  if need < 1 then need = 1 end\n",
             "  if redis.call('PTTL', key) < need then redis.call('PEXPIRE', key, need) end\n",
             "end\n",
+            // `ARGS`, not `ARGV`: a batched form points it at each call's arguments.
+            "local ARGS = ARGV\n",
             "local function arg(i, lo, hi)\n",
-            "  local n = tonumber(ARGV[i])\n",
+            "  local n = tonumber(ARGS[i])\n",
             "  if n == nil or n ~= math.floor(n) or n < lo or n > hi then return nil end\n",
             "  return n\n",
             "end\n",
@@ -47,7 +71,6 @@ macro_rules! script {
             "end\n",
             "local GARBAGE = 'the stored throttle state is not what palisade writes'\n",
             "local DAY, YEAR, CAP = 86400000000, 31536000000000, 4294967295\n",
-            $($body),+
         )
     };
 }
@@ -327,8 +350,9 @@ return {now, redis.call('ZCOUNT', KEYS[2], above, '+inf'), redis.call('ZCOUNT', 
 
 // KEYS: rate key. ARGV: emission interval (µs), burst. emission × burst is at most
 // 200 years (checked here too): every time below stays exact in a double.
-const LIMIT: &str = script!(
-    r#"
+macro_rules! limit {
+    () => {
+        r#"
 local emission, burst, cost, consume = arg(1, 1, DAY), arg(2, 1, CAP), arg(3, 1, CAP), arg(4, 0, 1)
 if not (emission and burst and cost and consume) or emission * burst > 200 * YEAR
     or emission * cost > 200 * YEAR then
@@ -343,7 +367,10 @@ if consume == 1 then
 end
 return {1, math.floor((now - allow_at) / emission), new_tat - now}
 "#
-);
+    };
+}
+const LIMIT: &str = script!(limit!());
+const LIMIT_MANY: &str = batched!(limit!());
 
 const RESET_RATE: &str = script!(
     r#"
@@ -361,7 +388,7 @@ struct Scripts {
     penalize: LuaScript,
     clear_penalty: LuaScript,
     inspect: LuaScript,
-    limit: LuaScript,
+    limit: Batched,
     reset_rate: LuaScript,
 }
 
@@ -373,7 +400,10 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     penalize: LuaScript::new("throttle.penalize", PENALIZE),
     clear_penalty: LuaScript::new("throttle.clear_penalty", CLEAR_PENALTY),
     inspect: LuaScript::new("throttle.inspect", INSPECT),
-    limit: LuaScript::new("throttle.limit", LIMIT),
+    limit: Batched {
+        one: LuaScript::new("throttle.limit", LIMIT),
+        many: LuaScript::new("throttle.limit.batch", LIMIT_MANY),
+    },
     reset_rate: LuaScript::new("throttle.reset_rate", RESET_RATE),
 });
 
@@ -388,9 +418,14 @@ pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
         (&s.penalize, 1),
         (&s.clear_penalty, 1),
         (&s.inspect, 5),
-        (&s.limit, 1),
+        (&s.limit.one, 1),
         (&s.reset_rate, 1),
     ]
+}
+
+/// Every throttle script that batches: alone and batched.
+pub(crate) fn batched_scripts() -> Vec<(&'static Batched, usize)> {
+    vec![(&SCRIPTS.limit, 1)]
 }
 
 /// The throttle and GCRA rate limiter on Redis (standalone or Cluster).
@@ -401,6 +436,11 @@ pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
 /// - one Lua script per decision (acquire, release, extend, penalize, clear, inspect,
 ///   limit), loaded by [`RedisThrottle::new`], run with `EVALSHA`, reloaded on
 ///   `NOSCRIPT`: one round trip each, under the command deadline;
+/// - rate decisions are **naturally batched**: while one is in flight on a slot, the
+///   ones that arrive for keys of that slot queue and then go as one script call that
+///   decides each in arrival order, each as it would alone (see
+///   [`batch`](crate::batch) and [`RedisThrottle::batch_stats`]); nothing waits when
+///   none is in flight;
 /// - time from `TIME` inside the script, in microseconds — never a client clock;
 /// - expired leases are reclaimed inside the acquire script before the gates are
 ///   checked;
@@ -426,6 +466,8 @@ pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
 pub struct RedisThrottle {
     conn: RedisConnection,
     restart_hold: bool,
+    /// Rate decisions, naturally batched per slot (see [`crate::batch`]).
+    limits: Arc<Batcher>,
 }
 
 impl std::fmt::Debug for RedisThrottle {
@@ -480,7 +522,8 @@ impl RedisThrottle {
             &s.penalize,
             &s.clear_penalty,
             &s.inspect,
-            &s.limit,
+            &s.limit.one,
+            &s.limit.many,
             &s.reset_rate,
         ] {
             script.load(&conn).await?;
@@ -493,6 +536,7 @@ impl RedisThrottle {
         RedisThrottle {
             conn,
             restart_hold: true,
+            limits: Batcher::new(&SCRIPTS.limit, true),
         }
     }
 
@@ -505,6 +549,19 @@ impl RedisThrottle {
     /// The connection.
     pub fn connection(&self) -> &RedisConnection {
         &self.conn
+    }
+
+    /// Turns the natural batching of rate decisions on (the default) or off (every
+    /// decision its own script call, sent at once).
+    pub fn with_batching(mut self, on: bool) -> Self {
+        self.limits = Batcher::new(&SCRIPTS.limit, on);
+        self
+    }
+
+    /// How much natural batching the rate decisions of this throttle (and its clones)
+    /// have had (see the crate's "Natural batching").
+    pub fn batch_stats(&self) -> BatchStats {
+        self.limits.stats()
     }
 
     /// The slot every key of a throttle namespace lives on (its hash tag's), on a
@@ -754,10 +811,13 @@ impl Run<op::Limit> for RedisThrottle {
             i64::from(op.cost).into(),
             i64::from(op.consume).into(),
         ];
-        let v = SCRIPTS
-            .limit
-            .run_keys(&self.conn, "throttle.limit", vec![scope.rate_key(key)?], args)
-            .await?;
+        // Boxed: the batcher's future (queueing, a lone call) would otherwise nest into
+        // every caller's future type, past the compiler's layout depth in the umbrella.
+        let v = Box::pin(
+            self.limits
+                .run(&self.conn, "throttle.limit", vec![scope.rate_key(key)?], args),
+        )
+        .await?;
         let r = ints(&self.conn, "throttle.limit", v, 3)?;
         let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
         let (limit, reset_after) = (rate.burst, micros(r[2]));

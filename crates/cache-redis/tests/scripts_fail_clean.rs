@@ -4,13 +4,15 @@
 //! for byte what it was before (`DUMP`) and expires when it did (`PEXPIRETIME`).
 //! Redis does not roll a script back; this is the test that the checks come first.
 //! On a standalone server and on a cluster (the keys of one case share a hash tag).
+//! The batched forms (see `batch.rs`) the same way, per call: a call of a batch that
+//! answers an error has left its own keys as they were.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use fred::prelude::*;
 use palisade_cache_redis::fred;
-use palisade_cache_redis::{LuaScript, RedisConnection};
+use palisade_cache_redis::{Batched, LuaScript, RedisConnection};
 use palisade_redis_server::env;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -158,6 +160,110 @@ fn run(conn: RedisConnection, test: &str) {
     }
 }
 
+/// One batch of `calls` (each: the states of its keys, its arguments) through the
+/// batched form of `script`, every call on keys of its own: each call that answers an
+/// error has left its keys as they were; if the whole batch is refused, every key is.
+/// Returns how many calls failed (all of them when the batch was refused).
+async fn check_batch(
+    conn: &RedisConnection,
+    tag: &str,
+    script: &Batched,
+    calls: &[(Vec<State>, Vec<String>)],
+    skew: i64,
+) -> u32 {
+    let keys: Vec<Vec<String>> = calls
+        .iter()
+        .enumerate()
+        .map(|(c, (states, _))| (0..states.len()).map(|i| format!("{{{tag}}}:b{c}k{i}")).collect())
+        .collect();
+    let mut before = Vec::new();
+    for (ks, (states, _)) in keys.iter().zip(calls) {
+        let mut snaps = Vec::new();
+        for (k, st) in ks.iter().zip(states) {
+            set_up(conn, k, st).await;
+            snaps.push(snapshot(conn, k).await);
+        }
+        before.push(snaps);
+    }
+    // The envelope's layout; `skew` corrupts one count so that the envelope itself
+    // must refuse the batch before any call runs.
+    let mut args: Vec<Value> = vec![Value::from(calls.len() as i64)];
+    for (i, (states, argv)) in calls.iter().enumerate() {
+        let extra = if i == 0 { skew } else { 0 };
+        args.push(Value::from(states.len() as i64 + extra));
+        args.push(Value::from(argv.len() as i64));
+    }
+    args.extend(
+        calls
+            .iter()
+            .flat_map(|(_, argv)| argv.iter().map(|a| Value::from(a.as_str()))),
+    );
+    let all_keys: Vec<String> = keys.iter().flatten().cloned().collect();
+    let r = script.many.run_keys(conn, "test", all_keys, args).await;
+    let failed: Vec<bool> = match &r {
+        Ok(Value::Array(items)) => {
+            assert_eq!(skew, 0, "{}: a corrupt batch was run: {r:?}", script.many.name());
+            assert_eq!(items.len(), 2 * calls.len(), "{}: {r:?}", script.many.name());
+            items.chunks(2).map(|pair| pair[0].as_i64() == Some(0)).collect()
+        }
+        Ok(other) => panic!("{}: unexpected reply {other:?}", script.many.name()),
+        Err(_) => vec![true; calls.len()],
+    };
+    for ((ks, snaps), failed) in keys.iter().zip(&before).zip(&failed) {
+        if !failed {
+            continue;
+        }
+        for (k, b) in ks.iter().zip(snaps) {
+            assert_eq!(
+                &snapshot(conn, k).await,
+                b,
+                "{}: a call of the batch failed ({r:?}) but changed {k}: {calls:?}",
+                script.many.name()
+            );
+        }
+    }
+    failed.iter().filter(|f| **f).count() as u32
+}
+
+/// Every batched script: batches of one to four calls over random state and
+/// arguments, one batch in eight with a corrupt envelope.
+fn run_batched(conn: &RedisConnection, test: &str) {
+    let rt = tokio::runtime::Handle::current();
+    let tag = env::unique_prefix(&format!("{test}-batch"));
+    for (script, n_keys) in palisade_cache_redis::batched_scripts() {
+        rt.block_on(script.many.load(conn)).unwrap();
+        let mut runner = TestRunner::new(Config {
+            cases: 128,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        // Small integers, so that many calls pass their checks and run beside the
+        // ones that fail.
+        let small = prop::sample::select(vec!["0", "1", "2", "5", "100", "1000000"]).prop_map(str::to_owned);
+        let argv = prop_oneof![args(), prop::collection::vec(small, 4..7)];
+        let call = (prop::collection::vec(state(), n_keys), argv);
+        let batch = (
+            prop::collection::vec(call, 1..5),
+            prop_oneof![7 => Just(0i64), 1 => Just(1i64)],
+        );
+        let (errors, ran) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+        runner
+            .run(&batch, |(calls, skew)| {
+                let failed = rt.block_on(check_batch(conn, &tag, script, &calls, skew));
+                errors.set(errors.get() + failed);
+                ran.set(ran.get() + calls.len() as u32 - failed);
+                Ok(())
+            })
+            .unwrap();
+        // Calls must both fail and run, or nothing was proven.
+        assert!(
+            errors.get() > 0 && ran.get() > 0,
+            "{}: {errors:?} failed, {ran:?} ran",
+            script.many.name()
+        );
+    }
+}
+
 #[test]
 fn failed_scripts_change_nothing_on_a_server() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -165,6 +271,7 @@ fn failed_scripts_change_nothing_on_a_server() {
     let Some(conn) = rt.block_on(common::standalone("scripts_fail_clean")) else {
         return;
     };
+    run_batched(&conn, "scripts_fail_clean");
     run(conn, "scripts_fail_clean");
 }
 
@@ -175,5 +282,6 @@ fn failed_scripts_change_nothing_on_a_cluster() {
     let Some(conn) = rt.block_on(common::cluster("scripts_fail_clean_cluster")) else {
         return;
     };
+    run_batched(&conn, "scripts_fail_clean_cluster");
     run(conn, "scripts_fail_clean_cluster");
 }

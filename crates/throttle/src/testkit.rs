@@ -404,6 +404,36 @@ pub async fn the_rate_limiter_allows_a_burst_then_the_rate<F: Fixture<Backend: T
     assert_eq!((s.allowed, s.limited), (5, 2));
 }
 
+/// Concurrent decisions on one key are each one atomic step: of many at once, exactly
+/// the burst pass, with `remaining` from burst − 1 down to 0 once each — whatever a
+/// backend does to carry them (Redis batches concurrent decisions into one script
+/// call).
+pub async fn concurrent_decisions_each_decide_alone<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let r = RateLimiter::new(fx.backend(), ns_for(fx, "rl-concurrent"));
+    let rate = Rate::per(1, HOUR).burst(30).build().unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let r = r.clone();
+            let key = if i % 2 == 0 { "a" } else { "b" };
+            tokio::spawn(async move { (key, r.limit(key, &rate).await.unwrap().value) })
+        })
+        .collect();
+    let mut passed: HashMap<&str, Vec<u32>> = HashMap::new();
+    for task in tasks {
+        let (key, decision) = task.await.unwrap();
+        if let RateDecision::Allowed { remaining, .. } = decision {
+            passed.entry(key).or_default().push(remaining);
+        }
+    }
+    for key in ["a", "b"] {
+        let mut remaining = passed.remove(key).unwrap_or_default();
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..30).collect::<Vec<u32>>(), "key {key}");
+    }
+    let s = r.stats();
+    assert_eq!((s.allowed, s.limited), (60, 140));
+}
+
 /// Every decision carries the burst and when the allowance is full again: zero when
 /// full, one emission interval more per request passed.
 pub async fn every_rate_decision_carries_the_limit_and_the_reset<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
@@ -1084,6 +1114,7 @@ macro_rules! throttle_suite {
             an_expired_lease_is_reclaimed,
             extend_keeps_a_lease_alive,
             the_rate_limiter_allows_a_burst_then_the_rate,
+            concurrent_decisions_each_decide_alone,
             every_rate_decision_carries_the_limit_and_the_reset,
             a_request_can_cost_several,
             a_peek_answers_like_limit_and_consumes_nothing,

@@ -543,6 +543,10 @@ impl<B: ThrottleBackend> RateLimiter<B> {
     /// - GCRA: up to `burst` requests pass at once, then one per emission interval;
     ///   `remaining` is how many more would pass right now; a refusal says when the next
     ///   would pass. One atomic step (one script, one round trip on Redis), server time.
+    /// - Concurrent decisions on one key, from any number of tasks or nodes, are each
+    ///   that one atomic step: of many at once exactly `burst` pass, with `remaining`
+    ///   from `burst − 1` down to 0 once each (on Redis, decisions that arrive while one
+    ///   is in flight share the next script call, each still deciding alone).
     /// - A refused request consumes nothing.
     /// - Every decision carries the burst (`limit`) and when the allowance is full again
     ///   (`reset_after`): each request passed adds one emission interval to it (one

@@ -1,0 +1,170 @@
+//! Natural batching of rate decisions, against a private redis-server that is paused so
+//! that calls really queue behind the one in flight: queued calls go in batches, each
+//! deciding alone (a bad one fails alone); an outage fails the queue unsent; a queued
+//! caller that gives up is never sent.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{SLACK, fault_config, fault_ns};
+
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use palisade_cache_core::ErrorKind;
+use palisade_cache_redis::{BACKSTOP, IN_FLIGHT, RedisConnection, RedisThrottle, fred};
+use palisade_redis_server::env;
+use palisade_redis_server::server::RedisServer;
+use palisade_throttle::{Rate, RateDecision, RateLimiter};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn limiter(server: &RedisServer, deadline: Duration, ns: &str) -> (RedisThrottle, RateLimiter<RedisThrottle>) {
+    let config = fault_config(server).with_command_timeout(deadline);
+    let conn = RedisConnection::connect(&config).await.unwrap();
+    let throttle = RedisThrottle::new(conn).await.unwrap().with_restart_hold(false);
+    let r = RateLimiter::new(throttle.clone(), fault_ns("batch", ns));
+    (throttle, r)
+}
+
+/// Waits (deadline-bound) until `in_flight` calls are in flight and `queued` wait.
+async fn until(throttle: &RedisThrottle, in_flight: usize, queued: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = throttle.batch_stats();
+        if (s.in_flight, s.queued) == (in_flight, queued) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {in_flight} in flight, {queued} queued: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// One `limit` of `key`, spawned.
+fn spawn_limit(
+    r: &RateLimiter<RedisThrottle>,
+    key: &'static str,
+    rate: Rate,
+) -> tokio::task::JoinHandle<(&'static str, Result<RateDecision, palisade_cache_core::Error>, Duration)> {
+    let r = r.clone();
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let d = r.limit(key, &rate).await.map(|t| t.value);
+        (key, d, start.elapsed())
+    })
+}
+
+/// What is left of `key`'s allowance, read with a decision that consumes nothing.
+async fn left(r: &RateLimiter<RedisThrottle>, key: &str, rate: &Rate) -> u32 {
+    match r.peek(key, rate).await.unwrap().value {
+        RateDecision::Allowed { remaining, .. } => remaining + 1,
+        RateDecision::Limited { .. } => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_decisions_go_in_batches_and_each_decides_alone() {
+    let Some(server) = env::private_server("batch_each_alone") else {
+        return;
+    };
+    let (throttle, r) = limiter(&server, Duration::from_secs(5), "each").await;
+    // A key of another type where one caller's rate key is: that call must fail alone.
+    let bad = r.scope().rate_key("bad").unwrap();
+    let client = throttle.connection().client_for(&bad).unwrap();
+    let _: i64 = client.hset(&bad, ("field", "value")).await.unwrap();
+    let rate = Rate::per(1, HOUR).burst(30).build().unwrap();
+    server.pause().unwrap();
+    // Calls in flight to the paused server, then a hundred behind them, one bad.
+    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, "k", rate)).collect();
+    until(&throttle, IN_FLIGHT, 0).await;
+    calls.extend((0..100).map(|i| spawn_limit(&r, if i == 50 { "bad" } else { "k" }, rate)));
+    until(&throttle, IN_FLIGHT, 100).await;
+    server.resume().unwrap();
+    let mut remaining = Vec::new();
+    let mut limited = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            ("bad", Err(e), _) => assert_eq!(e.kind(), ErrorKind::Backend, "{e:?}"),
+            ("bad", Ok(d), _) => panic!("a key of another type was decided: {d:?}"),
+            (_, Ok(RateDecision::Allowed { remaining: n, .. }), _) => remaining.push(n),
+            (_, Ok(_), _) => limited += 1,
+            (_, Err(e), _) => panic!("a good call failed beside a bad one: {e:?}"),
+        }
+    }
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..30).collect::<Vec<u32>>(), "each decision alone, in turn");
+    assert_eq!(limited, IN_FLIGHT + 99 - 30);
+    let stats = throttle.batch_stats();
+    // 100 queued calls: a batch of MAX_BATCH (64), then one of 36.
+    assert_eq!(
+        (stats.batches, stats.batched_calls, stats.in_flight, stats.queued),
+        (2, 100, 0, 0),
+        "{stats:?}"
+    );
+    // The failed call wrote nothing.
+    let fields: std::collections::HashMap<String, String> = client.hgetall(&bad).await.unwrap();
+    assert_eq!(fields.len(), 1, "{fields:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fails_the_queued_decisions_unsent() {
+    let Some(server) = env::private_server("batch_outage") else {
+        return;
+    };
+    let deadline = Duration::from_secs(2);
+    let (throttle, r) = limiter(&server, deadline, "outage").await;
+    let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
+    server.pause().unwrap();
+    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, "k", rate)).collect();
+    until(&throttle, IN_FLIGHT, 0).await;
+    calls.extend((0..19).map(|_| spawn_limit(&r, "k", rate)));
+    until(&throttle, IN_FLIGHT, 19).await;
+    for call in calls {
+        let (_, result, took) = call.await.unwrap();
+        let e = result.unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(took <= deadline + BACKSTOP + SLACK, "{took:?}");
+    }
+    server.resume().unwrap();
+    // The calls in flight reached the server and may have run once it resumed; none
+    // of the nineteen queued behind them was sent.
+    let left = left(&r, "k", &rate).await as usize;
+    assert!(
+        (100 - IN_FLIGHT..=100).contains(&left),
+        "{left} left of 100: queued calls were sent"
+    );
+    assert_eq!(throttle.batch_stats().batches, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_caller_that_gives_up_is_never_sent() {
+    let Some(server) = env::private_server("batch_gives_up") else {
+        return;
+    };
+    let (throttle, r) = limiter(&server, Duration::from_secs(5), "gives-up").await;
+    let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
+    server.pause().unwrap();
+    let first: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, "k", rate)).collect();
+    until(&throttle, IN_FLIGHT, 0).await;
+    let queued: Vec<_> = (0..9).map(|_| spawn_limit(&r, "k", rate)).collect();
+    until(&throttle, IN_FLIGHT, 9).await;
+    // The nine queued callers give up (their futures are dropped).
+    for call in &queued {
+        call.abort();
+    }
+    for call in queued {
+        assert!(call.await.unwrap_err().is_cancelled());
+    }
+    until(&throttle, IN_FLIGHT, 0).await;
+    server.resume().unwrap();
+    for call in first {
+        let (_, d, _) = call.await.unwrap();
+        assert!(matches!(d, Ok(RateDecision::Allowed { .. })), "{d:?}");
+    }
+    let left = left(&r, "k", &rate).await as usize;
+    assert_eq!(left, 100 - IN_FLIGHT, "abandoned calls were sent");
+    assert_eq!(throttle.batch_stats().batches, 0);
+}
