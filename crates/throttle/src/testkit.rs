@@ -329,6 +329,44 @@ pub async fn a_dropped_permit_is_released_in_the_background<F: Fixture<Backend: 
     assert_eq!(t.stats().held_permits, 0);
 }
 
+/// A caller that goes away while its acquisition is on its way leaves no lease held:
+/// the acquire future is dropped after its call ran on the backend and before its
+/// answer was read.
+pub async fn a_dropped_acquire_leaves_no_lease<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    use std::future::Future;
+    let t = throttle_for(fx);
+    let p = policy(1, 1, Duration::ZERO, HOUR);
+    let mut acquiring = Box::pin(t.acquire("k", &p));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let std::task::Poll::Ready(d) = acquiring.as_mut().poll(&mut cx) {
+            // Decided at once (in process): the permit dropped here is released.
+            drop(d);
+            break;
+        }
+        // The call ran once the lease shows; the future has not read the answer, and
+        // is dropped before it can.
+        if t.inspect("k").await.unwrap().value.key_leases == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < give_up, "the acquisition never ran");
+    }
+    drop(acquiring);
+    loop {
+        let state = t.inspect("k").await.unwrap().value;
+        if state.key_leases == 0 && t.stats().held_permits == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "a lease taken for a caller that went away is held: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    granted(acquire(&t, "k", &p).await);
+}
+
 /// An unreleased lease is reclaimed at its expiry, and counted.
 pub async fn an_expired_lease_is_reclaimed<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
     let t = throttle_for(fx);
@@ -1111,6 +1149,7 @@ macro_rules! throttle_suite {
             concurrent_acquisitions_never_exceed_the_caps,
             release_is_idempotent_and_tokens_increase,
             a_dropped_permit_is_released_in_the_background,
+            a_dropped_acquire_leaves_no_lease,
             an_expired_lease_is_reclaimed,
             extend_keeps_a_lease_alive,
             the_rate_limiter_allows_a_burst_then_the_rate,

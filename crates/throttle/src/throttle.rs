@@ -253,7 +253,16 @@ impl<B: ThrottleBackend> Throttle<B> {
     /// - An invalid policy or an empty or oversized key is [`Error::InvalidInput`]
     ///   before any I/O.
     /// - In strict mode an unreachable Redis is an error, never a fake denial.
+    /// - A dropped `acquire` future takes no lease for good: once its call was sent,
+    ///   the call is finished in the background and a lease it got is released (when a
+    ///   tokio runtime is there; the lease expires in any case).
     pub async fn acquire(&self, key: &str, policy: &Policy) -> Result<Tagged<Decision>, Error> {
+        let (this, key, policy) = (self.clone(), key.to_owned(), *policy);
+        FinishOnDrop::new(async move { this.acquire_now(&key, &policy).await }).await
+    }
+
+    /// [`Throttle::acquire`], not protected from being dropped mid-call.
+    async fn acquire_now(&self, key: &str, policy: &Policy) -> Result<Tagged<Decision>, Error> {
         let checked = policy.validate().and_then(|()| self.check_key(key));
         let t = self
             .h
@@ -485,6 +494,65 @@ impl<B: ThrottleBackend> Drop for Queued<B> {
                 if let Err(e) = h.run(op).await {
                     tracing::debug!(target: palisade_cache_core::EVENT_TARGET, error = %e.chain(), "background dequeue failed; the entry expires");
                 }
+            });
+        }
+    }
+}
+
+/// A future that, dropped after its first poll and before its end, is finished in the
+/// background on the current tokio runtime, its output dropped there. An acquisition
+/// whose caller went away while the answer was on its way thus ends with its
+/// [`Permit`] dropped — released — instead of a lease held until its TTL.
+struct FinishOnDrop<F: Future + Send + 'static>
+where
+    F::Output: Send,
+{
+    fut: Option<std::pin::Pin<Box<F>>>,
+    started: bool,
+}
+
+impl<F: Future + Send + 'static> FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    fn new(fut: F) -> Self {
+        FinishOnDrop {
+            fut: Some(Box::pin(fut)),
+            started: false,
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        self.started = true;
+        let Some(fut) = self.fut.as_mut() else {
+            // Polled after its end: nothing more will come.
+            return std::task::Poll::Pending;
+        };
+        let out = std::task::ready!(fut.as_mut().poll(cx));
+        self.fut = None;
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        // Never polled: nothing was sent, and nothing is started now.
+        let Some(fut) = self.fut.take().filter(|_| self.started) else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                drop(fut.await);
             });
         }
     }
