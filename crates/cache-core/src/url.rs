@@ -506,22 +506,7 @@ mod tests {
         assert_eq!(p("redis://u:p%40ss@h").password.unwrap().expose(), "p@ss");
     }
 
-    /// Every URL form with the password `pw` (as `palisade/tests/secrets.rs` prints
-    /// them end to end).
-    fn forms(pw: &str) -> Vec<String> {
-        vec![
-            format!("redis://alice:{pw}@127.0.0.1:1"),
-            format!("redis://:{pw}@127.0.0.1:1/2"),
-            format!(":{pw}@127.0.0.1:1"),
-            format!("alice:{pw}@127.0.0.1:1"),
-            format!("rediss://alice:{pw}@127.0.0.1:1"),
-            format!("redis://:{pw}@127.0.0.1:1,redis://127.0.0.1:2"),
-            format!("alice:{pw}@127.0.0.1:1,127.0.0.1:2"),
-            format!("redis-cluster://alice:{pw}@127.0.0.1:1?node=127.0.0.1:2"),
-            format!("redis-sentinel://alice:{pw}@127.0.0.1:1,127.0.0.1:2/palisade"),
-            format!("rediss-sentinel://:{pw}@127.0.0.1:1/palisade/3"),
-        ]
-    }
+    use crate::testkit::url_forms as forms;
 
     /// Everything a parse says except the password itself.
     fn reading(url: &str) -> String {

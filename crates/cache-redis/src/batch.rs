@@ -267,8 +267,28 @@ impl Batcher {
     /// it, unsent (they would meet the same server); else, if calls wait, the lane's
     /// place passes to a flush that sends them; otherwise it is given back.
     fn done(self: &Arc<Self>, conn: &RedisConnection, slot: u16, outage: Option<Arc<Error>>) {
+        if self.settle(slot, outage, 0).is_none() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let (batcher, conn) = (Arc::clone(self), conn.clone());
+                rt.spawn(async move { batcher.flush(&conn, slot).await });
+            }
+            // No runtime to send them on: the waiters are told (their channels close).
+            Err(_) => {
+                self.lanes().remove(&slot);
+            }
+        }
+    }
+
+    /// Settles `slot`'s lane after a call in flight ended: after an outage its queue
+    /// fails with it, unsent; abandoned calls leave. With nothing left the lane's place
+    /// is given back and `None` returned; else the place is kept and up to `max` of
+    /// the waiting calls are taken, in order.
+    fn settle(&self, slot: u16, outage: Option<Arc<Error>>, max: usize) -> Option<Vec<Pending>> {
         let mut lanes = self.lanes();
-        let Some(lane) = lanes.get_mut(&slot) else { return };
+        let lane = lanes.get_mut(&slot)?;
         if let Some(e) = outage {
             for p in lane.queue.drain(..) {
                 let _ = p.reply.send(Err(Error::clone_shared(&e)));
@@ -280,19 +300,10 @@ impl Batcher {
             if lane.in_flight == 0 {
                 lanes.remove(&slot);
             }
-            return;
+            return None;
         }
-        drop(lanes);
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                let (batcher, conn) = (Arc::clone(self), conn.clone());
-                rt.spawn(async move { batcher.flush(&conn, slot).await });
-            }
-            // No runtime to send them on: the waiters are told (their channels close).
-            Err(_) => {
-                self.lanes().remove(&slot);
-            }
-        }
+        let n = lane.queue.len().min(max);
+        Some(lane.queue.drain(..n).collect())
     }
 
     /// Sends the lane's queue, batch after batch, until it is empty (or an outage
@@ -311,25 +322,9 @@ impl Batcher {
         let mut flushing = Flushing(&self, slot, false);
         let mut outage = None;
         loop {
-            let batch: Vec<Pending> = {
-                let mut lanes = self.lanes();
-                let Some(lane) = lanes.get_mut(&slot) else { return };
-                if let Some(e) = outage.take() {
-                    for p in lane.queue.drain(..) {
-                        let _ = p.reply.send(Err(Error::clone_shared(&e)));
-                    }
-                }
-                lane.queue.retain(|p| !p.reply.is_closed());
-                if lane.queue.is_empty() {
-                    lane.in_flight = lane.in_flight.saturating_sub(1);
-                    if lane.in_flight == 0 {
-                        lanes.remove(&slot);
-                    }
-                    flushing.2 = true;
-                    return;
-                }
-                let n = lane.queue.len().min(MAX_BATCH);
-                lane.queue.drain(..n).collect()
+            let Some(batch) = self.settle(slot, outage.take(), MAX_BATCH) else {
+                flushing.2 = true;
+                return;
             };
             outage = self.send(conn, batch).await;
         }

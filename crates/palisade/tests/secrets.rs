@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use palisade::contracts::core::{Endpoint, RedisUrl};
 use palisade::{Mode, Palisade};
+use palisade_cache_core::testkit::url_forms as forms;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -34,22 +35,6 @@ impl Write for Captured {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// Every URL form, with the password `pw`, pointing at closed loopback ports.
-fn forms(pw: &str) -> Vec<String> {
-    vec![
-        format!("redis://alice:{pw}@127.0.0.1:1"),
-        format!("redis://:{pw}@127.0.0.1:1/2"),
-        format!(":{pw}@127.0.0.1:1"),
-        format!("alice:{pw}@127.0.0.1:1"),
-        format!("rediss://alice:{pw}@127.0.0.1:1"),
-        format!("redis://:{pw}@127.0.0.1:1,redis://127.0.0.1:2"),
-        format!("alice:{pw}@127.0.0.1:1,127.0.0.1:2"),
-        format!("redis-cluster://alice:{pw}@127.0.0.1:1?node=127.0.0.1:2"),
-        format!("redis-sentinel://alice:{pw}@127.0.0.1:1,127.0.0.1:2/palisade"),
-        format!("rediss-sentinel://:{pw}@127.0.0.1:1/palisade/3"),
-    ]
 }
 
 /// Everything printed about `url`, `tracing` included.

@@ -3,6 +3,7 @@
 //!
 //! - [`cache`]: the cache behaviour suite; [`Fixture`]: what a backend's suite gets.
 //! - [`glob`]: Redis's glob matcher, ported, for proving SCAN patterns.
+//! - [`url_forms`]: every URL form palisade accepts, around a given password.
 //!
 //! The suites never start a server: a backend crate's fixture does, with
 //! `palisade-redis-server` (servers, clusters, Sentinel, TLS, and the test
@@ -12,6 +13,24 @@
 
 pub mod cache;
 pub mod glob;
+
+/// Every URL form palisade accepts (with and without a scheme, TLS, seed lists,
+/// `redis-cluster://`, Sentinel) with the password `pw`, pointing at closed loopback
+/// ports: for the tests that prove no password changes how a URL reads or prints.
+pub fn url_forms(pw: &str) -> Vec<String> {
+    vec![
+        format!("redis://alice:{pw}@127.0.0.1:1"),
+        format!("redis://:{pw}@127.0.0.1:1/2"),
+        format!(":{pw}@127.0.0.1:1"),
+        format!("alice:{pw}@127.0.0.1:1"),
+        format!("rediss://alice:{pw}@127.0.0.1:1"),
+        format!("redis://:{pw}@127.0.0.1:1,redis://127.0.0.1:2"),
+        format!("alice:{pw}@127.0.0.1:1,127.0.0.1:2"),
+        format!("redis-cluster://alice:{pw}@127.0.0.1:1?node=127.0.0.1:2"),
+        format!("redis-sentinel://alice:{pw}@127.0.0.1:1,127.0.0.1:2/palisade"),
+        format!("rediss-sentinel://:{pw}@127.0.0.1:1/palisade/3"),
+    ]
+}
 
 use std::fmt::Debug;
 use std::time::Duration;
