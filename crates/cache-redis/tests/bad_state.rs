@@ -52,6 +52,21 @@ async fn garbage_throttle_state_is_a_typed_error_or_treated_as_absent() {
     assert_eq!(t.acquire("other", &p).await.unwrap_err().kind(), ErrorKind::Backend);
     raw(&url, &["DEL", &global, &state]);
 
+    // A lease ending in 2096 is not one palisade granted, wherever it sits among the
+    // leases (the latest, the one the grant reads): refused, typed, nothing written.
+    let leases = t.scope().leases_key("k").unwrap();
+    for set in [&global, &leases] {
+        let held = t.acquire("k", &p).await.unwrap();
+        raw(&url, &["ZADD", set, "4000000000000000", "7"]);
+        let look = || [&global, &leases, &state].map(|k| format!("{:?}", raw(&url, &["DUMP", k])));
+        let before = look();
+        let e = t.acquire("k", &p).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Backend, "{e:?}");
+        assert_eq!(before, look(), "a refused grant changed the throttle's keys");
+        drop(held);
+        raw(&url, &["DEL", &global, &leases, &state]);
+    }
+
     // Times that are not numbers are treated as absent: no spacing, no penalty.
     raw(&url, &["HSET", &state, "last", "yesterday", "pen", "forever"]);
     assert!(matches!(t.acquire("k", &p).await.unwrap().value, Decision::Acquired(_)));
