@@ -3,12 +3,21 @@
 //! `cargo xtask compare` runs it beside the peers on one private Redis.
 //!
 //! ```text
-//! closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS
-//! OP: gcra | gcra_unbatched (natural batching off) | throttle | throttle_wait | cache_get | cache_set | fred_get | fred_set | fred_evalsha_trivial |
+//! closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS [KEYS]
+//! OP: gcra | gcra_unbatched (natural batching off) | gcra_live | throttle | throttle_wait | cache_get | cache_set | fred_get | fred_set | fred_evalsha_trivial |
 //! job_update | fred_hset_pexpire, and
 //! the layers of a cache get: backend_get | conn_command_get | conn_client_custom_get |
 //! conn_client_get_timeout | conn_client_get
+//! closed-loop URL memory
 //! ```
+//!
+//! `KEYS` (default 1,000) is how many distinct keys the key-spread operations use.
+//! `gcra_live` is `gcra` with a rate whose keys stay in Redis for the whole run (one a
+//! minute, a burst of a million: never limits, every decision adds a minute to its
+//! key's expiry); every key is decided once before the warm-up, and the server's
+//! memory per key that took is added to the line as `server_bytes_per_key`. `memory` prints what one key costs
+//! in Redis (`MEMORY USAGE`): a rate key of 100 a minute, and the keys of a throttle
+//! holding one lease.
 //!
 //! Prints one JSON line: `{"op":…,"c":…,"ops":…,"secs":…,"per_sec":…,"p50_us":…,"p99_us":…,"total_ops":…}`
 //! (`total_ops` includes the warm-up, for commands-per-operation counts).
@@ -28,6 +37,9 @@ use palisade_throttle::{Decision, Policy, Rate, RateLimiter, Throttle};
 
 const KEYS: usize = 1_000;
 const THROTTLE_KEYS: usize = 5;
+
+/// `gcra_live`: the server's memory per key after deciding every key once.
+static FILLED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
 
 /// One operation, by name; `i` picks the key.
 #[derive(Clone)]
@@ -63,7 +75,7 @@ impl Op {
     async fn run(&self, i: usize, keys: &[String]) {
         match self {
             Op::Gcra(r, rate) => {
-                r.limit(&keys[i % KEYS], rate).await.unwrap();
+                r.limit(&keys[i % keys.len()], rate).await.unwrap();
             }
             Op::Throttle(t, policy) => {
                 let Decision::Acquired(p) = t.acquire(&keys[i % THROTTLE_KEYS], policy).await.unwrap().value else {
@@ -83,38 +95,44 @@ impl Op {
                 p.release().await.unwrap();
             }
             Op::CacheGet(c) => {
-                c.get(&keys[i % KEYS]).await.unwrap().value.unwrap();
+                c.get(&keys[i % keys.len()]).await.unwrap().value.unwrap();
             }
             Op::CacheSet(c) => {
-                c.set(&keys[i % KEYS], &[7u8; 64], Duration::from_secs(600))
+                c.set(&keys[i % keys.len()], &[7u8; 64], Duration::from_secs(600))
                     .await
                     .unwrap();
             }
             Op::FredSet(f) => {
                 let ttl = Some(fred::types::Expiration::PX(600_000));
                 let _: () = f
-                    .set(format!("raw:{}", keys[i % KEYS]), &[7u8; 64][..], ttl, None, false)
+                    .set(
+                        format!("raw:{}", keys[i % keys.len()]),
+                        &[7u8; 64][..],
+                        ttl,
+                        None,
+                        false,
+                    )
                     .await
                     .unwrap();
             }
             Op::FredGet(f) => {
-                let v: Option<fred::bytes::Bytes> = f.get(format!("raw:{}", keys[i % KEYS])).await.unwrap();
+                let v: Option<fred::bytes::Bytes> = f.get(format!("raw:{}", keys[i % keys.len()])).await.unwrap();
                 v.unwrap();
             }
             Op::ConnClientGet(conn) => {
-                let k = format!("raw:{}", keys[i % KEYS]);
+                let k = format!("raw:{}", keys[i % keys.len()]);
                 let v: Option<fred::bytes::Bytes> = conn.client_for(&k).unwrap().get(k).await.unwrap();
                 v.unwrap();
             }
             Op::ConnClientCustomGet(conn) => {
                 use fred::types::{ClusterHash, CustomCommand};
-                let k = format!("raw:{}", keys[i % KEYS]);
+                let k = format!("raw:{}", keys[i % keys.len()]);
                 let cmd = CustomCommand::new_static("GET", ClusterHash::Random, false);
                 let v: Option<fred::bytes::Bytes> = conn.client_for(&k).unwrap().custom(cmd, vec![k]).await.unwrap();
                 v.unwrap();
             }
             Op::ConnClientGetTimeout(conn) => {
-                let k = format!("raw:{}", keys[i % KEYS]);
+                let k = format!("raw:{}", keys[i % keys.len()]);
                 let client = conn.client_for(&k).unwrap();
                 let get = client.get::<Option<fred::bytes::Bytes>, _>(k);
                 let v = tokio::time::timeout(Duration::from_secs(1), get)
@@ -124,14 +142,14 @@ impl Op {
                 v.unwrap();
             }
             Op::ConnCommandGet(conn) => {
-                let k = format!("raw:{}", keys[i % KEYS]);
+                let k = format!("raw:{}", keys[i % keys.len()]);
                 let v: Option<fred::bytes::Bytes> =
                     conn.command("get", &k, "GET", vec![k.as_str().into()]).await.unwrap();
                 v.unwrap();
             }
             Op::BackendGet(b) => {
                 use palisade_cache_core::Run;
-                let k = format!("raw:{}", keys[i % KEYS]);
+                let k = format!("raw:{}", keys[i % keys.len()]);
                 b.run(&palisade_cache_core::cache::op::Get::new(k))
                     .await
                     .unwrap()
@@ -139,14 +157,14 @@ impl Op {
                     .unwrap();
             }
             Op::FredEvalsha(f, s) => {
-                let _: i64 = s.evalsha(f, keys[i % KEYS].as_str(), ()).await.unwrap();
+                let _: i64 = s.evalsha(f, keys[i % keys.len()].as_str(), ()).await.unwrap();
             }
             Op::JobUpdate(j) => {
                 let patch = Patch::new().progress(u32::try_from(i % 100).unwrap());
-                assert!(j.update(&keys[i % KEYS], &patch).await.unwrap().value);
+                assert!(j.update(&keys[i % keys.len()], &patch).await.unwrap().value);
             }
             Op::FredHsetPexpire(f) => {
-                let k = format!("rawjob:{}", keys[i % KEYS]);
+                let k = format!("rawjob:{}", keys[i % keys.len()]);
                 let pipe = f.pipeline();
                 let _: () = pipe.hset(&k, ("progress", (i % 100) as i64)).await.unwrap();
                 let _: () = pipe.pexpire(&k, 600_000, None).await.unwrap();
@@ -178,6 +196,30 @@ async fn make(url: &str, op: &str, keys: &[String]) -> Op {
             // Never limits: the cost of a decision, not of a denial.
             let rate = Rate::per_second(1_000_000).burst(1_000_000).build().unwrap();
             Op::Gcra(RateLimiter::new(t, ns("rl")), rate)
+        }
+        "gcra_live" => {
+            let t = RedisThrottle::new(conn().await).await.unwrap().with_restart_hold(false);
+            let rate = Rate::per_minute(1).burst(1_000_000).build().unwrap();
+            let r = RateLimiter::new(t, ns("rl-live"));
+            let f = fred().await;
+            let before = used_memory(&f).await;
+            let keys = Arc::new(keys.to_vec());
+            let fill: Vec<_> = (0..50)
+                .map(|w| {
+                    let (r, keys) = (r.clone(), keys.clone());
+                    tokio::spawn(async move {
+                        for k in keys.iter().skip(w).step_by(50) {
+                            r.limit(k, &rate).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in fill {
+                t.await.unwrap();
+            }
+            let per_key = (used_memory(&f).await - before) / keys.len() as f64;
+            FILLED.set(per_key).unwrap();
+            Op::Gcra(r, rate)
         }
         "throttle" => {
             let t = RedisThrottle::new(conn().await).await.unwrap().with_restart_hold(false);
@@ -265,16 +307,87 @@ async fn make(url: &str, op: &str, keys: &[String]) -> Op {
     }
 }
 
+/// The server's `used_memory`, in bytes.
+async fn used_memory(f: &fred::clients::Client) -> f64 {
+    use fred::types::{ClusterHash, CustomCommand};
+    let cmd = CustomCommand::new_static("INFO", ClusterHash::Random, false);
+    let info: String = f.custom(cmd, vec!["memory"]).await.unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// `MEMORY USAGE key` (bytes, `SAMPLES 0`: every element counted).
+async fn memory_usage(f: &fred::clients::Client, key: &str) -> i64 {
+    use fred::types::{ClusterHash, CustomCommand};
+    let cmd = CustomCommand::new_static("MEMORY", ClusterHash::Random, false);
+    f.custom(cmd, vec!["USAGE", key, "SAMPLES", "0"]).await.unwrap()
+}
+
+/// What one key costs in Redis: a rate key, and a throttle holding one lease.
+async fn memory(url: &str) {
+    let conn = RedisConnection::connect(&RedisConfig::from_url(url).unwrap())
+        .await
+        .unwrap();
+    let f = Builder::from_config(Config::from_url(url).unwrap()).build().unwrap();
+    f.init().await.unwrap();
+    let t = RedisThrottle::new(conn).await.unwrap().with_restart_hold(false);
+    let ns = Namespace::new("memprobe", "tenant", "rl").unwrap();
+    let r = RateLimiter::new(t.clone(), ns.clone());
+    r.limit("memkey", &Rate::per_minute(100).build().unwrap())
+        .await
+        .unwrap();
+    let rate_key = palisade_throttle::Scope::new(ns).rate_key("memkey").unwrap();
+    let ns = Namespace::new("memprobe", "tenant", "mx").unwrap();
+    let th = Throttle::new(t, ns.clone());
+    let policy = Policy::builder()
+        .global_cap(10)
+        .key_cap(2)
+        .lease_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let Decision::Acquired(held) = th.acquire("memkey", &policy).await.unwrap().value else {
+        panic!("a fresh throttle denied")
+    };
+    let scope = palisade_throttle::Scope::new(ns);
+    let (leases, state) = (scope.leases_key("memkey").unwrap(), scope.state_key("memkey").unwrap());
+    let (global, seq, up) = (
+        scope.global_key().unwrap(),
+        scope.seq_key().unwrap(),
+        scope.up_key().unwrap(),
+    );
+    let mut out = format!("{{\"op\":\"memory\",\"rate_key\":{}", memory_usage(&f, &rate_key).await);
+    for (name, key) in [
+        ("key_leases", leases),
+        ("key_state", state),
+        ("global_leases", global),
+        ("seq", seq),
+        ("marker", up),
+    ] {
+        out.push_str(&format!(",\"{name}\":{}", memory_usage(&f, &key).await));
+    }
+    println!("{out}}}");
+    held.release().await.unwrap();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [url, op_name, c, warmup, measure] = &args[..] else {
-        eprintln!("usage: closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS");
+    if let [url, op] = &args[..]
+        && op == "memory"
+    {
+        runtime().block_on(memory(url));
+        return;
+    }
+    let [url, op_name, c, warmup, measure, rest @ ..] = &args[..] else {
+        eprintln!("usage: closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS [KEYS] | closed-loop URL memory");
         std::process::exit(64);
     };
+    let n_keys: usize = rest.first().map_or(KEYS, |n| n.parse().unwrap());
     let c: usize = c.parse().unwrap();
     let warmup = Duration::from_millis(warmup.parse().unwrap());
     let measure = Duration::from_millis(measure.parse().unwrap());
-    let keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("key{i}")).collect());
+    let keys: Arc<Vec<String>> = Arc::new((0..n_keys).map(|i| format!("key{i}")).collect());
     runtime().block_on(async {
         let op = make(url, op_name, &keys).await;
         let counting = Arc::new(AtomicBool::new(false));
@@ -318,11 +431,13 @@ fn main() {
         all.sort_unstable();
         let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(0, |d| d.as_micros());
         println!(
-            "{{\"op\":\"{op_name}\",\"c\":{c},\"ops\":{},\"secs\":{secs:.3},\"per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"total_ops\":{total_ops}}}",
+            "{{\"op\":\"{op_name}\",\"c\":{c},\"keys\":{},\"ops\":{},\"secs\":{secs:.3},\"per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"total_ops\":{total_ops}{}}}",
+            keys.len(),
             all.len(),
             all.len() as f64 / secs,
             pct(0.5),
-            pct(0.99)
+            pct(0.99),
+            FILLED.get().map_or(String::new(), |b| format!(",\"server_bytes_per_key\":{b:.0}"))
         );
     });
 }

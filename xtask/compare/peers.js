@@ -2,10 +2,13 @@
 // harness: C workers, each awaiting its own call; a warm-up, then a counted window.
 //
 //   node peers.js URL OP C WARMUP_MS MEASURE_MS     OP: rlf | bottleneck
+//   node peers.js URL rlf_memory
 //
 // rlf: rate-limiter-flexible's RateLimiterRedis.consume on 1,000 keys, never limiting.
 // bottleneck: a Bottleneck Group (ioredis datastore) of 5 keys with maxConcurrent 2,
 // each call schedule()s a trivial job.
+// rlf_memory: what one rate-limiter-flexible key of 100 a minute costs in Redis
+// (`MEMORY USAGE`), beside the Rust harness's `memory`.
 // Prints one JSON line like the Rust harness.
 'use strict';
 const Redis = require('ioredis');
@@ -16,7 +19,17 @@ const [url, op, c, warmupMs, measureMs] = process.argv.slice(2);
 const C = Number(c);
 const { hostname, port } = new URL(url);
 
+async function memory() {
+  const redis = new Redis({ host: hostname, port: Number(port) });
+  const limiter = new RateLimiterRedis({ storeClient: redis, points: 100, duration: 60, keyPrefix: 'memprobe-rlf' });
+  await limiter.consume('memkey');
+  const bytes = await redis.call('MEMORY', 'USAGE', 'memprobe-rlf:memkey', 'SAMPLES', '0');
+  console.log(JSON.stringify({ op: 'rlf_memory', rate_key: bytes }));
+  await redis.quit();
+}
+
 async function main() {
+  if (op === 'rlf_memory') return memory();
   let call;
   let close = async () => {};
   if (op === 'rlf') {

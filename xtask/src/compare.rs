@@ -2,8 +2,10 @@
 //! the same closed loop (c workers, each awaiting its own call; 1 s warm-up, 4 s
 //! counted), interleaved, c = 1 and 50, medians of 3. Commands per operation are
 //! counted from `MONITOR` (top-level commands only: what a script runs inside is not a
-//! round trip). Needs node + npm and python3; it installs the peers by name into
-//! `target/compare/`. Not a CI step.
+//! round trip). Then the cost as the work grows: `MEMORY USAGE` of a rate key
+//! (palisade's and rate-limiter-flexible's) and of a throttle's keys, and GCRA
+//! decisions over 1,000 against 1,000,000 live keys. Needs node + npm and python3; it
+//! installs the peers by name into `target/compare/`. Not a CI step.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -133,7 +135,13 @@ fn install() -> Result<Tools> {
 
 impl Tools {
     fn command(&self, runner: Runner, url: &str, op: &str, c: usize, warmup: &str, measure: &str) -> Command {
-        let mut cmd = match runner {
+        let mut cmd = self.runner(runner);
+        cmd.args([url, op, &c.to_string(), warmup, measure]);
+        cmd
+    }
+
+    fn runner(&self, runner: Runner) -> Command {
+        match runner {
             Runner::Rust => Command::new(&self.harness),
             Runner::Node => {
                 let mut cmd = Command::new("node");
@@ -147,15 +155,17 @@ impl Tools {
                     .env("PYTHONPATH", self.dir.join("py"));
                 cmd
             }
-        };
-        cmd.args([url, op, &c.to_string(), warmup, measure]);
-        cmd
+        }
     }
 
     /// One run: its JSON line.
     fn run(&self, runner: Runner, url: &str, op: &str, c: usize, warmup: &str, measure: &str) -> Result<String> {
-        let out = self
-            .command(runner, url, op, c, warmup, measure)
+        self.output(self.command(runner, url, op, c, warmup, measure), op, c)
+    }
+
+    /// A run's one JSON line.
+    fn output(&self, mut cmd: Command, op: &str, c: usize) -> Result<String> {
+        let out = cmd
             .stderr(Stdio::inherit())
             .output()
             .map_err(|e| format!("{op}: {e}"))?;
@@ -165,6 +175,67 @@ impl Tools {
         }
         Ok(text)
     }
+}
+
+/// Cost as the work grows: what one key costs in Redis memory (palisade's rate and
+/// throttle keys, rate-limiter-flexible's key for the same limit), and GCRA decisions
+/// at 50 in flight over 1,000 and over 1,000,000 live keys (interleaved, medians; the
+/// server flushed before each run).
+fn cost(tools: &Tools, server: &RedisServer) -> Result<String> {
+    let url = server.url();
+    let flush = || {
+        run_quiet(
+            Command::new("redis-cli").args(["-p", &server.port().to_string(), "flushall"]),
+            "redis-cli flushall",
+        )
+    };
+    flush()?;
+    let mut ours = tools.runner(Runner::Rust);
+    ours.args([url.as_str(), "memory"]);
+    let ours = tools.output(ours, "memory", 1)?;
+    let mut peer = tools.runner(Runner::Node);
+    peer.args([url.as_str(), "rlf_memory"]);
+    let peer = tools.output(peer, "rlf_memory", 1)?;
+    let bytes = |l: &str, f: &str| field(l, f).unwrap_or(f64::NAN);
+    let mut out = format!(
+        "\nRedis memory per key (`MEMORY USAGE … SAMPLES 0`, bytes): a rate key of 100 a minute, palisade {:.0}, \
+         rate-limiter-flexible {:.0}; a throttle key holding one lease: its lease set {:.0} + its state {:.0} \
+         (per namespace, shared by its keys: global leases {:.0}, fencing counter {:.0}, marker {:.0}).\n\n\
+         | GCRA decisions, 50 in flight, every key live | 1,000 keys | 1,000,000 keys | ratio |\n|---|---|---|---|\n",
+        bytes(&ours, "rate_key"),
+        bytes(&peer, "rate_key"),
+        bytes(&ours, "key_leases"),
+        bytes(&ours, "key_state"),
+        bytes(&ours, "global_leases"),
+        bytes(&ours, "seq"),
+        bytes(&ours, "marker"),
+    );
+    let (mut small, mut large, mut per_key) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        for n in [1_000, 1_000_000] {
+            eprintln!("xtask: round {round}/{ROUNDS}: gcra_live over {n} keys");
+            flush()?;
+            let mut cmd = tools.command(Runner::Rust, &url, "gcra_live", 50, WARMUP_MS, MEASURE_MS);
+            cmd.arg(n.to_string());
+            let line = tools.output(cmd, "gcra_live", 50)?;
+            let rate = field(&line, "per_sec").unwrap_or(0.0);
+            if n == 1_000 {
+                small.push(rate);
+            } else {
+                large.push(rate);
+                per_key.push(field(&line, "server_bytes_per_key").unwrap_or(f64::NAN));
+            }
+        }
+    }
+    flush()?;
+    let (s, l) = (median(small), median(large));
+    out.push_str(&format!(
+        "| ops/s (median of {ROUNDS}) | {s:.0} | {l:.0} | {:.2}× |\n\nServer memory per live rate key at 1,000,000 keys \
+         (`used_memory` before and after): {:.0} bytes.\n",
+        if s > 0.0 { l / s } else { f64::NAN },
+        median(per_key)
+    ));
+    Ok(out)
 }
 
 /// A number field of a one-line JSON object.
@@ -331,6 +402,7 @@ pub(crate) fn compare() -> Result {
             ));
         }
     }
+    out.push_str(&cost(&tools, &server)?);
     println!("{out}");
     std::fs::write("target/compare.md", &out).map_err(|e| format!("target/compare.md: {e}"))?;
     eprintln!("xtask: written to target/compare.md");
