@@ -20,11 +20,14 @@
 //! holding one lease.
 //!
 //! Prints one JSON line: `{"op":…,"c":…,"ops":…,"secs":…,"per_sec":…,"p50_us":…,"p99_us":…,"total_ops":…}`
-//! (`total_ops` includes the warm-up, for commands-per-operation counts).
+//! (`total_ops` includes the warm-up, for commands-per-operation counts). `throttle_wait`
+//! adds `handoffs`, `handoff_p50_us` and `handoff_p99_us`: the time from the end of a
+//! holder's work on a key to the start of the next waiter's (see [`Handoffs`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
@@ -41,6 +44,35 @@ const THROTTLE_KEYS: usize = 5;
 /// `gcra_live`: the server's memory per key after deciding every key once.
 static FILLED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
 
+/// Whether the counted window is running (set by `main`).
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+/// `throttle_wait`: the time from the end of a holder's work on a key (just before its
+/// release is sent) to the start of the next waiter's work on that key, paired first
+/// in, first out per key. A grant whose call began after the release it pairs with did
+/// not wait for it and is not counted.
+#[derive(Default)]
+struct Handoffs {
+    released: [Mutex<VecDeque<Instant>>; THROTTLE_KEYS],
+    gaps: Mutex<Vec<Duration>>,
+}
+
+impl Handoffs {
+    fn released(&self, key: usize) {
+        self.released[key].lock().unwrap().push_back(Instant::now());
+    }
+
+    fn started(&self, key: usize, asked: Instant) {
+        let now = Instant::now();
+        let paired = self.released[key].lock().unwrap().pop_front();
+        if let Some(at) = paired.filter(|at| *at >= asked)
+            && COUNTING.load(Ordering::Relaxed)
+        {
+            self.gaps.lock().unwrap().push(now - at);
+        }
+    }
+}
+
 /// One operation, by name; `i` picks the key.
 #[derive(Clone)]
 enum Op {
@@ -48,7 +80,7 @@ enum Op {
     Throttle(Throttle<RedisThrottle>, Policy),
     /// `acquire_wait` + release with `key_cap 2` on 5 keys: most callers wait their
     /// turn (Bottleneck's `Group` with `maxConcurrent 2`).
-    ThrottleWait(Throttle<RedisThrottle>, Policy),
+    ThrottleWait(Throttle<RedisThrottle>, Policy, Arc<Handoffs>),
     CacheGet(Cache<RedisCache>),
     CacheSet(Cache<RedisCache>),
     FredSet(fred::clients::Client),
@@ -83,15 +115,18 @@ impl Op {
                 };
                 p.release().await.unwrap();
             }
-            Op::ThrottleWait(t, policy) => {
+            Op::ThrottleWait(t, policy, handoffs) => {
+                let (k, asked) = (i % THROTTLE_KEYS, Instant::now());
                 let d = t
-                    .acquire_wait(&keys[i % THROTTLE_KEYS], policy, Duration::from_secs(30))
+                    .acquire_wait(&keys[k], policy, Duration::from_secs(30))
                     .await
                     .unwrap()
                     .value;
                 let Decision::Acquired(p) = d else {
                     panic!("waited 30 s: {d:?}")
                 };
+                handoffs.started(k, asked);
+                handoffs.released(k);
                 p.release().await.unwrap();
             }
             Op::CacheGet(c) => {
@@ -241,7 +276,7 @@ async fn make(url: &str, op: &str, keys: &[String]) -> Op {
                 .lease_ttl(Duration::from_secs(30))
                 .build()
                 .unwrap();
-            Op::ThrottleWait(Throttle::new(t, ns("mxw")), policy)
+            Op::ThrottleWait(Throttle::new(t, ns("mxw")), policy, Arc::default())
         }
         "cache_get" => {
             let c = Cache::new(RedisCache::new(conn().await), ns("cache"));
@@ -390,17 +425,16 @@ fn main() {
     let keys: Arc<Vec<String>> = Arc::new((0..n_keys).map(|i| format!("key{i}")).collect());
     runtime().block_on(async {
         let op = make(url, op_name, &keys).await;
-        let counting = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let tasks: Vec<_> = (0..c)
             .map(|t| {
-                let (op, keys, counting, stop) = (op.clone(), keys.clone(), counting.clone(), stop.clone());
+                let (op, keys, stop) = (op.clone(), keys.clone(), stop.clone());
                 tokio::spawn(async move {
                     let (mut latencies, mut total, mut i) = (Vec::new(), 0u64, t);
                     while !stop.load(Ordering::Relaxed) {
                         let start = Instant::now();
                         op.run(i, &keys).await;
-                        if counting.load(Ordering::Relaxed) {
+                        if COUNTING.load(Ordering::Relaxed) {
                             latencies.push(start.elapsed());
                         }
                         total += 1;
@@ -411,10 +445,10 @@ fn main() {
             })
             .collect();
         tokio::time::sleep(warmup).await;
-        counting.store(true, Ordering::Relaxed);
+        COUNTING.store(true, Ordering::Relaxed);
         let started = Instant::now();
         tokio::time::sleep(measure).await;
-        counting.store(false, Ordering::Relaxed);
+        COUNTING.store(false, Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let mut all = Vec::new();
@@ -428,16 +462,30 @@ fn main() {
             // How much batching there was: calls per batch, on stderr.
             eprintln!("{:?}", r.backend().batch_stats());
         }
+        let pct = |all: &[Duration], p: f64| {
+            all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+                .map_or(0, |d| d.as_micros())
+        };
         all.sort_unstable();
-        let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(0, |d| d.as_micros());
+        let mut extra = FILLED.get().map_or(String::new(), |b| format!(",\"server_bytes_per_key\":{b:.0}"));
+        if let Op::ThrottleWait(_, _, h) = &op {
+            let mut gaps = std::mem::take(&mut *h.gaps.lock().unwrap());
+            gaps.sort_unstable();
+            extra.push_str(&format!(
+                ",\"handoffs\":{},\"handoff_p50_us\":{},\"handoff_p99_us\":{}",
+                gaps.len(),
+                pct(&gaps, 0.5),
+                pct(&gaps, 0.99)
+            ));
+        }
         println!(
             "{{\"op\":\"{op_name}\",\"c\":{c},\"keys\":{},\"ops\":{},\"secs\":{secs:.3},\"per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"total_ops\":{total_ops}{}}}",
             keys.len(),
             all.len(),
             all.len() as f64 / secs,
-            pct(0.5),
-            pct(0.99),
-            FILLED.get().map_or(String::new(), |b| format!(",\"server_bytes_per_key\":{b:.0}"))
+            pct(&all, 0.5),
+            pct(&all, 0.99),
+            extra
         );
     });
 }

@@ -6,7 +6,8 @@
 //
 // rlf: rate-limiter-flexible's RateLimiterRedis.consume on 1,000 keys, never limiting.
 // bottleneck: a Bottleneck Group (ioredis datastore) of 5 keys with maxConcurrent 2,
-// each call schedule()s a trivial job.
+// each call schedule()s a trivial job; the line adds handoffs, handoff_p50_us and
+// handoff_p99_us (the end of a job to the start of the next waiting job on its key).
 // rlf_memory: what one rate-limiter-flexible key of 100 a minute costs in Redis
 // (`MEMORY USAGE`), beside the Rust harness's `memory`.
 // Prints one JSON line like the Rust harness.
@@ -28,6 +29,10 @@ async function memory() {
   await redis.quit();
 }
 
+let counting = false;
+let stop = false;
+const handoffs = [];
+
 async function main() {
   if (op === 'rlf_memory') return memory();
   let call;
@@ -45,15 +50,26 @@ async function main() {
       clientOptions: { host: hostname, port: Number(port) },
       id: `cmp-bn-${process.pid}`,
     });
-    const job = () => Promise.resolve(1);
-    call = (i) => group.key(`mx${i % 5}`).schedule(job);
+    // The time from the end of a job on a key to the start of the next job there that
+    // was waiting (paired first in, first out per key), as the Rust harness measures
+    // palisade's handoffs.
+    const released = Array.from({ length: 5 }, () => []);
+    call = (i) => {
+      const k = i % 5;
+      const asked = process.hrtime.bigint();
+      return group.key(`mx${k}`).schedule(() => {
+        const at = released[k].shift();
+        const now = process.hrtime.bigint();
+        if (counting && at !== undefined && at >= asked) handoffs.push(Number(now - at) / 1000);
+        released[k].push(process.hrtime.bigint());
+        return Promise.resolve(1);
+      });
+    };
     close = async () => group.disconnect(false);
   } else {
     console.error(`unknown op ${op}`);
     process.exit(64);
   }
-  let counting = false;
-  let stop = false;
   const latencies = [];
   let total = 0;
   const worker = async (w) => {
@@ -76,12 +92,17 @@ async function main() {
   const ops = latencies.length;
   stop = true;
   await Promise.all(workers);
+  const pct = (xs, p) => Math.round(xs[Math.min(Math.floor(xs.length * p), xs.length - 1)] || 0);
   latencies.sort((a, b) => a - b);
-  const pct = (p) => Math.round(latencies[Math.min(Math.floor(ops * p), ops - 1)] || 0);
-  console.log(JSON.stringify({
+  handoffs.sort((a, b) => a - b);
+  const line = {
     op, c: C, ops, secs: Number(secs.toFixed(3)), per_sec: Math.round(ops / secs),
-    p50_us: pct(0.5), p99_us: pct(0.99), total_ops: total,
-  }));
+    p50_us: pct(latencies, 0.5), p99_us: pct(latencies, 0.99), total_ops: total,
+  };
+  if (op === 'bottleneck') {
+    Object.assign(line, { handoffs: handoffs.length, handoff_p50_us: pct(handoffs, 0.5), handoff_p99_us: pct(handoffs, 0.99) });
+  }
+  console.log(JSON.stringify(line));
   await close();
   process.exit(0);
 }

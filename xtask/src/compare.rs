@@ -353,6 +353,9 @@ pub(crate) fn compare() -> Result {
     // Interleaved: each round runs every side of every row once, so drift in the
     // machine's speed spreads over all of them.
     let mut samples: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); ROWS.len() * CONCURRENCY.len()];
+    // Where both sides report handoffs (release to the next waiter's start): p50 and
+    // p99, palisade's then the peer's.
+    let mut handoffs: Vec<Vec<[f64; 4]>> = vec![Vec::new(); ROWS.len() * CONCURRENCY.len()];
     for round in 1..=ROUNDS {
         for (ci, &c) in CONCURRENCY.iter().enumerate() {
             for (ri, row) in ROWS.iter().enumerate() {
@@ -367,6 +370,14 @@ pub(crate) fn compare() -> Result {
                     get(&ours, "p99_us"),
                     get(&peer, "p99_us"),
                 ));
+                if let (Some(o50), Some(p50)) = (field(&ours, "handoff_p50_us"), field(&peer, "handoff_p50_us")) {
+                    handoffs[ri * CONCURRENCY.len() + ci].push([
+                        o50,
+                        get(&ours, "handoff_p99_us"),
+                        p50,
+                        get(&peer, "handoff_p99_us"),
+                    ]);
+                }
             }
         }
     }
@@ -399,6 +410,25 @@ pub(crate) fn compare() -> Result {
                 col(|s| s.3),
                 per_op[row.ours],
                 per_op[op],
+            ));
+        }
+    }
+    for (ri, row) in ROWS.iter().enumerate() {
+        for (ci, &c) in CONCURRENCY.iter().enumerate() {
+            let h = &handoffs[ri * CONCURRENCY.len() + ci];
+            if h.is_empty() {
+                continue;
+            }
+            let m = |i: usize| median(h.iter().map(|s| s[i]).collect());
+            out.push_str(&format!(
+                "\n{}, {c} in flight: from the end of a holder's work to the start of the next waiter's on its key, \
+                 palisade p50 {:.0} µs / p99 {:.0} µs, {} p50 {:.0} µs / p99 {:.0} µs (medians of {ROUNDS}).\n",
+                row.what,
+                m(0),
+                m(1),
+                row.peer.2,
+                m(2),
+                m(3),
             ));
         }
     }
