@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use palisade_cache_core::{Backend, BoxFuture, Error, Fallback, Provenance, Run, SharedClock, SystemClock, Tagged};
 use palisade_throttle::op;
 use palisade_throttle::{
-    DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, RateDecision, RawDecision, Scope,
+    DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, RateDecision, RawDecision,
+    ScaledPolicy, Scope, Woken,
 };
 
 use crate::sweep::Swept;
@@ -31,6 +32,8 @@ struct Queued {
     key: String,
     arrival: u64,
     expires: u64,
+    /// The waiter's own policy, for a release that hands it a slot.
+    policy: ScaledPolicy,
 }
 
 #[derive(Default)]
@@ -50,6 +53,8 @@ struct NsState {
     granted: HashMap<u64, (String, u64)>,
     /// The same grants in grant order with their end (µs): they end in that order.
     granted_until: VecDeque<(u64, u64)>,
+    /// Leases a release handed to a waiter that has not taken them yet, by ticket.
+    handed: HashMap<u64, Lease>,
 }
 
 impl NsState {
@@ -71,7 +76,8 @@ impl NsState {
         true
     }
 
-    /// Forgets the grants whose caller can no longer come back for them.
+    /// Forgets the grants whose caller can no longer come back for them, and gives back
+    /// the handed leases among them that were never taken.
     fn expire_grants(&mut self, now: u64) {
         while let Some(&(until, ticket)) = self.granted_until.front() {
             if until > now {
@@ -79,6 +85,15 @@ impl NsState {
             }
             self.granted_until.pop_front();
             self.granted.remove(&ticket);
+            // A lease handed to a waiter that never took it (its process died) goes
+            // back once the waiter's entry life is over.
+            if let Some(lease) = self.handed.remove(&ticket) {
+                self.woken.remove(&ticket);
+                self.global.remove(&lease.id);
+                if let Some(k) = self.keys.get_mut(&lease.key) {
+                    k.leases.remove(&lease.id);
+                }
+            }
         }
     }
 
@@ -94,6 +109,70 @@ impl NsState {
         for t in gone {
             self.remove_waiter(t);
         }
+    }
+
+    /// The first gate that refuses `policy` on `key` now, with the moment every gate
+    /// could pass (a cap of 0 never does: a lease TTL from now); `ahead`: the live
+    /// waiters owed the key's slots first. Counts only live leases.
+    fn refusal(&self, key: &str, policy: &ScaledPolicy, ahead: usize, now: u64) -> Option<(usize, u64)> {
+        let interval = us(policy.min_interval);
+        let k = self.keys.get(key);
+        let mut global: Vec<u64> = self.global.values().map(|(e, _)| *e).filter(|e| *e > now).collect();
+        let mut own: Vec<u64> = k.map_or_else(Vec::new, |k| k.leases.values().copied().filter(|e| *e > now).collect());
+        let key_cap = policy.key_cap.saturating_sub(u32::try_from(ahead).unwrap_or(u32::MAX));
+        let (pen, last) = k.map_or((0, None), |k| (k.pen, k.last));
+        let free = [
+            Some(pen.max(now)),
+            Some(last.map_or(now, |l| l.saturating_add(interval).max(now))),
+            cap_free(&mut global, policy.global_cap, now),
+            cap_free(&mut own, key_cap, now),
+        ];
+        let gate = free.iter().position(|f| f.is_none_or(|t| t > now))?;
+        let never = now.saturating_add(us(policy.lease_ttl));
+        Some((gate, free.iter().map(|f| f.unwrap_or(never)).max().unwrap_or(now)))
+    }
+
+    /// Takes a lease on `key` under `policy`: the next fencing number, the lease in both
+    /// accountings, the acquisition time. Returns the lease's id and end.
+    fn grant(&mut self, key: &str, policy: &ScaledPolicy, now: u64) -> (u64, u64) {
+        let id = (self.seq + 1).max(now);
+        self.seq = id;
+        let exp = now.saturating_add(us(policy.lease_ttl));
+        let k = self.keys.entry(key.to_owned()).or_default();
+        k.leases.insert(id, exp);
+        k.last = Some(now);
+        refresh_keep(k, us(policy.min_interval));
+        self.global.insert(id, (exp, key.to_owned()));
+        (id, exp)
+    }
+
+    /// A waiter's grant: it leaves every queue, and the grant is kept until `until` for
+    /// a [`op::Dequeue`] that comes after it.
+    fn granted_to(&mut self, ticket: u64, key: &str, id: u64, until: u64) {
+        self.remove_waiter(ticket);
+        self.granted.insert(ticket, (key.to_owned(), id));
+        self.granted_until.push_back((until, ticket));
+    }
+
+    /// Hands a slot just freed on `key` to its first live waiter when every gate of
+    /// that waiter's policy admits it; whether it did.
+    fn hand_off(&mut self, key: &str, now: u64) -> bool {
+        self.expire_waiters(now);
+        let Some(&(_, ticket)) = self.keys.get(key).and_then(|k| k.queue.first()) else {
+            return false;
+        };
+        let Some((policy, until)) = self.waiters.get(&ticket).map(|w| (w.policy, w.expires)) else {
+            return false;
+        };
+        if self.refusal(key, &policy, 0, now).is_some() {
+            return false;
+        }
+        let (id, exp) = self.grant(key, &policy, now);
+        self.granted_to(ticket, key, id, until);
+        self.handed
+            .insert(ticket, Lease::new(id, key.to_owned(), time(now), time(exp)));
+        self.woken.insert(ticket);
+        true
     }
 
     /// Wakes the first waiter of `key` and of the global queue; whether any was woken.
@@ -268,7 +347,7 @@ impl LeaseOps for LocalLeases {
             if let Some(k) = ns.keys.get_mut(key) {
                 if k.leases.remove(&lease).is_some_and(|exp| exp > now) {
                     released = Some(time(now));
-                    woke = ns.wake_heads(key);
+                    woke = ns.hand_off(key, now) || ns.wake_heads(key);
                 }
             }
         }
@@ -314,14 +393,24 @@ impl Run<op::Acquire> for LocalThrottle {
         policy.validate()?;
         let ops = self.ops_for(scope)?;
         let now = self.now();
-        let interval = us(policy.min_interval);
         let mut state = self.lock();
         let ns = state.namespaces.entry(scope.global_key()?).or_default();
         let before = ns.global.len();
         ns.global.retain(|_, (exp, _)| *exp > now);
         let reclaimed = (before - ns.global.len()) as u64;
         ns.expire_waiters(now);
-        let mut global: Vec<u64> = ns.global.values().map(|(e, _)| *e).collect();
+        // A release handed this waiter a lease while it asked again: that is its answer.
+        if let Some((ticket, lease)) = op.waiter.and_then(|w| Some((w.ticket, ns.handed.remove(&w.ticket)?))) {
+            ns.woken.remove(&ticket);
+            let live = ns
+                .keys
+                .get(key)
+                .and_then(|k| k.leases.get(&lease.id))
+                .is_some_and(|exp| *exp > now);
+            if live {
+                return Ok(tag((RawDecision::Acquired(lease, ops), reclaimed)));
+            }
+        }
         let me = op
             .waiter
             .and_then(|w| ns.waiters.get(&w.ticket).map(|q| (q.arrival, w.ticket)));
@@ -332,17 +421,7 @@ impl Run<op::Acquire> for LocalThrottle {
             Some(me) => k.queue.range(..me).count(),
             None => k.queue.len(),
         };
-        let mut own: Vec<u64> = k.leases.values().copied().collect();
-        let never = now.saturating_add(us(policy.lease_ttl));
-        let key_cap = policy.key_cap.saturating_sub(u32::try_from(ahead).unwrap_or(u32::MAX));
-        let free = [
-            Some(k.pen.max(now)),
-            Some(k.last.map_or(now, |l| l.saturating_add(interval).max(now))),
-            cap_free(&mut global, policy.global_cap, now),
-            cap_free(&mut own, key_cap, now),
-        ];
-        if let Some(gate) = free.iter().position(|f| f.is_none_or(|t| t > now)) {
-            let until = free.iter().map(|f| f.unwrap_or(never)).max().unwrap_or(now);
+        if let Some((gate, until)) = ns.refusal(key, policy, ahead, now) {
             let reason = DenyReason::ALL[gate];
             if let Some(w) = op.waiter {
                 // A first arrival takes the next fencing number: arrivals are strictly
@@ -354,7 +433,11 @@ impl Run<op::Acquire> for LocalThrottle {
                         ns.seq
                     }
                 };
-                k.queue.insert((arrival, w.ticket));
+                ns.keys
+                    .entry(key.to_owned())
+                    .or_default()
+                    .queue
+                    .insert((arrival, w.ticket));
                 if reason == DenyReason::GlobalCap {
                     ns.global_queue.insert((arrival, w.ticket));
                 }
@@ -364,6 +447,7 @@ impl Run<op::Acquire> for LocalThrottle {
                         key: key.to_owned(),
                         arrival,
                         expires: now.saturating_add(us(w.entry_ttl)),
+                        policy: *policy,
                     },
                 );
             }
@@ -375,22 +459,14 @@ impl Run<op::Acquire> for LocalThrottle {
                 reclaimed,
             )));
         }
-        let id = (ns.seq + 1).max(now);
-        ns.seq = id;
-        let exp = now.saturating_add(us(policy.lease_ttl));
-        let k = ns.keys.entry(key.to_owned()).or_default();
-        k.leases.insert(id, exp);
-        k.last = Some(now);
-        refresh_keep(k, interval);
-        let room = k.leases.len() < policy.key_cap as usize;
-        ns.global.insert(id, (exp, key.to_owned()));
+        let (id, exp) = ns.grant(key, policy, now);
+        let room = ns
+            .keys
+            .get(key)
+            .is_some_and(|k| k.leases.len() < policy.key_cap as usize);
         let mut woke = false;
         if let Some(w) = op.waiter {
-            ns.remove_waiter(w.ticket);
-            // Entry TTLs are at most a day (the op's bound): no overflow.
-            let until = now.saturating_add(us(w.entry_ttl));
-            ns.granted.insert(w.ticket, (key.to_owned(), id));
-            ns.granted_until.push_back((until, w.ticket));
+            ns.granted_to(w.ticket, key, id, now.saturating_add(us(w.entry_ttl)));
             // Room left for the next waiter of the key: it need not wait for a release.
             if room {
                 if let Some((_, next)) = ns.keys.get(key).and_then(|k| k.queue.first()) {
@@ -467,7 +543,7 @@ impl Run<op::Inspect> for LocalThrottle {
 }
 
 impl Run<op::Wake> for LocalThrottle {
-    async fn run(&self, op: &op::Wake) -> Result<Tagged<bool>, Error> {
+    async fn run(&self, op: &op::Wake) -> Result<Tagged<Woken>, Error> {
         let ns_key = op.scope.global_key()?;
         // `within` is at most a day (the caller's bound): no overflow.
         let deadline = tokio::time::Instant::now() + op.within.min(MAX_LEASE);
@@ -482,12 +558,15 @@ impl Run<op::Wake> for LocalThrottle {
                 // any other: its re-check comes within `within`.
                 if let Some(ns) = state.namespaces.get_mut(&ns_key) {
                     if ns.woken.remove(&op.ticket) {
-                        return Ok(tag(true));
+                        return Ok(tag(match ns.handed.remove(&op.ticket) {
+                            Some(lease) => Woken::Granted(lease, self.ops_for(&op.scope)?),
+                            None => Woken::Woken,
+                        }));
                     }
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(tag(false));
+                return Ok(tag(Woken::TimedOut));
             }
         }
     }
@@ -502,6 +581,7 @@ impl Run<op::Dequeue> for LocalThrottle {
         };
         ns.expire_grants(self.now());
         let mut was = ns.remove_waiter(op.ticket);
+        ns.handed.remove(&op.ticket);
         if let Some((key, lease)) = ns.granted.remove(&op.ticket) {
             // The waiter went away after its grant: its lease goes back.
             ns.global.remove(&lease);

@@ -8,6 +8,7 @@ use palisade_cache_core::{BoxFuture, Error, Provenance, Run, Tagged};
 use palisade_throttle::op;
 use palisade_throttle::{
     DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, RateDecision, RawDecision, Scope,
+    Woken,
 };
 
 use crate::batch::{BatchStats, Batched, Batcher};
@@ -77,8 +78,8 @@ macro_rules! prelude {
 
 /// The waiting helpers of the acquire, release and dequeue scripts: `ticket_ok` checks a
 /// ticket (decimal digits, kept a string: a u64 does not fit Lua's doubles), `wake`
-/// pushes a wake-up for a ticket under the prefix `WAKE` (the key is its ticket's,
-/// under the namespace's hash tag: the script's slot), `first_live` finds the first
+/// pushes a wake-up (or a handed lease) for a ticket under the prefix `WAKE` (the key
+/// is its ticket's, under the namespace's hash tag: the script's slot), `first_live` finds the first
 /// queued ticket whose entry is live in `waiters`, `wake_heads` wakes the first live
 /// waiter of a key queue and of the global queue. `waiting!(wake_args)` reads `WAKE`
 /// and `WAKE_MS` from `ARGV[2]` and `ARGV[3]` first (release, dequeue).
@@ -86,13 +87,15 @@ macro_rules! waiting {
     () => {
         r#"
 local function ticket_ok(t) return t and #t <= 20 and string.match(t, '^%d+$') ~= nil end
-local function wake(t)
+-- `msg`: '1' (ask again) or a handed lease, 'L id granted_at expiry'; `ms`: how long it
+-- waits for its waiter (WAKE_MS unless given).
+local function wake(t, msg, ms)
   local w = WAKE .. t
   -- pcall: a wake-up that cannot be pushed is one the waiter's re-check makes up for;
   -- it must not fail the script after its first write.
-  redis.pcall('LPUSH', w, '1')
+  redis.pcall('LPUSH', w, msg or '1')
   redis.pcall('LTRIM', w, 0, 0)
-  redis.pcall('PEXPIRE', w, WAKE_MS)
+  redis.pcall('PEXPIRE', w, ms or WAKE_MS)
 end
 local function first_live(queue, waiters)
   for _, t in ipairs(redis.call('ZRANGE', queue, 0, 7)) do
@@ -120,8 +123,47 @@ end
     };
 }
 
+/// The granting half of the acquire and release scripts, over their common keys (global
+/// leases, key leases, key state, fencing counter, liveness marker, key queue, waiters,
+/// global queue, handed leases): `grant` takes a lease (the next fencing number, the lease in both
+/// sets, the acquisition time, every expiry set outright: each covers everything its
+/// key holds); `granted_to` takes a waiter out of every queue and keeps which lease it
+/// took, for a dequeue that comes after it (its caller went away while the answer was on
+/// its way): the lease is then released, not leaked. Both write only keys whose type
+/// the script has read first.
+macro_rules! grant {
+    () => {
+        r#"
+local function grant(seq, ttl, interval, idle, pen, gtop, ktop)
+  local id = seq + 1
+  if id < now then id = now end
+  redis.call('SET', KEYS[4], fmt(id), 'PX', 86400000)
+  local exp = now + ttl
+  redis.call('ZADD', KEYS[1], fmt(exp), fmt(id))
+  redis.call('ZADD', KEYS[2], fmt(exp), fmt(id))
+  redis.call('HSET', KEYS[3], 'last', fmt(now))
+  local top = math.max(gtop, exp)
+  ktop = math.max(ktop, exp)
+  redis.call('PEXPIRE', KEYS[1], math.ceil((top - now) / 1000) + 1000)
+  redis.call('PEXPIRE', KEYS[2], math.ceil((ktop - now) / 1000) + 1000)
+  redis.call('PEXPIRE', KEYS[3], math.ceil((math.max(pen, now + interval, ktop) + idle - now) / 1000))
+  -- The marker outlives every lease of the namespace.
+  redis.call('SET', KEYS[5], '1', 'PX', math.max(redis.call('PTTL', KEYS[5]), math.ceil((top - now) / 1000) + 1000))
+  return id, exp
+end
+local function granted_to(ticket, id, ms)
+  redis.call('ZREM', KEYS[6], ticket)
+  redis.call('ZREM', KEYS[7], ticket)
+  redis.call('ZREM', KEYS[8], ticket)
+  redis.pcall('DEL', WAKE .. ticket, WAKE .. ticket .. ':p')
+  redis.pcall('SET', WAKE .. ticket .. ':l', fmt(id), 'PX', ms or WAKE_MS)
+end
+"#
+    };
+}
+
 // KEYS: global leases, key leases, key state, fencing counter, liveness marker, key
-// queue, waiters, global queue.
+// queue, waiters, global queue, handed leases.
 // ARGV: global cap, key cap, min interval (µs), lease TTL (µs), idle (µs), restart
 // hold ('1' on, '0' off), waiter ticket ('0': not waiting), entry TTL (µs), wake prefix.
 const ACQUIRE: &str = script!(
@@ -134,12 +176,28 @@ local ticket = ARGV[7]
 local WAKE, WAKE_MS = ARGV[9] or '', math.ceil(qttl / 1000) + 1000
 "#,
     waiting!(),
+    grant!(),
     r#"
 if not ticket_ok(ticket) then return bad('a waiter ticket is a decimal number') end
 local waiting = ticket ~= '0'
+if waiting then
+  -- A release handed this waiter a lease while it asked again: that is its answer.
+  local m = redis.pcall('LINDEX', WAKE .. ticket, 0)
+  local hid, hat = nil, nil
+  if type(m) == 'string' then hid, hat = string.match(m, '^L (%d+) (%d+) %d+$') end
+  if hid then
+    local exp = tonumber(redis.call('ZSCORE', KEYS[2], hid))
+    if exp and exp > now then
+      redis.call('ZREM', KEYS[9], ticket)
+      redis.pcall('DEL', WAKE .. ticket)
+      return {1, tonumber(hid), tonumber(hat), exp, 0}
+    end
+  end
+end
 local qn = redis.call('ZCARD', KEYS[6])
 redis.call('ZCARD', KEYS[7])
 redis.call('ZCARD', KEYS[8])
+local hn = redis.call('ZCARD', KEYS[9])
 -- Reads first: a key holding another type fails here, and stored values palisade
 -- cannot have written are refused here, before anything is written.
 local st = redis.call('HMGET', KEYS[3], 'last', 'pen')
@@ -168,6 +226,20 @@ if not up and ARGV[6] ~= '0' then
 end
 local reclaimed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
 local kreclaimed = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now))
+-- A lease handed to a waiter that never took it (its process died: the handed lease is
+-- still in its wake-up list) goes back once the waiter's entry life is over.
+if hn > 0 then
+  for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', fmt(now), 'LIMIT', 0, 16)) do
+    local m = redis.pcall('LINDEX', WAKE .. h, 0)
+    local lid = type(m) == 'string' and string.match(m, '^L (%d+) ')
+    if lid then
+      reclaimed = reclaimed + redis.call('ZREM', KEYS[1], lid)
+      kreclaimed = kreclaimed + redis.call('ZREM', KEYS[2], lid)
+      redis.pcall('DEL', WAKE .. h, WAKE .. h .. ':l')
+    end
+    redis.call('ZREM', KEYS[9], h)
+  end
+end
 -- The live waiters that arrived first are owed the key's free slots.
 local ahead, arrival = 0, nil
 if qn > 0 then
@@ -206,34 +278,16 @@ for i = 1, 5 do
       redis.call('ZADD', KEYS[7], fmt(now + qttl), ticket)
       if i == 3 then redis.call('ZADD', KEYS[8], 'NX', a, ticket) end
       for q = 6, 8 do keep(KEYS[q], now + qttl + 1000000) end
+      -- The waiter's own policy, for a release that hands it a slot.
+      redis.pcall('SET', WAKE .. ticket .. ':p', fmt(gcap) .. ' ' .. fmt(kcap) .. ' ' .. fmt(interval) .. ' '
+        .. fmt(ttl) .. ' ' .. fmt(idle), 'PX', WAKE_MS)
     end
     return {0, i - 1, math.max(free[1], free[2], free[3], free[4], free[5]) - now, reclaimed}
   end
 end
-local id = seq + 1
-if id < now then id = now end
-redis.call('SET', KEYS[4], fmt(id), 'PX', 86400000)
-local exp = now + ttl
-redis.call('ZADD', KEYS[1], fmt(exp), fmt(id))
-redis.call('ZADD', KEYS[2], fmt(exp), fmt(id))
-redis.call('HSET', KEYS[3], 'last', fmt(now))
--- Each expiry below covers everything its key holds (the latest lease; penalty,
--- interval and leases for the state), so it is set outright.
-local top = math.max(gtop, exp)
-ktop = math.max(ktop, exp)
-redis.call('PEXPIRE', KEYS[1], math.ceil((top - now) / 1000) + 1000)
-redis.call('PEXPIRE', KEYS[2], math.ceil((ktop - now) / 1000) + 1000)
-redis.call('PEXPIRE', KEYS[3], math.ceil((math.max(pen, now + interval, ktop) + idle - now) / 1000))
--- The marker outlives every lease of the namespace.
-redis.call('SET', KEYS[5], '1', 'PX', math.max(redis.call('PTTL', KEYS[5]), math.ceil((top - now) / 1000) + 1000))
+local id, exp = grant(seq, ttl, interval, idle, pen, gtop, ktop)
 if waiting then
-  redis.call('ZREM', KEYS[6], ticket)
-  redis.call('ZREM', KEYS[7], ticket)
-  redis.call('ZREM', KEYS[8], ticket)
-  redis.pcall('DEL', WAKE .. ticket)
-  -- Which lease this waiter took, for a dequeue that comes after it (the caller went
-  -- away while this reply was on its way): the lease is then released, not leaked.
-  redis.pcall('SET', WAKE .. ticket .. ':l', fmt(id), 'PX', WAKE_MS)
+  granted_to(ticket, id)
   -- Room left on the key: the next waiter need not wait for a release.
   if klive + 1 < kcap then
     local nxt = first_live(KEYS[6], KEYS[7])
@@ -244,21 +298,64 @@ return {1, id, now, exp, reclaimed}
 "#
 );
 
-// KEYS: global leases, key leases, key queue, waiters, global queue. ARGV: lease id,
-// wake prefix, wake-up TTL (ms).
+// KEYS: as the acquire script's (global leases, key leases, key state, fencing counter,
+// liveness marker, key queue, waiters, global queue, handed leases). ARGV: lease id, wake prefix,
+// wake-up TTL (ms).
 const RELEASE: &str = script!(
     waiting!(wake_args),
+    grant!(),
     r#"
+-- The freed slot goes to the first live waiter of the key when every gate of its own
+-- policy admits it now: the grant, and the lease pushed as its wake-up. Only reads
+-- until it grants; state not as palisade writes it means no handoff (the waiter's own
+-- acquisition reports it), never a failed release.
+local function hand_off()
+  if redis.call('EXISTS', KEYS[5]) == 0 then return false end
+  local t = first_live(KEYS[6], KEYS[7])
+  if not t then return false end
+  local raw = redis.pcall('GET', WAKE .. t .. ':p')
+  if type(raw) ~= 'string' then return false end
+  local p = {}
+  for n in string.gmatch(raw, '%d+') do p[#p + 1] = tonumber(n) end
+  local gcap, kcap, interval, ttl, idle = p[1], p[2], p[3], p[4], p[5]
+  if #p ~= 5 or gcap > CAP or kcap > CAP or interval > DAY or ttl < 1000 or ttl > DAY or idle > DAY then
+    return false
+  end
+  local st, raw_seq = redis.pcall('HMGET', KEYS[3], 'last', 'pen'), redis.pcall('GET', KEYS[4])
+  if st.err or type(raw_seq) == 'table' or (raw_seq and not tonumber(raw_seq)) then return false end
+  local last, pen, seq = tonumber(st[1]), tonumber(st[2]) or 0, tonumber(raw_seq) or 0
+  local gtop = tonumber((redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES'))[2]) or 0
+  local ktop = tonumber((redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES'))[2]) or 0
+  if not (sane(last, now + DAY) and sane(pen, now + YEAR) and sane(seq, 2 ^ 53) and sane(gtop, now + 2 * DAY)
+      and sane(ktop, now + 2 * DAY)) then
+    return false
+  end
+  local above = '(' .. fmt(now)
+  if pen > now or (last and last + interval > now) or redis.call('ZCOUNT', KEYS[1], above, '+inf') >= gcap
+      or redis.call('ZCOUNT', KEYS[2], above, '+inf') >= kcap then
+    return false
+  end
+  -- Until the waiter's entry life is over: a lease it never took then goes back, so
+  -- the handed lease and the record of the grant live at least as long.
+  local life = tonumber(redis.call('ZSCORE', KEYS[7], t))
+  local ms = math.max(WAKE_MS, math.ceil((life - now) / 1000) + 1000)
+  local id, exp = grant(seq, ttl, interval, idle, pen, gtop, ktop)
+  granted_to(t, id, ms)
+  wake(t, 'L ' .. fmt(id) .. ' ' .. fmt(now) .. ' ' .. fmt(exp), ms)
+  redis.call('ZADD', KEYS[9], fmt(life), t)
+  keep(KEYS[9], life + 1000000)
+  return true
+end
 local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
-local qn, gn = redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[5])
-redis.call('ZCARD', KEYS[4])
+local qn, gn = redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[8])
+redis.call('ZCARD', KEYS[7])
+redis.call('ZCARD', KEYS[9])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-if s and tonumber(s) > now then
-  if qn > 0 or gn > 0 then wake_heads(KEYS[3], KEYS[4], KEYS[5]) end
-  return now
-end
-return -1
+if not (s and tonumber(s) > now) then return -1 end
+if qn > 0 and hand_off() then return now end
+if qn > 0 or gn > 0 then wake_heads(KEYS[6], KEYS[7], KEYS[8]) end
+return now
 "#
 );
 
@@ -278,7 +375,7 @@ if type(granted) ~= 'string' then granted = nil end
 local was = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.pcall('DEL', WAKE .. ARGV[1])
+redis.pcall('DEL', WAKE .. ARGV[1], WAKE .. ARGV[1] .. ':p')
 if granted then
   -- The waiter went away after its grant: its lease goes back.
   redis.call('ZREM', KEYS[4], granted)
@@ -411,8 +508,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
     let s = &*SCRIPTS;
     vec![
-        (&s.acquire, 8),
-        (&s.release, 5),
+        (&s.acquire, 9),
+        (&s.release, 9),
         (&s.dequeue, 5),
         (&s.extend, 3),
         (&s.penalize, 1),
@@ -444,6 +541,12 @@ pub(crate) fn batched_scripts() -> Vec<(&'static Batched, usize)> {
 /// - time from `TIME` inside the script, in microseconds — never a client clock;
 /// - expired leases are reclaimed inside the acquire script before the gates are
 ///   checked;
+/// - **handoff**: the release script grants the freed slot to the first live waiter of
+///   the key when the policy that waiter queued with (kept beside its wake-up key)
+///   admits it, and pushes the lease (`L id granted_at expiry`) where the waiter's
+///   `BLPOP` takes it; the ticket is kept in the key's handed set until the waiter's
+///   entry life ends, when an acquire gives back a lease still lying in the wake-up
+///   list (a crashed waiter);
 /// - a call that fails has written nothing: each script checks its arguments' bounds
 ///   and reads every key it will write (a key of another type fails the read) before
 ///   its first write;
@@ -564,6 +667,14 @@ impl RedisThrottle {
         self.limits.stats()
     }
 
+    /// The lease operations of a lease granted in `scope`.
+    fn lease_ops(&self, scope: &Scope) -> Arc<dyn LeaseOps> {
+        Arc::new(RedisLeases {
+            conn: self.conn.clone(),
+            scope: scope.clone(),
+        })
+    }
+
     /// The slot every key of a throttle namespace lives on (its hash tag's), on a
     /// cluster.
     fn namespace_slot(&self, scope: &Scope) -> Option<u16> {
@@ -588,18 +699,35 @@ struct RedisLeases {
     scope: Scope,
 }
 
+/// The keys of the acquire and release scripts (see [`grant!`]).
+fn grant_keys(scope: &Scope, key: &str) -> Result<Vec<String>, Error> {
+    Ok(vec![
+        scope.global_key()?,
+        scope.leases_key(key)?,
+        scope.state_key(key)?,
+        scope.seq_key()?,
+        scope.up_key()?,
+        scope.queue_key(key)?,
+        scope.waiters_key()?,
+        scope.global_queue_key()?,
+        scope.handed_key(key)?,
+    ])
+}
+
+/// A handed lease as the release script pushes it: `L id granted_at expiry` (µs).
+fn handed(msg: &str) -> Option<(u64, i64, i64)> {
+    let mut parts = msg.strip_prefix("L ")?.split(' ');
+    let mut next = || parts.next()?.parse::<u64>().ok();
+    let (id, at, exp) = (next()?, next()?, next()?);
+    Some((id, i64::try_from(at).ok()?, i64::try_from(exp).ok()?))
+}
+
 impl LeaseOps for RedisLeases {
     fn release(&self, key: &str, lease: u64) -> BoxFuture<'_, Result<Option<SystemTime>, Error>> {
         let key = key.to_owned();
         Box::pin(async move {
             let sc = &self.scope;
-            let keys = vec![
-                sc.global_key()?,
-                sc.leases_key(&key)?,
-                sc.queue_key(&key)?,
-                sc.waiters_key()?,
-                sc.global_queue_key()?,
-            ];
+            let keys = grant_keys(sc, &key)?;
             let args = vec![lease.to_string().into(), sc.wake_prefix()?.into(), WAKE_MS.into()];
             let v = SCRIPTS
                 .release
@@ -634,16 +762,7 @@ impl Run<op::Acquire> for RedisThrottle {
     async fn run(&self, op: &op::Acquire) -> Result<Tagged<(RawDecision, u64)>, Error> {
         let (scope, key, policy) = (&*op.scope, op.key.as_str(), &op.policy);
         policy.validate()?;
-        let keys = vec![
-            scope.global_key()?,
-            scope.leases_key(key)?,
-            scope.state_key(key)?,
-            scope.seq_key()?,
-            scope.up_key()?,
-            scope.queue_key(key)?,
-            scope.waiters_key()?,
-            scope.global_queue_key()?,
-        ];
+        let keys = grant_keys(scope, key)?;
         let (ticket, entry_ttl) = op
             .waiter
             .map_or((0, Duration::from_secs(1)), |w| (w.ticket, w.entry_ttl));
@@ -665,11 +784,10 @@ impl Run<op::Acquire> for RedisThrottle {
         let r = ints(&self.conn, "throttle.acquire", v, 4)?;
         let decision = if r[0] == 1 && r.len() >= 5 {
             let lease = Lease::new(u64::try_from(r[1]).unwrap_or(0), key.to_owned(), time(r[2]), time(r[3]));
-            let ops: Arc<dyn LeaseOps> = Arc::new(RedisLeases {
-                conn: self.conn.clone(),
-                scope: scope.clone(),
-            });
-            (RawDecision::Acquired(lease, ops), u64::try_from(r[4]).unwrap_or(0))
+            (
+                RawDecision::Acquired(lease, self.lease_ops(scope)),
+                u64::try_from(r[4]).unwrap_or(0),
+            )
         } else {
             let reason = DenyReason::from_gate(r[1]).ok_or_else(|| Error::Backend {
                 backend: self.conn.endpoint().clone(),
@@ -755,9 +873,9 @@ impl Run<op::Inspect> for RedisThrottle {
 }
 
 /// `BLPOP` on the waiter's wake-up key, on a dedicated connection: a wake-up pushed
-/// before the call is taken at once.
+/// before the call is taken at once; a handed lease comes in the same reply.
 impl Run<op::Wake> for RedisThrottle {
-    async fn run(&self, op: &op::Wake) -> Result<Tagged<bool>, Error> {
+    async fn run(&self, op: &op::Wake) -> Result<Tagged<Woken>, Error> {
         let key = format!("{}{}", op.scope.wake_prefix()?, op.ticket);
         let block = op.within.clamp(Duration::from_millis(1), crate::MAX_BLOCK);
         // Seconds with millisecond precision; never 0 (which would block forever).
@@ -773,7 +891,29 @@ impl Run<op::Wake> for RedisThrottle {
                 block,
             )
             .await?;
-        Ok(tag(!v.is_null()))
+        if v.is_null() {
+            return Ok(tag(Woken::TimedOut));
+        }
+        let msg = match v {
+            Value::Array(kv) => kv.into_iter().nth(1).and_then(|m| m.into_string()),
+            _ => None,
+        };
+        if msg.as_deref() == Some("1") {
+            return Ok(tag(Woken::Woken));
+        }
+        match msg.as_deref().and_then(handed) {
+            Some((id, at, exp)) => {
+                let lease = Lease::new(id, op.key.clone(), time(at), time(exp));
+                Ok(tag(Woken::Granted(lease, self.lease_ops(&op.scope))))
+            }
+            // Not what the scripts push: the waiter fails, and its dequeue gives back a
+            // lease it may have been handed.
+            None => Err(Error::Backend {
+                backend: self.conn.endpoint().clone(),
+                op: "throttle.wake",
+                source: "unexpected wake-up message".into(),
+            }),
+        }
     }
     fn slot(&self, op: &op::Wake) -> Option<u16> {
         self.namespace_slot(&op.scope)

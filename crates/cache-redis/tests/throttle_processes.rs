@@ -147,7 +147,8 @@ const WAITING_PROCESSES: usize = 3;
 
 /// A waiting process: 8 tasks each `acquire_wait` 15 times on one key with a single
 /// slot, hold 2 ms, release. Prints `LEASE w id acquired_us end_us`, then `STATS waited
-/// wakeups rechecks`. No re-check fires within the run: every wait ends by a wake-up.
+/// wakeups handoffs rechecks`. No re-check fires within the run: every wait ends by a
+/// wake-up or a handoff (a key cap of 1 with one policy: every release hands over).
 fn waiter(url: &str, prefix: &str) {
     let policy = Policy::builder()
         .global_cap(GLOBAL_CAP)
@@ -196,7 +197,12 @@ fn waiter(url: &str, prefix: &str) {
     for l in lines {
         writeln!(stdout, "{l}").unwrap();
     }
-    writeln!(stdout, "STATS {} {} {}", stats.waited, stats.wakeups, stats.rechecks).unwrap();
+    writeln!(
+        stdout,
+        "STATS {} {} {} {}",
+        stats.waited, stats.wakeups, stats.handoffs, stats.rechecks
+    )
+    .unwrap();
 }
 
 struct Lease {
@@ -325,15 +331,12 @@ fn main() -> ExitCode {
             let parts: Vec<&str> = line.split_whitespace().collect();
             match parts[..] {
                 ["LEASE", _, _, start, end] => served.push((start.parse().unwrap(), end.parse().unwrap(), process)),
-                ["STATS", waited, wakeups, rechecks] => {
-                    let (waited, wakeups, rechecks): (u64, u64, u64) = (
-                        waited.parse().unwrap(),
-                        wakeups.parse().unwrap(),
-                        rechecks.parse().unwrap(),
-                    );
+                ["STATS", waited, wakeups, handoffs, rechecks] => {
+                    let [waited, wakeups, handoffs, rechecks] =
+                        [waited, wakeups, handoffs, rechecks].map(|n| n.parse::<u64>().unwrap());
                     assert!(
-                        waited > 0 && wakeups > 0,
-                        "process {process}: waited {waited}, wakeups {wakeups}"
+                        waited > 0 && handoffs > 0,
+                        "process {process}: waited {waited}, handoffs {handoffs} (wakeups {wakeups})"
                     );
                     assert_eq!(rechecks, 0, "process {process}: a wait ended without a wake-up");
                 }
@@ -357,8 +360,9 @@ fn main() -> ExitCode {
     }
     let handoffs = served.windows(2).filter(|w| w[0].2 != w[1].2).count();
     assert!(handoffs > 0, "no release woke a waiter of another process");
-    // From a release to the next holder's grant, server time: the wake-up latency
-    // (wake-up pushed, BLPOP returned, the granting acquire run).
+    // From a release to the next holder's grant, server time: 0 where the release
+    // handed the slot off (granted in its own step), else the wake-up latency (wake-up
+    // pushed, BLPOP returned, the granting acquire run).
     let mut gaps: Vec<u64> = served.windows(2).map(|w| w[1].0 - w[0].1).collect();
     gaps.sort_unstable();
     let pct = |q: usize| gaps[(gaps.len() - 1) * q / 100];

@@ -46,8 +46,8 @@ async fn every_key_written_by_every_contract_has_a_ttl() {
     permit.extend(Duration::from_secs(60)).await.unwrap();
     t.acquire("host2", &p).await.unwrap();
     t.penalize("host3", Duration::from_secs(5)).await.unwrap();
-    // Waiting: key queues, the waiters' entries, the global queue, wake-ups and the
-    // lease marker of a served waiter.
+    // Waiting: key queues, the waiters' entries and policies, the global queue, the
+    // handed set and the grant record of a waiter served by a handoff.
     {
         use palisade_cache_core::Run;
         use palisade_throttle::{Waiter, op};
@@ -71,9 +71,14 @@ async fn every_key_written_by_every_contract_has_a_ttl() {
         for (key, ticket) in [("q", 7), ("q", 8), ("other", 9)] {
             throttle_backend.run(&queue(key, ticket)).await.unwrap();
         }
+        // Handed off to 7, which takes it by asking again; its release hands the slot
+        // off to 8, which does not take it (the handed set keeps it).
         held.release().await.unwrap();
         let (served, _) = throttle_backend.run(&queue("q", 7)).await.unwrap().value;
-        assert!(matches!(served, palisade_throttle::RawDecision::Acquired(..)));
+        let palisade_throttle::RawDecision::Acquired(lease, ops) = served else {
+            panic!("7 was handed the slot: {served:?}")
+        };
+        ops.release("q", lease.id).await.unwrap();
     }
     RateLimiter::new(throttle_backend, ns("rl"))
         .limit("ip", &Rate::per_second(10).burst(5).build().unwrap())
@@ -88,8 +93,11 @@ async fn every_key_written_by_every_contract_has_a_ttl() {
     // cache k, nx; job j; throttle g, seq, k:host, s:host, s:host2, s:host3; rate r:ip (the
     // host2 permit was dropped and released: Redis deletes the emptied lease set).
     assert!(keys.len() >= 10, "{keys:?}");
-    for kind in [":q:", ":qe", ":gq", ":w:"] {
+    for kind in [":q:", ":qe", ":gq", ":w:", ":h:"] {
         assert!(keys.iter().any(|k| k.contains(kind)), "no {kind} key among {keys:?}");
+    }
+    for end in [":p", ":l"] {
+        assert!(keys.iter().any(|k| k.ends_with(end)), "no …{end} key among {keys:?}");
     }
     for key in &keys {
         match resp::command(addr, &["PTTL", key]).unwrap() {

@@ -8,6 +8,6 @@ mod throttle;
 
 pub use model::{
     DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MAX_RATE_WINDOW, MIN_DURATION, Permit, Policy,
-    PolicyBuilder, Rate, RateBuilder, RateDecision, RawDecision, ScaledPolicy, Scope, ThrottleBackend, Waiter,
+    PolicyBuilder, Rate, RateBuilder, RateDecision, RawDecision, ScaledPolicy, Scope, ThrottleBackend, Waiter, Woken,
 };
 pub use throttle::{Decision, RateLimiter, Throttle, ThrottleStats};

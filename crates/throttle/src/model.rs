@@ -308,6 +308,29 @@ impl fmt::Debug for RawDecision {
     }
 }
 
+/// What a waiter's [`Wake`](crate::op::Wake) met.
+#[non_exhaustive]
+pub enum Woken {
+    /// `within` passed without a wake-up.
+    TimedOut,
+    /// A wake-up: the waiter asks again.
+    Woken,
+    /// A release handed its slot to the waiter: the lease is the waiter's (with the
+    /// lease operations of the backend that granted it) and the waiter has left every
+    /// queue.
+    Granted(Lease, Arc<dyn LeaseOps>),
+}
+
+impl fmt::Debug for Woken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Woken::TimedOut => f.write_str("TimedOut"),
+            Woken::Woken => f.write_str("Woken"),
+            Woken::Granted(l, _) => f.debug_tuple("Granted").field(l).finish(),
+        }
+    }
+}
+
 /// The state of one key, for operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -579,6 +602,13 @@ impl Scope {
         self.ns.slot_key(Contract::Throttle, "q", Some(key))
     }
 
+    /// The leases a release handed to waiters of `key` (see the contract's "Handoff"):
+    /// a sorted set of ticket → the end of that waiter's entry life (µs), when a lease
+    /// it never took goes back.
+    pub fn handed_key(&self, key: &str) -> Result<String, Error> {
+        self.ns.slot_key(Contract::Throttle, "h", Some(key))
+    }
+
     /// Every live queue entry of the namespace: a sorted set of ticket → entry expiry
     /// (µs). An entry missing here is abandoned, whatever queue still lists it.
     pub fn waiters_key(&self) -> Result<String, Error> {
@@ -637,16 +667,27 @@ palisade_cache_core::contract! {
 ///   overtakes a queue. Refused, the waiter is queued (its arrival kept across calls,
 ///   its entry's life renewed by each call; held back by the global cap, it also joins
 ///   the namespace's global queue); granted, it leaves every queue.
-/// - A release of a live lease wakes the first live waiter of the key and of the global
-///   queue; a grant that leaves room wakes the next waiter of the key; a
+/// - **Handoff.** A release of a live lease hands its slot to the first live waiter
+///   of the key when every gate of that waiter's own policy admits it then: the lease
+///   is granted to the waiter in the release's atomic step (a fresh fencing token, its
+///   policy's lease TTL), the waiter leaves every queue, and its
+///   [`Wake`](crate::op::Wake) returns [`Woken::Granted`] — no second acquisition.
+///   A waiter that asks again with an [`Acquire`](crate::op::Acquire) before taking it
+///   is answered with that same lease.
+/// - A release that hands nothing off (a gate refuses the head, or nobody waits on the
+///   key) wakes the first live waiter of the key and of the global queue; a grant that
+///   leaves room wakes the next waiter of the key; a
 ///   [`Dequeue`](crate::op::Dequeue) removes the entry and wakes the next.
-///   [`Wake`](crate::op::Wake) returns `true` at a wake-up pushed for its ticket (one
-///   pushed before it was called included), `false` after `within`.
+///   [`Wake`](crate::op::Wake) returns [`Woken::Woken`] at a wake-up pushed for its
+///   ticket (one pushed before it was called included), [`Woken::TimedOut`] after
+///   `within`.
 /// - A waiter's entry lives for its [`Waiter::entry_ttl`] from its last call: a waiter
-///   that stopped asking (a crashed process) holds no place after that.
+///   that stopped asking (a crashed process) holds no place after that, and a lease
+///   handed to it that it never took goes back then (at the next acquisition on its
+///   key).
 /// - A [`Dequeue`](crate::op::Dequeue) of a ticket granted a lease within its entry's
-///   life (its caller went away while the answer was on its way) gives that lease back
-///   and returns `true`.
+///   life (its caller went away while the answer was on its way, or before it took a
+///   handed lease) gives that lease back and returns `true`.
 /// - Every stored item expires (bounded memory).
 pub trait ThrottleBackend: op::Acquire, op::Penalize, op::ClearPenalty, op::Inspect, op::Limit, op::ResetRate, op::Wake, op::Dequeue;
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use palisade_cache_core::supervisor::Supervisor;
 use palisade_cache_core::{BoxFuture, Error, FallbackCtx, Op};
 
-use crate::model::{KeyState, LeaseOps, Rate, RateDecision, RawDecision, ScaledPolicy, Scope, Waiter};
+use crate::model::{KeyState, LeaseOps, Rate, RateDecision, RawDecision, ScaledPolicy, Scope, Waiter, Woken};
 
 /// Defines one throttle operation on a key of a scope: the struct, `new`, and the
 /// [`Op`] impl whose degraded form keeps the key (the local backend has its own keys)
@@ -97,15 +97,7 @@ throttle_op! {
     output |out, ctx| {
         let (decision, reclaimed) = out;
         let decision = match decision {
-            RawDecision::Acquired(lease, ops) => {
-                let ops: Arc<dyn LeaseOps> = Arc::new(DegradedLeases {
-                    inner: ops,
-                    supervisor: Arc::clone(ctx.supervisor),
-                    outage: ctx.outage,
-                    cap: ctx.options.degraded_lease_cap,
-                });
-                RawDecision::Acquired(lease, ops)
-            }
+            RawDecision::Acquired(lease, ops) => RawDecision::Acquired(lease, degraded_ops(ops, ctx)),
             other => other,
         };
         (decision, reclaimed)
@@ -127,13 +119,19 @@ throttle_op! {
     Inspect -> KeyState, "throttle.inspect" {}
 }
 throttle_op! {
-    /// Waits until a wake-up is pushed for `ticket` (`true`) or `within` has passed
-    /// (`false`).
-    Wake -> bool, "throttle.wake" {
+    /// Waits until a wake-up or a handed lease is pushed for `ticket`, or `within` has
+    /// passed.
+    Wake -> Woken, "throttle.wake" {
         /// The waiter's ticket.
         ticket: u64,
         /// The longest wait.
         within: Duration,
+    }
+    output |out, ctx| {
+        match out {
+            Woken::Granted(lease, ops) => Woken::Granted(lease, degraded_ops(ops, ctx)),
+            other => other,
+        }
     }
 }
 throttle_op! {
@@ -159,6 +157,17 @@ throttle_op! {
 throttle_op! {
     /// Forgets the key's GCRA state: a full allowance again.
     ResetRate -> bool, "throttle.reset_rate" {}
+}
+
+/// The lease operations of a lease granted while degraded (by an acquisition or a
+/// handoff): see [`DegradedLeases`].
+fn degraded_ops(inner: Arc<dyn LeaseOps>, ctx: &FallbackCtx<'_>) -> Arc<dyn LeaseOps> {
+    Arc::new(DegradedLeases {
+        inner,
+        supervisor: Arc::clone(ctx.supervisor),
+        outage: ctx.outage,
+        cap: ctx.options.degraded_lease_cap,
+    })
 }
 
 /// The lease operations of a permit granted while degraded: extensions capped, and

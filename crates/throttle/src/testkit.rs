@@ -815,9 +815,36 @@ async fn a_release_on_serves_a_waiter_on<B: ThrottleBackend>(
     held.release().await.unwrap();
     let permit = granted(joined(w).await);
     let s = t.stats();
-    assert_eq!(s.rechecks, 0, "served by the wake-up: {s:?}");
-    assert!(s.wakeups >= 1, "{s:?}");
+    assert_eq!(s.rechecks, 0, "served by the release: {s:?}");
+    assert!(s.wakeups + s.handoffs >= 1, "{s:?}");
     permit
+}
+
+/// The raw wake of `ticket` on `key`, waiting at most `within`.
+async fn raw_wake<B: ThrottleBackend>(t: &Throttle<B>, key: &str, ticket: u64, within: Duration) -> crate::Woken {
+    let scope = std::sync::Arc::new(t.scope().clone());
+    t.backend()
+        .run(&crate::op::Wake::new(scope, key.into(), ticket, within))
+        .await
+        .unwrap()
+        .value
+}
+
+/// Holds the only slot of `k`, queues the raw waiter 41 behind it, and releases: the
+/// slot is handed to 41 (nobody takes it yet). Returns the policy.
+async fn handed_to_41<F: Fixture<Backend: ThrottleBackend>>(t: &Throttle<F::Backend>, life: Duration) -> Policy {
+    let p = policy(10, 1, Duration::ZERO, HOUR);
+    let held = granted(acquire(t, "k", &p).await);
+    let (raw, _) = t.backend().run(&raw_waiter(t, "k", &p, 41, life)).await.unwrap().value;
+    assert!(raw_denied(&raw, DenyReason::KeyCap), "{raw:?}");
+    held.release().await.unwrap();
+    let st = t.inspect("k").await.unwrap().value;
+    assert_eq!(
+        (st.key_leases, st.global_leases, st.waiting),
+        (1, 1, 0),
+        "the release handed the slot to 41, which left the queue"
+    );
+    p
 }
 
 /// A waiter in its own task.
@@ -862,15 +889,94 @@ pub async fn acquire_wait_grants_at_once_and_checks_its_wait<F: Fixture<Backend:
     permit.release().await.unwrap();
 }
 
-/// A release of the lease a waiter needs wakes it: served by a wake-up, not a re-check.
-pub async fn a_release_wakes_a_waiter<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+/// A release hands its slot to the waiter at the head of the key's queue: served by
+/// the handoff (no wake-up to ask again, no re-check), under the waiter's own policy
+/// (its lease TTL, not the releaser's).
+pub async fn a_release_hands_its_slot_to_the_first_waiter<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
     let t = waiting_throttle(fx);
-    let p = policy(5, 1, Duration::ZERO, HOUR);
-    let permit = a_release_on_serves_a_waiter_on(&t, &p, "k", "k").await;
-    assert_eq!(t.stats().waited, 1);
+    let holder = policy(5, 1, Duration::ZERO, HOUR);
+    let mine = policy(5, 1, Duration::ZERO, Duration::from_secs(600));
+    let held = granted(acquire(&t, "k", &holder).await);
+    let w = spawn_wait(&t, "k", &mine, HOUR);
+    until_waiting(&t, "k", 1).await;
+    let released = held.release().await.unwrap().expect("the lease was live");
+    let permit = granted(joined(w).await);
+    let s = t.stats();
+    assert_eq!((s.waited, s.handoffs, s.wakeups, s.rechecks), (1, 1, 0, 0), "{s:?}");
+    let lease = permit.lease();
+    assert_eq!(lease.acquired_at, released, "granted in the release's step");
+    assert_eq!(
+        lease.expires_at.duration_since(lease.acquired_at).unwrap(),
+        Duration::from_secs(600),
+        "the waiter's lease TTL"
+    );
     let st = t.inspect("k").await.unwrap().value;
     assert_eq!((st.waiting, st.key_leases), (0, 1), "served, it left the queue");
     permit.release().await.unwrap();
+    assert_eq!(t.inspect("k").await.unwrap().value.key_leases, 0);
+}
+
+/// A release that a gate of the head waiter's policy refuses (here a penalty) hands
+/// nothing over: it wakes the waiter, which asks again.
+pub async fn a_release_the_gates_refuse_to_hand_off_wakes_the_waiter<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = waiting_throttle(fx);
+    let p = policy(10, 1, Duration::ZERO, HOUR);
+    let held = granted(acquire(&t, "k", &p).await);
+    let (raw, _) = t.backend().run(&raw_waiter(&t, "k", &p, 41, HOUR)).await.unwrap().value;
+    assert!(raw_denied(&raw, DenyReason::KeyCap), "{raw:?}");
+    t.penalize("k", HOUR).await.unwrap();
+    held.release().await.unwrap();
+    let st = t.inspect("k").await.unwrap().value;
+    assert_eq!(
+        (st.key_leases, st.waiting),
+        (0, 1),
+        "nothing handed over, 41 still waits"
+    );
+    let woken = raw_wake(&t, "k", 41, Duration::from_secs(10)).await;
+    assert!(matches!(woken, crate::Woken::Woken), "{woken:?}");
+    t.clear_penalty("k").await.unwrap();
+    let (raw, _) = t.backend().run(&raw_waiter(&t, "k", &p, 41, HOUR)).await.unwrap().value;
+    let crate::RawDecision::Acquired(lease, ops) = raw else {
+        panic!("41 asks again once the penalty is over: {raw:?}")
+    };
+    ops.release("k", lease.id).await.unwrap();
+}
+
+/// A waiter that asks again before taking the lease a release handed it (its wait
+/// ended in that moment) is answered with that same lease; nothing is left to take.
+pub async fn a_waiter_asking_again_gets_the_lease_it_was_handed<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = waiting_throttle(fx);
+    let p = handed_to_41::<F>(&t, HOUR).await;
+    let (raw, _) = t.backend().run(&raw_waiter(&t, "k", &p, 41, HOUR)).await.unwrap().value;
+    let crate::RawDecision::Acquired(lease, ops) = raw else {
+        panic!("41 was handed a lease: {raw:?}")
+    };
+    let st = t.inspect("k").await.unwrap().value;
+    assert_eq!(
+        (st.key_leases, st.global_leases),
+        (1, 1),
+        "the same lease, not a second"
+    );
+    let woken = raw_wake(&t, "k", 41, Duration::from_millis(50)).await;
+    assert!(matches!(woken, crate::Woken::TimedOut), "taken once: {woken:?}");
+    assert!(
+        ops.release("k", lease.id).await.unwrap().is_some(),
+        "41's lease was live"
+    );
+    assert_eq!(t.inspect("k").await.unwrap().value.key_leases, 0);
+}
+
+/// A dequeue of a waiter handed a lease it has not taken (its caller went away) gives
+/// the lease back.
+pub async fn a_dequeue_after_a_handoff_gives_the_lease_back<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
+    let t = waiting_throttle(fx);
+    let p = handed_to_41::<F>(&t, HOUR).await;
+    let scope = std::sync::Arc::new(t.scope().clone());
+    let dq = crate::op::Dequeue::new(scope, "k".into(), 41);
+    assert!(t.backend().run(&dq).await.unwrap().value, "the handed lease went back");
+    let st = t.inspect("k").await.unwrap().value;
+    assert_eq!((st.key_leases, st.global_leases), (0, 0));
+    granted(acquire(&t, "k", &p).await).release().await.unwrap();
 }
 
 /// Waiters on a key are served in arrival order.
@@ -903,77 +1009,53 @@ pub async fn waiters_are_served_in_arrival_order<F: Fixture<Backend: ThrottleBac
 
 /// A free slot owed to a queued waiter is not taken by a plain acquisition (other keys
 /// are not held back); granted, the waiter leaves the queue; a dequeued waiter gives
-/// its place up. A wake-up pushed before `Wake` is called is taken at once.
+/// its place up. A handed lease pushed before `Wake` is called is taken at once.
 pub async fn a_slot_owed_to_a_waiter_is_not_taken_by_a_newcomer<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
     use crate::op;
     let t = waiting_throttle(fx);
     let p = policy(10, 1, Duration::ZERO, HOUR);
-    let scope = std::sync::Arc::new(t.scope().clone());
     let b = t.backend();
-    let queue = |ticket: u64| {
-        op::Acquire::new(
-            std::sync::Arc::clone(&scope),
-            "k".into(),
-            p.effective(),
-            Some(crate::Waiter::new(ticket, HOUR)),
-        )
-    };
-    let held = granted(acquire(&t, "k", &p).await);
+    let queue = |ticket: u64| raw_waiter(&t, "k", &p, ticket, HOUR);
+    // A lease that ends by expiry, not by a release: the slot comes free with nobody
+    // to hand it over.
+    let short = policy(10, 1, Duration::ZERO, fx.short_ttl());
+    let held = granted(acquire(&t, "k", &short).await);
     for ticket in [41, 42] {
         let (raw, _) = b.run(&queue(ticket)).await.unwrap().value;
-        assert!(
-            matches!(
-                raw,
-                crate::RawDecision::Denied {
-                    reason: DenyReason::KeyCap,
-                    ..
-                }
-            ),
-            "{raw:?}"
-        );
+        assert!(raw_denied(&raw, DenyReason::KeyCap), "{raw:?}");
     }
     // Asking again keeps the arrival: 41 stays first.
     b.run(&queue(42)).await.unwrap();
     assert_eq!(t.inspect("k").await.unwrap().value.waiting, 2);
-    held.release().await.unwrap();
-    let woken = b
-        .run(&op::Wake::new(std::sync::Arc::clone(&scope), "k".into(), 41, HOUR))
-        .await
-        .unwrap()
-        .value;
-    assert!(woken, "the release woke the first waiter");
-    let not_woken = b
-        .run(&op::Wake::new(
-            std::sync::Arc::clone(&scope),
-            "k".into(),
-            42,
-            Duration::from_millis(20),
-        ))
-        .await
-        .unwrap()
-        .value;
-    assert!(!not_woken, "the second waiter was not woken");
+    fx.advance(fx.short_ttl() + fx.short_ttl() / 2).await;
+    assert_eq!(t.inspect("k").await.unwrap().value.key_leases, 0, "the lease ended");
+    assert_eq!(held.release().await.unwrap(), None, "ended, so nothing to hand over");
     assert_eq!(
         denied(acquire(&t, "k", &p).await).0,
         DenyReason::KeyCap,
         "the slot is owed to 41"
     );
     let (raw, _) = b.run(&queue(42)).await.unwrap().value;
-    assert!(
-        matches!(raw, crate::RawDecision::Denied { .. }),
-        "42 does not overtake 41: {raw:?}"
-    );
+    assert!(raw_denied(&raw, DenyReason::KeyCap), "42 does not overtake 41: {raw:?}");
     granted(acquire(&t, "other", &p).await).release().await.unwrap();
     let (raw, _) = b.run(&queue(41)).await.unwrap().value;
     let crate::RawDecision::Acquired(lease, ops) = raw else {
         panic!("41's turn: {raw:?}")
     };
     assert_eq!(t.inspect("k").await.unwrap().value.waiting, 1, "41 left the queue");
+    // 41's release hands the slot to 42, pushed before 42 asks for it.
     ops.release("k", lease.id).await.unwrap();
-    let dq = op::Dequeue::new(std::sync::Arc::clone(&scope), "k".into(), 42);
-    assert!(b.run(&dq).await.unwrap().value, "42 was queued");
+    let crate::Woken::Granted(lease, ops) = raw_wake(&t, "k", 42, HOUR).await else {
+        panic!("the release handed the slot to 42")
+    };
+    assert_eq!(t.inspect("k").await.unwrap().value.waiting, 0);
+    let (raw, _) = b.run(&queue(43)).await.unwrap().value;
+    assert!(raw_denied(&raw, DenyReason::KeyCap), "{raw:?}");
+    let dq = op::Dequeue::new(std::sync::Arc::new(t.scope().clone()), "k".into(), 43);
+    assert!(b.run(&dq).await.unwrap().value, "43 was queued");
     assert!(!b.run(&dq).await.unwrap().value, "and is no more");
     assert_eq!(t.inspect("k").await.unwrap().value.waiting, 0);
+    ops.release("k", lease.id).await.unwrap();
     granted(acquire(&t, "k", &p).await).release().await.unwrap();
 }
 
@@ -1040,6 +1122,8 @@ pub async fn a_waiter_held_back_by_the_global_cap_is_woken_by_another_key<F: Fix
     let t = waiting_throttle(fx);
     let p = policy(1, 1, Duration::ZERO, HOUR);
     let permit = a_release_on_serves_a_waiter_on(&t, &p, "a", "b").await;
+    let s = t.stats();
+    assert_eq!(s.handoffs, 0, "a handoff is within one key: {s:?}");
     permit.release().await.unwrap();
 }
 
@@ -1061,7 +1145,6 @@ fn raw_denied(raw: &crate::RawDecision, reason: DenyReason) -> bool {
 
 /// A grant that leaves room on the key wakes the next waiter: no release is needed.
 pub async fn a_grant_that_leaves_room_wakes_the_next_waiter<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
-    use crate::op;
     let t = waiting_throttle(fx);
     let p = policy(10, 2, Duration::ZERO, HOUR);
     let b = t.backend();
@@ -1070,17 +1153,22 @@ pub async fn a_grant_that_leaves_room_wakes_the_next_waiter<F: Fixture<Backend: 
         let (raw, _) = b.run(&raw_waiter(&t, "k", &p, ticket, HOUR)).await.unwrap().value;
         assert!(raw_denied(&raw, DenyReason::KeyCap), "{raw:?}");
     }
-    // Each release wakes the head of the queue, 41; 42 stays asleep.
+    // Under a penalty the releases hand nothing over: each wakes the head, 41; 42
+    // stays asleep.
+    t.penalize("k", HOUR).await.unwrap();
     for permit in held {
         permit.release().await.unwrap();
     }
+    t.clear_penalty("k").await.unwrap();
     let (raw, _) = b.run(&raw_waiter(&t, "k", &p, 41, HOUR)).await.unwrap().value;
     let crate::RawDecision::Acquired(first, ops) = raw else {
         panic!("41's turn: {raw:?}")
     };
-    let scope = std::sync::Arc::new(t.scope().clone());
-    let wake = op::Wake::new(scope, "k".into(), 42, Duration::from_secs(10));
-    assert!(b.run(&wake).await.unwrap().value, "41's grant left room and woke 42");
+    let woken = raw_wake(&t, "k", 42, Duration::from_secs(10)).await;
+    assert!(
+        matches!(woken, crate::Woken::Woken),
+        "41's grant left room and woke 42: {woken:?}"
+    );
     let (raw, _) = b.run(&raw_waiter(&t, "k", &p, 42, HOUR)).await.unwrap().value;
     let crate::RawDecision::Acquired(second, _) = raw else {
         panic!("42 fits beside 41: {raw:?}")
@@ -1112,25 +1200,37 @@ pub async fn a_dequeue_after_a_grant_gives_the_lease_back<F: Fixture<Backend: Th
 }
 
 /// A waiter that stopped asking (a crashed process) holds its place only for its
-/// entry's life.
+/// entry's life; a lease handed to it that it never took goes back then.
 pub async fn a_waiter_that_stopped_asking_holds_no_place_after_its_entry_life<F: Fixture<Backend: ThrottleBackend>>(
     fx: &F,
 ) {
     let t = waiting_throttle(fx);
-    let p = policy(10, 1, Duration::ZERO, HOUR);
     let life = fx.short_ttl();
-    let held = granted(acquire(&t, "k", &p).await);
+    let p = policy(10, 1, Duration::ZERO, HOUR);
+    let (raw, _) = t.backend().run(&raw_waiter(&t, "k", &p, 40, life)).await.unwrap().value;
+    let crate::RawDecision::Acquired(lease, ops) = raw else {
+        panic!("a free slot: {raw:?}")
+    };
     let (raw, _) = t.backend().run(&raw_waiter(&t, "k", &p, 41, life)).await.unwrap().value;
     assert!(raw_denied(&raw, DenyReason::KeyCap), "{raw:?}");
-    held.release().await.unwrap();
+    let (raw, _) = t.backend().run(&raw_waiter(&t, "k", &p, 42, life)).await.unwrap().value;
+    assert!(raw_denied(&raw, DenyReason::KeyCap), "{raw:?}");
+    // 41 is handed the slot and never takes it; 42 never asks again.
+    ops.release("k", lease.id).await.unwrap();
     assert_eq!(
         denied(acquire(&t, "k", &p).await).0,
         DenyReason::KeyCap,
-        "within its life the slot is owed to 41"
+        "within its life the slot is 41's"
     );
     fx.advance(life + life / 2).await;
-    assert_eq!(t.inspect("k").await.unwrap().value.waiting, 0);
-    granted(acquire(&t, "k", &p).await).release().await.unwrap();
+    let permit = granted(acquire(&t, "k", &p).await);
+    let st = t.inspect("k").await.unwrap().value;
+    assert_eq!(
+        (st.waiting, st.key_leases, st.global_leases),
+        (0, 1, 1),
+        "no place and no lease left to 41 or 42"
+    );
+    permit.release().await.unwrap();
 }
 
 /// Generates one `#[tokio::test]` per case and the model for a fixture constructor.
@@ -1161,7 +1261,10 @@ macro_rules! throttle_suite {
             stats_count_denials_by_reason,
             answers_carry_provenance_and_tenants_are_isolated,
             acquire_wait_grants_at_once_and_checks_its_wait,
-            a_release_wakes_a_waiter,
+            a_release_hands_its_slot_to_the_first_waiter,
+            a_release_the_gates_refuse_to_hand_off_wakes_the_waiter,
+            a_waiter_asking_again_gets_the_lease_it_was_handed,
+            a_dequeue_after_a_handoff_gives_the_lease_back,
             waiters_are_served_in_arrival_order,
             a_slot_owed_to_a_waiter_is_not_taken_by_a_newcomer,
             a_waiter_gives_up_after_max_wait_and_leaves_the_queue,

@@ -8,7 +8,7 @@ use palisade_cache_core::{Error, ErrorCounters, Namespace, Op, Run, StatusSnapsh
 
 use crate::model::{
     DenyReason, KeyState, MAX_LEASE, MIN_DURATION, Permit, Policy, Rate, RateDecision, RawDecision, Scope,
-    ThrottleBackend, Waiter,
+    ThrottleBackend, Waiter, Woken,
 };
 use crate::op;
 
@@ -57,8 +57,12 @@ pub struct ThrottleStats {
     pub reclaimed: u64,
     /// [`Throttle::acquire_wait`] calls that had to wait (were queued at least once).
     pub waited: u64,
-    /// Times a waiter was woken by a release, a departure or a grant that left room.
+    /// Times a waiter was woken by a release, a departure or a grant that left room
+    /// (and asked again).
     pub wakeups: u64,
+    /// Waiters served by a handoff: a release granted them its slot, no second
+    /// acquisition (see [`ThrottleBackend`](crate::ThrottleBackend)'s "Handoff").
+    pub handoffs: u64,
     /// Times a waiter checked again without a wake-up: at the time a refusal named
     /// (a penalty's or interval's end, a lease's expiry) or at the fallback re-check.
     pub rechecks: u64,
@@ -83,6 +87,7 @@ struct Counters {
     reclaimed: AtomicU64,
     waited: AtomicU64,
     wakeups: AtomicU64,
+    handoffs: AtomicU64,
     rechecks: AtomicU64,
     errors: ErrorCounters,
 }
@@ -162,6 +167,7 @@ impl<B: Clone> Handle<B> {
             reclaimed: load(&c.reclaimed),
             waited: load(&c.waited),
             wakeups: load(&c.wakeups),
+            handoffs: load(&c.handoffs),
             rechecks: load(&c.rechecks),
             status: c.errors.snapshot(self.backend.status()),
         }
@@ -289,14 +295,20 @@ impl<B: ThrottleBackend> Throttle<B> {
     ///   [`Throttle::acquire`] never takes a slot a queued waiter is owed. Across the
     ///   keys of a namespace, waiters held back by the global cap are woken in arrival
     ///   order but compete with new acquisitions on other keys.
-    /// - A waiter is woken by a release of a lease on its key or namespace, by a waiter
-    ///   ahead of it leaving, and by a grant that left room; it checks again at the
-    ///   moment a refusal named (a penalty's or interval's end, a lease's expiry) and,
-    ///   should a wake-up be lost, at least every [`Throttle::with_recheck`] period.
+    /// - The release of a lease on its key hands the slot to the waiter at the head of
+    ///   the queue when every gate admits it: the permit comes with the wake-up, no
+    ///   second round trip. Otherwise a waiter is woken by a release of a lease on its
+    ///   key or namespace, by a waiter ahead of it leaving, and by a grant that left
+    ///   room, and asks again; it checks again at the moment a refusal named (a
+    ///   penalty's or interval's end, a lease's expiry) and, should a wake-up be lost,
+    ///   at least every [`Throttle::with_recheck`] period.
     /// - A waiter that gives up, fails or is dropped leaves no queue entry: it is
     ///   removed (in the background when the future is dropped), and an entry whose
     ///   waiter stopped checking (a crashed process) expires after twice the re-check
-    ///   period plus 2 s. No lease is ever taken for a waiter that is gone.
+    ///   period plus 2 s. No lease is kept for a waiter that is gone: one granted or
+    ///   handed to it as it went away is given back by its removal, and one handed to a
+    ///   waiter that never takes it (a crashed process) goes back when its entry's life
+    ///   is over.
     /// - A `max_wait` over one day, an invalid policy or key is
     ///   [`Error::InvalidInput`] before any I/O.
     /// - In strict mode an outage fails the waiter within the command deadline of the
@@ -379,8 +391,17 @@ impl<B: ThrottleBackend> Throttle<B> {
                     within,
                 ))
                 .await?;
-            let counter = if woken.value { &c.wakeups } else { &c.rechecks };
-            counter.fetch_add(1, Ordering::Relaxed);
+            match woken.value {
+                Woken::Granted(lease, ops) => {
+                    // The release that handed the slot over took the waiter out of
+                    // every queue.
+                    queued.armed = false;
+                    c.handoffs.fetch_add(1, Ordering::Relaxed);
+                    return Ok(self.decided(RawDecision::Acquired(lease, ops), woken.provenance));
+                }
+                Woken::Woken => c.wakeups.fetch_add(1, Ordering::Relaxed),
+                _ => c.rechecks.fetch_add(1, Ordering::Relaxed),
+            };
         }
     }
 
