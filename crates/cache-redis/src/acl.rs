@@ -37,9 +37,11 @@ pub const ACL_COMMANDS: &[&str] = &[
     "+zrange",
     "+zcount",
     "+zremrangebyscore",
+    "+zrangebyscore",
     "+zrank",
     "+lpush",
     "+ltrim",
+    "+lindex",
     // Publishing a job's new version, from the scripts.
     "+spublish",
     // Waiting for a wake-up (on a dedicated connection).

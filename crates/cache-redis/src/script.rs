@@ -47,6 +47,11 @@ impl LuaScript {
         self.script.lua().cloned().unwrap_or_default()
     }
 
+    /// The Lua source (for tests that read what a script may send).
+    pub fn source(&self) -> &str {
+        self.script.lua().map_or("", |s| &s[..])
+    }
+
     /// Loads the script, under the command deadline.
     pub async fn load(&self, conn: &RedisConnection) -> Result<(), Error> {
         conn.load_script(self.name, self.lua()).await
