@@ -1,6 +1,6 @@
 //! The job store on Redis: one hash per job, single-key Lua scripts.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -9,6 +9,7 @@ use palisade_cache_core::{Error, Provenance, Run, Tagged};
 use palisade_job_store::model::stored_version;
 use palisade_job_store::{FieldMap, RawChange, RawOutcome, StoredRecord, op};
 
+use crate::batch::{BatchStats, Batched, Batcher};
 use crate::dedicated::Look;
 use crate::{LuaScript, RedisConnection};
 
@@ -17,9 +18,33 @@ use crate::{LuaScript, RedisConnection};
 /// not roll a script back): a TTL is an integer within the limits, a field list comes
 /// in pairs, a record is a hash.
 macro_rules! script {
-    ($body:literal) => {
+    ($body:expr) => {
+        concat!(prelude!(), $body)
+    };
+}
+
+/// The batched form of a job script (see [`crate::batch`]): the prelude once (one
+/// `TIME` for the batch), the body as `one(KEYS, ARGV)`, run per call by the envelope.
+macro_rules! batched {
+    ($body:expr) => {
+        concat!(
+            prelude!(),
+            "local function one(KEYS, ARGV)\n",
+            $body,
+            "\nend\n",
+            crate::batch::batch_envelope!()
+        )
+    };
+}
+
+/// What every job script starts with.
+macro_rules! prelude {
+    () => {
         concat!(
             "local t = redis.call('TIME')\n",
+            // The batch envelope points `ARGS` at each call's arguments; the job bodies
+            // read their own `ARGV` parameter.
+            "local ARGS = ARGV\n",
             "local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))\n",
             "local MAX_TTL_MS = 315360000000\n",
             "local function bad(why) return redis.error_reply('ERR palisade: ' .. why) end\n",
@@ -27,15 +52,36 @@ macro_rules! script {
             "  local n = tonumber(v)\n",
             "  return n ~= nil and n >= 1 and n <= MAX_TTL_MS and n == math.floor(n)\n",
             "end\n",
-            "local function pairs_from(first) return (#ARGV - first + 1) % 2 == 0 end\n",
+            "local function pairs_from(first) return (#ARGS - first + 1) % 2 == 0 end\n",
             "local function record_type(key)\n",
             "  local ty = redis.call('TYPE', key)['ok']\n",
             "  if ty ~= 'none' and ty ~= 'hash' then return nil end\n",
             "  return ty\n",
             "end\n",
             "local WRONGTYPE = redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')\n",
-            "local function next_version(key)\n",
-            "  local v = redis.call('HGET', key, 'version')\n",
+            // The named fields of the record under `key` in one read: `nil` for a key
+            // of another type, `false` for no record (`EXISTS` only when none is set).
+            "local function fields_of(key, ...)\n",
+            "  local r = redis.pcall('HMGET', key, ...)\n",
+            "  if r.err then return nil end\n",
+            "  for i = 1, select('#', ...) do if r[i] then return r end end\n",
+            "  if redis.call('EXISTS', key) == 0 then return false end\n",
+            "  return r\n",
+            "end\n",
+            // One `HSET` of the call's pairs from `first`, then `extra`'s (set last, so
+            // they win); `unpack` only within a fixed bound (its limit is Lua's stack,
+            // not the input), one `HSET` per pair beyond it.
+            "local function hset(key, first, extra)\n",
+            "  local kv = {}\n",
+            "  if #ARGS - first + 1 <= 256 then\n",
+            "    for i = first, #ARGS do kv[#kv + 1] = ARGS[i] end\n",
+            "  else\n",
+            "    for i = first, #ARGS, 2 do redis.call('HSET', key, ARGS[i], ARGS[i + 1]) end\n",
+            "  end\n",
+            "  for i = 1, #extra do kv[#kv + 1] = extra[i] end\n",
+            "  redis.call('HSET', key, unpack(kv))\n",
+            "end\n",
+            "local function bumped(v)\n",
             "  if not v then return '1' end\n",
             "  local n = tonumber(v)\n",
             "  if n == nil or n < 0 or n ~= math.floor(n) or n >= 9007199254740991 then return nil end\n",
@@ -43,7 +89,6 @@ macro_rules! script {
             "end\n",
             "local BAD_VERSION = 'the stored version is not a whole number'\n",
             "local function changed(key, version) redis.pcall('SPUBLISH', key, version) end\n",
-            $body
         )
     };
 }
@@ -55,7 +100,7 @@ if not valid_ttl(ARGV[1]) then return bad('the TTL is not 1 ms to 10 years') end
 if not pairs_from(3) then return bad('the fields do not come in pairs') end
 if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local v = '1'
-if record_type(KEYS[1]) == 'hash' then v = next_version(KEYS[1]) or '1' end
+if record_type(KEYS[1]) == 'hash' then v = bumped(redis.call('HGET', KEYS[1], 'version')) or '1' end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'created_at', now, 'updated_at', now, 'ttl_ms', ARGV[1], 'version', v)
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -66,41 +111,44 @@ return 1
 );
 
 // ARGV: field name/value pairs.
-const UPDATE: &str = script!(
-    r#"
+macro_rules! update {
+    () => {
+        r#"
 if not pairs_from(1) then return bad('the fields do not come in pairs') end
-local ty = record_type(KEYS[1])
-if not ty then return WRONGTYPE end
-if ty == 'none' then return 0 end
-local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
+local r = fields_of(KEYS[1], 'ttl_ms', 'version')
+if r == nil then return WRONGTYPE end
+if not r then return 0 end
+local ttl = r[1]
 if ttl and not valid_ttl(ttl) then return bad('the stored ttl_ms is not 1 ms to 10 years') end
-local v = next_version(KEYS[1])
+local v = bumped(r[2])
 if not v then return bad(BAD_VERSION) end
-for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], 'updated_at', now, 'version', v)
+hset(KEYS[1], 1, {'updated_at', now, 'version', v})
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 changed(KEYS[1], v)
 return 1
 "#
-);
+    };
+}
+const UPDATE: &str = script!(update!());
+const UPDATE_MANY: &str = batched!(update!());
 
 // ARGV: from, to, terminal ('1'/'0'), then field name/value pairs.
 const TRANSITION: &str = script!(
     r#"
 if not pairs_from(4) then return bad('the fields do not come in pairs') end
-local ty = record_type(KEYS[1])
-if not ty then return WRONGTYPE end
-if ty == 'none' then return {0} end
-local cur = redis.call('HGET', KEYS[1], 'status')
+local r = fields_of(KEYS[1], 'status', 'ttl_ms', 'version')
+if r == nil then return WRONGTYPE end
+if not r then return {0} end
+local cur = r[1]
 if not cur then return {3} end
 if cur ~= ARGV[1] then return {2, cur} end
-local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
+local ttl = r[2]
 if ttl and not valid_ttl(ttl) then return bad('the stored ttl_ms is not 1 ms to 10 years') end
-local v = next_version(KEYS[1])
+local v = bumped(r[3])
 if not v then return bad(BAD_VERSION) end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', now, 'version', v)
-if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'finished_at', now) end
+local extra = {'status', ARGV[2], 'updated_at', now, 'version', v}
+if ARGV[3] == '1' then extra[7], extra[8] = 'finished_at', now end
+hset(KEYS[1], 4, extra)
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 changed(KEYS[1], v)
 return {1}
@@ -109,15 +157,15 @@ return {1}
 
 const HEARTBEAT: &str = script!(
     r#"
-local ty = record_type(KEYS[1])
-if not ty then return WRONGTYPE end
-if ty == 'none' then return {0} end
-local cur = redis.call('HGET', KEYS[1], 'status')
+local r = fields_of(KEYS[1], 'status', 'ttl_ms', 'version')
+if r == nil then return WRONGTYPE end
+if not r then return {0} end
+local cur = r[1]
 if not cur then return {3} end
 if cur ~= 'running' then return {2, cur} end
-local ttl = redis.call('HGET', KEYS[1], 'ttl_ms')
+local ttl = r[2]
 if ttl and not valid_ttl(ttl) then return bad('the stored ttl_ms is not 1 ms to 10 years') end
-local v = next_version(KEYS[1])
+local v = bumped(r[3])
 if not v then return bad(BAD_VERSION) end
 redis.call('HSET', KEYS[1], 'heartbeat_at', now, 'version', v)
 if ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
@@ -148,7 +196,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(Scripts::new);
 
 struct Scripts {
     create: LuaScript,
-    update: LuaScript,
+    update: Batched,
     transition: LuaScript,
     heartbeat: LuaScript,
     get: LuaScript,
@@ -159,7 +207,10 @@ impl Scripts {
     fn new() -> Self {
         Scripts {
             create: LuaScript::new("jobs.create", CREATE),
-            update: LuaScript::new("jobs.update", UPDATE),
+            update: Batched {
+                one: LuaScript::new("jobs.update", UPDATE),
+                many: LuaScript::new("jobs.update.batch", UPDATE_MANY),
+            },
             transition: LuaScript::new("jobs.transition", TRANSITION),
             heartbeat: LuaScript::new("jobs.heartbeat", HEARTBEAT),
             get: LuaScript::new("jobs.get", GET),
@@ -170,7 +221,7 @@ impl Scripts {
     fn all(&self) -> [&LuaScript; 6] {
         [
             &self.create,
-            &self.update,
+            &self.update.one,
             &self.transition,
             &self.heartbeat,
             &self.get,
@@ -184,6 +235,11 @@ pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
     SCRIPTS.all().into_iter().map(|s| (s, 1)).collect()
 }
 
+/// Every job script that batches: alone and batched.
+pub(crate) fn batched_scripts() -> Vec<(&'static Batched, usize)> {
+    vec![(&SCRIPTS.update, 1)]
+}
+
 /// The job store on Redis (standalone or Cluster).
 ///
 /// # Behavior
@@ -191,9 +247,17 @@ pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
 /// Implements every sentence of [`JobBackend`](palisade_job_store::JobBackend)'s `# Behavior`:
 /// - one hash per job, one key per record (no hash tag: records spread over a cluster);
 /// - a call that fails has written nothing: each script checks its arguments (a TTL of
-///   1 ms to 10 years, fields in pairs), the key's type and the stored `ttl_ms` before
-///   its first write, and sets fields one `HSET` at a time (no `unpack` of its
-///   arguments, whose limit depends on the input);
+///   1 ms to 10 years, fields in pairs), the key's type and the stored `ttl_ms` and
+///   `version` (read in one `HMGET`) before its first write; `update` and `transition`
+///   then set the fields and the bookkeeping in one `HSET`, built with `unpack` only up
+///   to 128 fields (`unpack`'s limit is Lua's stack, not the input), one `HSET` per field
+///   beyond;
+/// - updates are **naturally batched** like rate decisions: while two are in flight on
+///   a slot, the next ones queue and go as one script call that runs each in arrival
+///   order, each as it would alone (its own result, its own error, nothing written by
+///   one that fails); nothing waits when the pipe has room. Records carry no hash tag,
+///   so on a Cluster only updates of keys of one slot share a call (see
+///   [`batch`](crate::batch) and [`RedisJobStore::batch_stats`]);
 /// - `create`, `update`, `transition`, `heartbeat`, `get` and `delete` are single-key
 ///   Lua scripts (the existence guard and the compare-and-set are atomic), loaded by
 ///   [`RedisJobStore::new`], run with `EVALSHA`, reloaded on `NOSCRIPT`; `exists` is
@@ -215,6 +279,8 @@ pub(crate) fn scripts() -> Vec<(&'static LuaScript, usize)> {
 pub struct RedisJobStore {
     conn: RedisConnection,
     scripts: &'static Scripts,
+    /// Updates, naturally batched per slot (see [`crate::batch`]).
+    updates: Arc<Batcher>,
 }
 
 impl std::fmt::Debug for RedisJobStore {
@@ -265,12 +331,26 @@ impl RedisJobStore {
         RedisJobStore {
             conn,
             scripts: &SCRIPTS,
+            updates: Batcher::new(&SCRIPTS.update, true),
         }
     }
 
     /// The connection.
     pub fn connection(&self) -> &RedisConnection {
         &self.conn
+    }
+
+    /// Turns the natural batching of updates on (the default) or off (every update its
+    /// own script call, sent at once).
+    pub fn with_batching(mut self, on: bool) -> Self {
+        self.updates = Batcher::new(&SCRIPTS.update, on);
+        self
+    }
+
+    /// How much natural batching the updates of this store (and its clones) have had
+    /// (see [`batch`](crate::batch)).
+    pub fn batch_stats(&self) -> BatchStats {
+        self.updates.stats()
     }
 
     fn tag<T>(v: T) -> Tagged<T> {
@@ -324,9 +404,8 @@ impl Run<op::Update> for RedisJobStore {
     async fn run(&self, op: &op::Update) -> Result<Tagged<bool>, Error> {
         let (key, fields) = (op.key.as_str(), &op.fields);
         let v = self
-            .scripts
-            .update
-            .run(&self.conn, "jobs.update", key, args_of(fields))
+            .updates
+            .run(&self.conn, "jobs.update", vec![key.to_owned()], args_of(fields))
             .await?;
         Ok(Self::tag(self.flag("jobs.update", v)?))
     }

@@ -39,7 +39,9 @@ pub fn all_scripts() -> Vec<(&'static LuaScript, usize)> {
 /// one call takes: for the same tests. Not API-stable.
 #[doc(hidden)]
 pub fn batched_scripts() -> Vec<(&'static Batched, usize)> {
-    throttle::batched_scripts()
+    let mut all = jobs::batched_scripts();
+    all.extend(throttle::batched_scripts());
+    all
 }
 
 /// What every Redis backend is: its probe is a `PING` through its connection (on a

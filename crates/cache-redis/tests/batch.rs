@@ -1,7 +1,8 @@
-//! Natural batching of rate decisions, against a private redis-server that is paused so
-//! that calls really queue behind the one in flight: queued calls go in batches, each
-//! deciding alone (a bad one fails alone); an outage fails the queue unsent; a queued
-//! caller that gives up is never sent.
+//! Natural batching of rate decisions and job updates, against a private redis-server
+//! that is paused so that calls really queue behind the ones in flight: queued calls go
+//! in batches, each deciding (or applying) alone (a bad one fails alone, as it would
+//! alone); an outage fails the queue unsent; a queued caller that gives up is never
+//! sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use palisade_cache_core::ErrorKind;
-use palisade_cache_redis::{BACKSTOP, IN_FLIGHT, RedisConnection, RedisThrottle, fred};
+use palisade_cache_redis::{BACKSTOP, IN_FLIGHT, RedisConnection, RedisJobStore, RedisThrottle, fred};
+use palisade_job_store::{JobRecord, JobStore, Patch};
 use palisade_redis_server::env;
 use palisade_redis_server::server::RedisServer;
 use palisade_throttle::{Rate, RateDecision, RateLimiter};
@@ -182,4 +184,144 @@ async fn a_queued_caller_that_gives_up_is_never_sent() {
     let left = left(&r, "k", &rate).await as usize;
     assert_eq!(left, 100 - IN_FLIGHT, "abandoned calls were sent");
     assert_eq!(throttle.batch_stats().batches, 0);
+}
+
+/// A job store on `server` under the command deadline `deadline`.
+async fn jobs(server: &RedisServer, deadline: Duration, ns: &str) -> (RedisJobStore, JobStore<RedisJobStore>) {
+    let config = fault_config(server).with_command_timeout(deadline);
+    let conn = RedisConnection::connect(&config).await.unwrap();
+    let store = RedisJobStore::new(conn).await.unwrap();
+    (store.clone(), JobStore::new(store, fault_ns("batch", ns)))
+}
+
+/// Waits (deadline-bound) until `in_flight` updates are in flight and `queued` wait.
+async fn until_updates(store: &RedisJobStore, in_flight: usize, queued: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = store.batch_stats();
+        if (s.in_flight, s.queued) == (in_flight, queued) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {in_flight} in flight, {queued} queued: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// One update of `id` setting the field `f<n>` to `n`, spawned.
+fn spawn_update(
+    s: &JobStore<RedisJobStore>,
+    id: &'static str,
+    n: usize,
+) -> tokio::task::JoinHandle<(&'static str, Result<bool, palisade_cache_core::Error>, Duration)> {
+    let s = s.clone();
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let r = s.update(id, &Patch::new().field(format!("f{n}"), n.to_string())).await;
+        (id, r.map(|t| t.value), start.elapsed())
+    })
+}
+
+/// The stored `version` of `id`'s record, retried like [`left`] after an outage.
+async fn version(store: &RedisJobStore, s: &JobStore<RedisJobStore>, id: &str) -> u64 {
+    let key = s.key(id).unwrap();
+    let client = store.connection().client_for(&key).unwrap();
+    let give_up = Instant::now() + RECOVERY;
+    loop {
+        match client.hget::<Option<String>, _, _>(&key, "version").await {
+            Ok(v) => return v.expect("a version").parse().unwrap(),
+            Err(_) if Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the server never answered again: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_updates_go_in_batches_and_each_applies_alone() {
+    let Some(server) = env::private_server("batch_updates_each_alone") else {
+        return;
+    };
+    let (store, s) = jobs(&server, Duration::from_secs(5), "updates").await;
+    s.create("r", &JobRecord::queued(), HOUR).await.unwrap();
+    // A key of another type where one update's record is: that update must fail alone.
+    let bad = s.key("bad").unwrap();
+    let client = store.connection().client_for(&bad).unwrap();
+    let _: () = client.set(&bad, "not a record", None, None, false).await.unwrap();
+    let alone = s.update("bad", &Patch::new().progress(1)).await.unwrap_err();
+    server.pause().unwrap();
+    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|n| spawn_update(&s, "r", n)).collect();
+    until_updates(&store, IN_FLIGHT, 0).await;
+    let id = |i: usize| match i {
+        50 => "bad",
+        60 => "missing",
+        _ => "r",
+    };
+    calls.extend((IN_FLIGHT..IN_FLIGHT + 100).map(|n| spawn_update(&s, id(n - IN_FLIGHT), n)));
+    until_updates(&store, IN_FLIGHT, 100).await;
+    server.resume().unwrap();
+    for call in calls {
+        match call.await.unwrap() {
+            ("bad", Err(e), _) => assert_eq!(
+                (e.kind(), e.to_string()),
+                (alone.kind(), alone.to_string()),
+                "a batched call fails as it would alone"
+            ),
+            ("bad", Ok(applied), _) => panic!("a key of another type was updated: {applied}"),
+            ("missing", r, _) => assert!(matches!(r, Ok(false)), "{r:?}"),
+            (_, r, _) => assert!(matches!(r, Ok(true)), "a good update failed beside a bad one: {r:?}"),
+        }
+    }
+    // Created at version 1, then each of the IN_FLIGHT + 98 updates of `r` once.
+    assert_eq!(version(&store, &s, "r").await, 1 + IN_FLIGHT as u64 + 98);
+    let record = s.get("r").await.unwrap().value.unwrap();
+    for n in (0..IN_FLIGHT + 100).filter(|n| !matches!(id(n.wrapping_sub(IN_FLIGHT)), "bad" | "missing")) {
+        assert_eq!(
+            record.field(&format!("f{n}")).map(|b| b.to_vec()),
+            Some(n.to_string().into_bytes()),
+            "f{n}"
+        );
+    }
+    assert!(
+        s.get("missing").await.unwrap().value.is_none(),
+        "a missing record was resurrected"
+    );
+    let stored: String = client.get(&bad).await.unwrap();
+    assert_eq!(stored, "not a record", "the failed update wrote nothing");
+    let stats = store.batch_stats();
+    assert_eq!(
+        (stats.batches, stats.batched_calls, stats.in_flight, stats.queued),
+        (2, 100, 0, 0),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fails_the_queued_updates_unsent() {
+    let Some(server) = env::private_server("batch_updates_outage") else {
+        return;
+    };
+    let deadline = Duration::from_secs(2);
+    let (store, s) = jobs(&server, deadline, "updates-outage").await;
+    s.create("r", &JobRecord::queued(), HOUR).await.unwrap();
+    server.pause().unwrap();
+    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|n| spawn_update(&s, "r", n)).collect();
+    until_updates(&store, IN_FLIGHT, 0).await;
+    calls.extend((IN_FLIGHT..IN_FLIGHT + 19).map(|n| spawn_update(&s, "r", n)));
+    until_updates(&store, IN_FLIGHT, 19).await;
+    for call in calls {
+        let (_, result, took) = call.await.unwrap();
+        let e = result.unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(took <= deadline + BACKSTOP + SLACK, "{took:?}");
+    }
+    server.resume().unwrap();
+    // The updates in flight reached the server and may have run once it resumed; none
+    // of the nineteen queued behind them was sent.
+    let v = version(&store, &s, "r").await;
+    assert!(v <= 1 + IN_FLIGHT as u64, "version {v}: queued updates were sent");
+    assert_eq!(store.batch_stats().batches, 0);
 }

@@ -432,6 +432,8 @@ impl<B: JobBackend> JobStore<B> {
     ///   1 ms to 10 years is [`Error::InvalidInput`] before any I/O.
     /// - A call that fails has written nothing: every input that could make the
     ///   backend fail half-way is checked before its first write.
+    /// - A write at the field-count limit is accepted and stored whole, by `create`,
+    ///   [`JobStore::update`] and [`JobStore::transition`] alike.
     pub async fn create(&self, id: &str, record: &JobRecord, ttl: Duration) -> Result<Tagged<()>, Error> {
         let r = async {
             let key = self.key(id)?;

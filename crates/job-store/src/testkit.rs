@@ -102,6 +102,41 @@ pub async fn records_expire_after_their_ttl<F: Fixture<Backend: JobBackend>>(fx:
     assert!(get(&s, "long").await.is_some());
 }
 
+/// A write at the field-count limit is accepted and stored whole, by `create`,
+/// `update` and `transition` alike (a backend that builds one command per write must
+/// not meet a limit of its own below the store's).
+pub async fn a_write_at_the_field_limit_is_stored_whole<F: Fixture<Backend: JobBackend>>(fx: &F) {
+    let s = store_for(fx);
+    let c = JobStoreConfig::default();
+    let max = c.max_fields;
+    // The record's own fields (its status, its attempts) count too.
+    let own = crate::model::encode_record(&JobRecord::queued(), c.field_format)
+        .unwrap()
+        .len();
+    let record = (own..max).fold(JobRecord::queued(), |r, i| r.with_field(format!("c{i}"), i.to_string()));
+    s.create("j", &record, LONG_TTL).await.unwrap();
+    let patch = |p: &str| (0..max).fold(Patch::new(), |acc, i| acc.field(format!("{p}{i}"), i.to_string()));
+    assert!(s.update("j", &patch("u")).await.unwrap().value);
+    let t = s
+        .transition("j", JobStatus::Queued, JobStatus::Running, &patch("t"))
+        .await
+        .unwrap();
+    assert_eq!(t.value, Outcome::Applied);
+    let got = get(&s, "j").await.unwrap();
+    assert_eq!(got.status, JobStatus::Running);
+    for (p, from) in [("c", own), ("u", 0), ("t", 0)] {
+        for i in from..max {
+            let v = i.to_string();
+            assert_eq!(
+                got.field(&format!("{p}{i}")).map(|b| &b[..]),
+                Some(v.as_bytes()),
+                "{p}{i}"
+            );
+        }
+    }
+    assert_eq!(got.fields.len(), 3 * max - own);
+}
+
 /// Bad ids, field names, field sizes and TTLs are `InvalidInput` and write nothing.
 pub async fn bad_input_is_invalid_input_and_writes_nothing<F: Fixture<Backend: JobBackend>>(fx: &F) {
     let s = store_for(fx).with_config(JobStoreConfig::default().with_max_field_len(1024));
@@ -1204,6 +1239,7 @@ macro_rules! job_suite {
             create_replaces_the_record_atomically,
             records_expire_after_their_ttl,
             bad_input_is_invalid_input_and_writes_nothing,
+            a_write_at_the_field_limit_is_stored_whole,
             create_if_absent_conflicts_and_leaves_the_record,
             update_writes_only_its_fields_and_refreshes_the_ttl,
             update_never_resurrects,
