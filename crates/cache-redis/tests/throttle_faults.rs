@@ -495,3 +495,81 @@ async fn an_exhausted_pool_of_dedicated_connections_is_a_typed_error_within_the_
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_handed_off_while_degraded_is_capped_and_ends_after_recovery() {
+    let Some(mut server) = env::private_server("throttle_degraded_handoff") else {
+        return;
+    };
+    let events = Events::new(64);
+    let mut rx = events.subscribe();
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
+    let cap = Duration::from_secs(2);
+    let failover = palisade_cache_core::Failover::new(
+        RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
+        LocalThrottle::default(),
+        fault_ctx(Component::Throttle, Mode::ExplicitDegraded, &events),
+        palisade_cache_core::FailoverOptions::default()
+            .with_degraded_share(1.0)
+            .with_degraded_lease_cap(cap),
+        None,
+    )
+    .unwrap();
+    // No re-check within the test: only the release's handoff can serve the waiter.
+    let t = Throttle::new(failover, fault_ns("degraded-handoff", "mx")).with_recheck(Duration::from_secs(3600));
+    let p = Policy::builder()
+        .global_cap(4)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    server.kill();
+    let held = t.acquire("k", &p).await.unwrap().value.permit().unwrap();
+    let waiter = {
+        let (t, p) = (t.clone(), p);
+        tokio::spawn(async move { t.acquire_wait("k", &p, Duration::from_secs(60)).await })
+    };
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while t.inspect("k").await.unwrap().value.waiting < 1 {
+        assert!(Instant::now() < give_up, "the waiter never queued locally");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    held.release().await.unwrap();
+    let handed = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the handoff woke the waiter")
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.provenance, Provenance::LocalDegraded);
+    assert_eq!(t.stats().handoffs, 1, "{:?}", t.stats());
+    let mut permit = handed.value.permit().unwrap();
+    let life = permit.expires_at().duration_since(permit.acquired_at()).unwrap();
+    assert!(
+        life <= cap,
+        "a handed-off degraded lease lives at most the cap: {life:?}"
+    );
+    let extended = permit.extend(Duration::from_secs(3600)).await.unwrap().unwrap();
+    assert!(
+        extended
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            <= cap,
+        "an extension of a handed-off degraded lease is capped too"
+    );
+    assert!(matches!(rx.recv().await.unwrap().kind, EventKind::Degraded));
+    server.start_again().unwrap();
+    let give_up = Instant::now() + RECOVERY;
+    loop {
+        let e = tokio::time::timeout(give_up - Instant::now(), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(e.kind, EventKind::Recovered { .. }) {
+            break;
+        }
+    }
+    // After recovery the handed-off degraded permit is not extended: it ends within the cap.
+    assert_eq!(permit.extend(Duration::from_secs(1)).await.unwrap(), None);
+    permit.release().await.unwrap();
+}

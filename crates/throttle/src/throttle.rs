@@ -400,7 +400,7 @@ impl<B: ThrottleBackend> Throttle<B> {
                     return Ok(self.decided(RawDecision::Acquired(lease, ops), woken.provenance));
                 }
                 Woken::Woken => c.wakeups.fetch_add(1, Ordering::Relaxed),
-                _ => c.rechecks.fetch_add(1, Ordering::Relaxed),
+                Woken::TimedOut => c.rechecks.fetch_add(1, Ordering::Relaxed),
             };
         }
     }
