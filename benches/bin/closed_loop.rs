@@ -5,7 +5,7 @@
 //! ```text
 //! closed-loop URL OP CONCURRENCY WARMUP_MS MEASURE_MS [KEYS]
 //! OP: gcra | gcra_unbatched (natural batching off) | gcra_live | throttle | throttle_wait | cache_get | cache_set | fred_get | fred_set | fred_evalsha_trivial |
-//! job_update | fred_hset_pexpire, and
+//! job_update | job_update_unbatched | fred_hset_pexpire, and
 //! the layers of a cache get: backend_get | conn_command_get | conn_client_custom_get |
 //! conn_client_get_timeout | conn_client_get
 //! closed-loop URL memory
@@ -322,8 +322,12 @@ async fn make(url: &str, op: &str, keys: &[String]) -> Op {
                 _ => Op::ConnCommandGet(conn().await),
             }
         }
-        "job_update" => {
-            let j = JobStore::new(RedisJobStore::new(conn().await).await.unwrap(), ns("jobs"));
+        "job_update" | "job_update_unbatched" => {
+            let store = RedisJobStore::new(conn().await)
+                .await
+                .unwrap()
+                .with_batching(op == "job_update");
+            let j = JobStore::new(store, ns("jobs"));
             for k in keys {
                 j.create(k, &JobRecord::queued(), Duration::from_secs(600))
                     .await

@@ -71,6 +71,16 @@ const ROWS: &[Row] = &[
         peer: (Runner::Rust, "fred_get", "raw fred GET"),
     },
     Row {
+        what: "cache set",
+        ours: "cache_set",
+        peer: (Runner::Rust, "fred_set", "raw fred SET"),
+    },
+    Row {
+        what: "job update (1 field), 1,000 records",
+        ours: "job_update",
+        peer: (Runner::Rust, "fred_hset_pexpire", "raw fred HSET + PEXPIRE pipeline"),
+    },
+    Row {
         what: "GCRA script vs a trivial script",
         ours: "gcra",
         peer: (Runner::Rust, "fred_evalsha_trivial", "fred EVALSHA `return 1`"),
