@@ -78,29 +78,34 @@ impl std::fmt::Display for Contract {
     }
 }
 
-fn needs_any_escape(part: &str) -> bool {
-    part.bytes().any(|b| b.is_ascii() && needs_escape(char::from(b)))
+/// Whether byte `b` is escaped: every escaped character is ASCII, so a byte of a
+/// multi-byte character never is.
+fn needs_escape(b: u8) -> bool {
+    matches!(b, b'%' | b':' | b'{' | b'}' | b'*' | b'?' | b'[' | b']' | b'\\') || b.is_ascii_control()
 }
 
-fn needs_escape(c: char) -> bool {
-    matches!(c, '%' | ':' | '{' | '}' | '*' | '?' | '[' | ']' | '\\') || c.is_ascii_control()
+/// The length of `part` escaped.
+pub fn escaped_len(part: &str) -> usize {
+    part.len() + 2 * part.bytes().filter(|&b| needs_escape(b)).count()
 }
 
-/// Escapes one key part (see the module docs).
+/// Escapes one key part (see the module docs), reserving what it needs once: no
+/// formatting machinery, no regrowth (key encoding is on every call's path).
 pub fn escape_part(part: &str, out: &mut String) {
-    // Fast path: most parts need no escaping (every escaped character is ASCII).
-    if !needs_any_escape(part) {
-        out.push_str(part);
-        return;
-    }
-    for c in part.chars() {
-        if needs_escape(c) {
-            // `c` is ASCII here, so it fits one byte.
-            let _ = write!(out, "%{:02X}", c as u32);
-        } else {
-            out.push(c);
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(escaped_len(part));
+    let mut start = 0;
+    for (i, b) in part.bytes().enumerate() {
+        if needs_escape(b) {
+            // `b` is ASCII, so `i` and `i + 1` are character boundaries.
+            out.push_str(&part[start..i]);
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
+            start = i + 1;
         }
     }
+    out.push_str(&part[start..]);
 }
 
 /// A user key must not be empty (it would name the namespace itself).
@@ -124,13 +129,13 @@ pub fn unescape_part(part: &str) -> Result<String, Error> {
                 .flatten()
                 .ok_or_else(|| Error::invalid_input(format!("bad escape `%{hex}` in key part")))?;
             let decoded = char::from(byte);
-            if !byte.is_ascii() || !needs_escape(decoded) {
+            if !byte.is_ascii() || !needs_escape(byte) {
                 return Err(Error::invalid_input(format!(
                     "escape `%{hex}` is not canonical in key part"
                 )));
             }
             out.push(decoded);
-        } else if needs_escape(c) {
+        } else if u8::try_from(c).is_ok_and(needs_escape) {
             return Err(Error::invalid_input(format!("unescaped {c:?} in key part")));
         } else {
             out.push(c);
@@ -326,7 +331,7 @@ impl Namespace {
     pub fn key(&self, contract: Contract, user_key: &str) -> Result<String, Error> {
         non_empty(user_key)?;
         let head = &self.heads[contract.index()];
-        let mut out = String::with_capacity(head.len() + user_key.len());
+        let mut out = String::with_capacity(head.len() + escaped_len(user_key));
         out.push_str(head);
         escape_part(user_key, &mut out);
         self.within_limit(out)
@@ -339,7 +344,7 @@ impl Namespace {
     /// may touch all of them on a cluster. Same checks as [`Namespace::key`].
     pub fn slot_key(&self, contract: Contract, kind: &str, user_key: Option<&str>) -> Result<String, Error> {
         let head = &self.slot_heads[contract.index()];
-        let mut out = String::with_capacity(head.len() + kind.len() + user_key.map_or(0, str::len) + 2);
+        let mut out = String::with_capacity(head.len() + escaped_len(kind) + user_key.map_or(0, escaped_len) + 1);
         out.push_str(head);
         escape_part(kind, &mut out);
         if let Some(k) = user_key {

@@ -1,7 +1,9 @@
 //! Keys: injective, reversible, size-limited, with glob-safe SCAN patterns.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use palisade_cache_core::key::{DEFAULT_MAX_KEY_LEN, KeyParts, SCHEMA_VERSION, escape_part, unescape_part};
+use palisade_cache_core::key::{
+    DEFAULT_MAX_KEY_LEN, KeyParts, SCHEMA_VERSION, escape_part, escaped_len, unescape_part,
+};
 use palisade_cache_core::testkit::glob::glob_match;
 use palisade_cache_core::{Contract, ErrorKind, Namespace};
 use proptest::prelude::*;
@@ -141,6 +143,25 @@ proptest! {
         escape_part(&p, &mut out);
         prop_assert!(!out.contains([':', '{', '}', '*', '?', '[', ']', '\\', '\0']), "{out:?}");
         prop_assert_eq!(unescape_part(&out).unwrap(), p);
+    }
+
+    #[test]
+    fn escaping_is_the_documented_per_character_rule_and_its_length_is_known(p in part(), head in part()) {
+        // The rule of the module docs, one character at a time.
+        let reference: String = p
+            .chars()
+            .map(|c| {
+                if "%:{}*?[]\\".contains(c) || c.is_ascii_control() {
+                    format!("%{:02X}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        let mut out = head.clone();
+        escape_part(&p, &mut out);
+        prop_assert_eq!(&out[head.len()..], reference.as_str());
+        prop_assert_eq!(escaped_len(&p), reference.len());
     }
 
     #[test]
