@@ -78,10 +78,28 @@ impl std::fmt::Display for Contract {
     }
 }
 
-/// Whether byte `b` is escaped: every escaped character is ASCII, so a byte of a
-/// multi-byte character never is.
+/// Which bytes are escaped, by value: the ASCII control characters and
+/// `%:{}*?[]\`. Every escaped character is ASCII, so a byte of a multi-byte character
+/// never is.
+const ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[0x7F] = true;
+    let specials = b"%:{}*?[]\\";
+    let mut i = 0;
+    while i < specials.len() {
+        table[specials[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 fn needs_escape(b: u8) -> bool {
-    matches!(b, b'%' | b':' | b'{' | b'}' | b'*' | b'?' | b'[' | b']' | b'\\') || b.is_ascii_control()
+    ESCAPED[usize::from(b)]
 }
 
 /// The length of `part` escaped.
@@ -89,13 +107,19 @@ pub fn escaped_len(part: &str) -> usize {
     part.len() + 2 * part.bytes().filter(|&b| needs_escape(b)).count()
 }
 
-/// Escapes one key part (see the module docs), reserving what it needs once: no
-/// formatting machinery, no regrowth (key encoding is on every call's path).
+/// Escapes one key part (see the module docs): one scan when nothing needs escaping
+/// (the common case), else what it needs reserved once, runs of plain bytes copied as
+/// slices and no formatting machinery (key encoding is on every call's path).
 pub fn escape_part(part: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.reserve(escaped_len(part));
-    let mut start = 0;
-    for (i, b) in part.bytes().enumerate() {
+    let Some(first) = part.bytes().position(needs_escape) else {
+        out.push_str(part);
+        return;
+    };
+    out.reserve(first + escaped_len(&part[first..]));
+    out.push_str(&part[..first]);
+    let mut start = first;
+    for (i, b) in part.bytes().enumerate().skip(first) {
         if needs_escape(b) {
             // `b` is ASCII, so `i` and `i + 1` are character boundaries.
             out.push_str(&part[start..i]);
