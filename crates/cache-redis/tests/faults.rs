@@ -362,6 +362,11 @@ async fn degraded_killed_at_runtime_one_degraded_tagged_answers_one_recovered() 
     let e = next_event(&mut rx, Duration::from_secs(1)).await;
     assert_eq!(e.kind, EventKind::Degraded);
     assert_eq!(e.component, Component::Cache);
+    assert_eq!(
+        e.tenant.as_deref(),
+        Some("tenant-a"),
+        "the outage names the tenant whose call found it"
+    );
     no_event(&mut rx);
 
     // Later calls go straight to the fallback: fast, and tagged.
