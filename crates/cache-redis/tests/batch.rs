@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use palisade_cache_core::ErrorKind;
-use palisade_cache_redis::{BACKSTOP, IN_FLIGHT, RedisConnection, RedisJobStore, RedisThrottle, fred};
+use palisade_cache_redis::{BACKSTOP, BatchStats, IN_FLIGHT, RedisConnection, RedisJobStore, RedisThrottle, fred};
 use palisade_job_store::{JobRecord, JobStore, Patch};
 use palisade_redis_server::env;
 use palisade_redis_server::server::RedisServer;
@@ -29,11 +29,12 @@ async fn limiter(server: &RedisServer, deadline: Duration, ns: &str) -> (RedisTh
     (throttle, r)
 }
 
-/// Waits (deadline-bound) until `in_flight` calls are in flight and `queued` wait.
-async fn until(throttle: &RedisThrottle, in_flight: usize, queued: usize) {
+/// Waits (deadline-bound) until `in_flight` calls are in flight and `queued` wait, as
+/// `stats` (a batcher's [`BatchStats`]) tells.
+async fn until(stats: impl Fn() -> BatchStats, in_flight: usize, queued: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = throttle.batch_stats();
+        let s = stats();
         if (s.in_flight, s.queued) == (in_flight, queued) {
             return;
         }
@@ -96,9 +97,9 @@ async fn queued_decisions_go_in_batches_and_each_decides_alone() {
     server.pause().unwrap();
     // Calls in flight to the paused server, then a hundred behind them, one bad.
     let mut calls: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, "k", rate)).collect();
-    until(&throttle, IN_FLIGHT, 0).await;
+    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
     calls.extend((0..100).map(|i| spawn_limit(&r, if i == 50 { "bad" } else { "k" }, rate)));
-    until(&throttle, IN_FLIGHT, 100).await;
+    until(|| throttle.batch_stats(), IN_FLIGHT, 100).await;
     server.resume().unwrap();
     let mut remaining = Vec::new();
     let mut limited = 0;
@@ -136,9 +137,9 @@ async fn an_outage_fails_the_queued_decisions_unsent() {
     let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
     server.pause().unwrap();
     let mut calls: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, "k", rate)).collect();
-    until(&throttle, IN_FLIGHT, 0).await;
+    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
     calls.extend((0..19).map(|_| spawn_limit(&r, "k", rate)));
-    until(&throttle, IN_FLIGHT, 19).await;
+    until(|| throttle.batch_stats(), IN_FLIGHT, 19).await;
     for call in calls {
         let (_, result, took) = call.await.unwrap();
         let e = result.unwrap_err();
@@ -165,9 +166,9 @@ async fn a_queued_caller_that_gives_up_is_never_sent() {
     let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
     server.pause().unwrap();
     let first: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, "k", rate)).collect();
-    until(&throttle, IN_FLIGHT, 0).await;
+    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
     let queued: Vec<_> = (0..9).map(|_| spawn_limit(&r, "k", rate)).collect();
-    until(&throttle, IN_FLIGHT, 9).await;
+    until(|| throttle.batch_stats(), IN_FLIGHT, 9).await;
     // The nine queued callers give up (their futures are dropped).
     for call in &queued {
         call.abort();
@@ -175,7 +176,7 @@ async fn a_queued_caller_that_gives_up_is_never_sent() {
     for call in queued {
         assert!(call.await.unwrap_err().is_cancelled());
     }
-    until(&throttle, IN_FLIGHT, 0).await;
+    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
     server.resume().unwrap();
     for call in first {
         let (_, d, _) = call.await.unwrap();
@@ -192,22 +193,6 @@ async fn jobs(server: &RedisServer, deadline: Duration, ns: &str) -> (RedisJobSt
     let conn = RedisConnection::connect(&config).await.unwrap();
     let store = RedisJobStore::new(conn).await.unwrap();
     (store.clone(), JobStore::new(store, fault_ns("batch", ns)))
-}
-
-/// Waits (deadline-bound) until `in_flight` updates are in flight and `queued` wait.
-async fn until_updates(store: &RedisJobStore, in_flight: usize, queued: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = store.batch_stats();
-        if (s.in_flight, s.queued) == (in_flight, queued) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never {in_flight} in flight, {queued} queued: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 /// One update of `id` setting the field `f<n>` to `n`, spawned.
@@ -254,14 +239,14 @@ async fn queued_updates_go_in_batches_and_each_applies_alone() {
     let alone = s.update("bad", &Patch::new().progress(1)).await.unwrap_err();
     server.pause().unwrap();
     let mut calls: Vec<_> = (0..IN_FLIGHT).map(|n| spawn_update(&s, "r", n)).collect();
-    until_updates(&store, IN_FLIGHT, 0).await;
+    until(|| store.batch_stats(), IN_FLIGHT, 0).await;
     let id = |i: usize| match i {
         50 => "bad",
         60 => "missing",
         _ => "r",
     };
     calls.extend((IN_FLIGHT..IN_FLIGHT + 100).map(|n| spawn_update(&s, id(n - IN_FLIGHT), n)));
-    until_updates(&store, IN_FLIGHT, 100).await;
+    until(|| store.batch_stats(), IN_FLIGHT, 100).await;
     server.resume().unwrap();
     for call in calls {
         match call.await.unwrap() {
@@ -309,9 +294,9 @@ async fn an_outage_fails_the_queued_updates_unsent() {
     s.create("r", &JobRecord::queued(), HOUR).await.unwrap();
     server.pause().unwrap();
     let mut calls: Vec<_> = (0..IN_FLIGHT).map(|n| spawn_update(&s, "r", n)).collect();
-    until_updates(&store, IN_FLIGHT, 0).await;
+    until(|| store.batch_stats(), IN_FLIGHT, 0).await;
     calls.extend((IN_FLIGHT..IN_FLIGHT + 19).map(|n| spawn_update(&s, "r", n)));
-    until_updates(&store, IN_FLIGHT, 19).await;
+    until(|| store.batch_stats(), IN_FLIGHT, 19).await;
     for call in calls {
         let (_, result, took) = call.await.unwrap();
         let e = result.unwrap_err();

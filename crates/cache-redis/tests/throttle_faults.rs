@@ -8,11 +8,13 @@ use common::{DEADLINE, Fault, RECOVERY, SLACK, all_fail_within, fault_config, fa
 
 use std::time::{Duration, Instant};
 
-use palisade_cache_core::{Component, EventKind, Events, Mode, Provenance};
+use palisade_cache_core::{Component, Event, EventKind, Events, Mode, Provenance};
 use palisade_cache_local::LocalThrottle;
 use palisade_cache_redis::{RedisConnection, RedisThrottle};
 use palisade_redis_server::env;
-use palisade_throttle::{Decision, DenyReason, Policy, Rate, RateDecision, RateLimiter, Throttle};
+use palisade_redis_server::server::RedisServer;
+use palisade_throttle::{Decision, DenyReason, Permit, Policy, Rate, RateDecision, RateLimiter, Throttle};
+use tokio::sync::broadcast;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_an_unreachable_redis_is_an_error_never_a_fake_denial() {
@@ -253,18 +255,8 @@ async fn permits_granted_while_degraded_are_capped_and_end_after_recovery() {
     };
     let events = Events::new(64);
     let mut rx = events.subscribe();
-    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let cap = Duration::from_secs(2);
-    let failover = palisade_cache_core::Failover::new(
-        RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
-        LocalThrottle::default(),
-        fault_ctx(Component::Throttle, Mode::ExplicitDegraded, &events),
-        palisade_cache_core::FailoverOptions::default()
-            .with_degraded_share(1.0)
-            .with_degraded_lease_cap(cap),
-        None,
-    )
-    .unwrap();
+    let failover = degraded_with_lease_cap(&server, &events, cap).await;
     let t = Throttle::new(failover, fault_ns("degraded-cap", "mx"));
     let p = Policy::builder()
         .global_cap(4)
@@ -276,35 +268,13 @@ async fn permits_granted_while_degraded_are_capped_and_end_after_recovery() {
     server.kill();
     let first = t.acquire("k", &p).await.unwrap();
     assert_eq!(first.provenance, Provenance::LocalDegraded);
-    let mut permit = first.value.permit().unwrap();
+    let permit = first.value.permit().unwrap();
     let life = permit.expires_at().duration_since(permit.acquired_at()).unwrap();
     assert_eq!(
         life, cap,
         "a degraded lease lives at most the cap, not the policy's hour"
     );
-    let extended = permit.extend(Duration::from_secs(3600)).await.unwrap().unwrap();
-    assert!(
-        extended
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default()
-            <= cap,
-        "an extension while degraded is capped too"
-    );
-    assert!(matches!(rx.recv().await.unwrap().kind, EventKind::Degraded));
-    server.start_again().unwrap();
-    let give_up = Instant::now() + RECOVERY;
-    loop {
-        let e = tokio::time::timeout(give_up - Instant::now(), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if matches!(e.kind, EventKind::Recovered { .. }) {
-            break;
-        }
-    }
-    // After recovery the degraded permit is not extended: it ends within the cap.
-    assert_eq!(permit.extend(Duration::from_secs(1)).await.unwrap(), None);
-    permit.release().await.unwrap();
+    capped_then_ended_by_recovery(&mut server, &mut rx, permit, cap).await;
 }
 
 /// How many callers wait at once in the waiting fault tests.
@@ -503,18 +473,8 @@ async fn a_slot_handed_off_while_degraded_is_capped_and_ends_after_recovery() {
     };
     let events = Events::new(64);
     let mut rx = events.subscribe();
-    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
     let cap = Duration::from_secs(2);
-    let failover = palisade_cache_core::Failover::new(
-        RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
-        LocalThrottle::default(),
-        fault_ctx(Component::Throttle, Mode::ExplicitDegraded, &events),
-        palisade_cache_core::FailoverOptions::default()
-            .with_degraded_share(1.0)
-            .with_degraded_lease_cap(cap),
-        None,
-    )
-    .unwrap();
+    let failover = degraded_with_lease_cap(&server, &events, cap).await;
     // No re-check within the test: only the release's handoff can serve the waiter.
     let t = Throttle::new(failover, fault_ns("degraded-handoff", "mx")).with_recheck(Duration::from_secs(3600));
     let p = Policy::builder()
@@ -543,19 +503,51 @@ async fn a_slot_handed_off_while_degraded_is_capped_and_ends_after_recovery() {
         .unwrap();
     assert_eq!(handed.provenance, Provenance::LocalDegraded);
     assert_eq!(t.stats().handoffs, 1, "{:?}", t.stats());
-    let mut permit = handed.value.permit().unwrap();
+    let permit = handed.value.permit().unwrap();
     let life = permit.expires_at().duration_since(permit.acquired_at()).unwrap();
     assert!(
         life <= cap,
         "a handed-off degraded lease lives at most the cap: {life:?}"
     );
+    capped_then_ended_by_recovery(&mut server, &mut rx, permit, cap).await;
+}
+
+/// A degraded throttle over a private server, every slot shared with the fallback and
+/// its leases capped at `cap`.
+async fn degraded_with_lease_cap(
+    server: &RedisServer,
+    events: &Events,
+    cap: Duration,
+) -> palisade_cache_core::Failover<RedisThrottle, LocalThrottle> {
+    let conn = RedisConnection::connect(&fault_config(server)).await.unwrap();
+    palisade_cache_core::Failover::new(
+        RedisThrottle::new(conn).await.unwrap().with_restart_hold(false),
+        LocalThrottle::default(),
+        fault_ctx(Component::Throttle, Mode::ExplicitDegraded, events),
+        palisade_cache_core::FailoverOptions::default()
+            .with_degraded_share(1.0)
+            .with_degraded_lease_cap(cap),
+        None,
+    )
+    .unwrap()
+}
+
+/// `permit`, issued while degraded (the server is down), is extended at most to
+/// `cap`; once the server is back and recovery announced, it is not extended any more
+/// and ends within the cap.
+async fn capped_then_ended_by_recovery(
+    server: &mut RedisServer,
+    rx: &mut broadcast::Receiver<Event>,
+    mut permit: Permit,
+    cap: Duration,
+) {
     let extended = permit.extend(Duration::from_secs(3600)).await.unwrap().unwrap();
     assert!(
         extended
             .duration_since(std::time::SystemTime::now())
             .unwrap_or_default()
             <= cap,
-        "an extension of a handed-off degraded lease is capped too"
+        "an extension while degraded is capped too"
     );
     assert!(matches!(rx.recv().await.unwrap().kind, EventKind::Degraded));
     server.start_again().unwrap();
@@ -569,7 +561,6 @@ async fn a_slot_handed_off_while_degraded_is_capped_and_ends_after_recovery() {
             break;
         }
     }
-    // After recovery the handed-off degraded permit is not extended: it ends within the cap.
     assert_eq!(permit.extend(Duration::from_secs(1)).await.unwrap(), None);
     permit.release().await.unwrap();
 }
