@@ -108,15 +108,15 @@ pub fn escaped_len(part: &str) -> usize {
 }
 
 /// Escapes one key part (see the module docs): one scan when nothing needs escaping
-/// (the common case), else what it needs reserved once, runs of plain bytes copied as
-/// slices and no formatting machinery (key encoding is on every call's path).
+/// (the common case), else runs of plain bytes copied as slices and no formatting
+/// machinery (key encoding is on every call's path). The keys of a call size `out`
+/// with [`escaped_len`] first, so it never regrows.
 pub fn escape_part(part: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let Some(first) = part.bytes().position(needs_escape) else {
         out.push_str(part);
         return;
     };
-    out.reserve(first + escaped_len(&part[first..]));
     out.push_str(&part[..first]);
     let mut start = first;
     for (i, b) in part.bytes().enumerate().skip(first) {
@@ -153,7 +153,7 @@ pub fn unescape_part(part: &str) -> Result<String, Error> {
                 .flatten()
                 .ok_or_else(|| Error::invalid_input(format!("bad escape `%{hex}` in key part")))?;
             let decoded = char::from(byte);
-            if !byte.is_ascii() || !needs_escape(byte) {
+            if !needs_escape(byte) {
                 return Err(Error::invalid_input(format!(
                     "escape `%{hex}` is not canonical in key part"
                 )));

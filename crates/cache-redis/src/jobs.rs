@@ -319,7 +319,7 @@ impl RedisJobStore {
     /// A job store over `conn`; loads its scripts before returning.
     pub async fn new(conn: RedisConnection) -> Result<Self, Error> {
         let store = RedisJobStore::lazy(conn);
-        for s in store.scripts.all() {
+        for s in store.scripts.all().into_iter().chain([&store.scripts.update.many]) {
             s.load(&store.conn).await?;
         }
         Ok(store)

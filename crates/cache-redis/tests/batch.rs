@@ -60,26 +60,34 @@ fn spawn_limit(
     })
 }
 
-/// What is left of `key`'s allowance, read with a decision that consumes nothing.
+/// `call`'s answer once the server answers again after an outage.
 ///
 /// After an outage fred settles a new connection and refuses calls until it has
-/// ("Failed to route command", seen in CI right after a resume): an unavailable answer
-/// is retried until [`RECOVERY`]; any other error fails the test.
-async fn left(r: &RateLimiter<RedisThrottle>, key: &str, rate: &Rate) -> u32 {
+/// ("Failed to route command", seen in CI right after a resume): an error `retry`
+/// accepts is retried until [`RECOVERY`]; any other error fails the test.
+async fn after_recovery<T, E: std::fmt::Debug, Fut: Future<Output = Result<T, E>>>(
+    mut call: impl FnMut() -> Fut,
+    retry: impl Fn(&E) -> bool,
+) -> T {
     let give_up = Instant::now() + RECOVERY;
     loop {
-        match r.peek(key, rate).await {
-            Ok(d) => {
-                return match d.value {
-                    RateDecision::Allowed { remaining, .. } => remaining + 1,
-                    RateDecision::Limited { .. } => 0,
-                };
-            }
-            Err(e) if e.is_unavailable() && Instant::now() < give_up => {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) if retry(&e) && Instant::now() < give_up => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("the server never answered again: {e:?}"),
         }
+    }
+}
+
+/// What is left of `key`'s allowance, read with a decision that consumes nothing
+/// (retried while unavailable, see [`after_recovery`]).
+async fn left(r: &RateLimiter<RedisThrottle>, key: &str, rate: &Rate) -> u32 {
+    let d = after_recovery(|| r.peek(key, rate), palisade_cache_core::Error::is_unavailable).await;
+    match d.value {
+        RateDecision::Allowed { remaining, .. } => remaining + 1,
+        RateDecision::Limited { .. } => 0,
     }
 }
 
@@ -209,18 +217,29 @@ fn spawn_update(
     })
 }
 
-/// The stored `version` of `id`'s record, retried like [`left`] after an outage.
+/// The stored `version` of `id`'s record (retried, see [`after_recovery`]).
 async fn version(store: &RedisJobStore, s: &JobStore<RedisJobStore>, id: &str) -> u64 {
     let key = s.key(id).unwrap();
     let client = store.connection().client_for(&key).unwrap();
-    let give_up = Instant::now() + RECOVERY;
-    loop {
-        match client.hget::<Option<String>, _, _>(&key, "version").await {
-            Ok(v) => return v.expect("a version").parse().unwrap(),
-            Err(_) if Instant::now() < give_up => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("the server never answered again: {e:?}"),
+    let v = after_recovery(|| client.hget::<Option<String>, _, _>(&key, "version"), |_| true).await;
+    v.expect("a version").parse().unwrap()
+}
+
+/// `new` loads every script its backend runs, the batched forms included: the first
+/// batch pays no `NOSCRIPT` round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_loads_the_batched_forms_too() {
+    let Some(server) = env::private_server("batch_new_loads") else {
+        return;
+    };
+    let conn = RedisConnection::connect(&fault_config(&server)).await.unwrap();
+    RedisThrottle::new(conn.clone()).await.unwrap();
+    RedisJobStore::new(conn.clone()).await.unwrap();
+    let client = conn.client_for("any").unwrap();
+    for (b, _) in palisade_cache_redis::batched_scripts() {
+        for script in [&b.one, &b.many] {
+            let loaded: Vec<bool> = client.script_exists(script.sha1()).await.unwrap();
+            assert_eq!(loaded, [true], "{} is not loaded by new", script.name());
         }
     }
 }
