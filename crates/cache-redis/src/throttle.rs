@@ -22,7 +22,8 @@ const IDLE_US: u64 = 600_000_000;
 const WAKE_MS: i64 = 60_000;
 
 /// Prepends `now` (server time, µs), `fmt` (exact integer formatting: Lua 5.1's
-/// `tostring` would print 1.7e+15), `keep` (an expiry that only grows) and `arg`, which
+/// `tostring` would print 1.7e+15; `%d`, an integer printf, because every value it is
+/// given is an integer below 2^53 and `%.0f` costs the server twice as much), `keep` (an expiry that only grows) and `arg`, which
 /// reads an integer argument within bounds or returns `nil`: every script checks its
 /// arguments and reads its keys (a key of another type fails a read) **before its first
 /// write**, because Redis does not roll a script back.
@@ -52,7 +53,7 @@ macro_rules! prelude {
         concat!(
             "local t = redis.call('TIME')\n",
             "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n",
-            "local function fmt(n) return string.format('%.0f', n) end\n",
+            "local function fmt(n) return string.format('%d', n) end\n",
             "local function keep(key, until_us)\n",
             "  local need = math.ceil((until_us - now) / 1000)\n",
             "  if need < 1 then need = 1 end\n",
@@ -460,7 +461,7 @@ local new_tat = tat + emission * cost
 local allow_at = new_tat - emission * burst
 if now < allow_at then return {0, allow_at - now, tat - now} end
 if consume == 1 then
-  redis.call('SET', KEYS[1], fmt(new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
+  redis.call('SET', KEYS[1], fmt(new_tat), 'PX', fmt(math.max(1, math.ceil((new_tat - now) / 1000))))
 end
 return {1, math.floor((now - allow_at) / emission), new_tat - now}
 "#
