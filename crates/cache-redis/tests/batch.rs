@@ -225,6 +225,50 @@ async fn version(store: &RedisJobStore, s: &JobStore<RedisJobStore>, id: &str) -
     v.expect("a version").parse().unwrap()
 }
 
+/// A call of a batch sees its own arguments only: after a call with three fields, one
+/// with a single field (the envelope reuses its argument table) writes that field
+/// alone, not the earlier call's other two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_of_a_batch_sees_only_its_own_arguments() {
+    let Some(server) = env::private_server("batch_own_arguments") else {
+        return;
+    };
+    let (store, s) = jobs(&server, Duration::from_secs(5), "own-args").await;
+    for id in ["r", "wide", "narrow"] {
+        s.create(id, &JobRecord::queued(), HOUR).await.unwrap();
+    }
+    server.pause().unwrap();
+    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|n| spawn_update(&s, "r", n)).collect();
+    until(|| store.batch_stats(), IN_FLIGHT, 0).await;
+    let update = |id: &'static str, patch: Patch| {
+        let s = s.clone();
+        tokio::spawn(async move { s.update(id, &patch).await.map(|t| t.value) })
+    };
+    let wide = update("wide", Patch::new().field("x", "1").field("y", "2").field("z", "3"));
+    until(|| store.batch_stats(), IN_FLIGHT, 1).await;
+    let narrow = update("narrow", Patch::new().field("x", "9"));
+    until(|| store.batch_stats(), IN_FLIGHT, 2).await;
+    server.resume().unwrap();
+    for call in calls.drain(..) {
+        assert!(matches!(call.await.unwrap().1, Ok(true)));
+    }
+    assert!(matches!(wide.await.unwrap(), Ok(true)));
+    assert!(matches!(narrow.await.unwrap(), Ok(true)));
+    let field = |r: &JobRecord, f: &str| r.field(f).map(|b| b.to_vec());
+    let w = s.get("wide").await.unwrap().value.unwrap();
+    let n = s.get("narrow").await.unwrap().value.unwrap();
+    assert_eq!(
+        [field(&w, "x"), field(&w, "y"), field(&w, "z")],
+        [Some(b"1".to_vec()), Some(b"2".to_vec()), Some(b"3".to_vec())]
+    );
+    assert_eq!(
+        [field(&n, "x"), field(&n, "y"), field(&n, "z")],
+        [Some(b"9".to_vec()), None, None],
+        "the single-field update wrote the earlier call's fields"
+    );
+    assert_eq!(store.batch_stats().batches, 1, "the two updates went as one batch");
+}
+
 /// `new` loads every script its backend runs, the batched forms included: the first
 /// batch pays no `NOSCRIPT` round trip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
