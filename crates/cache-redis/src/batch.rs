@@ -380,9 +380,7 @@ impl Batcher {
         }
         match self.script.many.run_keys(conn, op, keys, args).await {
             Ok(Value::Array(items)) => {
-                let mut items = items.into_iter();
-                let answers: Option<Vec<_>> = (0..n).map(|_| answer(&mut items)).collect();
-                match answers.filter(|_| items.next().is_none()) {
+                match answers(items, n) {
                     Some(answers) => {
                         for (reply, a) in replies.into_iter().zip(answers) {
                             let _ = reply.send(a.map_err(|msg| conn.reply_error(op, &msg)));
@@ -411,6 +409,16 @@ impl Batcher {
             }
         }
     }
+}
+
+/// The answers of a batch of `n` calls, decoded from the batched form's flat answer
+/// (per call `1, result`, `2, m, item₁ … itemₘ` or `0, error message`): per call its
+/// result, or the server's error message; `None` when the answer is not `n` answers in
+/// that shape, with nothing left over.
+pub fn answers(items: Vec<Value>, n: usize) -> Option<Vec<Result<Value, String>>> {
+    let mut items = items.into_iter();
+    let answers: Option<Vec<_>> = (0..n).map(|_| answer(&mut items)).collect();
+    answers.filter(|_| items.next().is_none())
 }
 
 /// One call's answer, read from the front of a batch's flat answer (see

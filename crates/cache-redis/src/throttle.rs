@@ -23,10 +23,11 @@ const WAKE_MS: i64 = 60_000;
 
 /// Prepends `now` (server time, µs), `fmt` (exact integer formatting: Lua 5.1's
 /// `tostring` would print 1.7e+15; `%d`, an integer printf, because every value it is
-/// given is an integer below 2^53 and `%.0f` costs the server twice as much), `keep` (an expiry that only grows) and `arg`, which
-/// reads an integer argument within bounds or returns `nil`: every script checks its
-/// arguments and reads its keys (a key of another type fails a read) **before its first
-/// write**, because Redis does not roll a script back.
+/// given is an integer below 2^53 and `%.0f` costs the server twice as much), `keep`
+/// (an expiry that only grows) and `arg`, which reads an integer argument within
+/// bounds or returns `nil`: every script checks its arguments and reads its keys (a key
+/// of another type fails a read) **before its first write**, because Redis does not
+/// roll a script back.
 macro_rules! script {
     ($($body:expr),+) => {
         concat!(prelude!(), $($body),+)

@@ -203,7 +203,11 @@ async fn check_batch(
     let failed: Vec<bool> = match &r {
         Ok(Value::Array(items)) => {
             assert_eq!(skew, 0, "{}: a corrupt batch was run: {r:?}", script.many.name());
-            let failed = answers_failed(items);
+            let failed: Vec<bool> = palisade_cache_redis::batch::answers(items.clone(), calls.len())
+                .unwrap_or_else(|| panic!("{}: a batch answered out of shape: {r:?}", script.many.name()))
+                .iter()
+                .map(Result::is_err)
+                .collect();
             assert_eq!(failed.len(), calls.len(), "{}: {r:?}", script.many.name());
             failed
         }
@@ -224,27 +228,6 @@ async fn check_batch(
         }
     }
     failed.iter().filter(|f| **f).count() as u32
-}
-
-/// Which calls of a batch answered an error, read from the envelope's flat answer:
-/// per call `0, message`, `1, result` or `2, m, item₁ … itemₘ`. Panics on any other
-/// shape, including items left over after the last answer.
-fn answers_failed(items: &[Value]) -> Vec<bool> {
-    let (mut failed, mut at) = (Vec::new(), 0);
-    while at < items.len() {
-        match (items[at].as_i64(), items.get(at + 1).and_then(Value::as_i64)) {
-            (Some(0 | 1), _) if at + 1 < items.len() => {
-                failed.push(items[at].as_i64() == Some(0));
-                at += 2;
-            }
-            (Some(2), Some(m)) if m >= 0 && at + 2 + m as usize <= items.len() => {
-                failed.push(false);
-                at += 2 + m as usize;
-            }
-            _ => panic!("a batch answered out of shape at item {at}: {items:?}"),
-        }
-    }
-    failed
 }
 
 /// Every batched script: batches of one to four calls over random state and
