@@ -353,12 +353,22 @@ impl Namespace {
 
     /// The encoded key of `contract` for `user_key`.
     pub fn key(&self, contract: Contract, user_key: &str) -> Result<String, Error> {
-        non_empty(user_key)?;
-        let head = &self.heads[contract.index()];
-        let mut out = String::with_capacity(head.len() + escaped_len(user_key));
-        out.push_str(head);
+        let len = self.key_len(contract, user_key)?;
+        let mut out = String::with_capacity(len);
+        out.push_str(&self.heads[contract.index()]);
         escape_part(user_key, &mut out);
-        self.within_limit(out)
+        debug_assert_eq!(out.len(), len);
+        Ok(out)
+    }
+
+    /// The length of [`Namespace::key`]'s answer for `user_key`, after the same checks,
+    /// without building it: a backend that finds its state by the namespace and the
+    /// user key (the in-process ones) checks a key this way and allocates nothing.
+    pub fn key_len(&self, contract: Contract, user_key: &str) -> Result<usize, Error> {
+        non_empty(user_key)?;
+        let len = self.heads[contract.index()].len() + escaped_len(user_key);
+        self.check_len(len)?;
+        Ok(len)
     }
 
     /// A key of `contract` that shares one Redis Cluster hash slot with every other
@@ -376,19 +386,19 @@ impl Namespace {
             out.push(':');
             escape_part(k, &mut out);
         }
-        self.within_limit(out)
+        self.check_len(out.len())?;
+        Ok(out)
     }
 
-    /// `out` if it fits the key limit.
-    fn within_limit(&self, out: String) -> Result<String, Error> {
-        if out.len() > self.max_key_len {
+    /// Whether an encoded key of `len` bytes fits the key limit.
+    fn check_len(&self, len: usize) -> Result<(), Error> {
+        if len > self.max_key_len {
             return Err(Error::invalid_input(format!(
-                "the key encodes to {} bytes, the limit is {}",
-                out.len(),
+                "the key encodes to {len} bytes, the limit is {}",
                 self.max_key_len
             )));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A Redis `SCAN ... MATCH` pattern matching exactly the keys of this namespace and

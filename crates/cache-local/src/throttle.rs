@@ -1,7 +1,7 @@
 //! The throttle and rate limiter in memory.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,8 @@ use palisade_throttle::{
     DenyReason, KeyState, Lease, LeaseOps, MAX_LEASE, MAX_PENALTY, MIN_DURATION, RateDecision, RawDecision,
     ScaledPolicy, Scope, Woken,
 };
+
+use hashbrown::hash_table::{self, HashTable};
 
 use crate::sweep::Swept;
 
@@ -192,8 +194,51 @@ impl NsState {
 #[derive(Default)]
 struct State {
     namespaces: HashMap<String, NsState>,
-    /// rate key → theoretical arrival time (µs)
-    rates: HashMap<String, u64>,
+    rates: Rates,
+}
+
+/// One rate key's GCRA state: its theoretical arrival time (µs).
+struct RateSt {
+    /// The hash of (scope, key), kept so that growing the table rehashes nothing.
+    hash: u64,
+    scope: Arc<Scope>,
+    key: Box<str>,
+    tat: u64,
+}
+
+impl RateSt {
+    /// Whether this is the state of `key` in `scope`: the same rate key (scopes with
+    /// the same head share their keys, as on Redis).
+    fn is(&self, scope: &Arc<Scope>, key: &str) -> bool {
+        *self.key == *key && (Arc::ptr_eq(&self.scope, scope) || self.scope.rate_head() == scope.rate_head())
+    }
+}
+
+/// The rate keys, found by scope and user key: a decision on a known key builds no
+/// encoded key and allocates nothing. Hashed with std's keyed SipHash, as a `HashMap`
+/// is: rate keys are often client-controlled (an IP, a user id), and the table must
+/// resist hash flooding.
+#[derive(Default)]
+struct Rates {
+    hasher: RandomState,
+    table: HashTable<RateSt>,
+}
+
+impl Rates {
+    fn hash(&self, scope: &Scope, key: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(scope.rate_head().as_bytes());
+        // A byte no UTF-8 text holds: the head and the key cannot trade bytes.
+        h.write_u8(0xff);
+        h.write(key.as_bytes());
+        h.finish()
+    }
+
+    /// The entry of `key` in `scope`, and its hash (a new entry's `hash`).
+    fn entry(&mut self, scope: &Arc<Scope>, key: &str) -> (u64, hash_table::Entry<'_, RateSt>) {
+        let hash = self.hash(scope, key);
+        (hash, self.table.entry(hash, |e| e.is(scope, key), |e| e.hash))
+    }
 }
 
 struct Inner {
@@ -288,14 +333,14 @@ impl LocalThrottle {
         if state.due() {
             let now = self.now();
             Self::sweep(&mut state, now);
-            let remaining = state.rates.len() + state.namespaces.values().map(NsState::entries).sum::<usize>();
+            let remaining = state.rates.table.len() + state.namespaces.values().map(NsState::entries).sum::<usize>();
             state.swept(remaining);
         }
         state
     }
 
     fn sweep(state: &mut State, now: u64) {
-        state.rates.retain(|_, tat| *tat > now);
+        state.rates.table.retain(|e| e.tat > now);
         for ns in state.namespaces.values_mut() {
             ns.global.retain(|_, (exp, _)| *exp > now);
             ns.expire_waiters(now);
@@ -314,7 +359,7 @@ impl LocalThrottle {
     /// The number of keys and rate keys held (for tests of bounded memory).
     pub fn held_keys(&self) -> usize {
         let s = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.rates.len() + s.namespaces.values().map(|ns| ns.keys.len()).sum::<usize>()
+        s.rates.table.len() + s.namespaces.values().map(|ns| ns.keys.len()).sum::<usize>()
     }
 
     fn ops_for(&self, scope: &Scope) -> Result<Arc<dyn LeaseOps>, Error> {
@@ -600,19 +645,19 @@ impl Run<op::Dequeue> for LocalThrottle {
 
 impl Run<op::Limit> for LocalThrottle {
     async fn run(&self, op: &op::Limit) -> Result<Tagged<RateDecision>, Error> {
-        let (scope, key, rate) = (&*op.scope, op.key.as_str(), &op.rate);
+        let (scope, key, rate) = (&op.scope, op.key.as_str(), &op.rate);
         if op.cost == 0 {
             return Err(Error::invalid_input("a rate-limit cost is at least 1"));
         }
         let now = self.now();
-        let rate_key = scope.rate_key(key)?;
+        scope.check_rate_key(key)?;
         let emission = us(rate.emission).max(1);
         let mut state = self.lock();
         // One hash of the key: read and write through the same entry.
-        let entry = state.rates.entry(rate_key);
+        let (hash, entry) = state.rates.entry(scope, key);
         let tat = match &entry {
-            Entry::Occupied(e) => (*e.get()).max(now),
-            Entry::Vacant(_) => now,
+            hash_table::Entry::Occupied(e) => e.get().tat.max(now),
+            hash_table::Entry::Vacant(_) => now,
         };
         // Signed and wide, as the Redis script computes it in doubles: the allowance
         // point lies before the epoch for a large burst, and must not saturate at 0
@@ -630,7 +675,18 @@ impl Run<op::Limit> for LocalThrottle {
             }));
         }
         if op.consume {
-            entry.insert_entry(u64::try_from(new_tat).unwrap_or(u64::MAX));
+            let new_tat = u64::try_from(new_tat).unwrap_or(u64::MAX);
+            match entry {
+                hash_table::Entry::Occupied(mut e) => e.get_mut().tat = new_tat,
+                hash_table::Entry::Vacant(e) => {
+                    e.insert(RateSt {
+                        hash,
+                        scope: Arc::clone(scope),
+                        key: key.into(),
+                        tat: new_tat,
+                    });
+                }
+            }
         }
         let remaining = u32::try_from((now_wide - allow_at) / e).unwrap_or(u32::MAX);
         Ok(tag(RateDecision::Allowed {
@@ -643,11 +699,14 @@ impl Run<op::Limit> for LocalThrottle {
 
 impl Run<op::ResetRate> for LocalThrottle {
     async fn run(&self, op: &op::ResetRate) -> Result<Tagged<bool>, Error> {
-        let rate_key = op.scope.rate_key(&op.key)?;
+        op.scope.check_rate_key(&op.key)?;
         let now = self.now();
         // An arrival time in the past is a full allowance already: no state, as on
         // Redis, where that key has expired.
-        let had = self.lock().rates.remove(&rate_key).is_some_and(|tat| tat > now);
+        let had = match self.lock().rates.entry(&op.scope, &op.key).1 {
+            hash_table::Entry::Occupied(e) => e.remove().0.tat > now,
+            hash_table::Entry::Vacant(_) => false,
+        };
         Ok(tag(had))
     }
 }

@@ -633,6 +633,17 @@ impl Scope {
     pub fn rate_key(&self, key: &str) -> Result<String, Error> {
         self.ns.key(Contract::RateLimit, key)
     }
+
+    /// What every [rate key](Scope::rate_key) of this scope starts with: two scopes
+    /// with the same head share their rate keys.
+    pub fn rate_head(&self) -> &str {
+        self.ns.head(Contract::RateLimit)
+    }
+
+    /// Checks `key` as [`Scope::rate_key`] does, without building the rate key.
+    pub fn check_rate_key(&self, key: &str) -> Result<(), Error> {
+        self.ns.key_len(Contract::RateLimit, key).map(drop)
+    }
 }
 
 palisade_cache_core::contract! {

@@ -445,13 +445,19 @@ pub async fn the_rate_limiter_allows_a_burst_then_the_rate<F: Fixture<Backend: T
 /// Concurrent decisions on one key are each one atomic step: of many at once, exactly
 /// the burst pass, with `remaining` from burst − 1 down to 0 once each — whatever a
 /// backend does to carry them (Redis batches concurrent decisions into one script
-/// call).
+/// call), and from limiters built apart on the same namespace (nodes) as from clones
+/// of one.
 pub async fn concurrent_decisions_each_decide_alone<F: Fixture<Backend: ThrottleBackend>>(fx: &F) {
-    let r = RateLimiter::new(fx.backend(), ns_for(fx, "rl-concurrent"));
+    let ns = ns_for(fx, "rl-concurrent");
+    let nodes: Vec<_> = (0..3).map(|_| RateLimiter::new(fx.backend(), ns.clone())).collect();
     let rate = Rate::per(1, HOUR).burst(30).build().unwrap();
     let tasks: Vec<_> = (0..200)
         .map(|i| {
-            let r = r.clone();
+            let r = if i % 5 == 0 {
+                nodes[0].clone()
+            } else {
+                nodes[i % 3].clone()
+            };
             let key = if i % 2 == 0 { "a" } else { "b" };
             tokio::spawn(async move { (key, r.limit(key, &rate).await.unwrap().value) })
         })
@@ -468,8 +474,11 @@ pub async fn concurrent_decisions_each_decide_alone<F: Fixture<Backend: Throttle
         remaining.sort_unstable();
         assert_eq!(remaining, (0..30).collect::<Vec<u32>>(), "key {key}");
     }
-    let s = r.stats();
-    assert_eq!((s.allowed, s.limited), (60, 140));
+    let (allowed, limited) = nodes
+        .iter()
+        .map(RateLimiter::stats)
+        .fold((0, 0), |(a, l), s| (a + s.allowed, l + s.limited));
+    assert_eq!((allowed, limited), (60, 140));
 }
 
 /// Every decision carries the burst and when the allowance is full again: zero when
