@@ -2,7 +2,8 @@
 //! that is paused so that calls really queue behind the ones in flight: queued calls go
 //! in batches, each deciding (or applying) alone (a bad one fails alone, as it would
 //! alone); an outage fails the queue unsent; a queued caller that gives up is never
-//! sent.
+//! sent. On a Cluster the same hold per hash slot: a paused master queues only the
+//! calls on its own slots, while the other masters' are answered meanwhile.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -13,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use palisade_cache_core::ErrorKind;
-use palisade_cache_redis::{BACKSTOP, BatchStats, IN_FLIGHT, RedisConnection, RedisJobStore, RedisThrottle, fred};
+use palisade_cache_redis::{
+    BACKSTOP, BatchStats, IN_FLIGHT, RedisConfig, RedisConnection, RedisJobStore, RedisThrottle, fred, slot_of,
+};
 use palisade_job_store::{JobRecord, JobStore, Patch};
 use palisade_redis_server::env;
-use palisade_redis_server::server::RedisServer;
+use palisade_redis_server::server::{RedisCluster, RedisServer};
 use palisade_throttle::{Rate, RateDecision, RateLimiter};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -192,6 +195,122 @@ async fn a_queued_caller_that_gives_up_is_never_sent() {
     }
     let left = left(&r, "k", &rate).await as usize;
     assert_eq!(left, 100 - IN_FLIGHT, "abandoned calls were sent");
+    assert_eq!(throttle.batch_stats().batches, 0);
+}
+
+// ---- on a Cluster: lanes per hash slot ------------------------------------------------
+
+/// A cluster of three masters without replicas whose nodes flag a silent peer failed
+/// only after a minute: a master paused for a test stays the owner of its slots.
+fn batch_cluster(test: &str) -> Option<RedisCluster> {
+    if !(RedisServer::binary_available() || env::required()) {
+        env::skip(test, "no redis-server binary");
+        return None;
+    }
+    Some(RedisCluster::start_with(3, 0, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{test}: {e}")))
+}
+
+async fn cluster_limiter(
+    c: &RedisCluster,
+    deadline: Duration,
+    ns: &str,
+) -> (RedisThrottle, RateLimiter<RedisThrottle>) {
+    let seeds: Vec<String> = c.nodes().iter().map(RedisServer::addr).collect();
+    let config = RedisConfig::cluster(&seeds).unwrap().with_command_timeout(deadline);
+    let conn = RedisConnection::connect(&config).await.unwrap();
+    let throttle = RedisThrottle::new(conn).await.unwrap().with_restart_hold(false);
+    let r = RateLimiter::new(throttle.clone(), fault_ns("batch-cluster", ns));
+    (throttle, r)
+}
+
+/// A user key of `r` whose rate key lives on master `m` (0, 1, 2) of a fresh cluster
+/// (the slots are split evenly, master 0 first).
+fn key_on(r: &RateLimiter<RedisThrottle>, m: usize) -> &'static str {
+    (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| usize::from(slot_of(&r.scope().rate_key(k).unwrap())) * 3 / 16_384 == m)
+        .map(|k| &*Box::leak(k.into_boxed_str()))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_paused_master_queues_only_its_own_slots() {
+    let Some(c) = batch_cluster("batch_cluster_paused") else {
+        return;
+    };
+    let (throttle, r) = cluster_limiter(&c, Duration::from_secs(10), "paused").await;
+    let (held, others) = (key_on(&r, 0), [key_on(&r, 1), key_on(&r, 2)]);
+    let rate = Rate::per(1, HOUR).burst(50).build().unwrap();
+    c.nodes()[0].pause().unwrap();
+    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, held, rate)).collect();
+    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
+    calls.extend((0..30).map(|_| spawn_limit(&r, held, rate)));
+    until(|| throttle.batch_stats(), IN_FLIGHT, 30).await;
+    // The other masters' keys are decided while master 0 is still paused: nothing of
+    // theirs waits in its lane (had they queued there, they would fail at the deadline).
+    for key in others {
+        for remaining in [49, 48] {
+            let d = r.limit(key, &rate).await.unwrap().value;
+            assert_eq!(d.remaining(), remaining, "{key} on another master: {d:?}");
+        }
+    }
+    assert_eq!(
+        (throttle.batch_stats().in_flight, throttle.batch_stats().queued),
+        (IN_FLIGHT, 30),
+        "only master 0's calls are still held"
+    );
+    c.nodes()[0].resume().unwrap();
+    let mut remaining = Vec::new();
+    for call in calls {
+        let (_, d, _) = call.await.unwrap();
+        match d {
+            Ok(RateDecision::Allowed { remaining: n, .. }) => remaining.push(n),
+            other => panic!("a held call did not pass once its master resumed: {other:?}"),
+        }
+    }
+    remaining.sort_unstable();
+    let expected: Vec<u32> = (50 - 32..50).collect();
+    assert_eq!(remaining, expected, "each decision alone, in turn");
+    let stats = throttle.batch_stats();
+    // The thirty queued calls go as one batch when the first call in flight returns.
+    assert_eq!(
+        (stats.batches, stats.batched_calls, stats.in_flight, stats.queued),
+        (1, 30, 0, 0),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_master_that_times_out_fails_its_queue_unsent_and_only_its_queue() {
+    let Some(c) = batch_cluster("batch_cluster_outage") else {
+        return;
+    };
+    let deadline = Duration::from_secs(2);
+    let (throttle, r) = cluster_limiter(&c, deadline, "outage").await;
+    let (held, other) = (key_on(&r, 0), key_on(&r, 1));
+    let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
+    c.nodes()[0].pause().unwrap();
+    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, held, rate)).collect();
+    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
+    calls.extend((0..19).map(|_| spawn_limit(&r, held, rate)));
+    until(|| throttle.batch_stats(), IN_FLIGHT, 19).await;
+    for call in calls {
+        let (_, result, took) = call.await.unwrap();
+        let e = result.unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(took <= deadline + BACKSTOP + SLACK, "{took:?}");
+    }
+    // Master 0 is still paused: another master's key is decided as ever.
+    let d = r.limit(other, &rate).await.unwrap().value;
+    assert_eq!(d.remaining(), 99, "{d:?}");
+    c.nodes()[0].resume().unwrap();
+    // The calls in flight reached the server and may have run once it resumed; none
+    // of the nineteen queued behind them was sent.
+    let left = left(&r, held, &rate).await as usize;
+    assert!(
+        (100 - IN_FLIGHT..=100).contains(&left),
+        "{left} left of 100: queued calls were sent"
+    );
     assert_eq!(throttle.batch_stats().batches, 0);
 }
 
