@@ -34,7 +34,7 @@ async fn limiter(server: &RedisServer, deadline: Duration, ns: &str) -> (RedisTh
 
 /// Waits (deadline-bound) until `in_flight` calls are in flight and `queued` wait, as
 /// `stats` (a batcher's [`BatchStats`]) tells.
-async fn until(stats: impl Fn() -> BatchStats, in_flight: usize, queued: usize) {
+async fn until(stats: &impl Fn() -> BatchStats, in_flight: usize, queued: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = stats();
@@ -49,12 +49,45 @@ async fn until(stats: impl Fn() -> BatchStats, in_flight: usize, queued: usize) 
     }
 }
 
+/// [`IN_FLIGHT`] calls in flight to a paused node, then `queued` more behind them, as
+/// `spawn` starts call number n (0 first): all of them, once `stats` shows each where
+/// it should be.
+async fn held_and_queued<T>(
+    stats: impl Fn() -> BatchStats,
+    queued: usize,
+    mut spawn: impl FnMut(usize) -> tokio::task::JoinHandle<T>,
+) -> Vec<tokio::task::JoinHandle<T>> {
+    let mut calls: Vec<_> = (0..IN_FLIGHT).map(&mut spawn).collect();
+    until(&stats, IN_FLIGHT, 0).await;
+    calls.extend((IN_FLIGHT..IN_FLIGHT + queued).map(&mut spawn));
+    until(&stats, IN_FLIGHT, queued).await;
+    calls
+}
+
+/// A spawned call: its key, its answer and how long it took.
+type Call<K, T> = tokio::task::JoinHandle<(K, Result<T, palisade_cache_core::Error>, Duration)>;
+
+/// Every call of `calls` fails as unavailable within `deadline` plus the backstop.
+async fn all_unavailable_within<K, T: std::fmt::Debug>(calls: Vec<Call<K, T>>, deadline: Duration) {
+    for call in calls {
+        let (_, result, took) = call.await.unwrap();
+        let e = result.unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(took <= deadline + BACKSTOP + SLACK, "{took:?}");
+    }
+}
+
+/// Nothing in flight or queued any more, after `batches` batches of `calls` calls.
+fn assert_drained(stats: BatchStats, batches: u64, calls: u64) {
+    assert_eq!(
+        (stats.batches, stats.batched_calls, stats.in_flight, stats.queued),
+        (batches, calls, 0, 0),
+        "{stats:?}"
+    );
+}
+
 /// One `limit` of `key`, spawned.
-fn spawn_limit(
-    r: &RateLimiter<RedisThrottle>,
-    key: &'static str,
-    rate: Rate,
-) -> tokio::task::JoinHandle<(&'static str, Result<RateDecision, palisade_cache_core::Error>, Duration)> {
+fn spawn_limit(r: &RateLimiter<RedisThrottle>, key: &'static str, rate: Rate) -> Call<&'static str, RateDecision> {
     let r = r.clone();
     tokio::spawn(async move {
         let start = Instant::now();
@@ -107,10 +140,12 @@ async fn queued_decisions_go_in_batches_and_each_decides_alone() {
     let rate = Rate::per(1, HOUR).burst(30).build().unwrap();
     server.pause().unwrap();
     // Calls in flight to the paused server, then a hundred behind them, one bad.
-    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, "k", rate)).collect();
-    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
-    calls.extend((0..100).map(|i| spawn_limit(&r, if i == 50 { "bad" } else { "k" }, rate)));
-    until(|| throttle.batch_stats(), IN_FLIGHT, 100).await;
+    let calls = held_and_queued(
+        || throttle.batch_stats(),
+        100,
+        |n| spawn_limit(&r, if n == IN_FLIGHT + 50 { "bad" } else { "k" }, rate),
+    )
+    .await;
     server.resume().unwrap();
     let mut remaining = Vec::new();
     let mut limited = 0;
@@ -126,13 +161,8 @@ async fn queued_decisions_go_in_batches_and_each_decides_alone() {
     remaining.sort_unstable();
     assert_eq!(remaining, (0..30).collect::<Vec<u32>>(), "each decision alone, in turn");
     assert_eq!(limited, IN_FLIGHT + 99 - 30);
-    let stats = throttle.batch_stats();
     // 100 queued calls: a batch of MAX_BATCH (64), then one of 36.
-    assert_eq!(
-        (stats.batches, stats.batched_calls, stats.in_flight, stats.queued),
-        (2, 100, 0, 0),
-        "{stats:?}"
-    );
+    assert_drained(throttle.batch_stats(), 2, 100);
     // The failed call wrote nothing.
     let fields: std::collections::HashMap<String, String> = client.hgetall(&bad).await.unwrap();
     assert_eq!(fields.len(), 1, "{fields:?}");
@@ -147,16 +177,8 @@ async fn an_outage_fails_the_queued_decisions_unsent() {
     let (throttle, r) = limiter(&server, deadline, "outage").await;
     let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
     server.pause().unwrap();
-    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, "k", rate)).collect();
-    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
-    calls.extend((0..19).map(|_| spawn_limit(&r, "k", rate)));
-    until(|| throttle.batch_stats(), IN_FLIGHT, 19).await;
-    for call in calls {
-        let (_, result, took) = call.await.unwrap();
-        let e = result.unwrap_err();
-        assert!(e.is_unavailable(), "{e:?}");
-        assert!(took <= deadline + BACKSTOP + SLACK, "{took:?}");
-    }
+    let calls = held_and_queued(|| throttle.batch_stats(), 19, |_| spawn_limit(&r, "k", rate)).await;
+    all_unavailable_within(calls, deadline).await;
     server.resume().unwrap();
     // The calls in flight reached the server and may have run once it resumed; none
     // of the nineteen queued behind them was sent.
@@ -176,10 +198,8 @@ async fn a_queued_caller_that_gives_up_is_never_sent() {
     let (throttle, r) = limiter(&server, Duration::from_secs(5), "gives-up").await;
     let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
     server.pause().unwrap();
-    let first: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, "k", rate)).collect();
-    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
-    let queued: Vec<_> = (0..9).map(|_| spawn_limit(&r, "k", rate)).collect();
-    until(|| throttle.batch_stats(), IN_FLIGHT, 9).await;
+    let mut first = held_and_queued(|| throttle.batch_stats(), 9, |_| spawn_limit(&r, "k", rate)).await;
+    let queued = first.split_off(IN_FLIGHT);
     // The nine queued callers give up (their futures are dropped).
     for call in &queued {
         call.abort();
@@ -187,7 +207,7 @@ async fn a_queued_caller_that_gives_up_is_never_sent() {
     for call in queued {
         assert!(call.await.unwrap_err().is_cancelled());
     }
-    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
+    until(&|| throttle.batch_stats(), IN_FLIGHT, 0).await;
     server.resume().unwrap();
     for call in first {
         let (_, d, _) = call.await.unwrap();
@@ -242,10 +262,7 @@ async fn on_a_cluster_a_paused_master_queues_only_its_own_slots() {
     let (held, others) = (key_on(&r, 0), [key_on(&r, 1), key_on(&r, 2)]);
     let rate = Rate::per(1, HOUR).burst(50).build().unwrap();
     c.nodes()[0].pause().unwrap();
-    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, held, rate)).collect();
-    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
-    calls.extend((0..30).map(|_| spawn_limit(&r, held, rate)));
-    until(|| throttle.batch_stats(), IN_FLIGHT, 30).await;
+    let calls = held_and_queued(|| throttle.batch_stats(), 30, |_| spawn_limit(&r, held, rate)).await;
     // The other masters' keys are decided while master 0 is still paused: nothing of
     // theirs waits in its lane (had they queued there, they would fail at the deadline).
     for key in others {
@@ -271,13 +288,8 @@ async fn on_a_cluster_a_paused_master_queues_only_its_own_slots() {
     remaining.sort_unstable();
     let expected: Vec<u32> = (50 - 32..50).collect();
     assert_eq!(remaining, expected, "each decision alone, in turn");
-    let stats = throttle.batch_stats();
     // The thirty queued calls go as one batch when the first call in flight returns.
-    assert_eq!(
-        (stats.batches, stats.batched_calls, stats.in_flight, stats.queued),
-        (1, 30, 0, 0),
-        "{stats:?}"
-    );
+    assert_drained(throttle.batch_stats(), 1, 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,16 +302,8 @@ async fn on_a_cluster_a_master_that_times_out_fails_its_queue_unsent_and_only_it
     let (held, other) = (key_on(&r, 0), key_on(&r, 1));
     let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
     c.nodes()[0].pause().unwrap();
-    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|_| spawn_limit(&r, held, rate)).collect();
-    until(|| throttle.batch_stats(), IN_FLIGHT, 0).await;
-    calls.extend((0..19).map(|_| spawn_limit(&r, held, rate)));
-    until(|| throttle.batch_stats(), IN_FLIGHT, 19).await;
-    for call in calls {
-        let (_, result, took) = call.await.unwrap();
-        let e = result.unwrap_err();
-        assert!(e.is_unavailable(), "{e:?}");
-        assert!(took <= deadline + BACKSTOP + SLACK, "{took:?}");
-    }
+    let calls = held_and_queued(|| throttle.batch_stats(), 19, |_| spawn_limit(&r, held, rate)).await;
+    all_unavailable_within(calls, deadline).await;
     // Master 0 is still paused: another master's key is decided as ever.
     let d = r.limit(other, &rate).await.unwrap().value;
     assert_eq!(d.remaining(), 99, "{d:?}");
@@ -323,11 +327,7 @@ async fn jobs(server: &RedisServer, deadline: Duration, ns: &str) -> (RedisJobSt
 }
 
 /// One update of `id` setting the field `f<n>` to `n`, spawned.
-fn spawn_update(
-    s: &JobStore<RedisJobStore>,
-    id: &'static str,
-    n: usize,
-) -> tokio::task::JoinHandle<(&'static str, Result<bool, palisade_cache_core::Error>, Duration)> {
+fn spawn_update(s: &JobStore<RedisJobStore>, id: &'static str, n: usize) -> Call<&'static str, bool> {
     let s = s.clone();
     tokio::spawn(async move {
         let start = Instant::now();
@@ -358,15 +358,15 @@ async fn a_call_of_a_batch_sees_only_its_own_arguments() {
     }
     server.pause().unwrap();
     let mut calls: Vec<_> = (0..IN_FLIGHT).map(|n| spawn_update(&s, "r", n)).collect();
-    until(|| store.batch_stats(), IN_FLIGHT, 0).await;
+    until(&|| store.batch_stats(), IN_FLIGHT, 0).await;
     let update = |id: &'static str, patch: Patch| {
         let s = s.clone();
         tokio::spawn(async move { s.update(id, &patch).await.map(|t| t.value) })
     };
     let wide = update("wide", Patch::new().field("x", "1").field("y", "2").field("z", "3"));
-    until(|| store.batch_stats(), IN_FLIGHT, 1).await;
+    until(&|| store.batch_stats(), IN_FLIGHT, 1).await;
     let narrow = update("narrow", Patch::new().field("x", "9"));
-    until(|| store.batch_stats(), IN_FLIGHT, 2).await;
+    until(&|| store.batch_stats(), IN_FLIGHT, 2).await;
     server.resume().unwrap();
     for call in calls.drain(..) {
         assert!(matches!(call.await.unwrap().1, Ok(true)));
@@ -420,15 +420,13 @@ async fn queued_updates_go_in_batches_and_each_applies_alone() {
     let _: () = client.set(&bad, "not a record", None, None, false).await.unwrap();
     let alone = s.update("bad", &Patch::new().progress(1)).await.unwrap_err();
     server.pause().unwrap();
-    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|n| spawn_update(&s, "r", n)).collect();
-    until(|| store.batch_stats(), IN_FLIGHT, 0).await;
-    let id = |i: usize| match i {
-        50 => "bad",
-        60 => "missing",
+    // Of the hundred queued behind the calls in flight, one bad, one missing.
+    let id = |n: usize| match n.checked_sub(IN_FLIGHT) {
+        Some(50) => "bad",
+        Some(60) => "missing",
         _ => "r",
     };
-    calls.extend((IN_FLIGHT..IN_FLIGHT + 100).map(|n| spawn_update(&s, id(n - IN_FLIGHT), n)));
-    until(|| store.batch_stats(), IN_FLIGHT, 100).await;
+    let calls = held_and_queued(|| store.batch_stats(), 100, |n| spawn_update(&s, id(n), n)).await;
     server.resume().unwrap();
     for call in calls {
         match call.await.unwrap() {
@@ -445,7 +443,7 @@ async fn queued_updates_go_in_batches_and_each_applies_alone() {
     // Created at version 1, then each of the IN_FLIGHT + 98 updates of `r` once.
     assert_eq!(version(&store, &s, "r").await, 1 + IN_FLIGHT as u64 + 98);
     let record = s.get("r").await.unwrap().value.unwrap();
-    for n in (0..IN_FLIGHT + 100).filter(|n| !matches!(id(n.wrapping_sub(IN_FLIGHT)), "bad" | "missing")) {
+    for n in (0..IN_FLIGHT + 100).filter(|&n| id(n) == "r") {
         assert_eq!(
             record.field(&format!("f{n}")).map(|b| b.to_vec()),
             Some(n.to_string().into_bytes()),
@@ -458,12 +456,7 @@ async fn queued_updates_go_in_batches_and_each_applies_alone() {
     );
     let stored: String = client.get(&bad).await.unwrap();
     assert_eq!(stored, "not a record", "the failed update wrote nothing");
-    let stats = store.batch_stats();
-    assert_eq!(
-        (stats.batches, stats.batched_calls, stats.in_flight, stats.queued),
-        (2, 100, 0, 0),
-        "{stats:?}"
-    );
+    assert_drained(store.batch_stats(), 2, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,16 +468,8 @@ async fn an_outage_fails_the_queued_updates_unsent() {
     let (store, s) = jobs(&server, deadline, "updates-outage").await;
     s.create("r", &JobRecord::queued(), HOUR).await.unwrap();
     server.pause().unwrap();
-    let mut calls: Vec<_> = (0..IN_FLIGHT).map(|n| spawn_update(&s, "r", n)).collect();
-    until(|| store.batch_stats(), IN_FLIGHT, 0).await;
-    calls.extend((IN_FLIGHT..IN_FLIGHT + 19).map(|n| spawn_update(&s, "r", n)));
-    until(|| store.batch_stats(), IN_FLIGHT, 19).await;
-    for call in calls {
-        let (_, result, took) = call.await.unwrap();
-        let e = result.unwrap_err();
-        assert!(e.is_unavailable(), "{e:?}");
-        assert!(took <= deadline + BACKSTOP + SLACK, "{took:?}");
-    }
+    let calls = held_and_queued(|| store.batch_stats(), 19, |n| spawn_update(&s, "r", n)).await;
+    all_unavailable_within(calls, deadline).await;
     server.resume().unwrap();
     // The updates in flight reached the server and may have run once it resumed; none
     // of the nineteen queued behind them was sent.
