@@ -24,8 +24,10 @@ use palisade_throttle::{Rate, RateDecision, RateLimiter};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-async fn limiter(server: &RedisServer, deadline: Duration, ns: &str) -> (RedisThrottle, RateLimiter<RedisThrottle>) {
-    let config = fault_config(server).with_command_timeout(deadline);
+/// A rate limiter over `config` (standalone or Cluster) under the command deadline
+/// `deadline`.
+async fn limiter(config: RedisConfig, deadline: Duration, ns: &str) -> (RedisThrottle, RateLimiter<RedisThrottle>) {
+    let config = config.with_command_timeout(deadline);
     let conn = RedisConnection::connect(&config).await.unwrap();
     let throttle = RedisThrottle::new(conn).await.unwrap().with_restart_hold(false);
     let r = RateLimiter::new(throttle.clone(), fault_ns("batch", ns));
@@ -132,7 +134,7 @@ async fn queued_decisions_go_in_batches_and_each_decides_alone() {
     let Some(server) = env::private_server("batch_each_alone") else {
         return;
     };
-    let (throttle, r) = limiter(&server, Duration::from_secs(5), "each").await;
+    let (throttle, r) = limiter(fault_config(&server), Duration::from_secs(5), "each").await;
     // A key of another type where one caller's rate key is: that call must fail alone.
     let bad = r.scope().rate_key("bad").unwrap();
     let client = throttle.connection().client_for(&bad).unwrap();
@@ -174,7 +176,7 @@ async fn an_outage_fails_the_queued_decisions_unsent() {
         return;
     };
     let deadline = Duration::from_secs(2);
-    let (throttle, r) = limiter(&server, deadline, "outage").await;
+    let (throttle, r) = limiter(fault_config(&server), deadline, "outage").await;
     let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
     server.pause().unwrap();
     let calls = held_and_queued(|| throttle.batch_stats(), 19, |_| spawn_limit(&r, "k", rate)).await;
@@ -195,7 +197,7 @@ async fn a_queued_caller_that_gives_up_is_never_sent() {
     let Some(server) = env::private_server("batch_gives_up") else {
         return;
     };
-    let (throttle, r) = limiter(&server, Duration::from_secs(5), "gives-up").await;
+    let (throttle, r) = limiter(fault_config(&server), Duration::from_secs(5), "gives-up").await;
     let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
     server.pause().unwrap();
     let mut first = held_and_queued(|| throttle.batch_stats(), 9, |_| spawn_limit(&r, "k", rate)).await;
@@ -223,24 +225,13 @@ async fn a_queued_caller_that_gives_up_is_never_sent() {
 /// A cluster of three masters without replicas whose nodes flag a silent peer failed
 /// only after a minute: a master paused for a test stays the owner of its slots.
 fn batch_cluster(test: &str) -> Option<RedisCluster> {
-    if !(RedisServer::binary_available() || env::required()) {
-        env::skip(test, "no redis-server binary");
-        return None;
-    }
-    Some(RedisCluster::start_with(3, 0, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{test}: {e}")))
+    env::private_cluster(test, 3, 0, Duration::from_secs(60))
 }
 
-async fn cluster_limiter(
-    c: &RedisCluster,
-    deadline: Duration,
-    ns: &str,
-) -> (RedisThrottle, RateLimiter<RedisThrottle>) {
+/// The cluster configuration of `c`.
+fn cluster_config(c: &RedisCluster) -> RedisConfig {
     let seeds: Vec<String> = c.nodes().iter().map(RedisServer::addr).collect();
-    let config = RedisConfig::cluster(&seeds).unwrap().with_command_timeout(deadline);
-    let conn = RedisConnection::connect(&config).await.unwrap();
-    let throttle = RedisThrottle::new(conn).await.unwrap().with_restart_hold(false);
-    let r = RateLimiter::new(throttle.clone(), fault_ns("batch-cluster", ns));
-    (throttle, r)
+    RedisConfig::cluster(&seeds).unwrap()
 }
 
 /// A user key of `r` whose rate key lives on master `m` (0, 1, 2) of a fresh cluster
@@ -248,7 +239,7 @@ async fn cluster_limiter(
 fn key_on(r: &RateLimiter<RedisThrottle>, m: usize) -> &'static str {
     (0..)
         .map(|i| format!("k{i}"))
-        .find(|k| usize::from(slot_of(&r.scope().rate_key(k).unwrap())) * 3 / 16_384 == m)
+        .find(|k| RedisCluster::first_owner(3, slot_of(&r.scope().rate_key(k).unwrap())) == m)
         .map(|k| &*Box::leak(k.into_boxed_str()))
         .unwrap()
 }
@@ -258,7 +249,7 @@ async fn on_a_cluster_a_paused_master_queues_only_its_own_slots() {
     let Some(c) = batch_cluster("batch_cluster_paused") else {
         return;
     };
-    let (throttle, r) = cluster_limiter(&c, Duration::from_secs(10), "paused").await;
+    let (throttle, r) = limiter(cluster_config(&c), Duration::from_secs(10), "cluster-paused").await;
     let (held, others) = (key_on(&r, 0), [key_on(&r, 1), key_on(&r, 2)]);
     let rate = Rate::per(1, HOUR).burst(50).build().unwrap();
     c.nodes()[0].pause().unwrap();
@@ -271,8 +262,9 @@ async fn on_a_cluster_a_paused_master_queues_only_its_own_slots() {
             assert_eq!(d.remaining(), remaining, "{key} on another master: {d:?}");
         }
     }
+    let stats = throttle.batch_stats();
     assert_eq!(
-        (throttle.batch_stats().in_flight, throttle.batch_stats().queued),
+        (stats.in_flight, stats.queued),
         (IN_FLIGHT, 30),
         "only master 0's calls are still held"
     );
@@ -298,7 +290,7 @@ async fn on_a_cluster_a_master_that_times_out_fails_its_queue_unsent_and_only_it
         return;
     };
     let deadline = Duration::from_secs(2);
-    let (throttle, r) = cluster_limiter(&c, deadline, "outage").await;
+    let (throttle, r) = limiter(cluster_config(&c), deadline, "cluster-outage").await;
     let (held, other) = (key_on(&r, 0), key_on(&r, 1));
     let rate = Rate::per(1, HOUR).burst(100).build().unwrap();
     c.nodes()[0].pause().unwrap();

@@ -33,23 +33,8 @@ const AFTER_PROMOTION: Duration = Duration::from_millis(500);
 /// Runs of each fault test (the figures are per run).
 const RUNS: usize = 5;
 
-/// Whether this machine can run the test (else a skip line is printed).
-fn available(test: &str) -> bool {
-    let ok = RedisServer::binary_available() || env::required();
-    if !ok {
-        env::skip(test, "no redis-server binary");
-    }
-    ok
-}
-
 fn cluster(test: &str, replicas: usize) -> Option<RedisCluster> {
-    if !available(test) {
-        return None;
-    }
-    Some(
-        RedisCluster::start_with(3, replicas, Duration::from_millis(1000))
-            .unwrap_or_else(|e| panic!("{test}: cluster: {e}")),
-    )
+    env::private_cluster(test, 3, replicas, Duration::from_millis(1000))
 }
 
 fn config(c: &RedisCluster) -> RedisConfig {
@@ -60,9 +45,9 @@ fn config(c: &RedisCluster) -> RedisConfig {
         .with_connect_timeout(Duration::from_secs(2))
 }
 
-/// Which master (0, 1, 2) owns `slot` at start: the slots are split evenly.
+/// Which master (0, 1, 2) owns `slot` at start.
 fn master_of(slot: u16) -> usize {
-    (usize::from(slot) * 3) / 16_384
+    RedisCluster::first_owner(3, slot)
 }
 
 /// `n` keys on each master, named after `test`.
@@ -286,7 +271,7 @@ async fn one_run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_costs_only_its_slots_until_its_replica_serves_them() {
-    if !available("a_killed_master") {
+    if !env::private_servers("a_killed_master") {
         return;
     }
     for run in 0..RUNS {
@@ -300,7 +285,7 @@ async fn a_killed_master_costs_only_its_slots_until_its_replica_serves_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_without_a_replica_never_stops_the_healthy_masters() {
-    if !available("a_killed_master_without_a_replica") {
+    if !env::private_servers("a_killed_master_without_a_replica") {
         return;
     }
     for run in 0..RUNS {
@@ -318,7 +303,7 @@ async fn a_killed_master_without_a_replica_never_stops_the_healthy_masters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_master_costs_only_its_slots_until_its_replica_serves_them() {
-    if !available("a_paused_master") {
+    if !env::private_servers("a_paused_master") {
         return;
     }
     for run in 0..RUNS {
@@ -336,7 +321,7 @@ async fn a_paused_master_costs_only_its_slots_until_its_replica_serves_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_failover_is_followed_with_no_error_on_the_healthy_masters() {
-    if !available("a_planned_failover") {
+    if !env::private_servers("a_planned_failover") {
         return;
     }
     for run in 0..RUNS {
@@ -735,7 +720,7 @@ async fn rejoined_as_replica(c: &RedisCluster, i: usize, within: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_resumed_before_its_replica_is_promoted_acknowledges_no_write_it_then_loses() {
     let test = "a_master_resumed_before_promotion";
-    if !available(test) {
+    if !env::private_servers(test) {
         return;
     }
     for run in 0..3 {

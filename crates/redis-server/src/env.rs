@@ -10,7 +10,9 @@
 
 use std::io::Write as _;
 
-use crate::server::RedisServer;
+use std::time::Duration;
+
+use crate::server::{RedisCluster, RedisServer};
 
 /// `redis://127.0.0.1:PORT` of the shared standalone server.
 pub const REDIS_URL: &str = "PALISADE_TEST_REDIS_URL";
@@ -81,12 +83,28 @@ pub fn sentinel_url(test: &str) -> Option<String> {
 /// A private server for a fault test, or `None` after printing a skip line when no
 /// `redis-server` binary exists and tests are not required to run.
 pub fn private_server(test: &str) -> Option<RedisServer> {
-    if RedisServer::binary_available() || required() {
-        Some(RedisServer::start().unwrap_or_else(|e| panic!("{test}: cannot start redis-server: {e}")))
-    } else {
+    private_servers(test)
+        .then(|| RedisServer::start().unwrap_or_else(|e| panic!("{test}: cannot start redis-server: {e}")))
+}
+
+/// A private cluster for a fault test ([`RedisCluster::start_with`]), or `None` after
+/// printing a skip line, as [`private_server`].
+pub fn private_cluster(test: &str, masters: usize, replicas: usize, node_timeout: Duration) -> Option<RedisCluster> {
+    private_servers(test).then(|| {
+        RedisCluster::start_with(masters, replicas, node_timeout)
+            .unwrap_or_else(|e| panic!("{test}: cannot start a cluster: {e}"))
+    })
+}
+
+/// Whether this machine can start private servers for `test` (a `redis-server`
+/// binary, or tests required to run, where a missing one then fails); else prints the
+/// skip line.
+pub fn private_servers(test: &str) -> bool {
+    let ok = RedisServer::binary_available() || required();
+    if !ok {
         skip(test, "no redis-server binary");
-        None
     }
+    ok
 }
 
 /// A key prefix unique to this process and call, so that tests sharing a server never

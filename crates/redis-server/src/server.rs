@@ -483,6 +483,21 @@ impl RedisCluster {
         self.masters
     }
 
+    /// The slots master `i` of `n` is given at start (inclusive): an even split.
+    fn slot_range(i: u32, n: u32) -> (u32, u32) {
+        (Self::SLOTS * i / n, Self::SLOTS * (i + 1) / n - 1)
+    }
+
+    /// Which master (0 first, an index into [`RedisCluster::nodes`]) a cluster of
+    /// `masters` masters gives `slot` at start, before any failover or migration.
+    pub fn first_owner(masters: usize, slot: u16) -> usize {
+        let n = u32::try_from(masters.max(1)).unwrap_or(u32::MAX);
+        (0..n)
+            .rev()
+            .find(|&i| Self::slot_range(i, n).0 <= u32::from(slot))
+            .map_or(0, |i| i as usize)
+    }
+
     fn form(&self) -> io::Result<()> {
         let n = self.masters as u32;
         let total = self.nodes.len();
@@ -497,8 +512,7 @@ impl RedisCluster {
             if i >= n {
                 break;
             }
-            let lo = Self::SLOTS * i / n;
-            let hi = Self::SLOTS * (i + 1) / n - 1;
+            let (lo, hi) = Self::slot_range(i, n);
             check(
                 resp::command(&node.addr(), &["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()]),
                 "CLUSTER SET-CONFIG-EPOCH",
@@ -582,5 +596,30 @@ impl RedisCluster {
             .filter_map(RedisServer::tls_url)
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RedisCluster;
+
+    #[test]
+    fn first_owner_is_the_master_whose_range_holds_the_slot() {
+        for masters in 1..=5u32 {
+            for i in 0..masters {
+                let (lo, hi) = RedisCluster::slot_range(i, masters);
+                for slot in [lo, lo + 1, hi - 1, hi] {
+                    let slot = u16::try_from(slot).unwrap();
+                    assert_eq!(
+                        RedisCluster::first_owner(masters as usize, slot),
+                        i as usize,
+                        "slot {slot} of {masters}"
+                    );
+                }
+            }
+        }
+        // The split covers every slot once.
+        let (lo, hi) = (RedisCluster::slot_range(0, 3).0, RedisCluster::slot_range(2, 3).1);
+        assert_eq!((lo, hi), (0, RedisCluster::SLOTS - 1));
     }
 }
