@@ -69,13 +69,13 @@ macro_rules! batch_envelope {
     () => {
         r#"
 local n = tonumber(ARGV[1])
-if not n or n < 1 or n > 64 or n ~= math.floor(n) or #ARGV < 1 + 2 * n then
+if not n or n < 1 or n > 64 or n % 1 ~= 0 or #ARGV < 1 + 2 * n then
   return redis.error_reply('ERR palisade: a batch is malformed')
 end
 local nkeys, nargs, ks, as = 0, 0, {}, {}
 for i = 1, n do
   local k, a = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  if not k or not a or k < 0 or a < 0 or k ~= math.floor(k) or a ~= math.floor(a) then
+  if not k or not a or k < 0 or a < 0 or k % 1 ~= 0 or a % 1 ~= 0 then
     return redis.error_reply('ERR palisade: a batch is malformed')
   end
   ks[i], as[i], nkeys, nargs = k, a, nkeys + k, nargs + a

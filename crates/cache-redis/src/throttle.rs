@@ -52,25 +52,29 @@ macro_rules! batched {
 macro_rules! prelude {
     () => {
         concat!(
-            "local t = redis.call('TIME')\n",
+            // The library functions the per-call paths use, as locals: one upvalue read
+            // instead of a global and a field lookup per use.
+            "local tonumber, floor, ceil, max, format, call = tonumber, math.floor, math.ceil, math.max, string.format, redis.call\n",
+            "local t = call('TIME')\n",
             "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n",
-            "local function fmt(n) return string.format('%d', n) end\n",
+            "local function fmt(n) return format('%d', n) end\n",
             "local function keep(key, until_us)\n",
-            "  local need = math.ceil((until_us - now) / 1000)\n",
+            "  local need = ceil((until_us - now) / 1000)\n",
             "  if need < 1 then need = 1 end\n",
-            "  if redis.call('PTTL', key) < need then redis.call('PEXPIRE', key, need) end\n",
+            "  if call('PTTL', key) < need then call('PEXPIRE', key, need) end\n",
             "end\n",
             // `ARGS`, not `ARGV`: a batched form points it at each call's arguments.
             "local ARGS = ARGV\n",
             "local function arg(i, lo, hi)\n",
             "  local n = tonumber(ARGS[i])\n",
-            "  if n == nil or n ~= math.floor(n) or n < lo or n > hi then return nil end\n",
+            // `n % 1 ~= 0`: not a whole number (NaN and ±inf too), without a call.
+            "  if n == nil or n % 1 ~= 0 or n < lo or n > hi then return nil end\n",
             "  return n\n",
             "end\n",
             "local function bad(why) return redis.error_reply('ERR palisade: ' .. why) end\n",
             "local function sane(v, hi)\n",
             "  if v == nil then return true end\n",
-            "  return v == math.floor(v) and v >= 0 and v <= hi\n",
+            "  return v % 1 == 0 and v >= 0 and v <= hi\n",
             "end\n",
             "local GARBAGE = 'the stored throttle state is not what palisade writes'\n",
             "local DAY, YEAR, CAP = 86400000000, 31536000000000, 4294967295\n",
@@ -100,8 +104,8 @@ local function wake(t, msg, ms)
   redis.pcall('PEXPIRE', w, ms or WAKE_MS)
 end
 local function first_live(queue, waiters)
-  for _, t in ipairs(redis.call('ZRANGE', queue, 0, 7)) do
-    local e = tonumber(redis.call('ZSCORE', waiters, t))
+  for _, t in ipairs(call('ZRANGE', queue, 0, 7)) do
+    local e = tonumber(call('ZSCORE', waiters, t))
     if e and e > now then return t end
   end
   return nil
@@ -139,24 +143,24 @@ macro_rules! grant {
 local function grant(seq, ttl, interval, idle, pen, gtop, ktop)
   local id = seq + 1
   if id < now then id = now end
-  redis.call('SET', KEYS[4], fmt(id), 'PX', 86400000)
+  call('SET', KEYS[4], fmt(id), 'PX', 86400000)
   local exp = now + ttl
-  redis.call('ZADD', KEYS[1], fmt(exp), fmt(id))
-  redis.call('ZADD', KEYS[2], fmt(exp), fmt(id))
-  redis.call('HSET', KEYS[3], 'last', fmt(now))
-  local top = math.max(gtop, exp)
-  ktop = math.max(ktop, exp)
-  redis.call('PEXPIRE', KEYS[1], math.ceil((top - now) / 1000) + 1000)
-  redis.call('PEXPIRE', KEYS[2], math.ceil((ktop - now) / 1000) + 1000)
-  redis.call('PEXPIRE', KEYS[3], math.ceil((math.max(pen, now + interval, ktop) + idle - now) / 1000))
+  call('ZADD', KEYS[1], fmt(exp), fmt(id))
+  call('ZADD', KEYS[2], fmt(exp), fmt(id))
+  call('HSET', KEYS[3], 'last', fmt(now))
+  local top = max(gtop, exp)
+  ktop = max(ktop, exp)
+  call('PEXPIRE', KEYS[1], ceil((top - now) / 1000) + 1000)
+  call('PEXPIRE', KEYS[2], ceil((ktop - now) / 1000) + 1000)
+  call('PEXPIRE', KEYS[3], ceil((max(pen, now + interval, ktop) + idle - now) / 1000))
   -- The marker outlives every lease of the namespace.
-  redis.call('SET', KEYS[5], '1', 'PX', math.max(redis.call('PTTL', KEYS[5]), math.ceil((top - now) / 1000) + 1000))
+  call('SET', KEYS[5], '1', 'PX', max(call('PTTL', KEYS[5]), ceil((top - now) / 1000) + 1000))
   return id, exp
 end
 local function granted_to(ticket, id, ms)
-  redis.call('ZREM', KEYS[6], ticket)
-  redis.call('ZREM', KEYS[7], ticket)
-  redis.call('ZREM', KEYS[8], ticket)
+  call('ZREM', KEYS[6], ticket)
+  call('ZREM', KEYS[7], ticket)
+  call('ZREM', KEYS[8], ticket)
   redis.pcall('DEL', WAKE .. ticket, WAKE .. ticket .. ':p')
   redis.pcall('SET', WAKE .. ticket .. ':l', fmt(id), 'PX', ms or WAKE_MS)
 end
@@ -175,7 +179,7 @@ local interval, ttl, idle = arg(3, 0, DAY), arg(4, 1000, DAY), arg(5, 0, DAY)
 local qttl = arg(8, 1000, DAY)
 if not (gcap and kcap and interval and ttl and idle and qttl) then return bad('a policy argument is out of bounds') end
 local ticket = ARGV[7]
-local WAKE, WAKE_MS = ARGV[9] or '', math.ceil(qttl / 1000) + 1000
+local WAKE, WAKE_MS = ARGV[9] or '', ceil(qttl / 1000) + 1000
 "#,
     waiting!(),
     grant!(),
@@ -188,27 +192,27 @@ if waiting then
   local hid, hat = nil, nil
   if type(m) == 'string' then hid, hat = string.match(m, '^L (%d+) (%d+) %d+$') end
   if hid then
-    local exp = tonumber(redis.call('ZSCORE', KEYS[2], hid))
+    local exp = tonumber(call('ZSCORE', KEYS[2], hid))
     if exp and exp > now then
-      redis.call('ZREM', KEYS[9], ticket)
+      call('ZREM', KEYS[9], ticket)
       redis.pcall('DEL', WAKE .. ticket)
       return {1, tonumber(hid), tonumber(hat), exp, 0}
     end
   end
 end
-local qn = redis.call('ZCARD', KEYS[6])
-redis.call('ZCARD', KEYS[7])
-redis.call('ZCARD', KEYS[8])
-local hn = redis.call('ZCARD', KEYS[9])
+local qn = call('ZCARD', KEYS[6])
+call('ZCARD', KEYS[7])
+call('ZCARD', KEYS[8])
+local hn = call('ZCARD', KEYS[9])
 -- Reads first: a key holding another type fails here, and stored values palisade
 -- cannot have written are refused here, before anything is written.
-local st = redis.call('HMGET', KEYS[3], 'last', 'pen')
-local raw_seq = redis.call('GET', KEYS[4])
+local st = call('HMGET', KEYS[3], 'last', 'pen')
+local raw_seq = call('GET', KEYS[4])
 local seq = tonumber(raw_seq) or 0
-local gall, kall = redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])
-local gtop = tonumber((redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES'))[2]) or 0
-local ktop = tonumber((redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES'))[2]) or 0
-local up = redis.call('EXISTS', KEYS[5]) == 1
+local gall, kall = call('ZCARD', KEYS[1]), call('ZCARD', KEYS[2])
+local gtop = tonumber((call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES'))[2]) or 0
+local ktop = tonumber((call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES'))[2]) or 0
+local up = call('EXISTS', KEYS[5]) == 1
 local last, pen = tonumber(st[1]), tonumber(st[2]) or 0
 if not (sane(last, now + DAY) and sane(pen, now + YEAR) and sane(seq, 2 ^ 53) and sane(gtop, now + 2 * DAY)
     and sane(ktop, now + 2 * DAY)) or (raw_seq and not tonumber(raw_seq)) then
@@ -222,50 +226,50 @@ if not up and ARGV[6] ~= '0' then
   -- its start + ttl. Uptime is whole seconds of the start (floor) subtracted from whole
   -- seconds of now, so the start lies before (now's second - uptime + 1): a bound that
   -- does not move as time passes, so retry_after is honest.
-  local uptime = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)')) or 0
+  local uptime = tonumber(string.match(call('INFO', 'server'), 'uptime_in_seconds:(%d+)')) or 0
   local started = (tonumber(t[1]) - uptime + 1) * 1000000
   if started + ttl > now then hold = started + ttl end
 end
-local reclaimed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
-local kreclaimed = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now))
+local reclaimed = call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
+local kreclaimed = call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now))
 -- A lease handed to a waiter that never took it (its process died: the handed lease is
 -- still in its wake-up list) goes back once the waiter's entry life is over.
 if hn > 0 then
-  for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', fmt(now), 'LIMIT', 0, 16)) do
+  for _, h in ipairs(call('ZRANGEBYSCORE', KEYS[9], '-inf', fmt(now), 'LIMIT', 0, 16)) do
     local m = redis.pcall('LINDEX', WAKE .. h, 0)
     local lid = type(m) == 'string' and string.match(m, '^L (%d+) ')
     if lid then
-      reclaimed = reclaimed + redis.call('ZREM', KEYS[1], lid)
-      kreclaimed = kreclaimed + redis.call('ZREM', KEYS[2], lid)
+      reclaimed = reclaimed + call('ZREM', KEYS[1], lid)
+      kreclaimed = kreclaimed + call('ZREM', KEYS[2], lid)
       redis.pcall('DEL', WAKE .. h, WAKE .. h .. ':l')
     end
-    redis.call('ZREM', KEYS[9], h)
+    call('ZREM', KEYS[9], h)
   end
 end
 -- The live waiters that arrived first are owed the key's free slots.
 local ahead, arrival = 0, nil
 if qn > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', fmt(now))
+  call('ZREMRANGEBYSCORE', KEYS[7], '-inf', fmt(now))
   -- Abandoned entries at the head leave the queue (one further back leaves when it
   -- reaches the head, counted as ahead until then).
   for _ = 1, 64 do
-    local h = redis.call('ZRANGE', KEYS[6], 0, 0)[1]
-    if not h or redis.call('ZSCORE', KEYS[7], h) then break end
-    redis.call('ZREM', KEYS[6], h)
-    redis.call('ZREM', KEYS[8], h)
+    local h = call('ZRANGE', KEYS[6], 0, 0)[1]
+    if not h or call('ZSCORE', KEYS[7], h) then break end
+    call('ZREM', KEYS[6], h)
+    call('ZREM', KEYS[8], h)
   end
-  if waiting then arrival = redis.call('ZSCORE', KEYS[6], ticket) end
-  if arrival then ahead = redis.call('ZRANK', KEYS[6], ticket) else ahead = redis.call('ZCARD', KEYS[6]) end
+  if waiting then arrival = call('ZSCORE', KEYS[6], ticket) end
+  if arrival then ahead = call('ZRANK', KEYS[6], ticket) else ahead = call('ZCARD', KEYS[6]) end
 end
 local function cap_free(key, cap, n)
   if n < cap then return now end
   if cap <= 0 then return never end
-  local e = redis.call('ZRANGE', key, n - cap, n - cap, 'WITHSCORES')
+  local e = call('ZRANGE', key, n - cap, n - cap, 'WITHSCORES')
   return tonumber(e[2])
 end
 local klive = kall - kreclaimed
-local free = {math.max(pen, now), last and math.max(last + interval, now) or now,
-  cap_free(KEYS[1], gcap, gall - reclaimed), cap_free(KEYS[2], kcap - ahead, klive), math.max(hold, now)}
+local free = {max(pen, now), last and max(last + interval, now) or now,
+  cap_free(KEYS[1], gcap, gall - reclaimed), cap_free(KEYS[2], kcap - ahead, klive), max(hold, now)}
 for i = 1, 5 do
   if free[i] > now then
     if waiting then
@@ -273,18 +277,18 @@ for i = 1, 5 do
       -- strictly ordered, also within one microsecond.
       local a = arrival
       if not a then
-        a = fmt(math.max(seq + 1, now))
-        redis.call('SET', KEYS[4], a, 'PX', 86400000)
+        a = fmt(max(seq + 1, now))
+        call('SET', KEYS[4], a, 'PX', 86400000)
       end
-      redis.call('ZADD', KEYS[6], a, ticket)
-      redis.call('ZADD', KEYS[7], fmt(now + qttl), ticket)
-      if i == 3 then redis.call('ZADD', KEYS[8], 'NX', a, ticket) end
+      call('ZADD', KEYS[6], a, ticket)
+      call('ZADD', KEYS[7], fmt(now + qttl), ticket)
+      if i == 3 then call('ZADD', KEYS[8], 'NX', a, ticket) end
       for q = 6, 8 do keep(KEYS[q], now + qttl + 1000000) end
       -- The waiter's own policy, for a release that hands it a slot.
       redis.pcall('SET', WAKE .. ticket .. ':p', fmt(gcap) .. ' ' .. fmt(kcap) .. ' ' .. fmt(interval) .. ' '
         .. fmt(ttl) .. ' ' .. fmt(idle), 'PX', WAKE_MS)
     end
-    return {0, i - 1, math.max(free[1], free[2], free[3], free[4], free[5]) - now, reclaimed}
+    return {0, i - 1, max(free[1], free[2], free[3], free[4], free[5]) - now, reclaimed}
   end
 end
 local id, exp = grant(seq, ttl, interval, idle, pen, gtop, ktop)
@@ -312,7 +316,7 @@ const RELEASE: &str = script!(
 -- until it grants; state not as palisade writes it means no handoff (the waiter's own
 -- acquisition reports it), never a failed release.
 local function hand_off()
-  if redis.call('EXISTS', KEYS[5]) == 0 then return false end
+  if call('EXISTS', KEYS[5]) == 0 then return false end
   local t = first_live(KEYS[6], KEYS[7])
   if not t then return false end
   local raw = redis.pcall('GET', WAKE .. t .. ':p')
@@ -326,34 +330,34 @@ local function hand_off()
   local st, raw_seq = redis.pcall('HMGET', KEYS[3], 'last', 'pen'), redis.pcall('GET', KEYS[4])
   if st.err or type(raw_seq) == 'table' or (raw_seq and not tonumber(raw_seq)) then return false end
   local last, pen, seq = tonumber(st[1]), tonumber(st[2]) or 0, tonumber(raw_seq) or 0
-  local gtop = tonumber((redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES'))[2]) or 0
-  local ktop = tonumber((redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES'))[2]) or 0
+  local gtop = tonumber((call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES'))[2]) or 0
+  local ktop = tonumber((call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES'))[2]) or 0
   if not (sane(last, now + DAY) and sane(pen, now + YEAR) and sane(seq, 2 ^ 53) and sane(gtop, now + 2 * DAY)
       and sane(ktop, now + 2 * DAY)) then
     return false
   end
   local above = '(' .. fmt(now)
-  if pen > now or (last and last + interval > now) or redis.call('ZCOUNT', KEYS[1], above, '+inf') >= gcap
-      or redis.call('ZCOUNT', KEYS[2], above, '+inf') >= kcap then
+  if pen > now or (last and last + interval > now) or call('ZCOUNT', KEYS[1], above, '+inf') >= gcap
+      or call('ZCOUNT', KEYS[2], above, '+inf') >= kcap then
     return false
   end
   -- Until the waiter's entry life is over: a lease it never took then goes back, so
   -- the handed lease and the record of the grant live at least as long.
-  local life = tonumber(redis.call('ZSCORE', KEYS[7], t))
-  local ms = math.max(WAKE_MS, math.ceil((life - now) / 1000) + 1000)
+  local life = tonumber(call('ZSCORE', KEYS[7], t))
+  local ms = max(WAKE_MS, ceil((life - now) / 1000) + 1000)
   local id, exp = grant(seq, ttl, interval, idle, pen, gtop, ktop)
   granted_to(t, id, ms)
   wake(t, 'L ' .. fmt(id) .. ' ' .. fmt(now) .. ' ' .. fmt(exp), ms)
-  redis.call('ZADD', KEYS[9], fmt(life), t)
+  call('ZADD', KEYS[9], fmt(life), t)
   keep(KEYS[9], life + 1000000)
   return true
 end
-local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
-local qn, gn = redis.call('ZCARD', KEYS[6]), redis.call('ZCARD', KEYS[8])
-redis.call('ZCARD', KEYS[7])
-redis.call('ZCARD', KEYS[9])
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+local s = call('ZSCORE', KEYS[2], ARGV[1])
+local qn, gn = call('ZCARD', KEYS[6]), call('ZCARD', KEYS[8])
+call('ZCARD', KEYS[7])
+call('ZCARD', KEYS[9])
+call('ZREM', KEYS[1], ARGV[1])
+call('ZREM', KEYS[2], ARGV[1])
 if not (s and tonumber(s) > now) then return -1 end
 if qn > 0 and hand_off() then return now end
 if qn > 0 or gn > 0 then wake_heads(KEYS[6], KEYS[7], KEYS[8]) end
@@ -367,21 +371,21 @@ const DEQUEUE: &str = script!(
     waiting!(wake_args),
     r#"
 if not ticket_ok(ARGV[1]) then return bad('a waiter ticket is a decimal number') end
-redis.call('ZCARD', KEYS[1])
-redis.call('ZCARD', KEYS[2])
-redis.call('ZCARD', KEYS[3])
-redis.call('ZCARD', KEYS[4])
-redis.call('ZCARD', KEYS[5])
+call('ZCARD', KEYS[1])
+call('ZCARD', KEYS[2])
+call('ZCARD', KEYS[3])
+call('ZCARD', KEYS[4])
+call('ZCARD', KEYS[5])
 local granted = redis.pcall('GET', WAKE .. ARGV[1] .. ':l')
 if type(granted) ~= 'string' then granted = nil end
-local was = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+local was = call('ZREM', KEYS[1], ARGV[1])
+call('ZREM', KEYS[2], ARGV[1])
+call('ZREM', KEYS[3], ARGV[1])
 redis.pcall('DEL', WAKE .. ARGV[1], WAKE .. ARGV[1] .. ':p')
 if granted then
   -- The waiter went away after its grant: its lease goes back.
-  redis.call('ZREM', KEYS[4], granted)
-  if redis.call('ZREM', KEYS[5], granted) == 1 then was = 1 end
+  call('ZREM', KEYS[4], granted)
+  if call('ZREM', KEYS[5], granted) == 1 then was = 1 end
   redis.pcall('DEL', WAKE .. ARGV[1] .. ':l')
 end
 -- One ahead left: the next may now be within the free slots.
@@ -395,12 +399,12 @@ const EXTEND: &str = script!(
     r#"
 local by, idle = arg(2, 1000, DAY), arg(3, 0, DAY)
 if not (by and idle) then return bad('an extension is 1 ms to one day') end
-local s = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
+local s = tonumber(call('ZSCORE', KEYS[2], ARGV[1]))
 if not sane(s, now + 2 * DAY) then return bad(GARBAGE) end
 if not s or s <= now then return -1 end
-local new = math.max(s, now + by)
-redis.call('ZADD', KEYS[1], 'XX', fmt(new), ARGV[1])
-redis.call('ZADD', KEYS[2], 'XX', fmt(new), ARGV[1])
+local new = max(s, now + by)
+call('ZADD', KEYS[1], 'XX', fmt(new), ARGV[1])
+call('ZADD', KEYS[2], 'XX', fmt(new), ARGV[1])
 keep(KEYS[1], new + 1000000)
 keep(KEYS[2], new + 1000000)
 keep(KEYS[3], new + idle)
@@ -413,10 +417,10 @@ const PENALIZE: &str = script!(
     r#"
 local d, idle = arg(1, 1000, YEAR), arg(2, 0, DAY)
 if not (d and idle) then return bad('a penalty is 1 ms to 365 days') end
-local old = tonumber(redis.call('HGET', KEYS[1], 'pen')) or 0
+local old = tonumber(call('HGET', KEYS[1], 'pen')) or 0
 if not sane(old, now + YEAR) then return bad(GARBAGE) end
-local pen = math.max(old, now + d)
-redis.call('HSET', KEYS[1], 'pen', fmt(pen))
+local pen = max(old, now + d)
+call('HSET', KEYS[1], 'pen', fmt(pen))
 keep(KEYS[1], pen + idle)
 return pen
 "#
@@ -425,8 +429,8 @@ return pen
 // KEYS: key state.
 const CLEAR_PENALTY: &str = script!(
     r#"
-local pen = tonumber(redis.call('HGET', KEYS[1], 'pen'))
-redis.call('HDEL', KEYS[1], 'pen')
+local pen = tonumber(call('HGET', KEYS[1], 'pen'))
+call('HDEL', KEYS[1], 'pen')
 if pen and pen > now then return 1 end
 return 0
 "#
@@ -436,13 +440,13 @@ return 0
 const INSPECT: &str = script!(
     r#"
 local above = '(' .. fmt(now)
-local st = redis.call('HMGET', KEYS[3], 'last', 'pen')
+local st = call('HMGET', KEYS[3], 'last', 'pen')
 local waiting = 0
-for _, t in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  local e = tonumber(redis.call('ZSCORE', KEYS[5], t))
+for _, t in ipairs(call('ZRANGE', KEYS[4], 0, -1)) do
+  local e = tonumber(call('ZSCORE', KEYS[5], t))
   if e and e > now then waiting = waiting + 1 end
 end
-return {now, redis.call('ZCOUNT', KEYS[2], above, '+inf'), redis.call('ZCOUNT', KEYS[1], above, '+inf'),
+return {now, call('ZCOUNT', KEYS[2], above, '+inf'), call('ZCOUNT', KEYS[1], above, '+inf'),
         tonumber(st[2]) or 0, tonumber(st[1]) or -1, waiting}
 "#
 );
@@ -457,14 +461,14 @@ if not (emission and burst and cost and consume) or emission * burst > 200 * YEA
     or emission * cost > 200 * YEAR then
   return bad('a rate is out of bounds')
 end
-local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
+local tat = max(tonumber(call('GET', KEYS[1])) or now, now)
 local new_tat = tat + emission * cost
 local allow_at = new_tat - emission * burst
 if now < allow_at then return {0, allow_at - now, tat - now} end
 if consume == 1 then
-  redis.call('SET', KEYS[1], fmt(new_tat), 'PX', fmt(math.max(1, math.ceil((new_tat - now) / 1000))))
+  call('SET', KEYS[1], fmt(new_tat), 'PX', fmt(max(1, ceil((new_tat - now) / 1000))))
 end
-return {1, math.floor((now - allow_at) / emission), new_tat - now}
+return {1, floor((now - allow_at) / emission), new_tat - now}
 "#
     };
 }
@@ -474,8 +478,8 @@ const LIMIT_MANY: &str = batched!(limit!());
 const RESET_RATE: &str = script!(
     r#"
 -- Read first: a key of another type (not palisade's) fails here, before the write.
-if redis.call('GET', KEYS[1]) == false then return 0 end
-return redis.call('DEL', KEYS[1])
+if call('GET', KEYS[1]) == false then return 0 end
+return call('DEL', KEYS[1])
 "#
 );
 
