@@ -98,6 +98,13 @@ fn ci() -> Result {
     r
 }
 
+/// The package and feature selections CI builds besides `--all-features`.
+const FEATURE_SUBSETS: &[&[&str]] = &[
+    &["-p", "palisade-cache-redis"],
+    &["-p", "palisade", "--no-default-features", "--features", "local"],
+    &["-p", "palisade", "--no-default-features", "--features", "redis,local"],
+];
+
 fn ci_steps(steps: &mut Steps) -> Result {
     steps.run("redis-server present (>= 7)", ensure_redis)?;
     steps.run("cargo fmt --check", || cargo(&["fmt", "--all", "--check"], &[]))?;
@@ -114,6 +121,17 @@ fn ci_steps(steps: &mut Steps) -> Result {
             ],
             &[],
         )
+    })?;
+    // The subsets of features CI also tests below, linted as they are built: an import
+    // used only under another feature is a warning there and nowhere else.
+    steps.run("cargo clippy -D warnings on each feature subset tested", || {
+        for subset in FEATURE_SUBSETS {
+            let mut args = vec!["clippy"];
+            args.extend_from_slice(subset);
+            args.extend_from_slice(&["--all-targets", "--", "-D", "warnings"]);
+            cargo(&args, &[])?;
+        }
+        Ok(())
     })?;
     let servers = steps.run_value(
         "start Redis (standalone, TLS, Sentinel: primary + replica + 3 sentinels, 3-master cluster with a replica each)",

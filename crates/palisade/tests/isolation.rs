@@ -6,10 +6,9 @@
 
 use std::time::Duration;
 
-#[cfg(feature = "redis")]
-use palisade::Mode;
 use palisade::{Decision, JobRecord, JobStatus, Palisade, Patch, Policy, Rate, RateDecision};
-use palisade_redis_server::env;
+#[cfg(feature = "redis")]
+use {palisade::Mode, palisade_redis_server::env};
 
 const NS: &str = "jobs";
 const KEY: &str = "k1";

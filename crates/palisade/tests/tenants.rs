@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use palisade::{Decision, ErrorKind, JobRecord, Palisade, Policy, Provenance, Rate};
+#[cfg(feature = "redis")]
+use palisade::{Decision, JobRecord, Policy, Provenance, Rate};
+use palisade::{ErrorKind, Palisade};
 
 #[tokio::test]
 async fn tenant_names_are_validated_and_keys_stay_apart() {
