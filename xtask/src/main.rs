@@ -98,12 +98,22 @@ fn ci() -> Result {
     r
 }
 
-/// The package and feature selections CI builds besides `--all-features`.
-const FEATURE_SUBSETS: &[&[&str]] = &[
-    &["-p", "palisade-cache-redis"],
-    &["-p", "palisade", "--no-default-features", "--features", "local"],
-    &["-p", "palisade", "--no-default-features", "--features", "redis,local"],
-];
+/// The Redis backends without the `tls` feature.
+const REDIS_NO_TLS: &[&str] = &["-p", "palisade-cache-redis"];
+/// The umbrella with only the in-process backends (no Redis compiled in).
+const UMBRELLA_LOCAL: &[&str] = &["-p", "palisade", "--no-default-features", "--features", "local"];
+/// The umbrella with Redis and the local fallback, without `tls`.
+const UMBRELLA_REDIS_LOCAL: &[&str] = &["-p", "palisade", "--no-default-features", "--features", "redis,local"];
+/// The package and feature selections CI tests besides `--all-features`.
+const FEATURE_SUBSETS: &[&[&str]] = &[REDIS_NO_TLS, UMBRELLA_LOCAL, UMBRELLA_REDIS_LOCAL];
+
+/// `cargo <command>` on `subset`, then `extra`.
+fn cargo_on(command: &str, subset: &[&str], extra: &[&str], env: &[(&str, String)]) -> Result {
+    let mut args = vec![command];
+    args.extend_from_slice(subset);
+    args.extend_from_slice(extra);
+    cargo(&args, env)
+}
 
 fn ci_steps(steps: &mut Steps) -> Result {
     steps.run("redis-server present (>= 7)", ensure_redis)?;
@@ -126,10 +136,7 @@ fn ci_steps(steps: &mut Steps) -> Result {
     // used only under another feature is a warning there and nowhere else.
     steps.run("cargo clippy -D warnings on each feature subset tested", || {
         for subset in FEATURE_SUBSETS {
-            let mut args = vec!["clippy"];
-            args.extend_from_slice(subset);
-            args.extend_from_slice(&["--all-targets", "--", "-D", "warnings"]);
-            cargo(&args, &[])?;
+            cargo_on("clippy", subset, &["--all-targets", "--", "-D", "warnings"], &[])?;
         }
         Ok(())
     })?;
@@ -144,28 +151,8 @@ fn ci_steps(steps: &mut Steps) -> Result {
     steps.run(
         "without the `tls` feature: a TLS URL is Error::Config and nothing connects",
         || {
-            cargo(
-                &[
-                    "test",
-                    "-p",
-                    "palisade-cache-redis",
-                    "--test",
-                    "no_credentials_before_tls",
-                ],
-                &env,
-            )?;
-            cargo(
-                &[
-                    "test",
-                    "-p",
-                    "palisade",
-                    "--features",
-                    "redis,local",
-                    "--test",
-                    "builder",
-                ],
-                &env,
-            )
+            cargo_on("test", REDIS_NO_TLS, &["--test", "no_credentials_before_tls"], &env)?;
+            cargo_on("test", UMBRELLA_REDIS_LOCAL, &["--test", "builder"], &env)
         },
     )?;
     steps.run("cargo doc -D warnings", || {
@@ -176,10 +163,7 @@ fn ci_steps(steps: &mut Steps) -> Result {
     })?;
     steps.run("feature hygiene (cargo tree)", hygiene)?;
     steps.run("palisade with only the `local` feature (no Redis compiled in)", || {
-        cargo(
-            &["test", "-p", "palisade", "--no-default-features", "--features", "local"],
-            &[],
-        )
+        cargo_on("test", UMBRELLA_LOCAL, &[], &[])
     })?;
     steps.run("build every example and the palisade CLI", || {
         cargo(&["build", "-p", "palisade", "--all-features", "--examples"], &[])?;

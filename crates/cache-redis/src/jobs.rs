@@ -41,9 +41,7 @@ macro_rules! batched {
 macro_rules! prelude {
     () => {
         concat!(
-            // The library functions the per-call paths use, as locals: one upvalue read
-            // instead of a global and a field lookup per use.
-            "local tonumber, floor, format, call = tonumber, math.floor, string.format, redis.call\n",
+            crate::script::lua_locals!(),
             "local t = call('TIME')\n",
             // The batch envelope points `ARGS` at each call's arguments; the job bodies
             // read their own `ARGV` parameter.

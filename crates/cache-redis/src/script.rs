@@ -8,6 +8,17 @@ use palisade_cache_core::Error;
 use crate::RedisConnection;
 use crate::cluster::Cmd;
 
+/// The first line of every script's prelude: the library functions the per-call paths
+/// use, bound to locals (one upvalue read instead of a global and a field lookup per
+/// use; measured in the README's performance section). Scripts send commands as
+/// `call(…)` or `redis.pcall(…)`.
+macro_rules! lua_locals {
+    () => {
+        "local tonumber, floor, ceil, max, format, call = tonumber, math.floor, math.ceil, math.max, string.format, redis.call\n"
+    };
+}
+pub(crate) use lua_locals;
+
 /// One Lua script of palisade's.
 ///
 /// # Behavior

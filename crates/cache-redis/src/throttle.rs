@@ -52,9 +52,7 @@ macro_rules! batched {
 macro_rules! prelude {
     () => {
         concat!(
-            // The library functions the per-call paths use, as locals: one upvalue read
-            // instead of a global and a field lookup per use.
-            "local tonumber, floor, ceil, max, format, call = tonumber, math.floor, math.ceil, math.max, string.format, redis.call\n",
+            crate::script::lua_locals!(),
             "local t = call('TIME')\n",
             "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n",
             "local function fmt(n) return format('%d', n) end\n",
