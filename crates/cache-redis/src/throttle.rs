@@ -59,7 +59,12 @@ macro_rules! prelude {
             "local function keep(key, until_us)\n",
             "  local need = ceil((until_us - now) / 1000)\n",
             "  if need < 1 then need = 1 end\n",
-            "  if call('PTTL', key) < need then call('PEXPIRE', key, need) end\n",
+            // `GT`: one call where the expiry grows. It treats a key without one as
+            // never expiring, so a key a script just created gets its first expiry
+            // from the plain form.
+            "  if call('PEXPIRE', key, need, 'GT') == 0 and call('PTTL', key) == -1 then\n",
+            "    call('PEXPIRE', key, need)\n",
+            "  end\n",
             "end\n",
             // `ARGS`, not `ARGV`: a batched form points it at each call's arguments.
             "local ARGS = ARGV\n",
@@ -138,21 +143,23 @@ end
 macro_rules! grant {
     () => {
         r#"
-local function grant(seq, ttl, interval, idle, pen, gtop, ktop)
+local function grant(seq, ttl, interval, idle, pen, gtop, ktop, up)
   local id = seq + 1
   if id < now then id = now end
-  call('SET', KEYS[4], fmt(id), 'PX', 86400000)
+  local sid = fmt(id)
+  call('SET', KEYS[4], sid, 'PX', 86400000)
   local exp = now + ttl
-  call('ZADD', KEYS[1], fmt(exp), fmt(id))
-  call('ZADD', KEYS[2], fmt(exp), fmt(id))
+  local sexp = fmt(exp)
+  call('ZADD', KEYS[1], sexp, sid)
+  call('ZADD', KEYS[2], sexp, sid)
   call('HSET', KEYS[3], 'last', fmt(now))
   local top = max(gtop, exp)
   ktop = max(ktop, exp)
   call('PEXPIRE', KEYS[1], ceil((top - now) / 1000) + 1000)
   call('PEXPIRE', KEYS[2], ceil((ktop - now) / 1000) + 1000)
   call('PEXPIRE', KEYS[3], ceil((max(pen, now + interval, ktop) + idle - now) / 1000))
-  -- The marker outlives every lease of the namespace.
-  call('SET', KEYS[5], '1', 'PX', max(call('PTTL', KEYS[5]), ceil((top - now) / 1000) + 1000))
+  -- The marker (`up`: it exists) outlives every lease of the namespace.
+  if up then keep(KEYS[5], top + 1000000) else call('SET', KEYS[5], '1', 'PX', ceil((top - now) / 1000) + 1000) end
   return id, exp
 end
 local function granted_to(ticket, id, ms)
@@ -199,8 +206,12 @@ if waiting then
   end
 end
 local qn = call('ZCARD', KEYS[6])
-call('ZCARD', KEYS[7])
-call('ZCARD', KEYS[8])
+-- The waiters and the global queue are written only by a waiter or where the key has
+-- a queue: read (type-checked) then, before the first write.
+if waiting or qn > 0 then
+  call('ZCARD', KEYS[7])
+  call('ZCARD', KEYS[8])
+end
 local hn = call('ZCARD', KEYS[9])
 -- Reads first: a key holding another type fails here, and stored values palisade
 -- cannot have written are refused here, before anything is written.
@@ -289,7 +300,7 @@ for i = 1, 5 do
     return {0, i - 1, max(free[1], free[2], free[3], free[4], free[5]) - now, reclaimed}
   end
 end
-local id, exp = grant(seq, ttl, interval, idle, pen, gtop, ktop)
+local id, exp = grant(seq, ttl, interval, idle, pen, gtop, ktop, up)
 if waiting then
   granted_to(ticket, id)
   -- Room left on the key: the next waiter need not wait for a release.
@@ -343,7 +354,7 @@ local function hand_off()
   -- the handed lease and the record of the grant live at least as long.
   local life = tonumber(call('ZSCORE', KEYS[7], t))
   local ms = max(WAKE_MS, ceil((life - now) / 1000) + 1000)
-  local id, exp = grant(seq, ttl, interval, idle, pen, gtop, ktop)
+  local id, exp = grant(seq, ttl, interval, idle, pen, gtop, ktop, true)
   granted_to(t, id, ms)
   wake(t, 'L ' .. fmt(id) .. ' ' .. fmt(now) .. ' ' .. fmt(exp), ms)
   call('ZADD', KEYS[9], fmt(life), t)
@@ -352,8 +363,12 @@ local function hand_off()
 end
 local s = call('ZSCORE', KEYS[2], ARGV[1])
 local qn, gn = call('ZCARD', KEYS[6]), call('ZCARD', KEYS[8])
-call('ZCARD', KEYS[7])
-call('ZCARD', KEYS[9])
+-- The waiters and the handed set are written only with waiters: read (type-checked)
+-- then, before the first write.
+if qn > 0 or gn > 0 then
+  call('ZCARD', KEYS[7])
+  call('ZCARD', KEYS[9])
+end
 call('ZREM', KEYS[1], ARGV[1])
 call('ZREM', KEYS[2], ARGV[1])
 if not (s and tonumber(s) > now) then return -1 end

@@ -64,13 +64,27 @@ fn state() -> impl Strategy<Value = State> {
     ]
 }
 
-/// Half the cases have arguments that are all plausible (integers a policy or a TTL
-/// accepts), so that the scripts get past their argument checks and reach the keys.
+/// The states of a call's `n` keys: one case in four a fresh start (every key
+/// absent), so that a script over many keys (the acquisition's nine) also meets state
+/// it accepts and runs.
+fn states(n: usize) -> impl Strategy<Value = Vec<State>> {
+    prop_oneof![
+        3 => prop::collection::vec(state(), n),
+        1 => Just(vec![State::Absent; n]),
+    ]
+}
+
+/// Most cases have arguments that are all plausible (integers a policy or a TTL
+/// accepts, or small ones, as a flag or a cost), so that the scripts get past their
+/// argument checks and reach the keys; some have nine, as many as a script takes.
 fn args() -> impl Strategy<Value = Vec<String>> {
-    let plausible = (1_000u64..5_000_000).prop_map(|n| n.to_string());
+    let plausible = || (1_000u64..5_000_000).prop_map(|n| n.to_string());
+    let small = prop::sample::select(vec!["0", "1", "2", "5", "100", "1000000"]).prop_map(str::to_owned);
     prop_oneof![
         prop::collection::vec(word(), 0..9),
-        prop::collection::vec(plausible, 0..9),
+        prop::collection::vec(plausible(), 0..9),
+        prop::collection::vec(plausible(), 9),
+        prop::collection::vec(small, 4..7),
     ]
 }
 
@@ -145,18 +159,22 @@ fn run(conn: RedisConnection, test: &str) {
             failure_persistence: None,
             ..Config::default()
         });
-        let errors = std::cell::Cell::new(0u32);
+        let (errors, ran) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
         runner
-            .run(&(prop::collection::vec(state(), n_keys), args()), |(states, argv)| {
-                if rt.block_on(check(&conn, &tag, script, &states, &argv)) {
-                    errors.set(errors.get() + 1);
-                }
+            .run(&(states(n_keys), args()), |(states, argv)| {
+                let failed = rt.block_on(check(&conn, &tag, script, &states, &argv));
+                let count = if failed { &errors } else { &ran };
+                count.set(count.get() + 1);
                 Ok(())
             })
             .unwrap();
-        // Every script can fail (bad arguments, a key of another type): some case must
-        // have made it fail, or nothing was proven.
-        assert!(errors.get() > 0, "{}: no case made it fail", script.name());
+        // Every script can fail (bad arguments, a key of another type) and run: some
+        // case must have done each, or nothing was proven.
+        assert!(
+            errors.get() > 0 && ran.get() > 0,
+            "{}: {errors:?} failed, {ran:?} ran",
+            script.name()
+        );
     }
 }
 
@@ -242,11 +260,7 @@ fn run_batched(conn: &RedisConnection, test: &str) {
             failure_persistence: None,
             ..Config::default()
         });
-        // Small integers, so that many calls pass their checks and run beside the
-        // ones that fail.
-        let small = prop::sample::select(vec!["0", "1", "2", "5", "100", "1000000"]).prop_map(str::to_owned);
-        let argv = prop_oneof![args(), prop::collection::vec(small, 4..7)];
-        let call = (prop::collection::vec(state(), n_keys), argv);
+        let call = (states(n_keys), args());
         let batch = (
             prop::collection::vec(call, 1..5),
             prop_oneof![7 => Just(0i64), 1 => Just(1i64)],
