@@ -343,9 +343,16 @@ async fn live_namespace(conn: &RedisConnection, test: &str) {
         for k in 0..keys.len() {
             for (queued, call) in [true, false].into_iter().flat_map(|q| (0..4).map(move |c| (q, c))) {
                 let c = conn.client_for(&keys[0]).unwrap();
-                let _: i64 = c.del(keys.clone()).await.unwrap();
-                // In use: one lease held, waiter 77 queued behind it (the global cap
-                // of 1 is its first closed gate: it is in the global queue too).
+                // Every key of the namespace, its waiters' wake-up keys too: each case
+                // starts from nothing.
+                let wakes = ["77", "77:p", "77:l", "99", "99:p", "99:l"].map(|t| format!("{wake}{t}"));
+                let _: i64 = c
+                    .del(keys.iter().cloned().chain(wakes).collect::<Vec<_>>())
+                    .await
+                    .unwrap();
+                // In use: one lease held and, when `queued`, waiter 77 behind it (the
+                // global cap of 1 is its first closed gate: it is in the global queue
+                // too).
                 let granted = run(acquire, policy("10", "0")).await.unwrap();
                 let lease = match granted {
                     Value::Array(v) => v[1].as_i64().unwrap().to_string(),
