@@ -13,7 +13,7 @@ use palisade_cache_core::{Error, Provenance};
 use palisade_throttle::{Rate, RateDecision, RateLimiter, ThrottleBackend};
 
 pub use concurrency::{Concurrency, ConcurrencyLayer, DENY_REASON, PermitBody};
-pub use key::{ClientIp, Global, Header, KeyExtractor, PeerIp, RouteAnd};
+pub use key::{ClientIp, DEFAULT_IPV6_PREFIX, Global, Header, KeyExtractor, PeerIp, RouteAnd};
 
 /// The header naming where a decision came from when it was not Redis
 /// (`local_degraded`: degraded mode's announced local fallback).
