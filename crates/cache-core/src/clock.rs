@@ -145,9 +145,16 @@ impl Clock for ManualClock {
     }
 }
 
+/// The instant `d` after `now`; a `d` past what an `Instant` can hold (a configured
+/// `Duration::MAX`) is 30 years, as tokio's timers read it: never an overflow.
+pub fn later(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+    now.checked_add(d).or_else(|| now.checked_add(FAR)).unwrap_or(now)
+}
+
 /// Runs `fut` with a deadline measured on `clock`: `None` when the deadline passed first.
 pub async fn with_deadline<T>(clock: &dyn Clock, after: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    let sleep = clock.sleep_until(clock.now() + after);
+    let sleep = clock.sleep_until(later(clock.now(), after));
     tokio::select! {
         biased;
         v = fut => Some(v),

@@ -6,6 +6,7 @@
 //! | a TTL (cache entry, job record) | [`MIN_DURATION`] (1 ms) | [`MAX_TTL`] (10 years) |
 //! | a throttle lease, an extension | [`MIN_DURATION`] | [`MAX_LEASE`] (1 day) |
 //! | a throttle penalty | [`MIN_DURATION`] | [`MAX_PENALTY`] (1 year) |
+//! | a connect or command deadline, a probe's deadline or period (configuration) | more than 0 | [`MAX_DEADLINE`] (1 hour) |
 //!
 //! The smallest is the resolution of Redis's expiries (milliseconds): a shorter TTL
 //! would be rounded up on Redis and kept exact in memory, so it is refused instead. The
@@ -28,6 +29,10 @@ pub const MAX_LEASE: Duration = Duration::from_secs(86_400);
 
 /// The longest throttle penalty: one year.
 pub const MAX_PENALTY: Duration = Duration::from_secs(365 * 86_400);
+
+/// The longest connect deadline, command deadline, probe deadline and probe period a
+/// component's configuration accepts: one hour.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// Checks that `d` is within `[min, max]`; `what` names it in the error.
 pub fn check_duration(what: &str, d: Duration, min: Duration, max: Duration) -> Result<(), Error> {

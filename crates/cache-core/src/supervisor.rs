@@ -240,9 +240,9 @@ impl SupervisorConfig {
         self
     }
 
-    /// Sets the jitter factor (clamped to `[0, 1]`).
+    /// Sets the jitter factor (clamped to `[0, 1]`; NaN is 0).
     pub fn with_jitter(mut self, jitter: f64) -> Self {
-        self.jitter = jitter.clamp(0.0, 1.0);
+        self.jitter = if jitter.is_nan() { 0.0 } else { jitter.clamp(0.0, 1.0) };
         self
     }
 
@@ -255,9 +255,17 @@ impl SupervisorConfig {
             .min(self.backoff_max)
     }
 
+    /// [`SupervisorConfig::backoff`] shortened by the jitter. The fields are public, so
+    /// whatever they hold (a NaN jitter, a `Duration::MAX` wait) gives a wait, never a
+    /// panic.
     fn jittered(&self, attempt: u32) -> Duration {
-        self.backoff(attempt)
-            .mul_f64((1.0 - fastrand::f64() * self.jitter).clamp(0.0, 1.0))
+        let jitter = if self.jitter.is_nan() {
+            0.0
+        } else {
+            self.jitter.clamp(0.0, 1.0)
+        };
+        let wait = self.backoff(attempt);
+        Duration::try_from_secs_f64(wait.as_secs_f64() * (1.0 - fastrand::f64() * jitter)).unwrap_or(wait)
     }
 }
 
@@ -631,7 +639,7 @@ impl Inner {
 
     async fn probe_until_up(self: Arc<Self>, outage: u64) {
         let mut attempt = 0u32;
-        let mut next = self.clock.now() + self.config.jittered(attempt);
+        let mut next = crate::clock::later(self.clock.now(), self.config.jittered(attempt));
         loop {
             // A topology change (a promoted replica) is worth a probe now.
             tokio::select! {
@@ -641,7 +649,7 @@ impl Inner {
             let started = self.clock.now();
             attempt = attempt.saturating_add(1);
             // Start to start: a slow probe is part of the wait for the next one.
-            next = started + self.config.jittered(attempt);
+            next = crate::clock::later(started, self.config.jittered(attempt));
             let probe = with_deadline(&*self.clock, self.config.probe_deadline, self.probe.probe());
             match probe.await {
                 Some(Ok(())) => {}
@@ -697,5 +705,48 @@ impl Inner {
             }
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod config_bounds {
+    use super::*;
+
+    /// The timing fields are public: whatever they hold, a wait comes out (at most the
+    /// probe period) and a deadline lies in the future — no overflow, no panic.
+    #[test]
+    fn any_timing_gives_a_wait_and_a_deadline() {
+        let extremes = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_secs(3600),
+            Duration::MAX,
+        ];
+        let jitters = [0.0, 0.2, 1.0, -3.0, 7.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
+        let now = Instant::now();
+        for (&min, &max) in extremes.iter().flat_map(|a| extremes.iter().map(move |b| (a, b))) {
+            for jitter in jitters {
+                let mut config = SupervisorConfig::default();
+                (config.backoff_min, config.backoff_max, config.jitter) = (min, max, jitter);
+                for attempt in [0, 1, 20, 64, u32::MAX] {
+                    let wait = config.jittered(attempt);
+                    assert!(wait <= max, "{min:?} {max:?} {jitter} {attempt}: {wait:?}");
+                    assert!(crate::clock::later(now, wait) >= now);
+                }
+            }
+            let chosen = SupervisorConfig::default().with_jitter(f64::NAN).with_probe_period(max);
+            assert_eq!(chosen.jitter, 0.0);
+            assert!(chosen.jittered(3) <= max);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deadline_past_the_clock_range_is_no_deadline() {
+        let clock = crate::SystemClock;
+        assert_eq!(crate::with_deadline(&clock, Duration::MAX, async { 7 }).await, Some(7));
+        assert_eq!(
+            crate::with_deadline(&clock, Duration::ZERO, std::future::pending::<()>()).await,
+            None
+        );
     }
 }

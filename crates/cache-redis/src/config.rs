@@ -285,9 +285,24 @@ impl RedisConfig {
         Ok((self.sentinel_username.clone(), password))
     }
 
-    /// Checks what can be checked without a network: TLS asked for and compiled in,
-    /// settings consistent, password files readable.
+    /// Checks what can be checked without a network: every deadline more than 0 and at
+    /// most [`MAX_DEADLINE`](palisade_cache_core::limits::MAX_DEADLINE) (the fields are
+    /// public; past that bound a deadline's arithmetic could overflow), TLS asked for
+    /// and compiled in, settings consistent, password files readable.
     pub fn validate(&self) -> Result<(), Error> {
+        use palisade_cache_core::limits::MAX_DEADLINE;
+        for (name, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("command_timeout", self.command_timeout),
+            ("sentinel_poll", self.sentinel_poll),
+        ] {
+            if d.is_zero() || d > MAX_DEADLINE {
+                return Err(Error::config(format!(
+                    "`{name}` must be more than 0 and at most {} s (got {d:?})",
+                    MAX_DEADLINE.as_secs()
+                )));
+            }
+        }
         if self.tls.is_set() && !self.url.tls {
             return Err(Error::config(
                 "TLS settings (CA file, client certificate, server name) are given for a URL that does \
@@ -496,5 +511,49 @@ impl fred::types::config::CredentialProvider for FileCredentials {
             (&self.user, &self.password)
         };
         Ok((user.clone(), password.as_ref().map(PasswordSource::read).transpose()?))
+    }
+}
+
+#[cfg(test)]
+mod deadline_bounds {
+    use palisade_cache_core::limits::MAX_DEADLINE;
+
+    use super::*;
+    use crate::RedisConnection;
+
+    /// A deadline field set to anything: out of `(0, MAX_DEADLINE]` the connection is
+    /// refused as `Config`, naming the field, on every topology — before any deadline
+    /// is computed from it (`Duration::MAX` + the backstop would panic).
+    #[tokio::test]
+    async fn a_deadline_out_of_bounds_is_a_config_error_on_every_topology() {
+        let urls = [
+            "redis://127.0.0.1:1",
+            "redis-cluster://127.0.0.1:1",
+            "redis-sentinel://127.0.0.1:1/mymaster",
+        ];
+        type Field = fn(&mut RedisConfig) -> &mut Duration;
+        let fields: [(&str, Field); 3] = [
+            ("connect_timeout", |c| &mut c.connect_timeout),
+            ("command_timeout", |c| &mut c.command_timeout),
+            ("sentinel_poll", |c| &mut c.sentinel_poll),
+        ];
+        for url in urls {
+            for (name, field) in fields {
+                for bad in [Duration::ZERO, MAX_DEADLINE + Duration::from_nanos(1), Duration::MAX] {
+                    let mut config = RedisConfig::from_url(url).unwrap();
+                    *field(&mut config) = bad;
+                    for e in [
+                        RedisConnection::connect_lazy(&config).map(drop).unwrap_err(),
+                        RedisConnection::connect(&config).await.map(drop).unwrap_err(),
+                    ] {
+                        assert!(matches!(e, Error::Config { .. }), "{url} {name} {bad:?}: {e}");
+                        assert!(e.to_string().contains(name), "{e}");
+                    }
+                }
+                let mut config = RedisConfig::from_url(url).unwrap();
+                *field(&mut config) = MAX_DEADLINE;
+                assert!(config.validate().is_ok(), "{url} {name} at the bound");
+            }
+        }
     }
 }

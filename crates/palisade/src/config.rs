@@ -99,8 +99,9 @@ settings! {
     "redis_sentinel_password_file", "PALISADE_REDIS_SENTINEL_PASSWORD_FILE", Text, "Sentinel: a file holding the sentinels' password";
 }
 
-/// The longest connect deadline, command deadline and probe period a builder accepts.
-pub const MAX_DEADLINE: Duration = Duration::from_secs(3600);
+/// The longest connect deadline, command deadline and probe period a builder accepts
+/// (the same bound every component's configuration has).
+pub use palisade_cache_core::limits::MAX_DEADLINE;
 /// The largest pool of dedicated connections a builder accepts.
 pub const MAX_DEDICATED_POOL: u64 = 100_000;
 /// The longest degraded TTL cap and lease cap a builder accepts.

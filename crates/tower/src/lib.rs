@@ -80,7 +80,7 @@ pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send
 
 /// Seconds, rounded up (a `retry-after` of 0 would invite an immediate retry).
 fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 fn value(v: impl ToString) -> HeaderValue {
@@ -192,6 +192,7 @@ mod tests {
         assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
         assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
         assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
+        assert_eq!(ceil_secs(Duration::MAX), u64::MAX, "saturates, never overflows");
         let r: Response<()> = refusal(StatusCode::TOO_MANY_REQUESTS, Some(Duration::ZERO));
         assert_eq!(r.headers()[http::header::RETRY_AFTER], "1");
     }
