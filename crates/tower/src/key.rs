@@ -32,15 +32,20 @@ impl KeyExtractor for Global {
     }
 }
 
-/// The value of a request header (an API key, a tenant id); a request without it, or
-/// with a value that is not visible ASCII, has no key.
+/// The value of a request header (an API key, a tenant id); a request without it, with
+/// a value that is not visible ASCII, or with the header more than once, has no key.
+///
+/// More than once: the service's own code might read another of the values than this
+/// extractor (`HeaderMap::get` is the first), and a client authenticated by one value
+/// would choose its limit's key with the other.
 #[derive(Debug, Clone)]
 pub struct Header(pub HeaderName);
 
 impl KeyExtractor for Header {
     fn key(&self, req: &Parts) -> Option<String> {
-        let v = req.headers.get(&self.0)?.to_str().ok()?;
-        (!v.is_empty()).then(|| v.to_owned())
+        let mut values = req.headers.get_all(&self.0).iter();
+        let v = values.next()?.to_str().ok()?;
+        (!v.is_empty() && values.next().is_none()).then(|| v.to_owned())
     }
 }
 
@@ -220,12 +225,26 @@ impl KeyExtractor for ClientIp {
 }
 
 /// The route (method and path) plus another extractor's key: a limit per endpoint.
+///
+/// The route is axum's matched route template (`/users/{id}`) when the request carries
+/// one (the `axum` feature, the layer added inside the `Router` with `layer` or
+/// `route_layer`), else the request's path. Keyed by the concrete path, a client
+/// enumerating `/users/1`, `/users/2`, … would get an allowance per path, not per
+/// endpoint.
 #[derive(Debug, Clone)]
 pub struct RouteAnd<K>(pub K);
 
+fn route(req: &Parts) -> &str {
+    #[cfg(feature = "axum")]
+    if let Some(matched) = req.extensions.get::<axum::extract::MatchedPath>() {
+        return matched.as_str();
+    }
+    req.uri.path()
+}
+
 impl<K: KeyExtractor> KeyExtractor for RouteAnd<K> {
     fn key(&self, req: &Parts) -> Option<String> {
-        Some(format!("{} {} {}", req.method, req.uri.path(), self.0.key(req)?))
+        Some(format!("{} {} {}", req.method, route(req), self.0.key(req)?))
     }
 }
 
@@ -447,6 +466,15 @@ mod tests {
             Some("k1")
         );
         assert_eq!(Header(HeaderName::from_static("x-other")).key(&req), None);
+        let twice = parts("192.0.2.1:1", &[("x-api-key", "forged"), ("x-api-key", "k1")]);
+        let key = Header(HeaderName::from_static("x-api-key"));
+        assert_eq!(
+            key.key(&twice),
+            None,
+            "two values: which one the service reads is unknown"
+        );
+        let empty = parts("192.0.2.1:1", &[("x-api-key", "")]);
+        assert_eq!(key.key(&empty), None);
         assert_eq!(RouteAnd(PeerIp).key(&req).as_deref(), Some("GET /x 192.0.2.1"));
         assert_eq!(Global.key(&req).as_deref(), Some("global"));
         let by_path = |p: &Parts| Some(p.uri.path().to_owned());

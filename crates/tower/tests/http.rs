@@ -14,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 use common::get_as;
+#[cfg(feature = "axum")]
+use common::get_path_as;
 
 async fn serve(p: &Palisade, rate: Rate) -> std::net::SocketAddr {
     let layer =
@@ -111,6 +113,39 @@ async fn a_request_without_a_key_is_refused_not_let_through() {
     let (status, _, body) = get_as(addr, "alice").await;
     assert_eq!(status, 400);
     assert_ne!(body, "served");
+}
+
+/// `RouteAnd` limits an endpoint, not each path a client can make up: behind axum's
+/// router the key holds the matched route (`/users/{id}`), so enumerating ids does not
+/// give a client a fresh allowance per id (the `axum` feature reads the matched route).
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_per_route_is_one_limit_whatever_the_path_parameters() {
+    use palisade_tower::RouteAnd;
+    let p = Palisade::builder().mode(Mode::LocalOnly).build().await.unwrap();
+    let rate = Rate::per(1, Duration::from_secs(3600)).burst(1).build().unwrap();
+    let layer = RateLimitLayer::new(
+        p.rate_limiter(),
+        rate,
+        RouteAnd(Header(HeaderName::from_static("x-client"))),
+    );
+    let app = Router::new()
+        .route("/users/{id}", get(|| async { "user" }))
+        .route("/other", get(|| async { "other" }))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    assert_eq!(get_path_as(addr, "/users/1", "alice").await.0, 200);
+    for path in ["/users/1", "/users/2", "/users/999"] {
+        assert_eq!(
+            get_path_as(addr, path, "alice").await.0,
+            429,
+            "{path}: the same endpoint"
+        );
+    }
+    assert_eq!(get_path_as(addr, "/other", "alice").await.0, 200, "another endpoint");
+    assert_eq!(get_path_as(addr, "/users/2", "bob").await.0, 200, "another client");
 }
 
 /// Waits (bounded) until the throttle holds `n` leases on `key`.
