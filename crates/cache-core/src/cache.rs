@@ -217,6 +217,35 @@ struct Counters {
 type FlightResult = Result<Tagged<Vec<u8>>, Arc<Error>>;
 type Flights = Mutex<HashMap<String, Arc<watch::Sender<Option<FlightResult>>>>>;
 
+/// One load of [`Cache::get_or_load`] in flight: ended with its result, or — dropped
+/// before that, as a panicking loader's task drops it — with [`Error::Load`].
+struct Flight {
+    shared: Arc<Shared>,
+    key: String,
+    user_key: String,
+    tx: Arc<watch::Sender<Option<FlightResult>>>,
+}
+
+impl Flight {
+    fn end(self, result: FlightResult) {
+        lock(&self.shared.flights).remove(&self.key);
+        self.tx.send_replace(Some(result));
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if self.tx.borrow().is_some() {
+            return;
+        }
+        lock(&self.shared.flights).remove(&self.key);
+        self.tx.send_replace(Some(Err(Arc::new(Error::Load {
+            key: std::mem::take(&mut self.user_key),
+            source: Arc::from(BoxError::from("the loader panicked or its task was dropped")),
+        }))));
+    }
+}
+
 struct Shared {
     counters: Counters,
     flights: Flights,
@@ -567,6 +596,8 @@ impl<B: CacheBackend> Cache<B> {
     ///   cached: the next call loads again.
     /// - If storing the loaded value fails, every waiter gets that error (strict mode
     ///   stays fail-closed).
+    /// - A loader that panics fails every waiting caller with [`Error::Load`], and the
+    ///   next call loads again: one panic never leaves the key's callers waiting.
     /// - Needs a tokio runtime ([`Error::Config`] otherwise).
     pub async fn get_or_load<T, F, Fut, E>(&self, key: &str, ttl: Duration, load: F) -> Result<Tagged<T>, Error>
     where
@@ -597,9 +628,16 @@ impl<B: CacheBackend> Cache<B> {
                     let this = self.clone();
                     let user_key = key.to_owned();
                     runtime.spawn(async move {
-                        let result = this.load_and_store(&user_key, ttl, load).await.map_err(Arc::new);
-                        lock(&this.shared.flights).remove(&encoded_key);
-                        let _ = tx.send(Some(result));
+                        // Ends the flight even if the load never returns here (a
+                        // panicking loader, a runtime shutting down).
+                        let flight = Flight {
+                            shared: Arc::clone(&this.shared),
+                            key: encoded_key,
+                            user_key,
+                            tx,
+                        };
+                        let result = this.load_and_store(&flight.user_key, ttl, load).await.map_err(Arc::new);
+                        flight.end(result);
                     });
                     rx
                 }

@@ -513,6 +513,47 @@ pub async fn get_or_load_error_reaches_every_waiter_and_is_not_cached<F: Fixture
     assert_eq!(v.value, 9, "the next call loads again");
 }
 
+/// A loader that panics fails every waiting caller with `Load`, and the next call loads
+/// again: one panic never leaves the key's callers waiting.
+pub async fn get_or_load_panic_fails_every_waiter_and_the_next_call_loads<F: Fixture<Backend: CacheBackend>>(fx: &F) {
+    let c = cache_for(fx, "t", "load-panic");
+    let loader = Loader::new();
+    let n = 8;
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (c, loader) = (c.clone(), Arc::clone(&loader));
+            tokio::spawn(async move {
+                c.get_or_load("k", LONG_TTL, move || async move {
+                    let call = loader.calls.fetch_add(1, Ordering::SeqCst);
+                    loader.release.notified().await;
+                    // The first (the only) load panics: the loader's own bug.
+                    assert!(call > 0, "the loader panics (expected by this test)");
+                    Ok::<u8, std::io::Error>(1)
+                })
+                .await
+            })
+        })
+        .collect();
+    wait_for_waiters(&c, "k", n).await;
+    loader.release.notify_one();
+    for t in tasks {
+        let e = tokio::time::timeout(POLL_DEADLINE, t)
+            .await
+            .expect("a waiter of a panicked load is answered")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Load, "{e}");
+        assert!(e.chain().contains("panicked"), "{}", e.chain());
+    }
+    assert_eq!(loader.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(c.loading_waiters("k"), 0, "the flight is gone");
+    let v = c
+        .get_or_load("k", LONG_TTL, || async { Ok::<_, std::io::Error>(9u8) })
+        .await
+        .unwrap();
+    assert_eq!(v.value, 9, "the next call loads again");
+}
+
 // ---- the model ----------------------------------------------------------------------------
 
 /// One step of the model.
@@ -659,7 +700,8 @@ macro_rules! cache_suite {
             get_or_load_runs_one_load_for_concurrent_callers,
             get_or_load_hit_does_not_load,
             get_or_load_survives_a_cancelled_caller,
-            get_or_load_error_reaches_every_waiter_and_is_not_cached
+            get_or_load_error_reaches_every_waiter_and_is_not_cached,
+            get_or_load_panic_fails_every_waiter_and_the_next_call_loads
         );
 
         #[test]
