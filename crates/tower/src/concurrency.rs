@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -24,8 +25,13 @@ pub const DENY_REASON: HeaderName = HeaderName::from_static("palisade-deny-reaso
 ///   service sees it. The permit is held until the response body has ended — its last
 ///   frame read, or the body dropped — so a streamed response counts as in flight while
 ///   it streams; if the request's future is dropped first (the client went away, a
-///   timeout layer fired), the permit is released then. The lease TTL of the policy
-///   bounds a holder that crashed.
+///   timeout layer fired), the permit is released then.
+/// - While the request is in flight its lease is extended by the policy's lease TTL
+///   every third of that TTL (on the tokio runtime the layer runs on), so a request
+///   that outlives the TTL — a long download, a server-sent event stream — keeps its
+///   slot. The TTL still bounds a holder that crashed (nothing extends its lease), and
+///   one whose backend stayed unreachable longer than the TTL (its lease is gone; the
+///   request goes on uncounted).
 /// - Refused: `429` with `retry-after` (seconds, rounded up) and
 ///   [`DENY_REASON`]; strict mode without Redis: `503` with `retry-after`, never a
 ///   pass-through; degraded-mode answers carry [`PROVENANCE`].
@@ -74,17 +80,71 @@ pub struct Concurrency<S, B, K> {
     layer: ConcurrencyLayer<B, K>,
 }
 
+/// A request's permit while the request is in flight (see the layer's `# Behavior`).
+enum Held {
+    /// Owned by its renewal task, which is ended — and the permit released — when this
+    /// is dropped.
+    Renewed(tokio::task::JoinHandle<()>),
+    /// No tokio runtime to renew on: held as granted.
+    Plain(Permit),
+}
+
+impl Held {
+    fn new(permit: Permit, ttl: Duration) -> Self {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => Held::Renewed(rt.spawn(renew(permit, ttl))),
+            Err(_) => Held::Plain(permit),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Held::Renewed(task) = self {
+            // The task's future, and with it the permit, is dropped: the permit's drop
+            // releases it.
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Held::Renewed(_) => f.write_str("Held(renewed)"),
+            Held::Plain(permit) => f.debug_tuple("Held").field(permit).finish(),
+        }
+    }
+}
+
+/// Extends `permit`'s lease by `ttl` every third of it, until the lease is gone or the
+/// task is ended. A failed extension (the backend unreachable) is tried again a third
+/// later: the lease, still `ttl` long from the last success, covers two more tries.
+async fn renew(mut permit: Permit, ttl: Duration) {
+    let every = (ttl / 3).max(Duration::from_millis(1));
+    loop {
+        tokio::time::sleep(every).await;
+        match permit.extend(ttl).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(target: palisade_cache_core::EVENT_TARGET, error = %e.chain(), "a request's lease could not be extended; trying again");
+            }
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A response body that holds the request's permit until it ends or is dropped.
     pub struct PermitBody<B> {
         #[pin]
         inner: B,
-        permit: Option<Permit>,
+        permit: Option<Held>,
     }
 }
 
 impl<B> PermitBody<B> {
-    fn new(inner: B, permit: Option<Permit>) -> Self {
+    fn new(inner: B, permit: Option<Held>) -> Self {
         PermitBody { inner, permit }
     }
 }
@@ -166,7 +226,10 @@ where
             let provenance = decision.provenance;
             let mut res = match decision.value {
                 // Held by this future until the response exists, then by its body.
-                Decision::Acquired(permit) => inner.call(req).await?.map(|b| PermitBody::new(b, Some(permit))),
+                Decision::Acquired(permit) => {
+                    let held = Held::new(permit, layer.policy.lease_ttl);
+                    inner.call(req).await?.map(|b| PermitBody::new(b, Some(held)))
+                }
                 Decision::Denied { reason, retry_after } => {
                     let mut res = refusal(StatusCode::TOO_MANY_REQUESTS, Some(retry_after));
                     res.headers_mut()

@@ -148,6 +148,89 @@ async fn a_limit_per_route_is_one_limit_whatever_the_path_parameters() {
     assert_eq!(get_path_as(addr, "/users/2", "bob").await.0, 200, "another client");
 }
 
+/// A streamed response that outlives its lease TTL keeps its slot: the layer extends
+/// the lease while the request is in flight, and releases it when the body ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_outlives_its_lease_ttl_keeps_its_slot() {
+    use axum::body::Body;
+    use palisade::Policy;
+    use palisade_tower::{ConcurrencyLayer, Global};
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+
+    let Some(server) = env::private_server("http_renewal") else {
+        return;
+    };
+    let p = Palisade::builder()
+        .mode(Mode::StrictDistributed)
+        .redis_url(&server.url())
+        .tenant(&env::unique_prefix("http"))
+        .command_timeout(Duration::from_millis(300))
+        .throttle_restart_hold(false)
+        .build()
+        .await
+        .unwrap();
+    let ttl = Duration::from_millis(1500);
+    let policy = Policy::builder()
+        .global_cap(1)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(ttl)
+        .build()
+        .unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let stream_gate = Arc::clone(&gate);
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(move || {
+                let gate = Arc::clone(&stream_gate);
+                async move {
+                    let chunks = futures_util::stream::unfold(0, move |i| {
+                        let gate = Arc::clone(&gate);
+                        async move {
+                            match i {
+                                0 => Some((Ok::<_, std::io::Error>("first-chunk "), 1)),
+                                1 => {
+                                    gate.acquire().await.unwrap().forget();
+                                    Some((Ok("last-chunk"), 2))
+                                }
+                                _ => None,
+                            }
+                        }
+                    });
+                    Body::from_stream(chunks)
+                }
+            }),
+        )
+        .route("/", get(|| async { "served" }))
+        .layer(ConcurrencyLayer::new(p.throttle(), policy, Global));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (mut stream, head) = open(addr, "/stream", "first-chunk").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Four lease TTLs: without the renewal the lease would have expired three times
+    // over. The lease is looked at all along (a bounded poll of the passing time).
+    let started = Instant::now();
+    while started.elapsed() < 4 * ttl {
+        let held = p.throttle().inspect("global").await.unwrap().value.key_leases;
+        assert_eq!(held, 1, "the stream's lease, {:?} into it", started.elapsed());
+        tokio::time::sleep(ttl / 6).await;
+    }
+    assert_eq!(get_as(addr, "x").await.0, 429, "the stream still holds the slot");
+    gate.add_permits(1);
+    let mut rest = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.contains("last-chunk"), "{rest}");
+    leases_become(&p, "global", 0).await;
+    assert_eq!(get_as(addr, "x").await.0, 200, "the slot is free again");
+}
+
 /// Waits (bounded) until the throttle holds `n` leases on `key`.
 async fn leases_become(p: &Palisade, key: &str, n: u32) {
     let give_up = Instant::now() + Duration::from_secs(5);
