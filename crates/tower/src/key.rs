@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use http::request::Parts;
+use ipnet::{IpNet, Ipv4Net};
 
 /// Gives the rate-limit key of a request, or `None` when it cannot key it (then the
 /// request is refused unless [`RateLimitLayer::allow_unkeyed`](crate::RateLimitLayer::allow_unkeyed)).
@@ -104,7 +105,8 @@ enum Chain {
 
 /// The client's IP behind reverse proxies you run.
 ///
-/// The key is the peer's address unless the peer is one of `trusted`. From a trusted
+/// The key is the peer's address unless the peer is one of `trusted` (addresses with
+/// [`ClientIp::behind`], networks with [`ClientIp::behind_networks`]). From a trusted
 /// peer, the one forwarding header your proxies write — `X-Forwarded-For`, or with
 /// [`ClientIp::forwarded`] RFC 7239's `Forwarded` (`for=`), never both — is read
 /// **right to left**: each trusted address is a proxy of yours and the walk goes on,
@@ -123,17 +125,58 @@ enum Chain {
 ///   your proxies untouched).
 #[derive(Debug, Clone)]
 pub struct ClientIp {
-    trusted: Arc<[IpAddr]>,
+    trusted: Arc<[IpNet]>,
     chain: Chain,
     ipv6_prefix: u8,
+}
+
+/// `net` with an IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4 network
+/// it maps (`10.0.0.0/8`): addresses are compared canonical.
+fn canonical_net(net: IpNet) -> IpNet {
+    match (net.addr().to_canonical(), net.prefix_len()) {
+        (IpAddr::V4(v4), len) if net.addr().is_ipv6() && len >= 96 => {
+            Ipv4Net::new(v4, len - 96).map_or(net, |n| IpNet::V4(n).trunc())
+        }
+        _ => net,
+    }
 }
 
 impl ClientIp {
     /// Behind the proxies at `trusted`, which write `X-Forwarded-For` (nginx's
     /// `$proxy_add_x_forwarded_for`, HAProxy's `option forwardfor`, most load balancers).
     pub fn behind(trusted: impl IntoIterator<Item = IpAddr>) -> Self {
+        ClientIp::trusting(trusted.into_iter().map(|ip| canonical_net(IpNet::from(ip))))
+    }
+
+    /// Behind the proxies in `networks`, each an address (`10.0.0.1`) or a network in
+    /// CIDR form (`10.0.0.0/8`, `2001:db8::/32`): for proxies whose addresses change
+    /// within a range (a Kubernetes ingress, a cloud load balancer). Every address in a
+    /// network is trusted, so name only ranges that hold nothing but your proxies. An
+    /// entry that is neither form is [`Error::Config`](palisade_cache_core::Error),
+    /// naming it.
+    pub fn behind_networks<S: AsRef<str>>(
+        networks: impl IntoIterator<Item = S>,
+    ) -> Result<Self, palisade_cache_core::Error> {
+        let nets = networks
+            .into_iter()
+            .map(|n| {
+                let text = n.as_ref().trim();
+                text.parse::<IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                    .map(|net| canonical_net(net.trunc()))
+                    .map_err(|_| {
+                        palisade_cache_core::Error::config(format!(
+                            "trusted proxy {text:?} is neither an IP address nor a network (10.0.0.0/8)"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ClientIp::trusting(nets))
+    }
+
+    fn trusting(trusted: impl IntoIterator<Item = IpNet>) -> Self {
         ClientIp {
-            trusted: trusted.into_iter().map(|ip| ip.to_canonical()).collect(),
+            trusted: trusted.into_iter().collect(),
             chain: Chain::XForwardedFor,
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
@@ -154,7 +197,7 @@ impl ClientIp {
     }
 
     fn trusts(&self, ip: &IpAddr) -> bool {
-        self.trusted.contains(ip)
+        self.trusted.iter().any(|net| net.contains(ip))
     }
 
     /// The chain's entries, left to right, as addresses (`None`: not one).
@@ -336,6 +379,41 @@ mod tests {
                 "10.0.0.1"
             };
             assert_eq!(x.key(&req).as_deref(), Some(want), "{chain}");
+        }
+    }
+
+    #[test]
+    fn proxies_can_be_trusted_by_network() {
+        let x = ClientIp::behind_networks(["10.0.0.0/8", " 2001:db8:ffff::/48 ", "192.0.2.7"]).unwrap();
+        let req = parts(
+            "10.20.30.40:80",
+            &[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.9.9.9")],
+        );
+        assert_eq!(x.key(&req).as_deref(), Some("198.51.100.7"), "two proxies of the range");
+        let req = parts(
+            "[2001:db8:ffff:1::5]:80",
+            &[("x-forwarded-for", "198.51.100.8, 192.0.2.7")],
+        );
+        assert_eq!(x.key(&req).as_deref(), Some("198.51.100.8"));
+        let req = parts("[::ffff:10.1.1.1]:80", &[("x-forwarded-for", "198.51.100.9")]);
+        assert_eq!(
+            x.key(&req).as_deref(),
+            Some("198.51.100.9"),
+            "a mapped peer in the range"
+        );
+        let req = parts("11.0.0.1:80", &[("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(x.key(&req).as_deref(), Some("11.0.0.1"), "outside the range: untrusted");
+        let mapped = ClientIp::behind_networks(["::ffff:10.0.0.0/104"]).unwrap();
+        let req = parts("10.3.3.3:80", &[("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(
+            mapped.key(&req).as_deref(),
+            Some("198.51.100.7"),
+            "a mapped network is its IPv4 one"
+        );
+        for bad in ["10.0.0.0/33", "nonsense", "", "10.0.0.0/8/1"] {
+            let e = ClientIp::behind_networks([bad]).unwrap_err();
+            assert_eq!(e.kind(), palisade_cache_core::ErrorKind::Config, "{bad:?}");
+            assert!(e.to_string().contains(&format!("{:?}", bad.trim())), "{e}");
         }
     }
 
