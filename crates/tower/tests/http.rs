@@ -20,11 +20,65 @@ use common::get_path_as;
 async fn serve(p: &Palisade, rate: Rate) -> std::net::SocketAddr {
     let layer =
         RateLimitLayer::new(p.rate_limiter(), rate, Header(HeaderName::from_static("x-client"))).legacy_headers(true);
-    let app = Router::new().route("/", get(|| async { "served" })).layer(layer);
+    listen(Router::new().route("/", get(|| async { "served" })).layer(layer)).await
+}
+
+/// Serves `app` on a loopback port of its own.
+async fn listen(app: Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
+}
+
+/// A strict palisade for the throttle tests on a fresh server: without
+/// `throttle_restart_hold(false)` the restart hold refuses every lease for one lease TTL
+/// (a restarted Redis may have lost leases still held).
+async fn throttling(url: &str) -> Palisade {
+    Palisade::builder()
+        .mode(Mode::StrictDistributed)
+        .redis_url(url)
+        .tenant(&env::unique_prefix("http"))
+        .command_timeout(Duration::from_millis(300))
+        .throttle_restart_hold(false)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// One request in flight across the fleet, leases of `ttl`.
+fn one_at_a_time(ttl: Duration) -> palisade::Policy {
+    palisade::Policy::builder()
+        .global_cap(1)
+        .key_cap(1)
+        .min_interval(Duration::ZERO)
+        .lease_ttl(ttl)
+        .build()
+        .unwrap()
+}
+
+/// `GET` of a body that sends `first-chunk `, then `last-chunk` once `gate` has a
+/// permit (handlers wait on a gate the test opens, never on a timer).
+fn streamed(gate: std::sync::Arc<tokio::sync::Semaphore>) -> axum::routing::MethodRouter {
+    get(move || {
+        let gate = std::sync::Arc::clone(&gate);
+        async move {
+            let chunks = futures_util::stream::unfold(0, move |i| {
+                let gate = std::sync::Arc::clone(&gate);
+                async move {
+                    match i {
+                        0 => Some((Ok::<_, std::io::Error>("first-chunk "), 1)),
+                        1 => {
+                            gate.acquire().await.unwrap().forget();
+                            Some((Ok("last-chunk"), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            axum::body::Body::from_stream(chunks)
+        }
+    })
 }
 
 async fn palisade(url: &str, mode: Mode) -> Palisade {
@@ -107,9 +161,7 @@ async fn a_request_without_a_key_is_refused_not_let_through() {
     let rate = Rate::per_second(10).build().unwrap();
     let layer = RateLimitLayer::new(p.rate_limiter(), rate, Header(HeaderName::from_static("x-missing")));
     let app = Router::new().route("/", get(|| async { "served" })).layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = listen(app).await;
     let (status, _, body) = get_as(addr, "alice").await;
     assert_eq!(status, 400);
     assert_ne!(body, "served");
@@ -133,9 +185,7 @@ async fn a_limit_per_route_is_one_limit_whatever_the_path_parameters() {
         .route("/users/{id}", get(|| async { "user" }))
         .route("/other", get(|| async { "other" }))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = listen(app).await;
     assert_eq!(get_path_as(addr, "/users/1", "alice").await.0, 200);
     for path in ["/users/1", "/users/2", "/users/999"] {
         assert_eq!(
@@ -152,8 +202,6 @@ async fn a_limit_per_route_is_one_limit_whatever_the_path_parameters() {
 /// the lease while the request is in flight, and releases it when the body ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_outlives_its_lease_ttl_keeps_its_slot() {
-    use axum::body::Body;
-    use palisade::Policy;
     use palisade_tower::{ConcurrencyLayer, Global};
     use std::sync::Arc;
     use tokio::sync::Semaphore;
@@ -161,53 +209,15 @@ async fn a_request_that_outlives_its_lease_ttl_keeps_its_slot() {
     let Some(server) = env::private_server("http_renewal") else {
         return;
     };
-    let p = Palisade::builder()
-        .mode(Mode::StrictDistributed)
-        .redis_url(&server.url())
-        .tenant(&env::unique_prefix("http"))
-        .command_timeout(Duration::from_millis(300))
-        .throttle_restart_hold(false)
-        .build()
-        .await
-        .unwrap();
+    let p = throttling(&server.url()).await;
     let ttl = Duration::from_millis(1500);
-    let policy = Policy::builder()
-        .global_cap(1)
-        .key_cap(1)
-        .min_interval(Duration::ZERO)
-        .lease_ttl(ttl)
-        .build()
-        .unwrap();
+    let policy = one_at_a_time(ttl);
     let gate = Arc::new(Semaphore::new(0));
-    let stream_gate = Arc::clone(&gate);
     let app = Router::new()
-        .route(
-            "/stream",
-            get(move || {
-                let gate = Arc::clone(&stream_gate);
-                async move {
-                    let chunks = futures_util::stream::unfold(0, move |i| {
-                        let gate = Arc::clone(&gate);
-                        async move {
-                            match i {
-                                0 => Some((Ok::<_, std::io::Error>("first-chunk "), 1)),
-                                1 => {
-                                    gate.acquire().await.unwrap().forget();
-                                    Some((Ok("last-chunk"), 2))
-                                }
-                                _ => None,
-                            }
-                        }
-                    });
-                    Body::from_stream(chunks)
-                }
-            }),
-        )
+        .route("/stream", streamed(Arc::clone(&gate)))
         .route("/", get(|| async { "served" }))
         .layer(ConcurrencyLayer::new(p.throttle(), policy, Global));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = listen(app).await;
 
     let (mut stream, head) = open(addr, "/stream", "first-chunk").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -265,8 +275,6 @@ async fn open(addr: std::net::SocketAddr, path: &str, until: &str) -> (tokio::ne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_holds_each_permit_until_the_body_ends_or_the_request_is_dropped() {
-    use axum::body::Body;
-    use palisade::Policy;
     use palisade_tower::{ConcurrencyLayer, Global};
     use std::sync::Arc;
     use tokio::sync::Semaphore;
@@ -274,27 +282,11 @@ async fn concurrency_holds_each_permit_until_the_body_ends_or_the_request_is_dro
     let Some(mut server) = env::private_server("http_concurrency") else {
         return;
     };
-    // A fresh server: without this the throttle's restart hold refuses every lease
-    // for one lease TTL (a restarted Redis may have lost leases still held).
-    let p = Palisade::builder()
-        .mode(Mode::StrictDistributed)
-        .redis_url(&server.url())
-        .tenant(&env::unique_prefix("http"))
-        .command_timeout(Duration::from_millis(300))
-        .throttle_restart_hold(false)
-        .build()
-        .await
-        .unwrap();
-    let policy = Policy::builder()
-        .global_cap(1)
-        .key_cap(1)
-        .min_interval(Duration::ZERO)
-        .lease_ttl(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let p = throttling(&server.url()).await;
+    let policy = one_at_a_time(Duration::from_secs(30));
     // Handlers wait on a gate the test opens, never on a timer.
     let gate = Arc::new(Semaphore::new(0));
-    let (slow_gate, stream_gate) = (Arc::clone(&gate), Arc::clone(&gate));
+    let slow_gate = Arc::clone(&gate);
     let app = Router::new()
         .route(
             "/",
@@ -306,32 +298,9 @@ async fn concurrency_holds_each_permit_until_the_body_ends_or_the_request_is_dro
                 }
             }),
         )
-        .route(
-            "/stream",
-            get(move || {
-                let gate = Arc::clone(&stream_gate);
-                async move {
-                    let chunks = futures_util::stream::unfold(0, move |i| {
-                        let gate = Arc::clone(&gate);
-                        async move {
-                            match i {
-                                0 => Some((Ok::<_, std::io::Error>("first-chunk "), 1)),
-                                1 => {
-                                    gate.acquire().await.unwrap().forget();
-                                    Some((Ok("last-chunk"), 2))
-                                }
-                                _ => None,
-                            }
-                        }
-                    });
-                    Body::from_stream(chunks)
-                }
-            }),
-        )
+        .route("/stream", streamed(Arc::clone(&gate)))
         .layer(ConcurrencyLayer::new(p.throttle(), policy, Global));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = listen(app).await;
 
     // 1. A request in its handler (`/`) holds the one slot; a second is refused.
     let a = tokio::spawn(async move { get_as(addr, "a").await });

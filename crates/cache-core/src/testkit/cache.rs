@@ -407,24 +407,40 @@ async fn wait_for_waiters<B: CacheBackend>(c: &Cache<B>, key: &str, n: usize) {
     }
 }
 
+/// `n` callers of `get_or_load("k")` on `c`, spawned; the one load counts itself in
+/// `loader.calls`, waits for `loader.release`, then ends as `end` says, given how many
+/// loads came before it.
+fn load_callers<B, T>(
+    c: &Cache<B>,
+    loader: &Arc<Loader>,
+    n: usize,
+    end: fn(usize) -> Result<T, std::io::Error>,
+) -> Vec<tokio::task::JoinHandle<Result<crate::Tagged<T>, crate::Error>>>
+where
+    B: CacheBackend,
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    (0..n)
+        .map(|_| {
+            let (c, loader) = (c.clone(), Arc::clone(loader));
+            tokio::spawn(async move {
+                c.get_or_load("k", LONG_TTL, move || async move {
+                    let before = loader.calls.fetch_add(1, Ordering::SeqCst);
+                    loader.release.notified().await;
+                    end(before)
+                })
+                .await
+            })
+        })
+        .collect()
+}
+
 /// N concurrent callers on a miss share one load, and all get its value.
 pub async fn get_or_load_runs_one_load_for_concurrent_callers<F: Fixture<Backend: CacheBackend>>(fx: &F) {
     let c = cache_for(fx, "t", "load");
     let loader = Loader::new();
     let n = 20;
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let (c, loader) = (c.clone(), Arc::clone(&loader));
-            tokio::spawn(async move {
-                c.get_or_load("k", LONG_TTL, move || async move {
-                    loader.calls.fetch_add(1, Ordering::SeqCst);
-                    loader.release.notified().await;
-                    Ok::<_, std::io::Error>(String::from("loaded"))
-                })
-                .await
-            })
-        })
-        .collect();
+    let tasks = load_callers(&c, &loader, n, |_| Ok(String::from("loaded")));
     wait_for_waiters(&c, "k", n).await;
     loader.release.notify_one();
     for t in tasks {
@@ -484,19 +500,7 @@ pub async fn get_or_load_error_reaches_every_waiter_and_is_not_cached<F: Fixture
     let c = cache_for(fx, "t", "load-err");
     let loader = Loader::new();
     let n = 8;
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let (c, loader) = (c.clone(), Arc::clone(&loader));
-            tokio::spawn(async move {
-                c.get_or_load("k", LONG_TTL, move || async move {
-                    loader.calls.fetch_add(1, Ordering::SeqCst);
-                    loader.release.notified().await;
-                    Err::<u8, _>(std::io::Error::other("origin down"))
-                })
-                .await
-            })
-        })
-        .collect();
+    let tasks = load_callers(&c, &loader, n, |_| Err::<u8, _>(std::io::Error::other("origin down")));
     wait_for_waiters(&c, "k", n).await;
     loader.release.notify_one();
     for t in tasks {
@@ -519,21 +523,11 @@ pub async fn get_or_load_panic_fails_every_waiter_and_the_next_call_loads<F: Fix
     let c = cache_for(fx, "t", "load-panic");
     let loader = Loader::new();
     let n = 8;
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let (c, loader) = (c.clone(), Arc::clone(&loader));
-            tokio::spawn(async move {
-                c.get_or_load("k", LONG_TTL, move || async move {
-                    let call = loader.calls.fetch_add(1, Ordering::SeqCst);
-                    loader.release.notified().await;
-                    // The first (the only) load panics: the loader's own bug.
-                    assert!(call > 0, "the loader panics (expected by this test)");
-                    Ok::<u8, std::io::Error>(1)
-                })
-                .await
-            })
-        })
-        .collect();
+    // The first (the only) load panics: the loader's own bug.
+    let tasks = load_callers(&c, &loader, n, |before| {
+        assert!(before > 0, "the loader panics (expected by this test)");
+        Ok(1u8)
+    });
     wait_for_waiters(&c, "k", n).await;
     loader.release.notify_one();
     for t in tasks {
