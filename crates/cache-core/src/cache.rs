@@ -615,34 +615,38 @@ impl<B: CacheBackend> Cache<B> {
         }
         Self::check_ttl(ttl)?;
         let encoded_key = self.key(key)?;
-        let mut rx = {
+        let (mut rx, start) = {
             let mut flights = lock(&self.shared.flights);
             match flights.get(&encoded_key) {
-                Some(tx) => tx.subscribe(),
+                Some(tx) => (tx.subscribe(), None),
                 None => {
                     let runtime = tokio::runtime::Handle::try_current()
                         .map_err(|_| Error::config("get_or_load needs a tokio runtime"))?;
                     let (tx, rx) = watch::channel(None);
                     let tx = Arc::new(tx);
                     flights.insert(encoded_key.clone(), Arc::clone(&tx));
-                    let this = self.clone();
-                    let user_key = key.to_owned();
-                    runtime.spawn(async move {
-                        // Ends the flight even if the load never returns here (a
-                        // panicking loader, a runtime shutting down).
-                        let flight = Flight {
-                            shared: Arc::clone(&this.shared),
-                            key: encoded_key,
-                            user_key,
-                            tx,
-                        };
-                        let result = this.load_and_store(&flight.user_key, ttl, load).await.map_err(Arc::new);
-                        flight.end(result);
-                    });
-                    rx
+                    // Built before the task exists, so the flight ends (and the waiters
+                    // hear of it) even if the task is dropped unpolled, panics or never
+                    // returns here.
+                    let flight = Flight {
+                        shared: Arc::clone(&self.shared),
+                        key: encoded_key,
+                        user_key: key.to_owned(),
+                        tx,
+                    };
+                    (rx, Some((runtime, flight)))
                 }
             }
         };
+        // Spawned with the map unlocked: a task dropped at once (a runtime shutting
+        // down) drops its flight, which takes the lock to end it.
+        if let Some((runtime, flight)) = start {
+            let this = self.clone();
+            runtime.spawn(async move {
+                let result = this.load_and_store(&flight.user_key, ttl, load).await.map_err(Arc::new);
+                flight.end(result);
+            });
+        }
         let result = rx
             .wait_for(Option::is_some)
             .await

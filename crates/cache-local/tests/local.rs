@@ -212,3 +212,42 @@ async fn the_local_backend_reports_local_only_and_local_provenance() {
     );
     assert!(cache.probe().await.is_ok());
 }
+
+#[test]
+fn a_load_whose_task_is_dropped_unpolled_still_answers_its_waiters() {
+    use palisade_cache_core::{Cache, Namespace};
+    let cache = Cache::new(
+        LocalCache::new(LocalCacheConfig::default()),
+        Namespace::new("p", "t", "unpolled").unwrap(),
+    );
+    let mut first = Box::pin(cache.get_or_load("k", HOUR, || async { Ok::<_, std::io::Error>(1u8) }));
+    // Polled once on a runtime that then shuts down: the miss is seen and the load task
+    // is spawned there, but never runs.
+    let doomed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    doomed.block_on(async {
+        tokio::select! {
+            biased;
+            _ = &mut first => panic!("a miss cannot be answered before its load runs"),
+            () = std::future::ready(()) => {}
+        }
+    });
+    assert_eq!(cache.loading_waiters("k"), 1, "the load is in flight");
+    drop(doomed);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let e = tokio::time::timeout(Duration::from_secs(10), first)
+            .await
+            .expect("a waiter of a load whose task was dropped is answered")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Load, "{e}");
+        assert_eq!(cache.loading_waiters("k"), 0, "the flight is gone");
+        let v = cache
+            .get_or_load("k", HOUR, || async { Ok::<_, std::io::Error>(9u8) })
+            .await
+            .unwrap();
+        assert_eq!(v.value, 9, "the next call loads again");
+    });
+}
